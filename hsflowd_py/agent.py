@@ -1,0 +1,388 @@
+"""The agent: settings, modules, pollers and the way out to the collectors.
+
+Everything meets here on one asyncio loop: modules feed sampled packets and
+counter records in, the core wraps them into samples, the codec encodes them,
+the assembler packs datagrams, and the receivers send each one to every
+collector.  One tick a second fires due pollers and flushes what is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import module as module_api
+from .agent_address import local_addresses, select_agent_address
+from .autofile import AutoFile, Effective
+from .config import ConfigError, Settings, load_config
+from .ds_index import DsIndexes
+from .flow import SampledPacket
+from .host_counters import HostCounters
+from .pollers import Collect, Poller
+from .readers.identity import host_uuid
+from .receivers import Receivers
+from .sflow import records as rec
+from .sflow.assembler import DatagramAssembler
+from .sflow.codec import encode_sample
+from .sflow.samples import CounterSample, FlowSample
+
+log = logging.getLogger("hsflowd")
+
+HOST_DS = (2, 1)
+ENRICH_TIMEOUT_S = 0.4
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """Collectors and settings learned at run time (DNS-SD); None collectors = not in use."""
+
+    collectors: tuple[tuple[str, int], ...] | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+class Agent:
+    """A running Host sFlow agent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: str | None = None,
+        auto_path: str | None = None,
+        uuid_override: bytes | None = None,
+        root: Path = Path("/"),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.file_settings = settings
+        self.config_path = config_path
+        self.root = root
+        self.rng = rng or random.Random()
+        self.started = time.monotonic()
+        self.receivers = Receivers()
+        self.autofile = AutoFile(auto_path)
+        self.ds_indexes = DsIndexes()
+        self.host = HostCounters(root)
+        self.discovered = Discovered()
+        self.settings = settings
+        self.uuid = host_uuid(root, uuid.UUID(bytes=uuid_override) if uuid_override else settings.uuid)
+        self.pollers: dict[tuple[int, int], Poller] = {}
+        self.modules: dict[str, module_api.Module] = {}
+        self.enrichers: list[module_api.Module] = []
+        self.flow_sequences: dict[int, int] = {}
+        self.container_ifindexes: set[int] = set()
+        self.assembler: DatagramAssembler | None = None
+        self.agent_address: Any = None
+        self.agent_dev: str | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
+
+    # ------------------------------------------------------------ time, identity
+
+    def uptime_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def _effective_settings(self) -> Settings:
+        s = self.file_settings
+        if self.discovered.overrides:
+            s = replace(s, **dict(self.discovered.overrides))
+        return s
+
+    def collector_targets(self) -> list[tuple[str, int]]:
+        if self.discovered.collectors is not None:
+            return list(self.discovered.collectors)
+        return [(c.ip, c.udpport) for c in self.settings.collectors]
+
+    def refresh_agent_address(self) -> None:
+        """Pick the agent address; a change restarts datagram sequence numbers and uptime."""
+        s = self.settings
+        try:
+            addresses = local_addresses()
+        except Exception:  # psutil failure must not stop sampling
+            log.exception("cannot list local addresses")
+            addresses = []
+        address = select_agent_address(addresses, s.agent_ip, s.agent_dev, s.agent_cidrs)
+        if address is None:
+            address = select_agent_address([], "127.0.0.1")
+        dev = next((a.ifname for a in addresses if a.ip == address), None)
+        sub_agent = s.sub_agent()
+        a = self.assembler
+        if a and a.agent == address and a.sub_agent_id == sub_agent and a.max_bytes == s.datagram_bytes:
+            return
+        if a:
+            a.flush(self.uptime_ms())
+            if a.agent != address:
+                log.info("agent address changed from %s to %s", a.agent, address)
+                self.started = time.monotonic()
+        self.agent_address, self.agent_dev = address, dev
+        self.assembler = DatagramAssembler(address, sub_agent, s.datagram_bytes, self.receivers.send)
+
+    def write_autofile(self) -> None:
+        s = self.settings
+        self.autofile.update(
+            Effective(
+                hostname=socket.gethostname(),
+                sampling=s.sampling,
+                header_bytes=s.header_bytes,
+                datagram_bytes=s.datagram_bytes,
+                polling=s.polling,
+                collectors=tuple(self.collector_targets()),
+                agent_ip=str(self.agent_address),
+                agent_dev=self.agent_dev,
+            )
+        )
+
+    # --------------------------------------------------------------- settings
+
+    def apply_settings(self) -> None:
+        """Make the effective settings (file + discovered) current everywhere."""
+        self.settings = self._effective_settings()
+        self.receivers.configure(self.collector_targets())
+        self.refresh_agent_address()
+        self.write_autofile()
+        for m in self.modules.values():
+            self._guard(m, "reconfigure", m.reconfigure, self.settings)
+
+    def set_discovered(self, discovered: Discovered) -> None:
+        if discovered != self.discovered:
+            self.discovered = discovered
+            self.apply_settings()
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config; a bad file is reported and the running settings stay."""
+        if not self.config_path:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            log.error("reload refused, keeping the running settings: %s", e)
+            return False
+        log.info("reloaded %s", self.config_path)
+        self.file_settings = new
+        self.apply_settings()
+        await self._sync_modules()
+        return True
+
+    # ---------------------------------------------------------------- modules
+
+    def _guard(self, m: module_api.Module, hook: str, fn: Any, *args: Any) -> Any:
+        """Call a module hook; a failure is logged and counted, never fatal."""
+        try:
+            return fn(*args)
+        except Exception:
+            m.stats[f"{hook}_errors"] += 1
+            self.stats["faults"] += 1
+            if m.stats[f"{hook}_errors"] == 1:
+                log.exception("module %s: %s failed (further failures counted, not logged)", m.name, hook)
+            return None
+
+    async def _sync_modules(self) -> None:
+        """Start modules the settings now want, stop the ones they no longer want."""
+        registry = module_api.discover()
+        for name, cls in registry.items():
+            wanted = self._wants(cls)
+            running = self.modules.get(name)
+            if wanted and running is None:
+                m = cls(self, self.settings)
+                try:
+                    await m.start()
+                except Exception as e:
+                    log.error("module %s could not start: %s", name, e)
+                    log.debug("module %s start failure", name, exc_info=True)
+                    continue
+                self.modules[name] = m
+                log.info("module %s started", name)
+            elif not wanted and running is not None:
+                await self._stop_module(running)
+        self.enrichers = sorted(
+            (m for m in self.modules.values() if module_api.implements(m, "enrich")), key=lambda m: m.enrich_order
+        )
+
+    def _wants(self, cls: type[module_api.Module]) -> bool:
+        try:
+            return cls.wanted(self.settings)
+        except Exception:
+            log.exception("module %s: wanted() failed", cls.name)
+            return False
+
+    async def _stop_module(self, m: module_api.Module) -> None:
+        try:
+            await m.stop()
+        except Exception:
+            log.exception("module %s: stop failed", m.name)
+        self.modules.pop(m.name, None)
+
+    # ---------------------------------------------------------------- pollers
+
+    def add_poller(self, ds_class: int, ds_index: int, collect: Collect, name: str, first_now: bool = False) -> Poller:
+        """Register a data source; ``first_now`` sends its first sample on the next tick."""
+        p = Poller(ds_class, ds_index, collect, name)
+        now = time.monotonic()
+        if first_now:
+            p.next_due = now
+        else:
+            p.schedule_first(now, self.settings.polling or 1, self.rng)
+        self.pollers[(ds_class, ds_index)] = p
+        return p
+
+    def remove_poller(self, ds_class: int, ds_index: int, final: list[rec.Record] | None = None) -> None:
+        """Forget a data source, sending ``final`` as its last counter sample first."""
+        p = self.pollers.pop((ds_class, ds_index), None)
+        if p is not None and final:
+            self._send_counters(p, final)
+
+    def _send_counters(self, p: Poller, records: list[rec.Record]) -> None:
+        if self.assembler is None:
+            return
+        sample = CounterSample(p.ds_class, p.ds_index, records, p.next_sequence())
+        self.assembler.add(encode_sample(sample), self.uptime_ms())
+        self.stats["counter_samples"] += 1
+
+    def poll(self, p: Poller) -> None:
+        try:
+            records = p.collect()
+        except Exception:
+            self.stats["faults"] += 1
+            log.exception("poller %s failed", p.name)
+            return
+        if records:
+            self._send_counters(p, records)
+
+    def host_records(self) -> list[rec.Record]:
+        """The host sample: the core's records, then whatever the modules add (2100)."""
+        records: list[rec.Record] = [self.host.description(None, self.uuid)]
+        records += self.host.records(adapters_exclude=self.container_ifindexes)
+        for m in self.modules.values():
+            if module_api.implements(m, "host_counters"):
+                self._guard(m, "host_counters", m.host_counters, records)
+        return records
+
+    def tick(self) -> None:
+        """Once a second: fire due pollers, then flush what is pending."""
+        now = time.monotonic()
+        interval = self.settings.polling
+        if interval > 0:
+            for p in list(self.pollers.values()):
+                step = p.interval or interval
+                if p.due(now):
+                    p.advance(now, step)
+                    self.poll(p)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.assembler is not None:
+            self.assembler.flush(self.uptime_ms())
+
+    # ------------------------------------------------------------------ flows
+
+    def next_flow_sequence(self, ds_index: int) -> int:
+        seq = (self.flow_sequences.get(ds_index, 0) + 1) & 0xFFFFFFFF
+        self.flow_sequences[ds_index] = seq
+        return seq
+
+    def submit(self, packet: SampledPacket) -> None:
+        """A sampler's packet: run the enrichers, hold it while any is pending, then encode."""
+        holds = []
+        for m in self.enrichers:
+            aw = self._guard(m, "enrich", m.enrich, packet)
+            if aw is not None:
+                holds.append(aw)
+        if not holds:
+            self.emit_flow(packet)
+            return
+        task = asyncio.ensure_future(self._emit_when_enriched(packet, holds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _emit_when_enriched(self, packet: SampledPacket, holds: list[Any]) -> None:
+        futures = [asyncio.ensure_future(h) for h in holds]
+        done, pending = await asyncio.wait(futures, timeout=ENRICH_TIMEOUT_S)
+        if pending:
+            self.stats["enrich_timeouts"] += 1
+            for f in pending:
+                f.cancel()
+        for f in done:
+            if not f.cancelled() and f.exception() is not None:
+                self.stats["faults"] += 1
+                log.debug("enrichment failed", exc_info=f.exception())
+        self.emit_flow(packet)
+
+    def emit_flow(self, packet: SampledPacket) -> None:
+        if self.assembler is None:
+            return
+        records: list[rec.Record] = list(packet.extra)
+        if packet.timestamp_ns:
+            records.append(rec.ExtendedTimestamp(packet.timestamp_ns))
+        records.append(rec.SampledHeader(packet.header_protocol, packet.frame_length, packet.stripped, packet.header))
+        sample = FlowSample(
+            0,
+            packet.ds_index,
+            packet.sampling_rate,
+            packet.sample_pool,
+            packet.drops,
+            packet.input,
+            packet.output,
+            records,
+            self.next_flow_sequence(packet.ds_index),
+        )
+        self.assembler.add(encode_sample(sample), self.uptime_ms())
+        self.stats["flow_samples"] += 1
+
+    # -------------------------------------------------------------------- run
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.stats)
+        if self.assembler:
+            out["datagrams_sent"] = self.assembler.datagrams_sent
+            out["samples_sent"] = self.assembler.samples_sent
+        out["collectors"] = {r.label: {"sent": r.sent, "errors": r.errors} for r in self.receivers.receivers}
+        out["modules"] = {name: m.status() for name, m in self.modules.items()}
+        return out
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then flush and stop cleanly."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        self.apply_settings()
+        self.add_poller(*HOST_DS, self.host_records, "host")
+        await self._sync_modules()
+        log.info(
+            "agent %s sub-agent %d sending to %s",
+            self.agent_address,
+            self.settings.sub_agent(),
+            ", ".join(r.label for r in self.receivers.receivers) or "nobody yet",
+        )
+        last_address_check = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+                self.tick()
+                if time.monotonic() - last_address_check >= self.settings.check_adaptors:
+                    last_address_check = time.monotonic()
+                    self.receivers.refresh()
+                    self.refresh_agent_address()
+                    self.write_autofile()
+        finally:
+            for m in list(self.modules.values()):
+                await self._stop_module(m)
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=ENRICH_TIMEOUT_S * 2)
+            self.flush()
+            self.receivers.close()
+            log.info("stopped: %s", self.status())

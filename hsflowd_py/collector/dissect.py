@@ -1,0 +1,235 @@
+"""Decode the packet header inside a sampled-header record (0:1) as sflowtool does.
+
+sflowtool prints a few fields of the sampled frame after ``headerBytes``
+(MACs, VLAN tags, IP addresses and ports); collectors and tests grep for them,
+so this module reproduces its field names, order and quirks, among them:
+
+* ``IPID`` is the 16-bit IP id read in host byte order on a little-endian
+  machine (sflowtool prints ``ip.id`` without ``ntohs``), so 0x2487 prints
+  as 34596.
+* ``IPSize`` is ``frame_length - stripped - offset of the IP header``, printed
+  as a signed 32-bit number.
+* ``ethernet_type`` (sflowtool 6.x) comes once the EtherType is known, after
+  any VLAN tags and 802.2/SNAP encapsulation.
+
+Unlike the C original it never reads past the captured bytes: a field whose
+bytes were not captured is not printed (sflowtool would print whatever
+follows in the datagram buffer).  Everything here is pure and bounded by the
+header length, so any bytes at all are safe input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["Entry", "Note", "dissect_header"]
+
+
+class Note(str):
+    """A line sflowtool prints only in its text output, never in JSON (e.g. ``NO_DECODE ...``)."""
+
+
+Entry = tuple[str, str] | Note
+
+HEADER_ETHERNET = 1
+HEADER_IPV4 = 11
+HEADER_IPV6 = 12
+HEADER_80211 = 15
+
+_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
+_IPV6_EXTENSIONS = frozenset((0, 43, 44, 51, 60))  # hop-by-hop, routing, fragment, auth, dest options
+_IP_HEADER = 20
+_IPV6_HEADER = 40
+_MAX_8023_LENGTH = 1500
+
+
+def _mac(b: bytes) -> str:
+    return b.hex()
+
+
+def _u16(b: bytes, at: int) -> int:
+    return (b[at] << 8) | b[at + 1]
+
+
+def _signed32(n: int) -> int:
+    n &= 0xFFFFFFFF
+    return n - (1 << 32) if n & 0x80000000 else n
+
+
+class _Dissection:
+    """State of one header decode: the bytes, what was printed, where IP starts."""
+
+    def __init__(self, header: bytes) -> None:
+        self.h = header
+        self.out: list[Entry] = []
+        self.ip4_at: int | None = None
+        self.ip6_at: int | None = None
+
+    def put(self, name: str, value: object) -> None:
+        self.out.append((name, str(value)))
+
+    # ------------------------------------------------------------ link layer
+
+    def ethernet(self) -> None:
+        h = self.h
+        if len(h) < 14:
+            return
+        self.put("dstMAC", _mac(h[0:6]))
+        self.put("srcMAC", _mac(h[6:12]))
+        type_len, at = _u16(h, 12), 14
+        depth = 0
+        while type_len in _VLAN_TPIDS:
+            if len(h) - at < 4:
+                return
+            tci = _u16(h, at)
+            suffix = f".{depth}" if depth else ""
+            self.put("decodedVLAN" + suffix, tci & 0x0FFF)
+            self.put("decodedPriority" + suffix, tci >> 13)
+            type_len, at = _u16(h, at + 2), at + 4
+            depth += 1
+        if len(h) < _IP_HEADER:
+            return
+        if type_len in (0x0200, 0x0201, 0x0600) and self._is_ipx(at):
+            return
+        if type_len <= _MAX_8023_LENGTH:
+            found = self._llc(at)
+            if found is None:
+                return
+            type_len, at = found
+        self.put("ethernet_type", type_len)
+        if type_len == 0x0800 and len(h) - at >= _IP_HEADER and h[at] >> 4 == 4 and h[at] & 15 >= 5:
+            self.ip4_at = at
+        elif type_len == 0x86DD and at < len(h) and h[at] >> 4 == 6:
+            self.ip6_at = at
+
+    def _is_ipx(self, at: int) -> bool:
+        h = self.h
+        if len(h) - at < 4:
+            return False
+        return h[at] == 0xFF and h[at + 1] == 0xFF and 30 <= _u16(h, at + 2) <= 30 + 546
+
+    def _llc(self, at: int) -> tuple[int, int] | None:
+        """802.2 after an 802.3 length: SNAP with a zero OUI or IP over 802.2 give an EtherType."""
+        h = self.h
+        if h[at : at + 3] == b"\xaa\xaa\x03":
+            oui = h[at + 3 : at + 6]
+            if len(oui) < 3:
+                return None
+            if oui != b"\0\0\0":
+                self.put("VSNAP_OUI", "-".join(f"{x:02X}" for x in oui))
+                return None
+            return (_u16(h, at + 6), at + 8) if len(h) - at >= 8 else None
+        if len(h) - at >= 3 and h[at] == 0x06 and h[at + 1] == 0x06 and h[at + 2] & 1:
+            return 0x0800, at + 3
+        return None
+
+    def ieee80211(self) -> None:
+        """Only data frames carry addresses sflowtool prints; their meaning depends on ToDS/FromDS."""
+        h = self.h
+        if len(h) < 24:
+            return
+        fc = h[0] | (h[1] << 8)
+        if (fc >> 2) & 3 != 2:
+            return
+        to_ds, from_ds = (fc >> 8) & 1, (fc >> 9) & 1
+        addr1, addr2, addr3 = h[4:10], h[10:16], h[16:22]
+        if to_ds:
+            dst = addr3
+            src = h[24:30] if from_ds else addr2
+        else:
+            dst = addr1
+            src = addr3 if from_ds else addr2
+        if len(src) == 6:
+            self.put("srcMAC", _mac(src))
+        self.put("dstMAC", _mac(dst))
+        self.put("txMAC", _mac(addr2))
+        self.put("rxMAC", _mac(addr1))
+
+    # ------------------------------------------------------------ IP layers
+
+    def ipv4(self, at: int) -> None:
+        h = self.h
+        if len(h) - at < _IP_HEADER:
+            return
+        self.put("ip.tot_len", _u16(h, at + 2))
+        self.put("srcIP", ipaddress.IPv4Address(h[at + 12 : at + 16]))
+        self.put("dstIP", ipaddress.IPv4Address(h[at + 16 : at + 20]))
+        protocol = h[at + 9]
+        self.put("IPProtocol", protocol)
+        self.put("IPTOS", h[at + 1])
+        self.put("IPTTL", h[at + 8])
+        self.put("IPID", h[at + 4] | (h[at + 5] << 8))
+        fragment_offset = _u16(h, at + 6) & 0x1FFF
+        if fragment_offset:
+            self.put("IPFragmentOffset", fragment_offset)
+            return
+        header_bytes = (h[at] & 15) * 4
+        if len(h) - at < header_bytes:
+            return
+        self.layer4(protocol, at + header_bytes)
+
+    def ipv6(self, at: int) -> None:
+        h = self.h
+        if len(h) - at < _IPV6_HEADER:
+            return
+        if h[at] >> 4 != 6:
+            self.out.append(Note(f"header decode error: unexpected IP version: {h[at] >> 4}"))
+            return
+        self.put("IPTOS", ((h[at] & 15) << 4) + (h[at + 1] >> 4))
+        self.put("IP6_label", f"0x{((h[at + 1] & 15) << 16) + _u16(h, at + 2):x}")
+        payload_length = _u16(h, at + 4)
+        self.put("IPV6_payloadLen", payload_length or "<jumbo>")
+        next_header = h[at + 6]
+        self.put("IPTTL", h[at + 7])
+        self.put("srcIP6", ipaddress.IPv6Address(h[at + 8 : at + 24]).exploded)
+        self.put("dstIP6", ipaddress.IPv6Address(h[at + 24 : at + 40]).exploded)
+        at += _IPV6_HEADER
+        while next_header in _IPV6_EXTENSIONS:
+            self.put("IP6HeaderExtension", next_header)
+            if len(h) - at < 2:
+                return
+            next_header, at = h[at], at + 8 * (h[at + 1] + 1)
+            if at > len(h):
+                return
+        self.put("IPProtocol", next_header)
+        self.layer4(next_header, at)
+
+    def layer4(self, protocol: int, at: int) -> None:
+        h = self.h
+        if len(h) - at < 8:
+            return
+        if protocol == 1:
+            self.put("ICMPType", h[at])
+            self.put("ICMPCode", h[at + 1])
+        elif protocol == 6:
+            self.put("TCPSrcPort", _u16(h, at))
+            self.put("TCPDstPort", _u16(h, at + 2))
+            if len(h) - at > 13:
+                self.put("TCPFlags", h[at + 13])
+        elif protocol == 17:
+            self.put("UDPSrcPort", _u16(h, at))
+            self.put("UDPDstPort", _u16(h, at + 2))
+            self.put("UDPBytes", _u16(h, at + 4))
+
+
+def dissect_header(protocol: int, frame_length: int, stripped: int, header: bytes) -> list[Entry]:
+    """The fields sflowtool prints for a sampled header, after ``headerBytes``."""
+    d = _Dissection(bytes(header))
+    if protocol == HEADER_ETHERNET:
+        d.ethernet()
+    elif protocol == HEADER_IPV4:
+        d.ip4_at = 0
+    elif protocol == HEADER_IPV6:
+        d.ip6_at = 0
+    elif protocol == HEADER_80211:
+        d.ieee80211()
+    else:
+        d.out.append(Note(f"NO_DECODE headerProtocol={protocol}"))
+    ip_at = d.ip4_at if d.ip4_at is not None else d.ip6_at
+    if ip_at is not None:
+        d.put("IPSize", _signed32(frame_length - stripped - ip_at))
+        if d.ip4_at is not None:
+            d.ipv4(ip_at)
+        else:
+            d.ipv6(ip_at)
+    return d.out

@@ -1,0 +1,269 @@
+"""sflowtool's field model of a datagram, and its text and grep renderings.
+
+A decoded datagram is turned once into a *view*: ordered ``(name, value)``
+entries for the datagram, each sample and each record, with the names and
+value spellings sflowtool uses.  Record fields come straight from the table
+in ``sflow/records.py`` (labels, types that print themselves, the
+``count_label``/``list_key`` hints and ``INTRO`` lines); the only addition
+is the packet dissection of sampled headers.  ``jsonout`` renders the same
+view as JSON, so text and JSON cannot disagree about a name or a value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..sflow.layout import Field, Struct
+from ..sflow.records import COUNTER, FLOW, SampledHeader
+from ..sflow.samples import CounterSample, Datagram, FlowSample, Sample, UnknownRecord, UnknownSample
+from ..sflow.xdr import ADDRESS, Variable
+from .dissect import Entry, Note, dissect_header
+
+__all__ = [
+    "DatagramView",
+    "Nested",
+    "Received",
+    "SampleView",
+    "datagram_view",
+    "format_grep",
+    "format_text",
+    "iso_time",
+]
+
+START_DATAGRAM = "startDatagram ================================="
+END_DATAGRAM = "endDatagram   ================================="
+START_SAMPLE = "startSample ----------------------"
+END_SAMPLE = "endSample   ----------------------"
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A list inside a record: JSON keeps it as ``key: [...]``; text flattens it.
+
+    Text names scalar items ``<name>_<i>`` and prefixes the fields of object
+    items with ``<name>_<i>_`` (``adaptor_0_MAC_1``), as sflowtool does.
+    """
+
+    key: str
+    name: str
+    items: list[str | list[ViewEntry]]
+
+
+ViewEntry = Entry | Nested
+
+
+@dataclass(frozen=True)
+class Received:
+    """What sflowtool prints about a datagram that is not in it: where and when it arrived.
+
+    Reading a capture file sflowtool knows no receive time or source: it
+    prints ``-`` and zeros, and adds the capture timestamp instead.
+    """
+
+    source: str
+    seconds: int
+    microseconds: int
+    pcap_seconds: int | None = None
+    pcap_microseconds: int = 0
+
+
+@dataclass
+class SampleView:
+    """One sample: its own fields, then its records (``None`` for an undecoded sample type)."""
+
+    fields: list[ViewEntry]
+    elements: list[list[ViewEntry]] | None
+    source_id: str = "0:0"
+    tag: str = "0:0"
+
+
+@dataclass
+class DatagramView:
+    """A datagram as sflowtool shows it; ``context`` is the grep-mode line prefix."""
+
+    fields: list[ViewEntry]
+    samples: list[SampleView] = field(default_factory=list)
+    context: str = ""
+
+
+def iso_time(seconds: int) -> str:
+    """sflowtool's ISO 8601 local time (``strftime("%Y-%m-%dT%H:%M:%S%z")``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+
+
+def _tag(tag: int) -> str:
+    return f"{tag >> 12}:{tag & 0xFFF}"
+
+
+# ------------------------------------------------------------------ records
+
+
+def struct_entries(value: Struct) -> list[ViewEntry]:
+    """The printed fields of a declared structure, in declaration order."""
+    out: list[ViewEntry] = []
+    for f, v in value.items():
+        out.extend(_field_entries(f, v))
+    return out
+
+
+def _field_entries(f: Field, value: Any) -> Iterator[ViewEntry]:
+    if f.count_label:
+        yield (f.count_label, str(len(value)))
+    item = getattr(f.type, "item", None)
+    if item is not None:
+        items = [struct_entries(v) if isinstance(v, Struct) else item.xdr.text(v) for v in value]
+        yield Nested(f.list_key or f.label, f.label, items)
+    elif not (isinstance(f.type, Variable) and f.type.omit_empty and not value):
+        yield (f.label, f.type.text(value))
+
+
+def _sampled_header(record: Any) -> list[Entry]:
+    return dissect_header(record.header_protocol, record.frame_length, record.stripped, record.header)
+
+
+_DECODED_CONTENT: dict[type, Callable[[Any], list[Entry]]] = {SampledHeader: _sampled_header}
+"""Records whose payload sflowtool decodes further than the table's fields."""
+
+
+def element_entries(record: Any, kind: str) -> list[ViewEntry]:
+    """One record with its ``flowBlock_tag``/``counterBlock_tag`` line first."""
+    tag_label, skipped = (
+        ("counterBlock_tag", "counters_sample_element") if kind == COUNTER else ("flowBlock_tag", "flow_sample_element")
+    )
+    if isinstance(record, UnknownRecord):
+        tag = _tag(record.tag)
+        return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag} len={len(record.data)}")]
+    out: list[ViewEntry] = [(tag_label, _tag(record.tag()))]
+    if record.INTRO:
+        out.append(record.INTRO)
+    out.extend(struct_entries(record))
+    content = _DECODED_CONTENT.get(type(record))
+    if content:
+        out.extend(content(record))
+    return out
+
+
+# ------------------------------------------------------------------ samples
+
+
+_PORT_FORMATS = {0: "{}", 1: "dropCode {}", 2: "multiple {}", 3: "format==3 {}"}
+
+
+def _port(fmt: int, port: int) -> str:
+    return _PORT_FORMATS.get(fmt, "").format(port)
+
+
+def sample_view(sample: Sample) -> SampleView:
+    """A sample's header fields and its records."""
+    if isinstance(sample, UnknownSample):
+        tag = _tag(sample.tag)
+        note = Note(f"skipping unknown sample: {tag} len={len(sample.data)}")
+        return SampleView([("sampleType_tag", tag), note], None, tag=tag)
+    source_id = f"{sample.ds_class}:{sample.ds_index}"
+    if isinstance(sample, FlowSample):
+        tag, kind = "0:3", FLOW
+        fields: list[ViewEntry] = [
+            ("sampleType_tag", tag),
+            ("sampleType", "FLOWSAMPLE"),
+            ("sampleSequenceNo", str(sample.sequence)),
+            ("sourceId", source_id),
+            ("meanSkipCount", str(sample.sampling_rate)),
+            ("samplePool", str(sample.sample_pool)),
+            ("dropEvents", str(sample.drops)),
+            ("inputPort", _port(sample.input_format, sample.input)),
+            ("outputPort", _port(sample.output_format, sample.output)),
+        ]
+    else:
+        assert isinstance(sample, CounterSample)
+        tag, kind = "0:4", COUNTER
+        fields = [
+            ("sampleType_tag", tag),
+            ("sampleType", "COUNTERSSAMPLE"),
+            ("sampleSequenceNo", str(sample.sequence)),
+            ("sourceId", source_id),
+        ]
+    elements = [element_entries(r, kind) for r in sample.records]
+    return SampleView(fields, elements, source_id, tag)
+
+
+def datagram_view(datagram: Datagram, size: int, received: Received) -> DatagramView:
+    """The whole datagram as sflowtool prints it."""
+    agent = ADDRESS.text(datagram.agent)
+    fields: list[ViewEntry] = [
+        ("datagramSourceIP", received.source),
+        ("datagramSize", str(size)),
+        ("unixSecondsUTC", str(received.seconds)),
+        ("unixSecondsUTC_uS", str(received.microseconds)),
+        ("localtime", iso_time(received.seconds)),
+    ]
+    if received.pcap_seconds is not None:
+        fields.append(("pcapTimestamp", iso_time(received.pcap_seconds)))
+        fields.append(("pcapTimestamp_uS", str(received.pcap_microseconds)))
+    fields += [
+        ("datagramVersion", str(datagram.version)),
+        ("agentSubId", str(datagram.sub_agent_id)),
+        ("agent", agent),
+        ("packetSequenceNo", str(datagram.sequence)),
+        ("sysUpTime", str(datagram.uptime_ms)),
+        ("samplesInPacket", str(len(datagram.samples))),
+    ]
+    when = received.pcap_seconds if received.pcap_seconds is not None else received.seconds
+    context = f"{iso_time(when)} {agent} {datagram.sub_agent_id} {datagram.sequence}"
+    return DatagramView(fields, [sample_view(s) for s in datagram.samples], context)
+
+
+# ------------------------------------------------------------------ text
+
+
+_Scope = tuple[str, str, str]
+_OUTSIDE: _Scope = ("0:0", "0:0", "0:0")
+
+
+def _entry_lines(entries: list[ViewEntry], prefix: str = "") -> Iterator[str]:
+    for entry in entries:
+        if isinstance(entry, Note):
+            yield str(entry)
+        elif isinstance(entry, Nested):
+            for i, item in enumerate(entry.items):
+                if isinstance(item, str):
+                    yield f"{prefix}{entry.name}_{i} {item}"
+                else:
+                    yield from _entry_lines(item, f"{prefix}{entry.name}_{i}_")
+        else:
+            yield f"{prefix}{entry[0]} {entry[1]}"
+
+
+def _scoped_lines(view: DatagramView) -> Iterator[tuple[_Scope, str]]:
+    yield _OUTSIDE, START_DATAGRAM
+    for line in _entry_lines(view.fields):
+        yield _OUTSIDE, line
+    for sample in view.samples:
+        scope = (sample.source_id, sample.tag, "0:0")
+        yield scope, START_SAMPLE
+        for line in _entry_lines(sample.fields):
+            yield scope, line
+        for element in sample.elements or ():
+            scope = (sample.source_id, sample.tag, str(element[0][1]))  # records start with their tag line
+            for line in _entry_lines(element):
+                yield scope, line
+        yield scope, END_SAMPLE
+    yield _OUTSIDE, END_DATAGRAM
+
+
+def format_text(view: DatagramView) -> str:
+    """sflowtool's default output for one datagram."""
+    return "".join(line + "\n" for _, line in _scoped_lines(view))
+
+
+def format_grep(view: DatagramView) -> str:
+    """sflowtool's ``-g`` form: every line carries its context, so one ``grep`` finds a field with its origin.
+
+    The prefix is ``time agent subAgentId datagramSequence sourceId sampleTag
+    recordTag``, with ``0:0`` outside samples and records.  Unlike sflowtool,
+    whose prefix only fills in as decoding proceeds, every line of a datagram
+    gets the whole datagram context.
+    """
+    return "".join(f"{view.context} {' '.join(scope)} {line}\n" for scope, line in _scoped_lines(view))

@@ -1,0 +1,86 @@
+"""Declaring config keys on the settings dataclasses themselves.
+
+Each dataclass field that appears in hsflowd.conf carries its key spelling and
+value codec in its metadata -- ``field(default=..., metadata=conf_key(...))``,
+so type checkers still see ordinary dataclass fields.  The parser builds its
+key tables from that and ``render`` prints settings back in the same language:
+a key is declared exactly once, and parsing and printing cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .lexer import quote
+from .values import Codec
+
+_META = "hsflowd.conf"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A ``key = value`` line.
+
+    ``repeat`` collects every occurrence into a tuple (``agent.cidr``).
+    ``suffix`` makes the key a family ``key.<suffix>`` collected into a dict
+    keyed by the parsed suffix (``sampling.10G``).
+    """
+
+    key: str
+    codec: Codec
+    repeat: bool = False
+    suffix: Codec | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """A nested ``key { ... }`` block parsed into ``cls``; ``repeat`` collects a tuple."""
+
+    key: str
+    cls: type
+    repeat: bool = False
+
+
+def conf_key(key: str, codec: Codec, *, repeat: bool = False, suffix: Codec | None = None) -> dict[str, Option]:
+    """Field metadata binding a dataclass field to ``key = value`` lines."""
+    return {_META: Option(key, codec, repeat, suffix)}
+
+
+def conf_block(key: str, cls: type, *, repeat: bool = False) -> dict[str, Block]:
+    """Field metadata binding a dataclass field to nested ``key { ... }`` blocks."""
+    return {_META: Block(key, cls, repeat)}
+
+
+def config_fields(cls: type) -> Iterator[tuple[str, Option | Block]]:
+    """(field name, spec) for each field of ``cls`` that is spelled in hsflowd.conf."""
+    for f in dataclasses.fields(cls):
+        if _META in f.metadata:
+            yield f.name, f.metadata[_META]
+
+
+def render(obj: Any, name: str) -> list[str]:
+    """``obj`` as a block of hsflowd.conf, one key per line and each nested block on one line."""
+    return [f"{name} {{", *(f"  {item}" for item in _items(obj)), "}"]
+
+
+def _items(obj: Any) -> Iterator[str]:
+    for field_name, spec in config_fields(type(obj)):
+        value = getattr(obj, field_name)
+        if isinstance(spec, Block):
+            for child in _occurrences(value, spec.repeat):
+                yield " ".join([spec.key, "{", *_items(child), "}"])
+        elif spec.suffix is not None:
+            for suffix, item in value.items():
+                yield f"{spec.key}.{spec.suffix.show(suffix)} = {quote(spec.codec.show(item))}"
+        else:
+            for item in _occurrences(value, spec.repeat):
+                yield f"{spec.key} = {quote(spec.codec.show(item))}"
+
+
+def _occurrences(value: Any, repeat: bool) -> tuple[Any, ...]:
+    if repeat:
+        return tuple(value)
+    return () if value is None else (value,)

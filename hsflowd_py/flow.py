@@ -1,0 +1,51 @@
+"""A sampled packet on its way from a sampler, through enrichers, to the encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .sflow.records import INTERNAL_PORT, Record
+
+DIRECTION_UNKNOWN = 0
+DIRECTION_IN = 1
+DIRECTION_OUT = 2
+
+HEADER_ETHERNET = 1
+HEADER_IPV4 = 11
+HEADER_IPV6 = 12
+
+
+@dataclass(slots=True)
+class SampledPacket:
+    """One packet sample as a sampler hands it over; enrichers append records to ``extra``.
+
+    ``notes`` carries what one enricher learns for another (the tcp module's
+    cgroup id for the systemd module, the network namespace a docker module
+    found for the tcp module).
+    """
+
+    ds_index: int
+    sampling_rate: int
+    sample_pool: int
+    drops: int
+    direction: int
+    header: bytes
+    frame_length: int
+    stripped: int = 4
+    header_protocol: int = HEADER_ETHERNET
+    timestamp_ns: int = 0
+    extra: list[Record] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input(self) -> int:
+        if self.direction == DIRECTION_IN:
+            return self.ds_index
+        return INTERNAL_PORT if self.direction == DIRECTION_OUT else 0
+
+    @property
+    def output(self) -> int:
+        if self.direction == DIRECTION_OUT:
+            return self.ds_index
+        return INTERNAL_PORT if self.direction == DIRECTION_IN else 0

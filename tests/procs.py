@@ -1,0 +1,89 @@
+"""Processes the tests start: the agent and the bundled collector, stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A child process whose stdout lines are read on a thread; stopped by its own pid."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.p = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._pump, args=(self.p.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.p.stderr, self.stderr.append), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream: Any, sink: Any) -> None:
+        for line in stream:
+            sink(line)
+
+    def lines_until(self, deadline_s: float) -> Iterator[str]:
+        end = time.monotonic() + deadline_s
+        while (left := end - time.monotonic()) > 0:
+            try:
+                yield self.lines.get(timeout=left)
+            except queue.Empty:
+                return
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.p.poll() is None:
+            os.kill(self.p.pid, sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        time.sleep(0.05)
+        return self.p.returncode
+
+    def __enter__(self) -> Proc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def start_collector(port: int, *flags: str) -> Proc:
+    c = Proc(python("-m", "hsflowd_py.collector", "-p", str(port), *flags))
+    time.sleep(0.5)
+    return c
+
+
+def start_agent(config: Path, auto: Path, *flags: str) -> Proc:
+    return Proc(python("-m", "hsflowd_py", "-d", "-f", str(config), "-o", str(auto), *flags))
+
+
+def json_datagrams(proc: Proc, deadline_s: float) -> Iterator[dict[str, Any]]:
+    for line in proc.lines_until(deadline_s):
+        line = line.strip()
+        if line.startswith("{"):
+            yield json.loads(line)
