@@ -23,3 +23,10 @@ def docker_engine() -> Iterator[dockerd.Engine]:
 @pytest.fixture(scope="session")
 def busybox_image(docker_engine: dockerd.Engine) -> str:
     return dockerd.ensure_busybox_image()
+
+
+@pytest.fixture(scope="session")
+def debian_systemd_image(docker_engine: dockerd.Engine) -> str:
+    import debian_image
+
+    return debian_image.ensure_image()
