@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import socket
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from . import module as module_api
+from . import status
 from .agent_address import local_addresses, select_agent_address
 from .autofile import AutoFile, Effective
 from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
-from .flow import SampledPacket
+from .flow import HEADER_ETHERNET, SampledPacket, ports
 from .host_counters import HostCounters
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
@@ -33,6 +35,7 @@ from .receivers import Receivers
 from .sflow import records as rec
 from .sflow.assembler import DatagramAssembler
 from .sflow.codec import encode_sample
+from .sflow.flow_encoder import FlowEncoder
 from .sflow.samples import CounterSample, FlowSample
 
 log = logging.getLogger("hsflowd")
@@ -61,10 +64,16 @@ class Agent:
         uuid_override: bytes | None = None,
         root: Path = Path("/"),
         rng: random.Random | None = None,
+        status_path: str | None = None,
+        keep_root: bool = True,
     ) -> None:
         self.file_settings = settings
         self.config_path = config_path
         self.root = root
+        self.status_path = status_path
+        self.keep_root = keep_root
+        self.privileges_kept: Any = None
+        """What the agent kept when it stopped being root; None while it is root."""
         self.rng = rng or random.Random()
         self.started = time.monotonic()
         self.receivers = Receivers()
@@ -78,6 +87,7 @@ class Agent:
         self.modules: dict[str, module_api.Module] = {}
         self.enrichers: list[module_api.Module] = []
         self.flow_sequences: dict[int, int] = {}
+        self._flow_encoder = FlowEncoder()
         self.container_ifindexes: set[int] = set()
         self.assembler: DatagramAssembler | None = None
         self.agent_address: Any = None
@@ -92,9 +102,14 @@ class Agent:
         return int((time.monotonic() - self.started) * 1000)
 
     def _effective_settings(self) -> Settings:
+        """File settings with the discovered ones on top; a dict (``sampling.<speed>``) is merged key by key."""
         s = self.file_settings
         if self.discovered.overrides:
-            s = replace(s, **dict(self.discovered.overrides))
+            changes = {
+                name: {**current, **value} if isinstance(current := getattr(s, name), dict) else value
+                for name, value in self.discovered.overrides
+            }
+            s = replace(s, **changes)
         return s
 
     def collector_targets(self) -> list[tuple[str, int]]:
@@ -145,7 +160,10 @@ class Agent:
 
     def apply_settings(self) -> None:
         """Make the effective settings (file + discovered) current everywhere."""
+        polling = self.settings.polling
         self.settings = self._effective_settings()
+        if self.settings.polling != polling:
+            self._rephase_pollers()
         self.receivers.configure(self.collector_targets())
         self.refresh_agent_address()
         self.write_autofile()
@@ -201,6 +219,7 @@ class Agent:
                     continue
                 self.modules[name] = m
                 log.info("module %s started", name)
+                self._warn_if_underprivileged(m)
             elif not wanted and running is not None:
                 await self._stop_module(running)
         self.enrichers = sorted(
@@ -233,6 +252,14 @@ class Agent:
             p.schedule_first(now, self.settings.polling or 1, self.rng)
         self.pollers[(ds_class, ds_index)] = p
         return p
+
+    def _rephase_pollers(self) -> None:
+        """A new polling interval applies now: a poller due later than one interval away gets a fresh first phase."""
+        interval = self.settings.polling
+        now = time.monotonic()
+        for p in self.pollers.values():
+            if interval > 0 and p.interval is None and p.next_due > now + interval:
+                p.schedule_first(now, interval, self.rng)
 
     def remove_poller(self, ds_class: int, ds_index: int, final: list[rec.Record] | None = None) -> None:
         """Forget a data source, sending ``final`` as its last counter sample first."""
@@ -290,12 +317,17 @@ class Agent:
         return seq
 
     def submit(self, packet: SampledPacket) -> None:
-        """A sampler's packet: run the enrichers, hold it while any is pending, then encode."""
-        holds = []
+        """A sampler's packet: run the enrichers, hold it while any is pending, then encode.
+
+        ``packet.notes["holds"]`` lists the holds of the enrichers called so far, so that a later
+        enricher can wait for an earlier one's answer (systemd waits for tcp's socket look-up).
+        """
+        holds: list[asyncio.Future[Any]] = []
         for m in self.enrichers:
             aw = self._guard(m, "enrich", m.enrich, packet)
             if aw is not None:
-                holds.append(aw)
+                holds.append(asyncio.ensure_future(aw))
+                packet.notes["holds"] = holds
         if not holds:
             self.emit_flow(packet)
             return
@@ -316,13 +348,67 @@ class Agent:
                 log.debug("enrichment failed", exc_info=f.exception())
         self.emit_flow(packet)
 
+    def emit_header_sample(
+        self,
+        ds_index: int,
+        sampling_rate: int,
+        sample_pool: int,
+        drops: int,
+        direction: int,
+        frame_length: int,
+        header: Any,
+        start: int,
+        length: int,
+        timestamp_ns: int,
+        header_protocol: int = HEADER_ETHERNET,
+    ) -> None:
+        """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring).
+
+        With no enricher active the sample is encoded straight into the datagram being built
+        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise it takes the
+        enriched path through :meth:`submit`.  Ethernet frames lost their 4-byte FCS on the way
+        to the sampler (``stripped``); headers without a MAC header had none.
+        """
+        stripped = 4 if header_protocol == HEADER_ETHERNET else 0
+        if self.enrichers:
+            packet = SampledPacket(
+                ds_index,
+                sampling_rate,
+                sample_pool,
+                drops,
+                direction,
+                header=bytes(header[start : start + length]),
+                frame_length=frame_length,
+                stripped=stripped,
+                header_protocol=header_protocol,
+                timestamp_ns=timestamp_ns,
+            )
+            self.submit(packet)
+            return
+        a = self.assembler
+        if a is None:
+            return
+        seqs = self.flow_sequences
+        seq = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
+        inp, out = ports(ds_index, direction)
+        encoder = self._flow_encoder
+        off = a.reserve(encoder.fixed_size + ((length + 3) & ~3), self.uptime_ms())
+        encoder.pack_into(
+            a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
+            header_protocol, frame_length, stripped, header, start, length, timestamp_ns,
+        )  # fmt: skip
+        self.stats["flow_samples"] += 1
+
     def emit_flow(self, packet: SampledPacket) -> None:
+        """Encode an enriched packet: the sampled header first, as on the fast path, then the timestamp and extras."""
         if self.assembler is None:
             return
-        records: list[rec.Record] = list(packet.extra)
+        records: list[rec.Record] = [
+            rec.SampledHeader(packet.header_protocol, packet.frame_length, packet.stripped, packet.header)
+        ]
         if packet.timestamp_ns:
             records.append(rec.ExtendedTimestamp(packet.timestamp_ns))
-        records.append(rec.SampledHeader(packet.header_protocol, packet.frame_length, packet.stripped, packet.header))
+        records += packet.extra
         sample = FlowSample(
             0,
             packet.ds_index,
@@ -348,6 +434,40 @@ class Agent:
         out["modules"] = {name: m.status() for name, m in self.modules.items()}
         return out
 
+    def drop_privileges(self) -> None:
+        """Become the configured user, keeping what the running modules declare they need."""
+        import pwd
+
+        from .privileges import Privileges, drop_privileges
+
+        if self.keep_root or os.geteuid() != 0:
+            return
+        keep = Privileges()
+        for m in self.modules.values():
+            keep = keep | (self._guard(m, "privileges", m.privileges) or Privileges())
+        s = self.settings
+        try:
+            pw = pwd.getpwnam(s.run_as_user)
+            self.autofile.hand_over(pw.pw_uid, pw.pw_gid)
+            drop_privileges(s.run_as_user, s.run_as_group, keep)
+            self.privileges_kept = keep
+        except (OSError, KeyError) as e:
+            log.error("cannot drop privileges to user %s, staying root: %s", s.run_as_user, e)
+
+    def _warn_if_underprivileged(self, m: module_api.Module) -> None:
+        """A module started by a reload after the drop gets only what the agent kept: say what is missing."""
+        kept = self.privileges_kept
+        if kept is None:
+            return
+        wanted = self._guard(m, "privileges", m.privileges)
+        missing = wanted.capabilities - kept.capabilities if wanted else set()
+        if missing:
+            log.warning(
+                "module %s started after the agent gave up root and lacks %s: restart the agent to grant them",
+                m.name,
+                ", ".join(sorted(missing)),
+            )
+
     def request_stop(self) -> None:
         self._stopping.set()
 
@@ -361,6 +481,8 @@ class Agent:
         self.apply_settings()
         self.add_poller(*HOST_DS, self.host_records, "host")
         await self._sync_modules()
+        status_server = await status.serve(self.status_path, self.status) if self.status_path else None
+        self.drop_privileges()
         log.info(
             "agent %s sub-agent %d sending to %s",
             self.agent_address,
@@ -385,4 +507,6 @@ class Agent:
                 await asyncio.wait(list(self._tasks), timeout=ENRICH_TIMEOUT_S * 2)
             self.flush()
             self.receivers.close()
+            if status_server is not None:
+                status_server.close()
             log.info("stopped: %s", self.status())

@@ -10,6 +10,7 @@ at the temporary name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -67,6 +68,15 @@ def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def write_in_place(path: str, text: str) -> None:
+    """Rewrite ``path`` in place (no symlink followed): used once the agent cannot create files in
+    /etc any more. Readers detect a write in progress by ``rev_start != rev_end``."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "w") as f:
+        f.truncate(0)
+        f.write(text)
+
+
 class AutoFile:
     """Writes the auto file when the effective settings differ from the last written."""
 
@@ -81,8 +91,16 @@ class AutoFile:
         if not self.path or effective == self._written:
             return True
         self.revision += 1
+        text = render(effective, self.revision)
         try:
-            write_atomically(self.path, render(effective, self.revision))
+            try:
+                write_atomically(self.path, text)
+            except OSError as e:
+                # EACCES once the agent is not root; EROFS under systemd's ProtectSystem=strict, which
+                # leaves only the file itself writable (ReadWritePaths=/etc/hsflowd.auto).
+                if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+                    raise
+                write_in_place(self.path, text)
         except OSError as e:
             if not self._failing:
                 log.warning("cannot write %s: %s (will retry)", self.path, e)
@@ -93,3 +111,12 @@ class AutoFile:
             self._failing = False
         self._written = effective
         return True
+
+    def hand_over(self, uid: int, gid: int) -> None:
+        """Give the file to the user the agent is about to become, so it can keep it current."""
+        if self.path and os.path.exists(self.path):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)

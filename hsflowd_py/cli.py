@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
 import uuid
 
-from . import __version__
+from . import __version__, status
 from .autofile import write_atomically
 from .config import ConfigError, load_config
 
@@ -27,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("-u", dest="uuid", help="host UUID (overrides the config and the machine's)")
     p.add_argument("-v", dest="version", action="store_true", help="print the version and exit")
+    p.add_argument("-P", dest="keep_root", action="store_true", help="keep running as root (do not drop privileges)")
+    p.add_argument("-s", dest="status_socket", default=status.DEFAULT_PATH, help="status socket (default %(default)s)")
+    p.add_argument("--status", action="store_true", help="print the running agent's counters and exit")
     p.add_argument("--check", action="store_true", help="parse and validate the config, print the effective settings")
     return p.parse_args(argv)
 
@@ -62,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"hsflowd-py {__version__}")
         return 0
+    if args.status:
+        try:
+            print(json.dumps(status.query(args.status_socket), indent=2, sort_keys=True))
+        except (OSError, ValueError) as e:
+            print(f"hsflowd-py: no agent answers on {args.status_socket}: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
         settings = load_config(args.config)
         host_uuid = uuid.UUID(args.uuid).bytes if args.uuid else None
@@ -81,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         write_atomically(args.pidfile, f"{os.getpid()}\n")
     from .agent import Agent
 
-    agent = Agent(settings, config_path=args.config, auto_path=args.autofile, uuid_override=host_uuid)
+    agent = Agent(
+        settings,
+        config_path=args.config,
+        auto_path=args.autofile,
+        uuid_override=host_uuid,
+        status_path=args.status_socket,
+        keep_root=args.keep_root,
+    )
     try:
         asyncio.run(agent.run())
     finally:

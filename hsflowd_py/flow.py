@@ -16,6 +16,16 @@ HEADER_IPV4 = 11
 HEADER_IPV6 = 12
 
 
+def ports(ds_index: int, direction: int) -> tuple[int, int]:
+    """Flow sample (input, output) of a packet on interface ``ds_index`` (REFERENCE.md section 2):
+    received means from the interface to the host itself, sent the other way, unknown 0/0."""
+    if direction == DIRECTION_IN:
+        return ds_index, INTERNAL_PORT
+    if direction == DIRECTION_OUT:
+        return INTERNAL_PORT, ds_index
+    return 0, 0
+
+
 @dataclass(slots=True)
 class SampledPacket:
     """One packet sample as a sampler hands it over; enrichers append records to ``extra``.
@@ -40,12 +50,8 @@ class SampledPacket:
 
     @property
     def input(self) -> int:
-        if self.direction == DIRECTION_IN:
-            return self.ds_index
-        return INTERNAL_PORT if self.direction == DIRECTION_OUT else 0
+        return ports(self.ds_index, self.direction)[0]
 
     @property
     def output(self) -> int:
-        if self.direction == DIRECTION_OUT:
-            return self.ds_index
-        return INTERNAL_PORT if self.direction == DIRECTION_IN else 0
+        return ports(self.ds_index, self.direction)[1]

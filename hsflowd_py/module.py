@@ -18,6 +18,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, ClassVar
 
 from .config import Settings
+from .privileges import Privileges
 from .sflow.records import Record
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class Module:
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
         """Add records to a flow sample; return an awaitable to hold the sample until it completes."""
         return None
+
+    def privileges(self) -> Privileges:
+        """Capabilities and groups this module still needs after the agent stops being root."""
+        return Privileges()
 
     def status(self) -> dict[str, int]:
         """Self-telemetry counters, shown by SIGUSR1 and --status."""

@@ -29,6 +29,9 @@ class Receiver:
     sent: int = 0
     errors: int = 0
     failing: str | None = field(default=None)
+    """The send fault being reported, so each fault is logged once, not once per datagram."""
+    unresolved: str | None = field(default=None)
+    """The same for name resolution, which fails and recovers independently of sending."""
 
     @property
     def label(self) -> str:
@@ -61,10 +64,14 @@ class Receivers:
             try:
                 r.family, r.sockaddr = resolve(r.host, r.port)
             except OSError as e:
-                if r.sockaddr is None:
-                    self._fault(r, f"cannot resolve: {e}")
-                else:
-                    self._fault(r, f"cannot resolve, keeping {r.sockaddr[0]}: {e}")
+                kept = f", keeping {r.sockaddr[0]}" if r.sockaddr else ""
+                if r.unresolved is None:
+                    log.warning("collector %s: cannot resolve%s: %s", r.label, kept, e)
+                r.unresolved = str(e)
+                continue
+            if r.unresolved is not None:
+                log.info("collector %s: resolves again, to %s", r.label, r.sockaddr[0])
+                r.unresolved = None
 
     def _socket(self, family: int) -> socket.socket:
         sock = self._sockets.get(family)
@@ -83,7 +90,7 @@ class Receivers:
     def send(self, datagram: bytes) -> None:
         for r in self.receivers:
             if r.sockaddr is None:
-                r.errors += 1
+                r.errors += 1  # never resolved: counted, already logged by refresh()
                 continue
             try:
                 self._socket(r.family).sendto(datagram, r.sockaddr)

@@ -15,6 +15,9 @@ import signal
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 STATE = Path("/var/lib/hsflowd-test-docker")
@@ -23,42 +26,62 @@ HOST = f"unix://{SOCKET}"
 BUSYBOX_IMAGE = "hsflowd-test/busybox:latest"
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", "-H", HOST, *args], capture_output=True, text=True, check=check, timeout=timeout)
+def docker(*args: str, check: bool = True, timeout: float = 120, host: str = HOST) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "-H", host, *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def answering() -> bool:
-    if not SOCKET.exists():
+def answering(socket: Path = SOCKET) -> bool:
+    if not socket.exists():
         return False
-    return docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+    reply = docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10, host=f"unix://{socket}")
+    return reply.returncode == 0
 
 
 class Engine:
-    """A dockerd for the tests; ``start()`` returns once it answers."""
+    """A dockerd for the tests; ``start()`` returns once it answers.
 
-    def __init__(self) -> None:
+    The default is the session's shared engine.  A test that must restart its engine makes a
+    private one with its own ``socket`` and ``state`` directory (and ``args`` such as
+    ``--bridge=NAME`` with a bridge of its own), so that no other test's containers go down with
+    it.  Never give a private engine ``--bridge=none``: dockerd then deletes ``docker0``, the
+    shared engine's bridge, from the network namespace they share.
+    """
+
+    def __init__(self, socket: Path = SOCKET, state: Path = STATE, args: tuple[str, ...] = ()) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.socket = socket
+        self.state = state
+        self.args = args
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return docker(*args, check=check, timeout=timeout, host=self.host)
 
     def start(self, timeout: float = 60) -> None:
-        if answering():
+        if answering(self.socket):
             return
-        SOCKET.parent.mkdir(parents=True, exist_ok=True)
-        STATE.mkdir(parents=True, exist_ok=True)
-        log = open(STATE / "dockerd.log", "ab")  # noqa: SIM115 - kept open for the daemon's life
+        run = self.socket.parent
+        run.mkdir(parents=True, exist_ok=True)
+        self.state.mkdir(parents=True, exist_ok=True)
+        log = open(self.state / "dockerd.log", "ab")  # noqa: SIM115 - kept open for the daemon's life
         self.proc = subprocess.Popen(
             [
                 "dockerd",
                 "--host",
-                HOST,
+                self.host,
                 "--data-root",
-                str(STATE / "data"),
+                str(self.state / "data"),
                 "--exec-root",
-                str(SOCKET.parent / "exec"),
+                str(run / "exec"),
                 "--pidfile",
-                str(SOCKET.parent / "dockerd.pid"),
+                str(run / "dockerd.pid"),
                 "--storage-driver=vfs",
                 "--iptables=false",
                 "--ip6tables=false",
+                *self.args,
             ],
             stdout=log,
             stderr=log,
@@ -67,15 +90,18 @@ class Engine:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited with {self.proc.returncode}; see {STATE / 'dockerd.log'}")
-            if answering():
+                raise RuntimeError(f"dockerd exited with {self.proc.returncode}; see {self.state / 'dockerd.log'}")
+            if answering(self.socket):
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"dockerd did not answer within {timeout} s; see {STATE / 'dockerd.log'}")
+        raise RuntimeError(f"dockerd did not answer within {timeout} s; see {self.state / 'dockerd.log'}")
 
-    def stop(self) -> None:
-        """Stop the daemon this session started (by pid); a reused one is left running."""
-        if self.proc is None or os.environ.get("HSFLOWD_KEEP_DOCKERD"):
+    def stop(self, *, keep: bool | None = None) -> None:
+        """Stop the daemon this session started (by pid); a reused one is left running, and so is
+        the shared one with HSFLOWD_KEEP_DOCKERD set (``keep`` decides for a private one)."""
+        if keep is None:
+            keep = bool(os.environ.get("HSFLOWD_KEEP_DOCKERD"))
+        if self.proc is None or keep:
             return
         os.kill(self.proc.pid, signal.SIGTERM)
         try:
@@ -95,12 +121,13 @@ class Engine:
         self.start()
 
 
-def ensure_busybox_image() -> str:
-    """Import a busybox image made from Debian's busybox-static, once."""
-    if docker("image", "inspect", BUSYBOX_IMAGE, check=False).returncode == 0:
+def ensure_busybox_image(engine: Engine | None = None) -> str:
+    """Import a busybox image made from Debian's busybox-static into ``engine`` (the shared one), once."""
+    engine = engine or Engine()
+    if engine.docker("image", "inspect", BUSYBOX_IMAGE, check=False).returncode == 0:
         return BUSYBOX_IMAGE
     busybox = shutil.which("busybox") or "/bin/busybox"
-    tar_path = STATE / "busybox-rootfs.tar"
+    tar_path = engine.state / "busybox-rootfs.tar"
     with tarfile.open(tar_path, "w") as tar:
         for d in ("bin", "sbin", "tmp", "proc", "sys", "dev", "etc", "root"):
             info = tarfile.TarInfo(d)
@@ -116,5 +143,53 @@ def ensure_busybox_image() -> str:
             link.type = tarfile.SYMTYPE
             link.linkname = "busybox"
             tar.addfile(link)
-    docker("import", "--change", 'CMD ["/bin/sh"]', str(tar_path), BUSYBOX_IMAGE)
+    engine.docker("import", "--change", 'CMD ["/bin/sh"]', str(tar_path), BUSYBOX_IMAGE)
     return BUSYBOX_IMAGE
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    pid: int
+    ip: str
+    """On the default bridge; empty with ``--network none``."""
+    mac: str
+
+
+class Containers:
+    """Containers a test runs, each removed (by id) when the test ends."""
+
+    def __init__(self, engine: Engine, prefix: str) -> None:
+        self.engine = engine
+        self.prefix = f"{prefix}-{os.getpid()}"
+        self.ids: list[str] = []
+
+    def run(self, name: str, *command: str, options: tuple[str, ...] = (), image: str = BUSYBOX_IMAGE) -> Container:
+        """``docker run -d`` a container named ``<prefix>-<pid>-<name>``; returns once it runs."""
+        full = f"{self.prefix}-{name}"
+        cid = self.engine.docker("run", "-d", "--name", full, *options, image, *command).stdout.strip()
+        self.ids.append(cid)
+        return self.inspect(cid)
+
+    def inspect(self, cid: str) -> Container:
+        fmt = "{{.Name}} {{.State.Pid}} {{.NetworkSettings.IPAddress}}. {{.NetworkSettings.MacAddress}}."
+        name, pid, ip, mac = self.engine.docker("inspect", "-f", fmt, cid).stdout.split()
+        return Container(cid, name.lstrip("/"), int(pid), ip.rstrip("."), mac.rstrip("."))
+
+    def stop(self, c: Container, timeout: int = 1) -> None:
+        self.engine.docker("stop", "-t", str(timeout), c.id)
+
+    def remove_all(self) -> None:
+        if self.ids:
+            self.engine.docker("rm", "-f", *self.ids, check=False)
+            self.ids.clear()
+
+
+@contextmanager
+def containers(engine: Engine, prefix: str) -> Iterator[Containers]:
+    c = Containers(engine, prefix)
+    try:
+        yield c
+    finally:
+        c.remove_all()

@@ -78,8 +78,14 @@ def start_collector(port: int, *flags: str) -> Proc:
     return c
 
 
-def start_agent(config: Path, auto: Path, *flags: str) -> Proc:
-    return Proc(python("-m", "hsflowd_py", "-d", "-f", str(config), "-o", str(auto), *flags))
+def start_agent(config: Path, auto: Path, *flags: str, drop_root: bool = False, wrapper: tuple[str, ...] = ()) -> Proc:
+    """The agent in the foreground; its status socket beside ``auto``; root kept unless ``drop_root``.
+
+    ``wrapper`` runs it under another command, e.g. ``setpriv`` to take capabilities away."""
+    args = ["-d", "-f", str(config), "-o", str(auto), "-s", str(auto.parent / "status.sock")]
+    if not drop_root:
+        args.append("-P")
+    return Proc([*wrapper, *python("-m", "hsflowd_py", *args, *flags)])
 
 
 def json_datagrams(proc: Proc, deadline_s: float) -> Iterator[dict[str, Any]]:

@@ -29,14 +29,15 @@ def snmp(group: str, name: str) -> int:
 
 
 def adapters_expected() -> dict[int, str]:
+    """Up, non-loopback interfaces with a MAC, veths excluded, as iproute2 (not sysfs) reports them."""
+    links = json.loads(subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True, check=True).stdout)
     out = {}
-    for dev in os.listdir("/sys/class/net"):
-        base = Path("/sys/class/net", dev)
-        mac = (base / "address").read_text().strip()
-        flags = int((base / "flags").read_text(), 16)
-        if dev == "lo" or not flags & 1 or mac in ("", "00:00:00:00:00:00"):
+    for link in links:
+        kind = link.get("linkinfo", {}).get("info_kind")
+        mac = link.get("address", "")
+        if link["ifname"] == "lo" or "UP" not in link["flags"] or kind == "veth" or mac in ("", "00:00:00:00:00:00"):
             continue
-        out[int((base / "ifindex").read_text())] = mac.replace(":", "")
+        out[link["ifindex"]] = mac.replace(":", "")
     return out
 
 

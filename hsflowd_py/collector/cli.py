@@ -1,11 +1,16 @@
-"""``sflowtool-py``: print sFlow datagrams received on a UDP port or read from a pcap file.
+"""``sflowtool-py``: sFlow datagrams from a UDP port or a pcap file, printed, forwarded, exported.
 
-A small stand-in for sflowtool built on the agent's own codec, so the agent
-can be checked end to end without the C tool.  Output is flushed after every
-datagram so it can be piped.  A datagram that does not decode costs one
-(rate-limited) line on stderr and is counted; nothing a sender can put in a
-datagram stops the collector.  SIGINT and SIGTERM end it with status 0 after
-a summary on stderr.
+A stand-in for sflowtool built on the agent's own codec.  Each received
+datagram is first forwarded unchanged (``-f``), then decoded once and handed
+to the chosen output (text, ``-j``/``-J`` JSON, ``-g`` grep lines, ``-l``
+FLOW/CNTR lines, ``-t`` pcap, ``-T`` pcapng) and to the Prometheus exporter
+(``--prometheus``).  With ``-f`` or ``--prometheus`` nothing is printed
+unless an output is asked for, as sflowtool's ``-f`` prints nothing.
+
+Output is flushed after every datagram so it can be piped.  A datagram that
+does not decode costs one (rate-limited) line on stderr and is counted;
+nothing a sender can put in a datagram stops the collector.  SIGINT and
+SIGTERM end it with status 0 after a summary on stderr.
 """
 
 from __future__ import annotations
@@ -18,28 +23,29 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..sflow.codec import decode_datagram
+from ..sflow.samples import Datagram
 from ..sflow.xdr import ADDRESS, DecodeError
-from .jsonout import format_json
+from .forward import Forwarder, TargetError, parse_target
+from .outputs import PROG, Output, make_output
 from .pcapfile import PcapError, read_pcap
-from .text import DatagramView, Received, datagram_view, format_grep, format_text
+from .text import Received
 
-PROG = "sflowtool-py"
+if TYPE_CHECKING:
+    from .exporter.server import MetricsServer
+    from .exporter.state import ExportState
+
 DEFAULT_PORT = 6343
 MAX_DATAGRAM = 65535
 ERRORS_PER_SECOND = 10
-
-Formatter = Callable[[DatagramView], str]
-
-FORMATTERS: dict[str, Formatter] = {
-    "text": format_text,
-    "json": format_json,
-    "json-indented": lambda view: format_json(view, indent=True),
-    "grep": format_grep,
-}
+RECEIVE_BUFFER = 8 << 20
+"""Bytes of socket buffer to ride out bursts while a scrape or a slow pipe holds us up."""
+PEER_CACHE = 4096
+"""Senders whose printed forms are kept: parsing an address costs more than decoding a small datagram."""
+DEFAULT_FLOWS = 100
+DEFAULT_EXPIRY = 300
 
 
 class _Stop(Exception):
@@ -51,26 +57,47 @@ def _stop(signum: int, frame: object) -> None:
 
 
 class Collector:
-    """Decodes datagrams, writes them out, counts them and their errors."""
+    """Forwards, decodes and hands on each datagram; counts them and their errors."""
 
-    def __init__(self, out: TextIO, err: TextIO, formatter: Formatter) -> None:
-        self.out = out
+    def __init__(
+        self,
+        err: TextIO,
+        output: Output | None,
+        forwarder: Forwarder | None = None,
+        exporter: ExportState | None = None,
+    ) -> None:
         self.err = err
-        self.formatter = formatter
+        self.output = output
+        self.forwarder = forwarder
+        self.exporter = exporter
         self.datagrams = 0
         self.errors = 0
         self._error_second = 0
         self._errors_this_second = 0
 
     def datagram(self, payload: bytes, origin: str, received: Received) -> None:
+        if self.forwarder is not None:
+            self.forwarder.send(payload)
         try:
             decoded = decode_datagram(payload)
         except DecodeError as e:
             self.refuse(origin, str(e))
             return
         self.datagrams += 1
-        self.out.write(self.formatter(datagram_view(decoded, len(payload), received)))
-        self.out.flush()
+        if self.output is not None:
+            self.output.write(decoded, len(payload), received)
+        if self.exporter is not None:
+            self._export(decoded, origin)
+
+    def _export(self, decoded: Datagram, origin: str) -> None:
+        """The exporter must never stop the collector: a failure is counted, and told once."""
+        assert self.exporter is not None
+        try:
+            self.exporter.observe(decoded, time.monotonic())
+        except Exception as e:
+            if not self.exporter.failures:
+                print(f"{PROG}: exporter failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
+            self.exporter.failed()
 
     def refuse(self, origin: str, why: str) -> None:
         """Count every bad datagram; print at most a few a second so a flood cannot drown stderr."""
@@ -86,8 +113,14 @@ class Collector:
         elif self._errors_this_second == ERRORS_PER_SECOND + 1:
             print(f"{PROG}: more decode errors this second not shown", file=self.err, flush=True)
 
-    def summary(self) -> str:
-        return f"{PROG}: {self.datagrams} datagrams, {self.errors} decode errors"
+    def summary(self) -> list[str]:
+        lines = [f"{PROG}: {self.datagrams} datagrams, {self.errors} decode errors"]
+        skipped = getattr(self.output, "skipped", 0)
+        if skipped:
+            lines.append(f"{PROG}: {skipped} sampled headers of a protocol a capture cannot hold were skipped")
+        if self.forwarder is not None:
+            lines.extend(f"{PROG}: {line}" for line in self.forwarder.summary())
+        return lines
 
 
 def _origin(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
@@ -127,21 +160,39 @@ def _open_udp(port: int) -> socket.socket:
     return sock
 
 
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """SO_RCVBUFFORCE passes net.core.rmem_max as root; otherwise take what SO_RCVBUF gives."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+            return
+        except OSError:
+            continue
+
+
 def listen(collector: Collector, port: int) -> None:
     """Receive until a signal stops us."""
     with _open_udp(port) as sock:
+        _grow_receive_buffer(sock)
         host, bound_port = sock.getsockname()[:2]
         print(
             f"{PROG}: listening on UDP {_origin(ipaddress.ip_address(host), bound_port)}",
             file=collector.err,
             flush=True,
         )
+        peers: dict[tuple[str, int], tuple[str, str]] = {}
         while True:
             payload, peer = sock.recvfrom(MAX_DATAGRAM)
             now_us = time.time_ns() // 1000
-            address = _peer_address(peer[0])
-            received = Received(ADDRESS.text(address), now_us // 1_000_000, now_us % 1_000_000)
-            collector.datagram(payload, _origin(address, peer[1]), received)
+            known = peers.get(peer[:2])
+            if known is None:
+                if len(peers) >= PEER_CACHE:
+                    peers.clear()
+                address = _peer_address(peer[0])
+                known = peers[peer[:2]] = (ADDRESS.text(address), _origin(address, peer[1]))
+            collector.datagram(payload, known[1], Received(known[0], now_us // 1_000_000, now_us % 1_000_000))
 
 
 def read_file(collector: Collector, path: str) -> None:
@@ -161,7 +212,7 @@ def read_file(collector: Collector, path: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Print sFlow datagrams the way sflowtool does.")
+    p = argparse.ArgumentParser(prog=PROG, description="Print, forward and export sFlow datagrams, as sflowtool does.")
     p.add_argument(
         "-p",
         dest="port",
@@ -172,17 +223,60 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-r", dest="read", metavar="FILE", help="read a pcap file ('-' for stdin) instead of listening")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("-j", dest="format", action="store_const", const="json", help="one JSON object per line")
-    fmt.add_argument("-J", dest="format", action="store_const", const="json-indented", help="indented JSON")
-    fmt.add_argument(
-        "-g",
-        dest="format",
-        action="store_const",
-        const="grep",
-        help="grep-friendly: every line prefixed with its datagram, sample and record",
+    for flag, kind, text in (
+        ("-j", "json", "one JSON object per line"),
+        ("-J", "json-indented", "indented JSON"),
+        ("-g", "grep", "grep-friendly: every line prefixed with its datagram, sample and record"),
+        ("-l", "lines", "one CSV line per flow sample (FLOW) and per counter record (CNTR, REC)"),
+        ("-t", "pcap", "sampled packet headers as a pcap stream on stdout (| tcpdump -r -)"),
+        ("-T", "pcapng", "the same as pcapng, one interface per agent and data source"),
+    ):
+        fmt.add_argument(flag, dest="format", action="store_const", const=kind, help=text)
+    p.add_argument(
+        "-f",
+        dest="forward",
+        action="append",
+        default=[],
+        metavar="HOST/PORT",
+        help="also send every datagram unchanged to HOST/PORT (repeatable; IPv4 or IPv6)",
     )
-    p.set_defaults(format="text")
+    p.add_argument("--prometheus", metavar="[ADDR:]PORT", help="serve metrics on http://ADDR:PORT/metrics")
+    p.add_argument(
+        "--prometheus-flows",
+        type=int,
+        default=DEFAULT_FLOWS,
+        metavar="N",
+        help=f"flow series per flow table: the top N by rate, the rest in one 'other' (default {DEFAULT_FLOWS})",
+    )
+    p.add_argument(
+        "--prometheus-expiry",
+        type=float,
+        default=DEFAULT_EXPIRY,
+        metavar="SECONDS",
+        help=f"forget agents, data sources and flows silent this long (default {DEFAULT_EXPIRY})",
+    )
     return p
+
+
+def _exporter(args: argparse.Namespace, collector: Collector) -> tuple[ExportState, MetricsServer] | str:
+    """The exporter's state and its running HTTP server, or why it cannot start."""
+    try:
+        from .exporter.server import MetricsServer, parse_listen
+        from .exporter.state import ExportState
+    except ImportError as e:
+        debian = "apt-get install python3-prometheus-client"
+        return f"--prometheus needs the prometheus_client library ({e}); on Debian: {debian}"
+    try:
+        addr, port = parse_listen(args.prometheus)
+        state = ExportState(collector, flows=args.prometheus_flows, expiry=args.prometheus_expiry, now=time.monotonic())
+        server = MetricsServer(state, collector.forwarder, addr, port)
+    except (ValueError, OSError) as e:
+        return f"--prometheus {args.prometheus}: {e}"
+    server.start()
+    host, bound = server.address
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{PROG}: serving metrics on http://{shown}:{bound}/metrics", file=sys.stderr, flush=True)
+    return state, server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +284,23 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.port <= 65535:
         print(f"{PROG}: port {args.port} out of range", file=sys.stderr)
         return 2
-    collector = Collector(sys.stdout, sys.stderr, FORMATTERS[args.format])
+    if args.prometheus_flows < 0 or args.prometheus_expiry <= 0:
+        print(f"{PROG}: --prometheus-flows must be >= 0 and --prometheus-expiry > 0", file=sys.stderr)
+        return 2
+    try:
+        forwarder = Forwarder([parse_target(t) for t in args.forward]) if args.forward else None
+    except TargetError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    kind = args.format or (None if forwarder or args.prometheus else "text")
+    collector = Collector(sys.stderr, make_output(kind, sys.stdout, sys.stdout.buffer), forwarder)
+    server = None
+    if args.prometheus:
+        started = _exporter(args, collector)
+        if isinstance(started, str):
+            print(f"{PROG}: {started}", file=sys.stderr)
+            return 2
+        collector.exporter, server = started
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
@@ -209,5 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    print(collector.summary(), file=sys.stderr, flush=True)
+        if forwarder is not None:
+            forwarder.close()
+        if server is not None:
+            server.close()
+    for line in collector.summary():
+        print(line, file=sys.stderr, flush=True)
     return status

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["Entry", "Note", "dissect_header"]
+__all__ = ["Entry", "Note", "dissect_header", "signed32"]
 
 
 class Note(str):
@@ -51,7 +51,7 @@ def _u16(b: bytes, at: int) -> int:
     return (b[at] << 8) | b[at + 1]
 
 
-def _signed32(n: int) -> int:
+def signed32(n: int) -> int:
     n &= 0xFFFFFFFF
     return n - (1 << 32) if n & 0x80000000 else n
 
@@ -227,7 +227,7 @@ def dissect_header(protocol: int, frame_length: int, stripped: int, header: byte
         d.out.append(Note(f"NO_DECODE headerProtocol={protocol}"))
     ip_at = d.ip4_at if d.ip4_at is not None else d.ip6_at
     if ip_at is not None:
-        d.put("IPSize", _signed32(frame_length - stripped - ip_at))
+        d.put("IPSize", signed32(frame_length - stripped - ip_at))
         if d.ip4_at is not None:
             d.ipv4(ip_at)
         else:

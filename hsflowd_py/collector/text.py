@@ -28,6 +28,8 @@ __all__ = [
     "Received",
     "SampleView",
     "datagram_view",
+    "element_entries",
+    "entry_lines",
     "format_grep",
     "format_text",
     "iso_time",
@@ -222,7 +224,7 @@ _Scope = tuple[str, str, str]
 _OUTSIDE: _Scope = ("0:0", "0:0", "0:0")
 
 
-def _entry_lines(entries: list[ViewEntry], prefix: str = "") -> Iterator[str]:
+def entry_lines(entries: list[ViewEntry], prefix: str = "") -> Iterator[str]:
     for entry in entries:
         if isinstance(entry, Note):
             yield str(entry)
@@ -231,23 +233,23 @@ def _entry_lines(entries: list[ViewEntry], prefix: str = "") -> Iterator[str]:
                 if isinstance(item, str):
                     yield f"{prefix}{entry.name}_{i} {item}"
                 else:
-                    yield from _entry_lines(item, f"{prefix}{entry.name}_{i}_")
+                    yield from entry_lines(item, f"{prefix}{entry.name}_{i}_")
         else:
             yield f"{prefix}{entry[0]} {entry[1]}"
 
 
 def _scoped_lines(view: DatagramView) -> Iterator[tuple[_Scope, str]]:
     yield _OUTSIDE, START_DATAGRAM
-    for line in _entry_lines(view.fields):
+    for line in entry_lines(view.fields):
         yield _OUTSIDE, line
     for sample in view.samples:
         scope = (sample.source_id, sample.tag, "0:0")
         yield scope, START_SAMPLE
-        for line in _entry_lines(sample.fields):
+        for line in entry_lines(sample.fields):
             yield scope, line
         for element in sample.elements or ():
             scope = (sample.source_id, sample.tag, str(element[0][1]))  # records start with their tag line
-            for line in _entry_lines(element):
+            for line in entry_lines(element):
                 yield scope, line
         yield scope, END_SAMPLE
     yield _OUTSIDE, END_DATAGRAM

@@ -4,6 +4,11 @@ The assembler owns the datagram sequence number and the packing rule of the
 established agent: a datagram is sent before adding a sample that would make
 it reach ``max_bytes``.  It has no clock and no socket: the caller passes the
 uptime and a ``send`` callable, so tests drive it deterministically.
+
+The datagram is built in one preallocated buffer: ``add`` copies an encoded
+sample into it, and ``reserve`` hands the flow samplers' fast path a place to
+encode a sample in place, so that a sampled packet costs no bytes object of
+its own on its way out.
 """
 
 from __future__ import annotations
@@ -24,30 +29,46 @@ class DatagramAssembler:
         self.sequence = 0
         self.datagrams_sent = 0
         self.samples_sent = 0
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
         self._header_bytes = len(datagram_header(agent, sub_agent_id, 0, 0, 0))
+        self.buffer = bytearray(max_bytes)
+        """The datagram being built: header space, then ``pending`` samples up to ``_end``."""
+        self._end = self._header_bytes
+        self._count = 0
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._count
 
     def add(self, sample: bytes, uptime_ms: int) -> None:
         """Queue one encoded sample (TLV form), sending first if it would not fit."""
-        if self._pending and self._header_bytes + self._pending_bytes + len(sample) >= self.max_bytes:
+        off = self.reserve(len(sample), uptime_ms)
+        self.buffer[off : off + len(sample)] = sample
+
+    def reserve(self, size: int, uptime_ms: int) -> int:
+        """Room for one sample of ``size`` bytes, sending first if it would not fit.
+
+        The caller writes the sample into ``buffer`` at the returned offset before anything
+        else touches the assembler.  A sample larger than the limit travels alone.
+        """
+        if self._count and self._end + size >= self.max_bytes:
             self.flush(uptime_ms)
-        self._pending.append(sample)
-        self._pending_bytes += len(sample)
+        off = self._end
+        self._end = end = off + size
+        if end > len(self.buffer):
+            self.buffer.extend(bytes(end - len(self.buffer)))
+        self._count += 1
+        return off
 
     def flush(self, uptime_ms: int) -> None:
         """Send whatever is pending as one datagram."""
-        if not self._pending:
+        if not self._count:
             return
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF
-        header = datagram_header(self.agent, self.sub_agent_id, self.sequence, uptime_ms, len(self._pending))
-        datagram = header + b"".join(self._pending)
-        self.samples_sent += len(self._pending)
+        header = datagram_header(self.agent, self.sub_agent_id, self.sequence, uptime_ms, self._count)
+        self.buffer[: self._header_bytes] = header
+        datagram = bytes(self.buffer[: self._end])
+        self.samples_sent += self._count
         self.datagrams_sent += 1
-        self._pending.clear()
-        self._pending_bytes = 0
+        self._count = 0
+        self._end = self._header_bytes
         self.send(datagram)

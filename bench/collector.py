@@ -1,0 +1,168 @@
+"""Datagrams per second the bundled collector decodes, prints and exports, on one core.
+
+Two workloads, each a list of real datagram bytes:
+
+* ``agent``: the reference captures of hsflowd (mostly flow samples, five to
+  a datagram, with host and interface counter samples), replayed as they are;
+* ``flows``: datagrams of eight flow samples each, every sample a new flow
+  (random addresses and ports), the worst case for the exporter's top-N
+  flow tables.
+
+In-process (pinned to one CPU, no socket): decoding alone, decoding plus
+each output (text, JSON, ``-l``, ``-t``) written to /dev/null, and decoding
+plus the Prometheus exporter's bookkeeping.  Then the real process over UDP
+on loopback: ``sflowtool-py --prometheus`` pinned to one CPU, fed as fast as
+the sender can go for a few seconds; its own datagram counter (read over
+HTTP) over the time gives what it kept up with, and what the sender sent
+minus that is what the kernel dropped.  Run as root to let the collector
+raise its socket buffer.
+
+    .venv/bin/python bench/collector.py [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import random
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from hsflowd_py.collector.cli import DEFAULT_EXPIRY
+from hsflowd_py.collector.exporter.state import ExportState
+from hsflowd_py.collector.jsonout import format_json
+from hsflowd_py.collector.outputs import LineOutput, ViewOutput
+from hsflowd_py.collector.pcapfile import read_pcap
+from hsflowd_py.collector.pcapout import PcapWriter
+from hsflowd_py.collector.text import Received, format_text
+from hsflowd_py.sflow.codec import decode_datagram, encode_datagram
+from hsflowd_py.sflow.records import ExtendedTimestamp, SampledHeader
+from hsflowd_py.sflow.samples import Datagram, FlowSample
+
+VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
+RECEIVED = Received("192.0.2.1", 1_700_000_000, 0)
+
+
+def agent_workload() -> list[bytes]:
+    out: list[bytes] = []
+    for pcap in sorted(VECTORS.glob("*.pcap")):
+        with open(pcap, "rb") as f:
+            out.extend(p.payload for p in read_pcap(f))
+    if not out:
+        sys.exit(f"no reference captures in {VECTORS}")
+    return out
+
+
+def flows_workload(count: int = 2000, per_datagram: int = 8) -> list[bytes]:
+    rng = random.Random(3)
+    out = []
+    for n in range(count):
+        samples = []
+        for _ in range(per_datagram):
+            src, dst = rng.getrandbits(32).to_bytes(4), rng.getrandbits(32).to_bytes(4)
+            ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 1486, 0, 0, 64, 6, 0, src, dst)
+            tcp = struct.pack(">HHIIHHHH", rng.randrange(1024, 65536), 443, 0, 0, 0x5010, 512, 0, 0)
+            frame = bytes.fromhex("020000000001020000000002") + b"\x08\x00" + ip + tcp + bytes(60)
+            records = [ExtendedTimestamp(time.time_ns()), SampledHeader(1, 1504, 4, frame)]
+            samples.append(FlowSample(0, 3, 1000, n * 1000, 0, 3, 0x3FFFFFFF, records, n))
+        out.append(encode_datagram(Datagram(ipaddress.ip_address("192.0.2.8"), 100000, n + 1, n, samples)))
+    return out
+
+
+class _Counts:
+    datagrams = 0
+    errors = 0
+
+
+def rate(payloads: list[bytes], handle: Callable[[bytes], None], seconds: float) -> float:
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for payload in payloads:
+            handle(payload)
+        done += len(payloads)
+    return done / elapsed
+
+
+def in_process(payloads: list[bytes], seconds: float) -> dict[str, float]:
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - closed at the end
+    devnull_bytes = open(os.devnull, "wb")  # noqa: SIM115
+    outputs = {
+        "text": ViewOutput(devnull, format_text),
+        "json": ViewOutput(devnull, format_json),
+        "lines (-l)": LineOutput(devnull),
+        "pcap (-t)": PcapWriter(devnull_bytes),
+    }
+    figures = {"decode only": rate(payloads, decode_datagram, seconds)}
+    for name, output in outputs.items():
+        figures[f"decode + {name}"] = rate(
+            payloads, lambda p, o=output: o.write(decode_datagram(p), len(p), RECEIVED), seconds
+        )
+    state = ExportState(_Counts(), flows=100, expiry=DEFAULT_EXPIRY, now=time.monotonic())
+    export = lambda p: state.observe(decode_datagram(p), time.monotonic())  # noqa: E731
+    figures["decode + exporter"] = rate(payloads, export, seconds)
+    devnull.close()
+    devnull_bytes.close()
+    return figures
+
+
+def over_udp(payloads: list[bytes], seconds: float) -> tuple[float, float]:
+    """(datagrams/s the process took in, share the kernel dropped) with the sender flat out."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hsflowd_py.collector", "-p", "0", "--prometheus", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.sched_setaffinity(proc.pid, {0})
+    ports: dict[str, int] = {}
+    assert proc.stderr is not None
+    while len(ports) < 2:
+        line = proc.stderr.readline()
+        if m := re.search(r"listening on UDP \S*:(\d+)$", line.strip()):
+            ports["udp"] = int(m.group(1))
+        if m := re.search(r"metrics on http://127.0.0.1:(\d+)/", line):
+            ports["http"] = int(m.group(1))
+
+    def taken_in() -> int:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/metrics").read().decode()
+        return int(float(re.search(r"^sflow_collector_datagrams_total (\S+)$", text, re.M).group(1)))  # type: ignore[union-attr]
+
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for payload in payloads:
+                s.sendto(payload, ("127.0.0.1", ports["udp"]))
+            sent += len(payloads)
+        time.sleep(1.0)  # let it drain its socket buffer
+        got = taken_in()
+        elapsed = time.perf_counter() - start - 1.0
+    proc.terminate()
+    proc.wait()
+    return got / elapsed, 1 - got / sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {1 if os.cpu_count() and os.cpu_count() > 1 else 0})  # type: ignore[operator]
+    for name, payloads in (("agent", agent_workload()), ("flows", flows_workload())):
+        samples = sum(len(decode_datagram(p).samples) for p in payloads)
+        print(f"workload {name}: {len(payloads)} datagrams, {samples / len(payloads):.1f} samples each")
+        for what, figure in in_process(payloads, args.seconds).items():
+            print(f"  {what:<22} {figure:>9,.0f} datagrams/s  {figure * samples / len(payloads):>10,.0f} samples/s")
+        kept, dropped = over_udp(payloads, args.seconds)
+        shown = f"{kept:>9,.0f} datagrams/s  ({dropped:.0%} dropped by the kernel, sender flat out)"
+        print(f"  {'process over UDP':<22} {shown}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Fuzz the two parsers that read bytes from outside: the collector's datagram decoder (with its
+text and JSON rendering and packet dissector) and the agent's sampled-header parser.
+
+A seeded mutation fuzzer: inputs are the reference captures' datagrams and real packet headers,
+mutated by bit flips, byte overwrites with boundary values, truncation, splicing and length-field
+corruption, plus purely random bytes. Every input must give a result or a DecodeError: any other
+exception is a bug and is printed with the input in hex. Prints inputs per second, exceptions, and
+RSS at the start and end (memory must stay flat).
+
+    .venv/bin/python bench/fuzz.py --count 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import struct
+import sys
+import time
+from pathlib import Path
+
+from hsflowd_py.collector.jsonout import format_json
+from hsflowd_py.collector.pcapfile import read_pcap
+from hsflowd_py.collector.text import Received, datagram_view, format_text
+from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
+from hsflowd_py.packet import parse
+from hsflowd_py.sflow.codec import decode_datagram
+from hsflowd_py.sflow.records import SampledHeader
+from hsflowd_py.sflow.xdr import DecodeError
+
+VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
+BOUNDARY = (0, 1, 0x7F, 0x80, 0xFF)
+BIG = (0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFF, 1 << 20)
+
+
+def seeds() -> tuple[list[bytes], list[bytes]]:
+    datagrams = []
+    for pcap in sorted(VECTORS.glob("*.pcap")):
+        with open(pcap, "rb") as f:
+            datagrams += [packet.payload for packet in read_pcap(f)]
+    headers = [
+        r.header
+        for d in datagrams
+        for s in decode_datagram(d).samples
+        for r in getattr(s, "records", ())
+        if isinstance(r, SampledHeader)
+    ]
+    return datagrams, headers
+
+
+def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(6)
+        if not b:
+            b = bytearray(rng.randbytes(rng.randint(1, 64)))
+        if op == 0:
+            i = rng.randrange(len(b))
+            b[i] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            b[rng.randrange(len(b))] = rng.choice(BOUNDARY)
+        elif op == 2 and len(b) >= 4:
+            i = rng.randrange(0, len(b) - 3) & ~3
+            struct.pack_into(">I", b, i, rng.choice(BIG))
+        elif op == 3:
+            del b[rng.randrange(len(b)) :]
+        elif op == 4:
+            other = rng.choice(pool)
+            i, j = rng.randrange(len(b) + 1), rng.randrange(len(other) + 1)
+            b = b[:i] + other[j:]
+        else:
+            i = rng.randrange(len(b) + 1)
+            b[i:i] = rng.randbytes(rng.randint(1, 16))
+    return bytes(b)
+
+
+def fuzz_decoder(data: bytes) -> None:
+    try:
+        d = decode_datagram(data)
+    except DecodeError:
+        return
+    view = datagram_view(d, len(data), Received("-", 0, 0))
+    format_text(view)
+    format_json(view)
+
+
+def fuzz_header(data: bytes) -> None:
+    for proto in (HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6):
+        parse(data, proto, tunnel=True)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, default=1_000_000, help="inputs per target (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    datagrams, headers = seeds()
+    failures = 0
+    for name, target, pool in (("decoder", fuzz_decoder, datagrams), ("header parser", fuzz_header, headers)):
+        start_rss, t0 = rss_mb(), time.perf_counter()
+        for i in range(args.count):
+            data = rng.randbytes(rng.randint(0, 300)) if i % 10 == 0 else mutate(rng, rng.choice(pool), pool)
+            try:
+                target(data)
+            except Exception as e:  # any exception but DecodeError is a finding
+                failures += 1
+                if failures <= 20:
+                    print(f"{name}: {type(e).__name__}: {e} on {data.hex()}", file=sys.stderr)
+        elapsed = time.perf_counter() - t0
+        print(
+            f"{name}: {args.count} inputs in {elapsed:.1f} s ({args.count / elapsed:,.0f}/s), "
+            f"RSS {start_rss:.1f} → {rss_mb():.1f} MB (peak {peak_rss_mb():.1f} MB)"
+        )
+    print(f"unexpected exceptions: {failures}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

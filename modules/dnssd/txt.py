@@ -1,0 +1,90 @@
+"""DNS-SD TXT strings (``key=value``) into overrides of the agent's settings.
+
+The keys are the established agent's (REFERENCE.md section 5) and their
+values go through the very codecs that parse hsflowd.conf, found on the
+Settings fields, so ``sampling=10K`` or ``agent.cidr=!10.0.0.0/8`` mean in DNS
+exactly what they mean in the file.  Keys are case-insensitive, as in the
+established agent.  A string that is not ``key=value``, an unknown key or a
+bad value is returned as a problem and ignored; the rest still applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hsflowd_py.config import Settings
+from hsflowd_py.config.schema import Option, config_fields
+
+TXT_KEYS = ("sampling", "polling", "agentIP", "agent", "agent.cidr", "headerBytes")
+"""Keys a TXT string may set, spelled as in hsflowd.conf; ``sampling.<speed>`` comes with ``sampling``."""
+
+IGNORED_KEYS = ("txtvers",)
+"""RFC 6763 section 6.7: the TXT record format version, nothing to apply."""
+
+UNSUPPORTED_FAMILIES = ("polling",)
+"""``polling.<app>``: per-application polling for sub-agents, which hsflowd-py does not serve."""
+
+
+def _tables() -> tuple[dict[str, tuple[str, Option]], dict[str, tuple[str, Option]]]:
+    """(plain keys, ``key.<suffix>`` families), lower-cased, each to (Settings field, Option)."""
+    plain: dict[str, tuple[str, Option]] = {}
+    families: dict[str, tuple[str, Option]] = {}
+    for name, spec in config_fields(Settings):
+        if isinstance(spec, Option) and spec.key in TXT_KEYS:
+            (families if spec.suffix else plain)[spec.key.lower()] = (name, spec)
+    return plain, families
+
+
+_PLAIN, _FAMILIES = _tables()
+
+
+@dataclass(frozen=True)
+class TxtSettings:
+    """Overrides as (Settings field name, value) pairs, sorted by field, and what was ignored and why."""
+
+    overrides: tuple[tuple[str, Any], ...]
+    problems: tuple[str, ...]
+
+
+def parse_txt(strings: Iterable[bytes]) -> TxtSettings:
+    """Apply the TXT strings in order: a repeated key keeps its last value, ``agent.cidr`` collects them all."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for raw in strings:
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            problems.append(f"TXT {raw!r}: not UTF-8 text; ignored")
+            continue
+        key, equals, value = (part.strip() for part in text.partition("="))
+        value = value.removeprefix('"').removesuffix('"')
+        if not equals or not key:
+            problems.append(f"TXT {text!r}: not key=value; ignored")
+            continue
+        try:
+            _apply(values, key, value)
+        except ValueError as e:
+            problems.append(f"TXT {key}={value}: {e}; ignored")
+    return TxtSettings(tuple(sorted(values.items())), tuple(problems))
+
+
+def _apply(values: dict[str, Any], key: str, value: str) -> None:
+    lower = key.lower()
+    if lower in IGNORED_KEYS:
+        return
+    if lower in _PLAIN:
+        name, option = _PLAIN[lower]
+        parsed = option.codec.parse(value)
+        values[name] = (*values.get(name, ()), parsed) if option.repeat else parsed
+        return
+    family, dot, suffix = lower.partition(".")
+    if dot and family in _FAMILIES:
+        name, option = _FAMILIES[family]
+        assert option.suffix is not None
+        values[name] = {**values.get(name, {}), option.suffix.parse(suffix): option.codec.parse(value)}
+        return
+    if dot and family in UNSUPPORTED_FAMILIES:
+        raise ValueError("per-application settings for sub-agents are not supported")
+    raise ValueError("not a DNS-SD setting")

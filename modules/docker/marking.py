@@ -1,0 +1,72 @@
+"""markTraffic: which tracked container a sampled packet comes from or goes to.
+
+Each container's interface MACs and global addresses (read inside its network namespace, or
+from the engine's record when the namespace is out of reach) map to its dsIndex.  A MAC or
+address claimed by more than one container (containers sharing a namespace, such as the
+members of a Kubernetes pod; the same private address on two isolated networks) marks nothing.
+
+A side (source or destination) is matched by MAC first: on the Docker bridge and the
+containers' veths the MAC is exact, while an address may be translated; by address otherwise
+(traffic routed through the host, samples without a MAC header).  Addresses come from the
+shared header parser (``hsflowd_py/packet.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hsflowd_py.flow import HEADER_ETHERNET, SampledPacket
+from hsflowd_py.packet import parse
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    ds_index: int
+    netns: str | None
+    """``/proc/<pid>/ns/net`` of the container, None if it shares the host's namespace."""
+
+
+def addresses(header_protocol: int, h: bytes) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
+    """(source MAC, destination MAC, source IP, destination IP) of a sampled header, packed;
+    None where the header does not have it (too short, not IP)."""
+    src_mac = dst_mac = None
+    if header_protocol == HEADER_ETHERNET and len(h) >= 12:
+        dst_mac, src_mac = h[0:6], h[6:12]
+    flow = parse(h, header_protocol)
+    if flow is None:
+        return src_mac, dst_mac, None, None
+    return src_mac, dst_mac, flow.src, flow.dst
+
+
+class TrafficMap:
+    """MACs and addresses (packed bytes: 6 for a MAC, 4 or 16 for an address) → their container."""
+
+    def __init__(self) -> None:
+        self._claims: dict[str, tuple[Owner, frozenset[bytes]]] = {}
+        self.owners: dict[bytes, Owner] = {}
+        """Keys claimed by exactly one container: the table the packet path reads."""
+
+    def claim(self, cid: str, owner: Owner, keys: Iterable[bytes]) -> None:
+        """Set (or replace) what container ``cid`` owns."""
+        self._claims[cid] = (owner, frozenset(keys))
+        self._rebuild()
+
+    def release(self, cid: str) -> None:
+        if self._claims.pop(cid, None) is not None:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        seen: dict[bytes, Owner | None] = {}
+        for owner, keys in self._claims.values():
+            for k in keys:
+                seen[k] = owner if k not in seen else None
+        self.owners = {k: o for k, o in seen.items() if o is not None}
+
+    def sides(self, packet: SampledPacket) -> tuple[Owner | None, Owner | None]:
+        """The containers a packet comes from and goes to."""
+        src_mac, dst_mac, src_ip, dst_ip = addresses(packet.header_protocol, packet.header)
+        get = self.owners.get
+        src = (get(src_mac) if src_mac else None) or (get(src_ip) if src_ip else None)
+        dst = (get(dst_mac) if dst_mac else None) or (get(dst_ip) if dst_ip else None)
+        return src, dst

@@ -1,0 +1,259 @@
+"""pcap { }: 1-in-N packet sampling in the kernel on the chosen interfaces, with counters for each.
+
+Which interfaces and at what rate: ``interfaces.py``.  How: one of two kernel samplers
+behind the same interface (``sampler.py``), picked per ``pcap {}`` block by ``sampler``:
+
+* ``ebpf`` (``ebpf.py``): tc programs counting every packet and sampling into a BPF ring
+  buffer; needs bcc and the running kernel's headers at start-up, which a short-lived child
+  process uses (the agent itself never loads LLVM);
+* ``cbpf`` (``cbpf.py``): a random classic BPF filter on an AF_PACKET socket with a
+  TPACKET_V3 ring; standard library only;
+* ``auto`` (the default): eBPF when it can be built, else classic BPF.  When eBPF cannot be
+  built the reason is logged once and the classic sampler takes every interface; a block
+  that asks for ``ebpf`` explicitly falls back the same way, with a warning.
+
+Every ``checkAdaptors`` seconds the interface list is read again: new matching interfaces
+are opened, vanished ones closed (with a last counter sample), changed rates applied in
+place.  An interface that cannot be opened (missing, no permission, no tc) is logged once
+per distinct reason, retried at the next check, and the others carry on.
+
+Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
+go out through the agent's allocation-free path (``Agent.emit_header_sample``) unless an
+enricher is active.  After start-up the module freezes the garbage collector's view of
+everything allocated so far (``gc.freeze``): the hot path allocates nothing that lives, so
+collections stay rare and short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hsflowd_py.config import Settings
+from hsflowd_py.counters import Monotonic
+from hsflowd_py.module import Module, register
+from hsflowd_py.privileges import Privileges
+from hsflowd_py.readers import ReaderError
+from hsflowd_py.readers.netclass import read_interface, read_interfaces
+from hsflowd_py.sflow.records import Record
+
+from .cbpf import CbpfSampler
+from .counters import interface_records
+from .interfaces import Tap, choose
+from .sampler import Sampler, SamplerError
+
+if TYPE_CHECKING:
+    from hsflowd_py.agent import Agent
+
+log = logging.getLogger("hsflowd.pcap")
+
+SAMPLER_NAMES = {"ebpf": "eBPF", "cbpf": "classic BPF"}
+
+
+@dataclass
+class _Open:
+    """A sampled interface: its tap, the sampler holding it, its counter state."""
+
+    tap: Tap
+    sampler: Sampler
+    monotonic: Monotonic = field(default_factory=Monotonic)
+    last_records: list[Record] | None = None
+
+
+@register
+class PcapModule(Module):
+    name = "pcap"
+
+    @classmethod
+    def wanted(cls, settings: Settings) -> bool:
+        return bool(settings.pcap)
+
+    def __init__(self, agent: Agent, settings: Settings) -> None:
+        super().__init__(agent, settings)
+        self.samplers: dict[str, Sampler] = {}
+        self.ebpf_unavailable: str | None = None
+        self.open: dict[int, _Open] = {}
+        self._logged: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._watch: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        if any(b.sampler != "cbpf" for b in self.settings.pcap):
+            await self._ebpf()  # now, while the agent may still load programs
+        await self.reconcile()
+        self._watch = asyncio.create_task(self._watch_interfaces())
+        gc.freeze()
+
+    async def stop(self) -> None:
+        self._stopped = True  # a reconcile still pending (SIGHUP) must not reopen anything
+        for task in [self._watch, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        async with self._lock:
+            for ifindex in list(self.open):
+                self._close(ifindex, final=False)
+            for sampler in self.samplers.values():
+                sampler.stop()
+            self.samplers.clear()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New rates or header size apply at once, not at the next interface check."""
+        self.settings = settings
+        task = asyncio.get_running_loop().create_task(self._checked_reconcile())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_interfaces(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.check_adaptors)
+            await self._checked_reconcile()
+
+    async def _checked_reconcile(self) -> None:
+        try:
+            await self.reconcile()
+        except Exception:  # keep watching: the next check may succeed
+            self.stats["reconcile_errors"] += 1
+            if self.stats["reconcile_errors"] == 1:
+                log.exception("pcap: checking the interfaces failed (further failures counted)")
+
+    def privileges(self) -> Privileges:
+        """Raw sockets and tc hooks for interfaces that appear after start-up.  With eBPF, also the bpf()
+        calls on its maps: kernels before 6.5 refuse any bpf() call without CAP_BPF while
+        kernel.unprivileged_bpf_disabled is set (the default)."""
+        caps = {"CAP_NET_RAW", "CAP_NET_ADMIN"}
+        if "ebpf" in self.samplers:
+            caps.add("CAP_BPF")
+        return Privileges(caps)
+
+    # ---------------------------------------------------------------- samplers
+
+    def _once(self, key: str, message: str, level: int = logging.WARNING) -> None:
+        """Log a fault once per distinct message for the same key (an interface, a sampler)."""
+        if self._logged.get(key) != message:
+            self._logged[key] = message
+            log.log(level, "pcap: %s", message)
+
+    async def _ebpf(self) -> Sampler | None:
+        sampler = self.samplers.get("ebpf")
+        if sampler is None and self.ebpf_unavailable is None:
+            from .ebpf import EbpfSampler  # pyroute2 and the build process only when eBPF is wanted
+
+            try:
+                sampler = await EbpfSampler.create(self.agent.emit_header_sample, self.agent.root)
+                self.samplers["ebpf"] = sampler
+            except (SamplerError, OSError) as e:
+                self.ebpf_unavailable = str(e)
+                log.warning("pcap: the eBPF sampler is unavailable (%s); using the classic BPF sampler", e)
+        return sampler
+
+    async def _sampler_for(self, tap: Tap) -> Sampler:
+        if tap.sampler != "cbpf":
+            sampler = await self._ebpf()
+            if sampler is not None:
+                return sampler
+            if tap.sampler == "ebpf":
+                self._once(f"fallback {tap.name}", f"{tap.name}: sampler = ebpf, but eBPF is unavailable: classic BPF")
+        return self._cbpf()
+
+    def _cbpf(self) -> Sampler:
+        sampler = self.samplers.get("cbpf")
+        if sampler is None:
+            sampler = self.samplers["cbpf"] = CbpfSampler(self.agent.emit_header_sample, self.agent.root)
+        return sampler
+
+    # ---------------------------------------------------------------- interfaces
+
+    async def reconcile(self) -> None:
+        """Bring the open interfaces in line with the interface list and the settings."""
+        async with self._lock:
+            if self._stopped:
+                return
+            try:
+                infos = read_interfaces(self.agent.root)
+            except ReaderError as e:
+                self._once("interfaces", f"cannot list interfaces: {e}")
+                return
+            wanted = choose(infos, self.settings)
+            present = {i.name for i in infos}
+            for block in self.settings.pcap:
+                if block.dev is not None and block.dev not in present:
+                    self._once(f"dev {block.dev}", f"device not found: {block.dev}", logging.INFO)
+            for ifindex, current in list(self.open.items()):
+                tap = wanted.get(ifindex)
+                if tap is None or tap.name != current.tap.name or tap.sampler != current.tap.sampler:
+                    self._close(ifindex, final=True)
+            for ifindex, tap in wanted.items():
+                current = self.open.get(ifindex)
+                if current is None:
+                    await self._open(tap)
+                elif current.tap != tap:
+                    current.sampler.update(tap)
+                    current.tap = tap
+                    log.info("pcap: %s now sampled 1-in-%d", tap.name, tap.sampling_rate)
+
+    async def _open(self, tap: Tap) -> None:
+        sampler = await self._sampler_for(tap)
+        try:
+            sampler.open(tap)
+        except (SamplerError, OSError) as e:
+            self.stats["open_failures"] += 1
+            if sampler.kind == "cbpf" or tap.sampler != "auto":
+                self._once(f"open {tap.ifindex}", f"cannot sample {tap.name}: {e}")
+                return
+            self._once(f"open {tap.ifindex}", f"{tap.name}: eBPF cannot sample it ({e}); trying classic BPF")
+            sampler = self._cbpf()
+            try:
+                sampler.open(tap)
+            except (SamplerError, OSError) as e2:
+                self._once(f"open cbpf {tap.ifindex}", f"cannot sample {tap.name}: {e2}")
+                return
+        self._logged.pop(f"open {tap.ifindex}", None)
+        self._logged.pop(f"dev {tap.name}", None)
+        entry = self.open[tap.ifindex] = _Open(tap, sampler)
+        self.agent.add_poller(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}")
+        log.info(
+            "pcap: sampling %s (ifIndex %d) 1-in-%d with the %s sampler",
+            tap.name,
+            tap.ifindex,
+            tap.sampling_rate,
+            SAMPLER_NAMES[sampler.kind],
+        )
+
+    def _close(self, ifindex: int, final: bool) -> None:
+        entry = self.open.pop(ifindex)
+        try:
+            entry.sampler.close(ifindex)
+        except (SamplerError, OSError) as e:
+            log.warning("pcap: closing %s: %s", entry.tap.name, e)
+        self.agent.remove_poller(0, ifindex, final=entry.last_records if final else None)
+        log.info("pcap: stopped sampling %s (ifIndex %d)", entry.tap.name, ifindex)
+
+    def _collect(self, entry: _Open) -> list[Record] | None:
+        """The interface's counter sample; None (skip the round) if it is gone or was renamed."""
+        try:
+            info = read_interface(self.agent.root, entry.tap.name)
+        except ReaderError as e:
+            self._once(f"counters {entry.tap.ifindex}", f"counters of {entry.tap.name}: {e}")
+            return None
+        if info is None or info.ifindex != entry.tap.ifindex:
+            return None
+        entry.last_records = interface_records(info, entry.monotonic)
+        return entry.last_records
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.stats)
+        out["interfaces"] = len(self.open)
+        for kind, sampler in self.samplers.items():
+            for key, value in sampler.status().items():
+                out[f"{kind}_{key}"] = value
+        return out

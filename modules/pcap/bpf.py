@@ -1,0 +1,123 @@
+"""The few bpf(2) operations the agent needs on maps it received as file descriptors, and the BPF
+ring buffer read in place.
+
+The agent never links libbpf or bcc: the program and its maps are created by a short-lived
+compiler process (``ebpf_build.py``) and handed over as descriptors, so map updates and
+look-ups are plain ``bpf()`` system calls through ctypes, and the ring buffer is two
+``mmap`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+import platform
+import struct
+from pathlib import Path
+from typing import Any
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_ANY = 0
+
+_SYSCALL_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+_ELEM_ATTR = struct.Struct("=I4xQQQ")
+"""union bpf_attr for the *_ELEM commands: map_fd, key, value, flags (pointers as u64)."""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _bpf(cmd: int, attr: bytes) -> None:
+    number = _SYSCALL_BPF.get(platform.machine())
+    if number is None:
+        raise OSError(0, f"bpf() system call number unknown on {platform.machine()}")
+    buf = ctypes.create_string_buffer(attr, len(attr))
+    if _libc.syscall(number, cmd, buf, len(attr)) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def possible_cpus(root: Path = Path("/")) -> int:
+    """Per-CPU maps hold one value per *possible* CPU (``0-3,8-11``), not per online one."""
+    text = (root / "sys/devices/system/cpu/possible").read_text().strip()
+    highest = max(int(part.split("-")[-1]) for part in text.split(","))
+    return highest + 1
+
+
+class Map:
+    """A BPF hash map (or per-CPU hash map) of fixed key and value sizes, by descriptor."""
+
+    def __init__(self, fd: int, key_size: int, value_size: int, per_cpu: int = 0) -> None:
+        self.fd = fd
+        self.key_size = key_size
+        self.slot = (value_size + 7) & ~7 if per_cpu else value_size
+        self.size = self.slot * per_cpu if per_cpu else value_size
+        self.per_cpu = per_cpu
+        self._value = ctypes.create_string_buffer(self.size)
+
+    def _elem(self, cmd: int, key: bytes, value: Any = None, flags: int = 0) -> None:
+        """One *_ELEM command; ``value`` is a buffer to read from or write into, None for delete
+        (the kernel refuses a non-zero field beyond the last one a command uses)."""
+        k = ctypes.create_string_buffer(key, self.key_size)
+        address = 0 if value is None else ctypes.addressof(value)
+        _bpf(cmd, _ELEM_ATTR.pack(self.fd, ctypes.addressof(k), address, flags))
+
+    def update(self, key: bytes, value: bytes) -> None:
+        """Set ``value`` (for a per-CPU map: the same value on every CPU)."""
+        if self.per_cpu:
+            value = value.ljust(self.slot, b"\0") * self.per_cpu
+        self._elem(BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, self.size), BPF_ANY)
+
+    def lookup(self, key: bytes) -> list[bytes] | None:
+        """The value, or one value per possible CPU; None when the key is absent."""
+        try:
+            self._elem(BPF_MAP_LOOKUP_ELEM, key, self._value)
+        except FileNotFoundError:
+            return None
+        raw = self._value.raw
+        if not self.per_cpu:
+            return [raw]
+        return [raw[i * self.slot : (i + 1) * self.slot] for i in range(self.per_cpu)]
+
+    def delete(self, key: bytes) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._elem(BPF_MAP_DELETE_ELEM, key)
+
+
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+BPF_RINGBUF_HDR_SZ = 8
+
+
+class RingBuffer:
+    """A BPF_MAP_TYPE_RINGBUF mapped for reading in place.
+
+    The kernel maps the consumer position (one writable page), then the producer position
+    (one page) followed by the data area mapped twice in a row, so that a record that wraps
+    around the end reads as one piece.  Each record is an 8-byte header (length with the
+    busy and discard bits, page offset) and its data, padded to 8 bytes; the reader walks
+    from the consumer to the producer position, stops at a busy record, and stores its new
+    position in the consumer page (``ebpf.py`` does that walk inline: it is the hot loop).
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.size = size
+        self.mask = size - 1
+        self._consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self.data_map = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self.consumer_pos = memoryview(self._consumer).cast("Q")
+        self.producer_pos = memoryview(self.data_map).cast("Q")
+        self.view = memoryview(self.data_map)
+        self.data_offset = page
+        """Where the data area starts in ``data_map``."""
+
+    def close(self) -> None:
+        for view in (self.consumer_pos, self.producer_pos, self.view):
+            view.release()
+        self._consumer.close()
+        self.data_map.close()

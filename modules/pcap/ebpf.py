@@ -1,0 +1,302 @@
+"""The eBPF sampler: one tc program per direction on each interface, samples through a BPF ring buffer.
+
+``sampler.bpf.c`` counts every packet per CPU, interface and direction (the true sample
+pool), keeps 1 in N and writes it to a ring buffer without waking anyone; the agent drains
+the ring every ``DRAIN_S`` seconds, which bounds its wake-ups whatever the packet rate.
+
+Memory: bcc and LLVM are loaded by a short-lived child process (``ebpf_build.py``) which
+hands the loaded programs and maps over as file descriptors and exits, so the agent keeps
+only the maps it reads: the ring buffer and small hash maps.
+
+Ring sizing (REFERENCE.md section 9): a record is 296 bytes (8-byte ring header, 32 bytes
+of fields, ``HEADER_MAX`` header bytes); 150 k samples/s and a 100 ms stall of the agent
+need about 4.5 MB.  ``RING_BYTES`` is 8 MB; a reservation the full ring refuses counts as
+a drop of that interface, reported in the flow samples' ``drops``.  The kernel maps the
+data area twice in a row and populates the mapping at once, so the ring shows as 16 MB
+of the agent's resident (file) memory although it exists once, in the kernel.
+
+Per-CPU map look-ups return one value per *possible* CPU, summed here.  The counters are
+read once per drain, after the producer position, so that every drained sample's packet is
+already counted; the samples of one drain get pools spread evenly between the previous
+reading and this one, the last one equal to the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mmap
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
+
+from . import ebpf_build
+from .bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer, possible_cpus
+from .interfaces import Tap
+from .sampler import (
+    FCS_BYTES,
+    VLAN_TAG_BYTES,
+    Emit,
+    Sampler,
+    SamplerError,
+    restore_vlan_tag,
+    segment_frame_length,
+)
+from .tc import TcHooks
+
+log = logging.getLogger("hsflowd.pcap")
+
+SOURCE = Path(__file__).with_name("sampler.bpf.c")
+HEADER_MAX = 256
+RING_BYTES = 8 << 20
+DRAIN_S = 0.01
+BUILD_TIMEOUT_S = 120.0
+
+_CONFIG = struct.Struct("=II6sBx")
+"""struct tap_config: rate, header_bytes, mac, check_source."""
+_COUNTS = struct.Struct("=QQQ")
+"""struct tap_counts: packets in, packets out, drops."""
+_RECORD = struct.Struct("=I4xQIIIHHBBHH2x")
+"""Ring record header (length) then struct sample up to its header bytes."""
+_KEY = struct.Struct("=I")
+
+
+class _Loaded:
+    """What the build process handed over: program and map descriptors."""
+
+    def __init__(self, reply: dict[str, Any], fds: list[int]) -> None:
+        by_name = dict(zip(ebpf_build.FDS, fds, strict=True))
+        self.ingress, self.egress = by_name["hsflowd_ingress"], by_name["hsflowd_egress"]
+        self.maps = reply["maps"]
+        self.fds = fds
+        self.config, self.counts, self.samples = by_name["config"], by_name["counts"], by_name["samples"]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            socket.close(fd)
+
+
+async def build() -> _Loaded:
+    """Compile and load the programs in a child process; raises SamplerError saying why not."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    cflags = [f"-DHEADER_MAX={HEADER_MAX}", f"-DRING_PAGES={RING_BYTES // mmap.PAGESIZE}"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            ebpf_build.__file__,
+            str(theirs.fileno()),
+            str(SOURCE),
+            *cflags,
+            pass_fds=[theirs.fileno()],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        theirs.close()
+        try:
+            _, stderr = await asyncio.wait_for(proc.communicate(), BUILD_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise SamplerError(f"compiling the eBPF program took more than {BUILD_TIMEOUT_S:.0f} s") from None
+        ours.setblocking(False)
+        try:
+            message, fds, _, _ = socket.recv_fds(ours, 65536, len(ebpf_build.FDS))
+        except BlockingIOError:
+            last = stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            raise SamplerError(f"the eBPF build process failed: {last[0]}") from None
+    finally:
+        theirs.close()
+        ours.close()
+    reply = json.loads(message)
+    if not reply.get("ok"):
+        for fd in fds:
+            socket.close(fd)
+        compiler = [x.strip() for x in stderr.decode(errors="replace").splitlines() if "error:" in x]
+        raise SamplerError("; ".join([reply.get("error", "unknown error"), *compiler[:1]]))
+    if len(fds) != len(ebpf_build.FDS):
+        for fd in fds:
+            socket.close(fd)
+        raise SamplerError(f"the eBPF build process sent {len(fds)} descriptors, expected {len(ebpf_build.FDS)}")
+    return _Loaded(reply, fds)
+
+
+class _TapState:
+    """An open interface: its settings, whether its clsact qdisc is ours, its running totals."""
+
+    __slots__ = ("before", "created_qdisc", "drops", "pool", "spread", "tap")
+
+    def __init__(self, tap: Tap, created_qdisc: bool) -> None:
+        self.tap = tap
+        self.created_qdisc = created_qdisc
+        self.pool = 0
+        self.drops = 0
+        self.before = 0
+        self.spread = 0
+
+
+class EbpfSampler(Sampler):
+    """tc eBPF on every interface, one ring buffer for all, drained on a timer."""
+
+    kind = "ebpf"
+
+    def __init__(self, emit: Emit, root: Path, loaded: _Loaded) -> None:
+        self.emit = emit
+        self.loaded = loaded
+        maps = loaded.maps
+        self.config = Map(loaded.config, maps["config"]["key_size"], maps["config"]["value_size"])
+        self.counts = Map(
+            loaded.counts, maps["counts"]["key_size"], maps["counts"]["value_size"], per_cpu=possible_cpus(root)
+        )
+        self.ring = RingBuffer(loaded.samples, maps["samples"]["max_entries"])
+        self.tc = TcHooks()
+        self.taps: dict[int, _TapState] = {}
+        self.samples = 0
+        self.read_errors = 0
+        self.vlan_scratch = bytearray(HEADER_MAX + VLAN_TAG_BYTES)
+        self.loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
+
+    @classmethod
+    async def create(cls, emit: Emit, root: Path) -> EbpfSampler:
+        loaded = await build()
+        try:
+            return cls(emit, root, loaded)
+        except BaseException:
+            loaded.close()
+            raise
+
+    # ------------------------------------------------------------ interfaces
+
+    def _configure(self, tap: Tap) -> None:
+        mac = tap.mac if tap.ethernet and tap.mac else b""
+        value = _CONFIG.pack(tap.sampling_rate, min(tap.header_bytes, HEADER_MAX), mac, 1 if mac else 0)
+        self.config.update(_KEY.pack(tap.ifindex), value)
+
+    def open(self, tap: Tap) -> None:
+        key = _KEY.pack(tap.ifindex)
+        try:
+            self.counts.update(key, _COUNTS.pack(0, 0, 0))
+            self._configure(tap)
+            created = self.tc.attach(tap.ifindex, self.loaded.ingress, self.loaded.egress)
+        except OSError as e:
+            self.config.delete(key)
+            self.counts.delete(key)
+            raise SamplerError(e.strerror or str(e)) from None
+        self.taps[tap.ifindex] = _TapState(tap, created)
+
+    def update(self, tap: Tap) -> None:
+        state = self.taps.get(tap.ifindex)
+        if state is not None:
+            state.tap = tap
+            self._configure(tap)
+
+    def close(self, ifindex: int) -> None:
+        self._drain()
+        state = self.taps.pop(ifindex, None)
+        if state is None:
+            return
+        self.tc.detach(ifindex, state.created_qdisc)
+        key = _KEY.pack(ifindex)
+        self.config.delete(key)
+        self.counts.delete(key)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for ifindex in list(self.taps):
+            self.close(ifindex)
+        self.tc.close()
+        self.ring.close()
+        self.loaded.close()
+
+    def status(self) -> dict[str, int]:
+        return {
+            "interfaces": len(self.taps),
+            "samples": self.samples,
+            "drops": sum(s.drops for s in self.taps.values()),
+            "read_errors": self.read_errors,
+        }
+
+    # ------------------------------------------------------------ the hot path
+
+    def _tick(self) -> None:
+        try:
+            self._drain()
+        except Exception:  # one bad drain must not stop sampling
+            self.read_errors += 1
+            if self.read_errors == 1:
+                log.exception("pcap: draining the eBPF ring failed (further failures counted)")
+        finally:
+            if self._timer is not None:
+                self._timer = self.loop.call_later(DRAIN_S, self._tick)
+
+    def _read_totals(self) -> None:
+        """Fold every CPU's counters of each interface into its pool and drop totals."""
+        for ifindex, state in self.taps.items():
+            values = self.counts.lookup(_KEY.pack(ifindex))
+            if values is None:
+                continue
+            packets = drops = 0
+            for raw in values:
+                rx, tx, lost = _COUNTS.unpack_from(raw)
+                packets += rx + tx
+                drops += lost
+            state.before, state.spread = state.pool, packets - state.pool
+            state.pool, state.drops = packets, drops
+
+    def _drain(self) -> None:
+        ring = self.ring
+        cons = ring.consumer_pos[0]
+        prod = ring.producer_pos[0]
+        if cons == prod:
+            return
+        self._read_totals()
+        epoch_offset = time.time_ns() - time.monotonic_ns()
+        m, view, mask, base = ring.data_map, ring.view, ring.mask, ring.data_offset
+        unpack, taps, emit = _RECORD.unpack_from, self.taps, self.emit
+        records = max((prod - cons) // (_RECORD.size + HEADER_MAX), 1)
+        k = 0
+        try:
+            while cons < prod:
+                pos = base + (cons & mask)
+                length, ktime, ifindex, skb_len, segments, hlen, copies, direction, vlan, tci, tpid = unpack(m, pos)
+                if length & BPF_RINGBUF_BUSY_BIT:
+                    break
+                cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
+                state = taps.get(ifindex)
+                if state is None or length & BPF_RINGBUF_DISCARD_BIT:
+                    continue
+                k += 1
+                tap = state.tap
+                start = pos + _RECORD.size
+                if tap.ethernet:
+                    protocol, fcs = HEADER_ETHERNET, FCS_BYTES
+                else:
+                    protocol, fcs = HEADER_IPV4 if hlen and m[start] >> 4 == 4 else HEADER_IPV6, 0
+                if segments > 1:
+                    frame = segment_frame_length(skb_len, segments, m, start, hlen, tap.ethernet) + fcs
+                else:
+                    frame = skb_len + fcs
+                src = view
+                if vlan and tap.ethernet:
+                    hlen = restore_vlan_tag(
+                        self.vlan_scratch, view, start, hlen, socket.ntohs(tpid), tci, tap.header_bytes
+                    )
+                    src, start, frame = self.vlan_scratch, 0, frame + VLAN_TAG_BYTES
+                rate, drops, ts = tap.sampling_rate, state.drops, ktime + epoch_offset
+                pool = state.before + state.spread * min(k, records) // records
+                emit(ifindex, rate, pool, drops, direction, frame, src, start, hlen, ts, protocol)
+                if copies > 1:  # a GSO packet that stood for more than N wire packets
+                    for _ in range(copies - 1):
+                        emit(ifindex, rate, pool, drops, direction, frame, src, start, hlen, ts, protocol)
+                self.samples += copies
+        finally:  # a record that failed is not read again
+            ring.consumer_pos[0] = cons

@@ -1,0 +1,157 @@
+"""tcp { }: the kernel's tcp_info of the local socket on each sampled TCP packet (0:2209).
+
+For a sampled TCP packet with exactly one local end, the module asks the
+kernel for that socket over NETLINK_SOCK_DIAG and adds an extended tcp_info
+record (smoothed RTT, RTT variance, minimum RTT, MSS, congestion window, lost,
+total retransmitted, unacked, reordering) with the packet's direction: sent
+when the packet's source is the local socket, received otherwise.  The sample
+is held until the answer comes, at most the core's 400 ms, and goes without
+the record when none comes or the socket is not a connected one.
+
+Settings: ``udp = on`` also looks up UDP sockets (the kernel has no tcp_info
+for them, so they gain only the notes below); ``tunnel = on`` looks through
+VXLAN and IP-in-IP to the inner packet (meant for end hosts: on a router it
+would look up every tunnelled flow in vain); ``dump = on`` logs every answer.
+
+Notes this module leaves on ``SampledPacket.notes`` for later enrichers (it
+runs first, ``enrich_order`` 10):
+
+- ``cgroup_id`` (int): the socket's cgroup v2 id, INET_DIAG_CGROUP_ID
+  (kernel >= 5.7); the systemd module maps it to a service;
+- ``socket_inode`` (int): the socket's inode, found as ``socket:[inode]``
+  under ``/proc/<pid>/fd`` when the cgroup id is not enough.
+
+Notes it reads:
+
+- ``netns`` (str): the path of the network namespace that owns the packet's
+  local socket, such as ``/proc/<pid>/ns/net`` of a container's process;
+  set by the docker module for traffic of a container.  It must be there
+  when this module's ``enrich`` runs, so the enricher that sets it has an
+  ``enrich_order`` below 10 (and reads nothing this module writes).  The
+  socket is then looked up inside that namespace, and "local" means an
+  address of that namespace.  Any path naming a namespace file
+  works (``/run/netns/NAME`` too); paths to the same namespace share one
+  netlink socket, closed when the path disappears or after a minute unused.
+  Without the note the root namespace and the host's addresses are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from hsflowd_py.config import Settings
+from hsflowd_py.flow import SampledPacket
+from hsflowd_py.module import Module, register
+from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, parse
+from hsflowd_py.privileges import Privileges
+
+from .inet_diag import SocketKey
+from .lookup import DIRN_RECEIVED, DIRN_SENT, Namespace, Namespaces, log
+
+if TYPE_CHECKING:
+    from hsflowd_py.agent import Agent
+
+PRUNE_S = 5.0
+
+
+@register
+class TcpModule(Module):
+    name = "tcp"
+    enrich_order = 10
+
+    namespaces: Namespaces
+
+    @classmethod
+    def wanted(cls, settings: Settings) -> bool:
+        return settings.tcp is not None
+
+    def __init__(self, agent: Agent, settings: Settings) -> None:
+        super().__init__(agent, settings)
+        self._prune_handle: asyncio.TimerHandle | None = None
+        self._apply(settings)
+
+    def _apply(self, settings: Settings) -> None:
+        tcp = settings.tcp
+        self.tunnel = bool(tcp and tcp.tunnel)
+        self.udp = bool(tcp and tcp.udp)
+        self.dump = bool(tcp and tcp.dump)
+
+    async def start(self) -> None:
+        self.namespaces = Namespaces(self.stats, self.dump)
+        self._schedule_prune()
+
+    async def stop(self) -> None:
+        if self._prune_handle is not None:
+            self._prune_handle.cancel()
+        self.namespaces.close()
+
+    def reconfigure(self, settings: Settings) -> None:
+        super().reconfigure(settings)
+        self._apply(settings)
+        self.namespaces.dump = self.dump
+        for ns in (self.namespaces.root, *self.namespaces.by_ident.values()):
+            ns.diag.dump = self.dump
+
+    def _schedule_prune(self) -> None:
+        self._prune_handle = asyncio.get_running_loop().call_later(PRUNE_S, self._prune)
+
+    def _prune(self) -> None:
+        try:
+            self.namespaces.prune()
+        except Exception:  # clean-up must go on: a namespace left open pins a dead container's network
+            self.stats["prune_errors"] += 1
+            if self.stats["prune_errors"] == 1:
+                log.exception("tcp: closing unused namespaces failed (further failures counted, not logged)")
+        self._schedule_prune()
+
+    def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
+        flow = parse(packet.header, packet.header_protocol, self.tunnel)
+        if flow is None:
+            return None
+        if flow.proto != IPPROTO_TCP and (flow.proto != IPPROTO_UDP or not self.udp):
+            return None
+        path = packet.notes.get("netns")
+        if path is None:
+            return self._lookup(self.namespaces.root, flow, packet, packet.ds_index)
+        ns = self.namespaces.get(path)
+        if isinstance(ns, Namespace):
+            return self._lookup(ns, flow, packet, 0)
+        if ns is None:
+            return None
+        return self._lookup_when_open(ns, flow, packet)
+
+    async def _lookup_when_open(
+        self, opening: asyncio.Future[Namespace | None], flow: Flow, packet: SampledPacket
+    ) -> None:
+        ns = await asyncio.shield(opening)  # a timed-out sample must not cancel the opening for the others
+        if ns is not None and (answer := self._lookup(ns, flow, packet, 0)) is not None:
+            await answer
+
+    def _lookup(self, ns: Namespace, flow: Flow, packet: SampledPacket, ifindex: int) -> asyncio.Future[None] | None:
+        """Key the look-up from the local end; ``ifindex`` matters only for sockets bound to a device."""
+        local = ns.addresses.local
+        src_local = flow.src in local
+        if src_local == (flow.dst in local):
+            self.stats["not_one_local_end"] += 1
+            return None
+        if flow.tunnelled:
+            ifindex = 0  # the sampled device carries the tunnel, not the inner socket's traffic
+        if src_local:
+            key = SocketKey(flow.proto, flow.src, flow.sport, flow.dst, flow.dport)
+            return ns.diag.lookup(key, packet, DIRN_SENT, ifindex)
+        key = SocketKey(flow.proto, flow.dst, flow.dport, flow.src, flow.sport)
+        return ns.diag.lookup(key, packet, DIRN_RECEIVED, ifindex)
+
+    def privileges(self) -> Privileges:
+        """Joining a container's namespace (setns) takes CAP_SYS_ADMIN; opening another user's
+        /proc/<pid>/ns/net passes a ptrace access check, hence CAP_SYS_PTRACE.  The look-ups
+        themselves need nothing: sock_diag answers any user."""
+        return Privileges({"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"})
+
+    def status(self) -> dict[str, int]:
+        out = dict(self.stats)
+        out["namespaces_open"] = self.namespaces.open_count
+        out["in_flight"] = self.namespaces.in_flight()
+        return out

@@ -1,0 +1,394 @@
+"""Asynchronous socket look-ups: one sock_diag channel per network namespace, on the agent's loop.
+
+A look-up never blocks sampling: the request is one non-blocking ``send``, the
+sample waits on a future, and the reply is read when the loop sees the socket
+readable.  Samples of the same socket that arrive while its look-up is in
+flight join that look-up instead of sending another.  Replies are matched by
+netlink sequence number, so a reply that never comes (the socket's receive
+buffer overran) is noticed when its entry ages out; the core has sent those
+samples without tcp_info by then (it holds a sample at most 400 ms).
+In-flight look-ups and held samples are capped: past either cap a sample
+goes out without tcp_info rather than queueing.
+
+Namespaces are opened on first use (in a helper thread, see ``netns.py``),
+shared by every path that names the same namespace, and closed when their
+path disappears (the container stopped) or after a minute unused, so the
+agent never keeps a dead container's namespace alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from hsflowd_py.flow import SampledPacket
+from hsflowd_py.sflow.records import ExtendedTcpInfo
+
+from . import inet_diag as diag
+from . import netlink as nl
+from .addresses import LocalAddresses, open_route_socket
+from .netns import namespace_id, run_in_namespace
+
+log = logging.getLogger("hsflowd.tcp")
+
+STALE_S = 0.5
+"""An unanswered look-up older than this is given up (the core's hold is 0.4 s)."""
+MAX_IN_FLIGHT = 512
+MAX_HELD = 4096
+"""Samples waiting for answers, per namespace: past this a sample goes without tcp_info at once.  When
+samples come faster than the loop can answer them (1-in-2 at 100 k packets/s), holding them all would
+only grow memory and delay every datagram; shedding keeps the agent sampling."""
+IDLE_S = 60.0
+RETRY_S = 30.0
+"""How long a namespace that could not be opened is left alone."""
+
+DIRN_RECEIVED = 1
+DIRN_SENT = 2
+
+Waiter = tuple["asyncio.Future[None]", SampledPacket, int]
+
+
+@dataclass(slots=True)
+class InFlight:
+    key: diag.SocketKey
+    seq: int
+    sent: float
+    waiters: list[Waiter] = field(default_factory=list)
+
+
+def tcp_info_record(dirn: int, info: diag.TcpInfo) -> ExtendedTcpInfo:
+    """0:2209 from the kernel's tcp_info; retrans is the connection's total, not the current unacked ones."""
+    return ExtendedTcpInfo(
+        dirn,
+        info.tcpi_snd_mss,
+        info.tcpi_rcv_mss,
+        info.tcpi_unacked,
+        info.tcpi_lost,
+        info.tcpi_total_retrans,
+        info.tcpi_pmtu,
+        info.tcpi_rtt,
+        info.tcpi_rttvar,
+        info.tcpi_snd_cwnd,
+        info.tcpi_reordering,
+        info.tcpi_min_rtt,
+    )
+
+
+def once(stats: Counter[str], kind: str, message: str, *args: object) -> None:
+    """Count a fault; log only its first occurrence."""
+    stats[kind] += 1
+    if stats[kind] == 1:
+        log.warning(message + " (further ones counted as %s, not logged)", *args, kind)
+
+
+class DiagChannel:
+    """One NETLINK_SOCK_DIAG socket: requests out, replies matched to the samples waiting for them."""
+
+    def __init__(self, sock: socket.socket, name: str, stats: Counter[str], dump: bool = False) -> None:
+        self.sock = sock
+        self.name = name
+        self.stats = stats
+        self.dump = dump
+        self.loop = asyncio.get_running_loop()
+        self.seq = 0
+        self.by_key: dict[diag.SocketKey, InFlight] = {}
+        self.by_seq: dict[int, InFlight] = {}
+        self.held = 0
+        self.last_used = time.monotonic()
+        self.loop.add_reader(sock.fileno(), self._readable)
+
+    def lookup(
+        self, key: diag.SocketKey, packet: SampledPacket, dirn: int, ifindex: int
+    ) -> asyncio.Future[None] | None:
+        """A future done when ``packet`` has its tcp_info (or the socket was not found); None: not looked up."""
+        now = time.monotonic()
+        self.last_used = now
+        if self.held >= MAX_HELD:
+            once(self.stats, "shed", "tcp: %d samples wait for answers in %s, more go without tcp_info", MAX_HELD,
+                 self.name)  # fmt: skip
+            return None
+        pending = self.by_key.get(key)
+        if pending is not None and now - pending.sent < STALE_S:
+            fut = self.loop.create_future()
+            pending.waiters.append((fut, packet, dirn))
+            self.held += 1
+            self.stats["merged"] += 1
+            return fut
+        self.expire(now)
+        if len(self.by_seq) >= MAX_IN_FLIGHT:
+            once(self.stats, "busy", "tcp: %d look-ups in flight in %s, samples go without tcp_info", MAX_IN_FLIGHT,
+                 self.name)  # fmt: skip
+            return None
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        try:
+            self.sock.send(diag.encode_request(key, self.seq, ifindex))
+        except OSError as e:
+            once(self.stats, "send_errors", "tcp: sock_diag request in %s failed: %s", self.name, e)
+            return None
+        fut = self.loop.create_future()
+        entry = InFlight(key, self.seq, now, [(fut, packet, dirn)])
+        self.by_key[key] = entry
+        self.by_seq[self.seq] = entry
+        self.held += 1
+        self.stats["lookups"] += 1
+        return fut
+
+    def expire(self, now: float) -> None:
+        """Forget look-ups whose reply was lost; ``by_seq`` is in sending order, so the oldest come first."""
+        while self.by_seq:
+            seq, entry = next(iter(self.by_seq.items()))
+            if now - entry.sent < STALE_S:
+                return
+            del self.by_seq[seq]
+            if self.by_key.get(entry.key) is entry:
+                del self.by_key[entry.key]
+            self.stats["lost_replies"] += 1
+            self._release(entry, None)
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(nl.RECV_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    once(self.stats, "recv_errors", "tcp: sock_diag socket in %s: %s", self.name, e)
+                    return
+                once(self.stats, "overruns", "tcp: sock_diag replies lost in %s: receive buffer full", self.name)
+                continue
+            for msg_type, _, seq, start, end in nl.messages(data):
+                self._answer(msg_type, seq, data, start, end)
+
+    def _answer(self, msg_type: int, seq: int, data: bytes, start: int, end: int) -> None:
+        entry = self.by_seq.pop(seq, None)
+        if entry is None:
+            self.stats["late_replies"] += 1
+            return
+        if self.by_key.get(entry.key) is entry:
+            del self.by_key[entry.key]
+        reply = None
+        if msg_type == diag.SOCK_DIAG_BY_FAMILY:
+            try:
+                reply = diag.decode_reply(data, start, end)
+            except diag.DiagError as e:
+                once(self.stats, "bad_replies", "tcp: bad sock_diag reply in %s: %s", self.name, e)
+        elif msg_type == nl.NLMSG_ERROR:
+            code = nl.error_code(data, start, end)
+            if code == errno.ENOENT:
+                self.stats["not_found"] += 1
+            else:
+                once(
+                    self.stats,
+                    "diag_errors",
+                    "tcp: sock_diag in %s refused a look-up: %s",
+                    self.name,
+                    os.strerror(code),
+                )
+        if reply is not None and entry.key.proto == diag.IPPROTO_TCP and reply.state not in diag.TCP_SYNCHRONIZED:
+            self.stats["not_connected"] += 1
+            reply = None
+        if reply is not None and self.dump:
+            log.info("tcp: %s %s: %s", self.name, entry.key, reply)
+        self._release(entry, reply)
+
+    def _release(self, entry: InFlight, reply: diag.DiagReply | None) -> None:
+        """Annotate and let go every sample still held for this look-up.
+
+        The samples of one look-up share their 2209 record (one per direction): records are only read
+        by the encoder, and building one costs more than the rest of a merged sample's handling.
+        """
+        self.held -= len(entry.waiters)
+        info = reply.tcp_info if reply is not None else None
+        records: dict[int, ExtendedTcpInfo] = {}
+        for fut, packet, dirn in entry.waiters:
+            if fut.done():  # the core stopped holding it
+                self.stats["late_samples"] += 1
+                continue
+            if reply is not None:
+                if info is not None:
+                    record = records.get(dirn)
+                    if record is None:
+                        record = records[dirn] = tcp_info_record(dirn, info)
+                    packet.extra.append(record)
+                    self.stats["annotated"] += 1
+                if reply.cgroup_id is not None:
+                    packet.notes["cgroup_id"] = reply.cgroup_id
+                packet.notes["socket_inode"] = reply.inode
+            fut.set_result(None)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.by_seq)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        for entry in list(self.by_seq.values()):
+            self._release(entry, None)
+        self.by_seq.clear()
+        self.by_key.clear()
+        self.sock.close()
+
+
+def open_sockets() -> tuple[socket.socket, socket.socket, LocalAddresses]:
+    """The sock_diag and route sockets of the calling thread's namespace, and its addresses."""
+    diag_sock = nl.open_socket(nl.NETLINK_SOCK_DIAG)
+    try:
+        route = open_route_socket()
+        try:
+            addresses = LocalAddresses()
+            addresses.load(route)
+        except BaseException:
+            route.close()
+            raise
+    except BaseException:
+        diag_sock.close()
+        raise
+    return diag_sock, route, addresses
+
+
+def close_opened(fut: asyncio.Future[tuple[socket.socket, socket.socket, LocalAddresses]]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        for s in fut.result()[:2]:
+            s.close()
+
+
+class Namespace:
+    """A network namespace's look-up channel and local addresses."""
+
+    def __init__(
+        self,
+        name: str,
+        ident: tuple[int, int],
+        sockets: tuple[socket.socket, socket.socket, LocalAddresses],
+        stats: Counter[str],
+        dump: bool,
+    ) -> None:
+        diag_sock, self.route, self.addresses = sockets
+        self.name = name
+        self.ident = ident
+        self.stats = stats
+        self.paths: set[str] = set()
+        self.diag = DiagChannel(diag_sock, name, stats, dump)
+        self.diag.loop.add_reader(self.route.fileno(), self._route_readable)
+
+    def _route_readable(self) -> None:
+        while True:
+            try:
+                data = self.route.recv(nl.RECV_BYTES)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    once(self.stats, "route_errors", "tcp: address socket in %s: %s", self.name, e)
+                    return
+                self.stats["address_resyncs"] += 1  # notifications were lost: read the whole set again
+                if not self.addresses.dumping:
+                    self.route.send(self.addresses.start_dump())
+                continue
+            self.addresses.feed(data)
+
+    def close(self) -> None:
+        self.diag.loop.remove_reader(self.route.fileno())
+        self.route.close()
+        self.diag.close()
+
+
+class Namespaces:
+    """The root namespace, opened at start, and the namespaces that sampled packets name by path."""
+
+    def __init__(self, stats: Counter[str], dump: bool = False) -> None:
+        self.stats = stats
+        self.dump = dump
+        self.root_ident = namespace_id("/proc/self/ns/net")
+        self.root = Namespace("the root namespace", self.root_ident, open_sockets(), stats, dump)
+        self.by_path: dict[str, Namespace] = {}
+        self.by_ident: dict[tuple[int, int], Namespace] = {}
+        self.opening: dict[str, asyncio.Future[Namespace | None]] = {}
+        self.failed: dict[str, float] = {}
+
+    def get(self, path: str) -> Namespace | asyncio.Future[Namespace | None] | None:
+        """The namespace at ``path``, a future while it opens, or None if it cannot be opened."""
+        ns = self.by_path.get(path)
+        if ns is not None:
+            return ns
+        pending = self.opening.get(path)
+        if pending is not None:
+            return pending
+        if time.monotonic() < self.failed.get(path, 0.0):
+            return None
+        fut = asyncio.ensure_future(self._open(path))
+        self.opening[path] = fut
+        fut.add_done_callback(lambda _: self.opening.pop(path, None))
+        return fut
+
+    async def _open(self, path: str) -> Namespace | None:
+        try:
+            ident = namespace_id(path)
+            ns = self.root if ident == self.root_ident else self.by_ident.get(ident)
+            if ns is None:
+                opened = asyncio.get_running_loop().run_in_executor(None, run_in_namespace, path, open_sockets)
+                try:
+                    sockets = await asyncio.shield(opened)
+                except asyncio.CancelledError:  # the agent is stopping: close what the thread opens
+                    opened.add_done_callback(close_opened)
+                    raise
+                ns = self.by_ident.get(ident)  # another path to it may have opened meanwhile
+                if ns is None:
+                    ns = self.by_ident[ident] = Namespace(path, ident, sockets, self.stats, self.dump)
+                    self.stats["namespaces_opened"] += 1
+                else:
+                    close_opened(opened)
+        except Exception as e:
+            self.failed[path] = time.monotonic() + RETRY_S
+            self.stats["namespace_errors"] += 1
+            log.warning("tcp: cannot look up sockets in network namespace %s: %s", path, e)
+            return None
+        ns.paths.add(path)
+        self.by_path[path] = ns
+        return ns
+
+    def prune(self) -> None:
+        """Close namespaces whose paths are gone or name another namespace now, and idle ones;
+        give up look-ups whose replies were lost even when no new look-up comes to notice."""
+        now = time.monotonic()
+        self.root.diag.expire(now)
+        for path, ns in list(self.by_path.items()):
+            try:
+                current = namespace_id(path)
+            except OSError:
+                current = None
+            if current != ns.ident:
+                del self.by_path[path]
+                ns.paths.discard(path)
+        for ident, ns in list(self.by_ident.items()):
+            ns.diag.expire(now)
+            if not ns.paths or now - ns.diag.last_used > IDLE_S:
+                for path in ns.paths:
+                    self.by_path.pop(path, None)
+                del self.by_ident[ident]
+                ns.close()
+                self.stats["namespaces_closed"] += 1
+        self.failed = {p: t for p, t in self.failed.items() if t > now}
+
+    @property
+    def open_count(self) -> int:
+        return len(self.by_ident)
+
+    def in_flight(self) -> int:
+        return self.root.diag.in_flight + sum(ns.diag.in_flight for ns in self.by_ident.values())
+
+    def close(self) -> None:
+        for fut in list(self.opening.values()):
+            fut.cancel()
+        for ns in self.by_ident.values():
+            ns.close()
+        self.by_ident.clear()
+        self.by_path.clear()
+        self.root.close()

@@ -1,0 +1,113 @@
+"""The DaemonSet: valid against the Kubernetes API schemas, and in step with the image it runs.
+
+The schemas are kubernetes-validate's copies of the API's OpenAPI definitions (offline). The
+manifest's container is checked against the real Dockerfile and entrypoint: it must not replace
+the ENTRYPOINT, may set only variables the entrypoint reads, and its values must make a config
+the agent accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy import DAEMONSET, DOCKERFILE, ENTRYPOINT, entrypoint_variables, unit_capabilities
+
+from hsflowd_py import __version__, cli
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[test]'")
+
+OLDEST_KUBERNETES = "1.25.0"
+
+
+def manifest() -> dict[str, Any]:
+    (daemonset,) = yaml.safe_load_all(DAEMONSET.read_text())
+    return daemonset
+
+
+def pod() -> dict[str, Any]:
+    return manifest()["spec"]["template"]["spec"]
+
+
+def container() -> dict[str, Any]:
+    (c,) = pod()["containers"]
+    return c
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kubernetes_validate.latest_version()])
+def test_manifest_passes_the_api_schema(version: str) -> None:
+    assert manifest()["kind"] == "DaemonSet"
+    kubernetes_validate.validate(manifest(), version, strict=True)
+
+
+def test_a_typo_fails_the_schema() -> None:
+    """The check above can fail: strict validation refuses fields the API does not have."""
+    broken = manifest()
+    broken["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError, match="hostNetwrok"):
+        kubernetes_validate.validate(broken, OLDEST_KUBERNETES, strict=True)
+
+
+def test_runs_on_every_node_in_the_nodes_namespaces() -> None:
+    spec = pod()
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    resources = container()["resources"]
+    for kind in ("requests", "limits"):
+        assert set(resources[kind]) == {"cpu", "memory"}
+
+
+def test_container_runs_the_images_entrypoint() -> None:
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", DOCKERFILE.read_text(), re.M).group(1))
+    assert entrypoint == ["/usr/local/bin/hsflowd-py-entrypoint"]
+    assert f"/tmp/hsflowd-py/{ENTRYPOINT.name} {entrypoint[0]}" in DOCKERFILE.read_text()
+    c = container()
+    assert "command" not in c and "args" not in c, "the image's ENTRYPOINT writes the config: keep it"
+    assert c["image"] == f"hsflowd-py:{__version__}"
+    probe = c["livenessProbe"]["exec"]["command"]
+    assert probe[0] == "hsflowd-py" and cli.parse_args(probe[1:]).status
+
+
+def test_environment_is_what_the_entrypoint_reads_and_makes_a_valid_config(tmp_path: Path) -> None:
+    env = {e["name"]: e["value"] for e in container()["env"]}
+    read, _ = entrypoint_variables()
+    assert set(env) <= read
+    assert {"COLLECTOR", "SAMPLING", "POLLING", "NET"} <= set(env)
+    r = subprocess.run(
+        ["sh", str(ENTRYPOINT), "--check"],
+        env={
+            **env,
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HSFLOWD_CONFIG": str(tmp_path / "hsflowd.conf"),
+            "DOCKER_SOCKET": str(tmp_path / "absent.sock"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"collector {{ ip = {env['COLLECTOR']} udpport = {env['PORT']} }}" in r.stdout
+
+
+def test_docker_socket_is_mounted_where_the_entrypoint_looks() -> None:
+    default = re.search(r"\$\{DOCKER_SOCKET:-([^}]+)\}", ENTRYPOINT.read_text()).group(1)
+    mounts = {m["name"]: m for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod()["volumes"]}
+    assert mounts["docker-sock"]["mountPath"] == default and mounts["docker-sock"]["readOnly"]
+    assert volumes["docker-sock"]["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
+    assert mounts["machine-id"]["mountPath"] == volumes["machine-id"]["hostPath"]["path"] == "/etc/machine-id"
+
+
+def test_capabilities_are_the_units_but_bpf() -> None:
+    """The image has no bcc (python3-bpfcc is only recommended and the image skips
+    recommends), so it samples with classic BPF and needs no CAP_BPF."""
+    assert "--no-install-recommends" in DOCKERFILE.read_text()
+    caps = container()["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"]
+    assert set(caps["add"]) == {c.removeprefix("CAP_") for c in unit_capabilities()} - {"BPF"}

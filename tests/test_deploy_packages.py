@@ -1,0 +1,145 @@
+"""The deb and the rpm from ``bash packaging/build.sh``: same files, Debian's libraries, the unit, the conffile.
+
+Installing the deb under systemd is test_deploy_deb.py; here the packages are read with the
+package managers' own tools (dpkg-deb, rpm).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from deploy import BUILD_TOOLS, UNIT, packages, unit_settings
+from procs import ROOT
+
+from hsflowd_py import __version__
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in BUILD_TOOLS),
+    reason="needs Debian's debhelper, dh-python and rpm (scripts/debian-packages.txt)",
+)
+
+DEBIAN_LIBRARIES = {"python3-dbus-next", "python3-dnspython", "python3-docker", "python3-psutil", "python3-pyroute2"}
+# Fedora's names for the same libraries.
+RPM_NAMES = {"python3-dnspython": "python3-dns", "python3-bpfcc": "python3-bcc"}
+DEB_SITE = "usr/lib/python3/dist-packages/"
+RPM_SITE = "usr/lib/python3.11/site-packages/"
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+def deb_files(deb: Path) -> dict[str, bytes]:
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    return tar_files(data)
+
+
+def rpm_files(rpm: Path) -> dict[str, bytes]:
+    with open(rpm, "rb") as f:
+        data = subprocess.run(["rpm2archive", "-n", "-"], stdin=f, capture_output=True, check=True).stdout
+    return tar_files(data)
+
+
+def tar_files(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {
+            m.name.removeprefix("./"): tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def source_modules() -> set[str]:
+    """Every source file of the agent, named as installed: modules/ becomes hsflowd_py/modules/."""
+    out = set()
+    for top, installed in (("hsflowd_py", "hsflowd_py"), ("modules", "hsflowd_py/modules")):
+        for path in (ROOT / top).rglob("*"):
+            if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
+                out.add(f"{installed}/{path.relative_to(ROOT / top)}")
+    return out
+
+
+def referenced_docs() -> set[str]:
+    """Files the unit (Documentation=) and the default config send the reader to."""
+    unit = unit_settings()["Documentation"][0].removeprefix("file:")
+    config = re.findall(r"/usr/share/doc/\S+\w", (ROOT / "packaging" / "hsflowd.conf").read_text())
+    return {path.removeprefix("/") for path in [unit, *config]}
+
+
+def python_files(files: dict[str, bytes], site: str) -> set[str]:
+    """The package's sources (the rpm also ships bytecode, as Fedora does; the deb compiles it on install)."""
+    return {
+        name.removeprefix(site)
+        for name in files
+        if name.startswith(site + "hsflowd_py/") and name.endswith((".py", ".c"))
+    }
+
+
+def test_deb_installs_the_agent_unit_and_conffile() -> None:
+    deb = packages().deb
+    assert sh("dpkg-deb", "-f", str(deb), "Version").strip() == f"{__version__}-1"
+    files = deb_files(deb)
+    assert python_files(files, DEB_SITE) == source_modules()
+    assert files["lib/systemd/system/hsflowd-py.service"] == UNIT.read_bytes()
+    assert files["etc/hsflowd.conf"] == (ROOT / "packaging" / "hsflowd.conf").read_bytes()
+    assert files["usr/lib/tmpfiles.d/hsflowd-py.conf"] == (ROOT / "systemd/tmpfiles.d/hsflowd-py.conf").read_bytes()
+    assert referenced_docs() <= set(files)
+    for script in ("hsflowd-py", "sflowtool-py"):
+        assert files[f"usr/bin/{script}"].startswith(b"#!/usr/bin/python3\n")
+    conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], capture_output=True, text=True, check=True)
+    assert conffiles.stdout.split() == ["/etc/hsflowd.conf"]
+
+
+def test_deb_depends_on_debians_own_libraries() -> None:
+    deb = packages().deb
+    depends = {d.split()[0] for d in sh("dpkg-deb", "-f", str(deb), "Depends").split(",")}
+    assert depends == DEBIAN_LIBRARIES | {"python3:any"}
+    assert sh("dpkg-deb", "-f", str(deb), "Recommends").strip() == "python3-bpfcc"
+    # the systemd maintainer scripts: enabled and started on install, stopped on removal
+    postinst = sh("dpkg-deb", "-I", str(deb), "postinst")
+    assert "deb-systemd-helper enable 'hsflowd-py.service'" in postinst
+    assert "systemd-tmpfiles" in postinst and "--create hsflowd-py.conf" in postinst
+    assert "deb-systemd-invoke stop 'hsflowd-py.service'" in sh("dpkg-deb", "-I", str(deb), "prerm")
+
+
+def test_rpm_lists_the_same_files_and_requirements() -> None:
+    rpm = str(packages().rpm)
+    assert sh("rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{ARCH}", rpm) == f"hsflowd-py {__version__} noarch"
+    listed = set(sh("rpm", "-qpl", rpm).split())
+    for path in (
+        "/usr/bin/hsflowd-py",
+        "/usr/bin/sflowtool-py",
+        "/etc/hsflowd.conf",
+        "/etc/hsflowd.auto",
+        "/usr/lib/systemd/system/hsflowd-py.service",
+        "/usr/lib/tmpfiles.d/hsflowd-py.conf",
+        f"/{RPM_SITE}hsflowd_py/modules/__init__.py",
+    ):
+        assert path in listed
+    assert sh("rpm", "-qpc", rpm).split() == ["/etc/hsflowd.conf"]
+    requires = {r.split()[0] for r in sh("rpm", "-qpR", rpm).splitlines()}
+    assert {RPM_NAMES.get(d, d) for d in DEBIAN_LIBRARIES} <= requires
+    assert "python(abi)" in requires
+    assert sh("rpm", "-qp", "--recommends", rpm).split() == [RPM_NAMES["python3-bpfcc"]]
+    files = rpm_files(packages().rpm)
+    assert python_files(files, RPM_SITE) == python_files(deb_files(packages().deb), DEB_SITE)
+    assert files["usr/lib/systemd/system/hsflowd-py.service"] == UNIT.read_bytes()
+    assert files["etc/hsflowd.conf"] == (ROOT / "packaging" / "hsflowd.conf").read_bytes()
+    assert referenced_docs() <= set(files)
+
+
+def test_build_refuses_versions_that_disagree(tmp_path: Path) -> None:
+    """One version in three places (the code, debian/changelog, the spec): the build checks them."""
+    (tmp_path / "hsflowd_py").mkdir()
+    (tmp_path / "hsflowd_py" / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    subprocess.run(["cp", "-r", str(ROOT / "packaging"), str(tmp_path)], check=True)
+    r = subprocess.run(["bash", str(tmp_path / "packaging" / "build.sh")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert f"versions disagree: hsflowd_py 9.9.9, debian/changelog {__version__}, spec {__version__}" in r.stderr
+    assert not (tmp_path / "dist").exists()

@@ -1,0 +1,180 @@
+"""The systemd modules inside a real Agent (without D-Bus): data sources, 0:2100, waiting for tcp's answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_systemd_owners import Server, capture, entities, expected, tcp_exchange
+from test_systemd_service import LiveCgroup
+
+from hsflowd_py.agent import Agent
+from hsflowd_py.config import parse_config
+from hsflowd_py.modules.systemd import SystemdModule, SystemdTraffic
+from hsflowd_py.modules.systemd.service import service_uuid
+from hsflowd_py.sflow.codec import decode_datagram
+from hsflowd_py.sflow.records import HostCpu, HostMemory, VirtCpu, VirtMemory, VirtNode
+
+
+@pytest.fixture
+def sink() -> Iterator[socket.socket]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.5)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        agent.receivers.close()
+
+
+def agent_for(agents: list[Agent], sink: socket.socket, tmp_path: Path, systemd: str = "systemd { }") -> Agent:
+    settings = parse_config(f"sflow {{ collector {{ ip = 127.0.0.1 udpport = {sink.getsockname()[1]} }} {systemd} }}")
+    agent = Agent(settings, auto_path=str(tmp_path / "auto"))
+    agent.apply_settings()
+    agents.append(agent)
+    return agent
+
+
+def received(sink: socket.socket) -> list:
+    samples = []
+    while True:
+        try:
+            samples += decode_datagram(sink.recv(9000)).samples
+        except TimeoutError:
+            return samples
+
+
+def test_the_host_sample_counts_services_in_one_virtual_node(
+    agents: list[Agent], sink: socket.socket, tmp_path: Path
+) -> None:
+    agent = agent_for(agents, sink, tmp_path)
+    module = SystemdModule(agent, agent.settings)
+    for name in ("a.service", "b.service", "c.service"):
+        module._track(name, "")
+    cpu = HostCpu(cpu_num=2, cpu_speed=2599)
+    mem = HostMemory(mem_total=8 << 30, mem_free=3 << 30)
+    alone = [cpu, mem]
+    module.host_counters(alone)
+    node = alone[-1]
+    assert isinstance(node, VirtNode)
+    assert (node.mhz, node.cpus, node.memory, node.memory_free, node.num_domains) == (2599, 2, 8 << 30, 3 << 30, 3)
+    # the docker module got there first with its containers: one record, both counts
+    with_docker = [cpu, mem, VirtNode(mhz=2599, cpus=2, memory=8 << 30, memory_free=3 << 30, num_domains=4)]
+    module.host_counters(with_docker)
+    assert [r.num_domains for r in with_docker if isinstance(r, VirtNode)] == [7]
+
+
+def test_a_tracked_service_polls_and_sends_its_final_sample(
+    agents: list[Agent], sink: socket.socket, tmp_path: Path
+) -> None:
+    cgroup = LiveCgroup("sdmod")
+    try:
+        cgroup.start("python3", "-c", "import time; x = b'x' * (32 << 20); print('ready', flush=True); time.sleep(60)")
+        agent = agent_for(agents, sink, tmp_path)
+        module = SystemdModule(agent, agent.settings)
+        module._read_host()
+        module._track("sleeper.service", cgroup.path)
+        svc = module.services["sleeper.service"]
+        assert svc.ds_index == agent.ds_indexes.allocate(service_uuid(agent.uuid, "sleeper.service").bytes)
+        poller = agent.pollers[(3, svc.ds_index)]
+        for _ in range(50):  # until the process has allocated
+            if svc.records()[3].memory >= 32 << 20:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        agent.poll(poller)
+        for p in cgroup.procs:
+            p.kill()
+            p.wait()
+    finally:
+        cgroup.close()
+    module._forget("sleeper.service")
+    agent.flush()
+    assert (3, svc.ds_index) not in agent.pollers and "sleeper.service" not in module.services
+    mine = [s for s in received(sink) if (s.ds_class, s.ds_index) == (3, svc.ds_index)]
+    assert len(mine) == 2
+    polled, final = ({type(r): r for r in s.records} for s in mine)
+    assert polled[VirtCpu].state == 1 and final[VirtCpu].state == 5
+    assert final[VirtMemory].memory == polled[VirtMemory].memory >= 32 << 20  # the cgroup is gone: last values
+    assert final[VirtCpu].cpu_time >= polled[VirtCpu].cpu_time
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    cgroup = LiveCgroup("sdwait")
+    try:
+        yield Server(cgroup)
+    finally:
+        cgroup.close()
+
+
+def test_marking_waits_for_the_earlier_enrichers(
+    agents: list[Agent], tmp_path: Path, sink: socket.socket, server: Server
+) -> None:
+    """tcp (order 10) fills the notes only when the kernel answers; marking must wait for its hold."""
+    packets = [p for p in capture(server.port, lambda: tcp_exchange(server.port)) if expected(p, server.port)]
+    agent = agent_for(agents, sink, tmp_path, "systemd { markTraffic = on }")
+    module = SystemdModule(agent, agent.settings)
+    traffic = SystemdTraffic(agent, agent.settings)
+    agent.modules["systemd"] = module
+    module.services["echo.service"] = server.service
+    module.owners.set_services([server.service])
+    assert server.service.dirs.unified is not None
+    cgroup_id = os.stat(server.service.dirs.unified).st_ino
+
+    async def run() -> None:
+        held, at_once = packets[0], packets[1]
+        tcp_answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        held.notes["holds"] = [tcp_answer]
+        pending = traffic.enrich(held)
+        assert pending is not None
+        task = asyncio.ensure_future(pending)
+        await asyncio.sleep(0.05)
+        assert not task.done() and entities(held) is None
+        held.notes["cgroup_id"] = cgroup_id  # what the tcp module leaves when its answer comes
+        tcp_answer.set_result(None)
+        await task
+        at_once.notes["cgroup_id"] = cgroup_id  # no earlier hold: marked on the spot
+        assert traffic.enrich(at_once) is None
+
+    asyncio.run(run())
+    assert entities(packets[0]) == expected(packets[0], server.port)
+    assert entities(packets[1]) == expected(packets[1], server.port)
+    assert module.owners.stats["scans"] == 0
+    assert traffic.status()["marked"] == 2
+
+
+def test_marking_is_a_module_only_with_mark_traffic() -> None:
+    on = parse_config("sflow { collector { ip = 127.0.0.1 } systemd { markTraffic = on } }")
+    off = parse_config("sflow { collector { ip = 127.0.0.1 } systemd { } }")
+    assert SystemdModule.wanted(on) and SystemdModule.wanted(off)
+    assert SystemdTraffic.wanted(on) and not SystemdTraffic.wanted(off)
+
+
+def test_cgroup_root_picks_the_tree_to_read_when_two_are_mounted(tmp_path: Path) -> None:
+    """An agent in a container may see its own cgroups and the host's (mounted under /host)."""
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text(
+        "30 25 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+        "41 25 0:26 / /host/sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    (tmp_path / "proc/meminfo").write_text("MemTotal:       16318412 kB\n")
+    for text, mount_points in (
+        ("systemd { cgroupRoot = /host/sys/fs/cgroup }", [tmp_path / "host/sys/fs/cgroup"]),
+        ("systemd { }", [tmp_path / "sys/fs/cgroup"]),
+        ("systemd { cgroupRoot = /nowhere }", [tmp_path / "sys/fs/cgroup", tmp_path / "host/sys/fs/cgroup"]),
+    ):
+        settings = parse_config(f"sflow {{ collector {{ ip = 127.0.0.1 }} {text} }}")
+        module = SystemdModule(Agent(settings, root=tmp_path, auto_path=str(tmp_path / "auto")), settings)
+        module._read_host()
+        assert [m.mount_point for m in module.mounts] == mount_points, text
+        assert module.mem_total == 16318412 * 1024
