@@ -28,6 +28,7 @@ from .autofile import AutoFile, Effective
 from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
 from .flow import HEADER_ETHERNET, SampledPacket, ports
+from .holds import HeldSamples
 from .host_counters import HostCounters
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
@@ -93,8 +94,8 @@ class Agent:
         self.agent_address: Any = None
         self.agent_dev: str | None = None
         self._stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
+        self.held = HeldSamples(self.emit_flow, self.stats, ENRICH_TIMEOUT_S)
 
     # ------------------------------------------------------------ time, identity
 
@@ -328,25 +329,10 @@ class Agent:
             if aw is not None:
                 holds.append(asyncio.ensure_future(aw))
                 packet.notes["holds"] = holds
-        if not holds:
+        if holds:
+            self.held.hold(packet, holds)
+        else:
             self.emit_flow(packet)
-            return
-        task = asyncio.ensure_future(self._emit_when_enriched(packet, holds))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _emit_when_enriched(self, packet: SampledPacket, holds: list[Any]) -> None:
-        futures = [asyncio.ensure_future(h) for h in holds]
-        done, pending = await asyncio.wait(futures, timeout=ENRICH_TIMEOUT_S)
-        if pending:
-            self.stats["enrich_timeouts"] += 1
-            for f in pending:
-                f.cancel()
-        for f in done:
-            if not f.cancelled() and f.exception() is not None:
-                self.stats["faults"] += 1
-                log.debug("enrichment failed", exc_info=f.exception())
-        self.emit_flow(packet)
 
     def emit_header_sample(
         self,
@@ -503,8 +489,7 @@ class Agent:
         finally:
             for m in list(self.modules.values()):
                 await self._stop_module(m)
-            if self._tasks:
-                await asyncio.wait(list(self._tasks), timeout=ENRICH_TIMEOUT_S * 2)
+            await self.held.drain()
             self.flush()
             self.receivers.close()
             if status_server is not None:

@@ -168,7 +168,11 @@ class Containers:
     def run(self, name: str, *command: str, options: tuple[str, ...] = (), image: str = BUSYBOX_IMAGE) -> Container:
         """``docker run -d`` a container named ``<prefix>-<pid>-<name>``; returns once it runs."""
         full = f"{self.prefix}-{name}"
-        cid = self.engine.docker("run", "-d", "--name", full, *options, image, *command).stdout.strip()
+        try:
+            cid = self.engine.docker("run", "-d", "--name", full, *options, image, *command).stdout.strip()
+        except subprocess.CalledProcessError:
+            self.engine.docker("rm", "-f", full, check=False)  # created but not started
+            raise
         self.ids.append(cid)
         return self.inspect(cid)
 

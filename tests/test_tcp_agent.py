@@ -65,7 +65,7 @@ def test_flow_samples_carry_tcp_info_to_the_collector(link: VethNamespace) -> No
                         agent.emit_header_sample(
                             cap.ifindex, 10, 100, 0, direction, f.length + 4, f.data, 0, len(f.data), time.time_ns()
                         )
-                    while agent._tasks:
+                    while len(agent.held):
                         await asyncio.sleep(0.01)
                     agent.flush()
                     status = agent.modules["tcp"].status()

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.agent import Agent, Discovered
 from hsflowd_py.config import Settings
 from hsflowd_py.module import Module, register
 
-from .lookup import Found, LookupFailed, lookup, make_resolver, service_name
+if TYPE_CHECKING:
+    from .lookup import Found
+
 from .schedule import NO_TTL_INTERVAL_S, first_delay, next_interval, retry_delay
 from .txt import parse_txt
 
@@ -90,6 +92,9 @@ class DnsSd(Module):
 
     async def query(self) -> float:
         """One round of queries, applied; returns the delay until the next round."""
+        # dnspython (with httpx, ~20 MB) is loaded only by agents that use DNS-SD.
+        from .lookup import LookupFailed, lookup, make_resolver, service_name
+
         name = service_name(self.config.domain).to_text(omit_final_dot=True)
         self.stats["queries"] += 1
         try:

@@ -1,0 +1,87 @@
+"""Flow samples held while enrichers answer (the tcp module's socket look-up, for one).
+
+A sample waits for its enrichers' futures and is encoded when the last one
+completes, or after at most ``timeout`` seconds without the missing answers.
+Per held sample this costs one small object and a done-callback per future;
+one shared timer sweeps expired samples, instead of a Task and an
+``asyncio.wait`` per sample, which cost several times the encoding itself.
+A late answer is ignored (the future is not cancelled: an enricher may share
+one future between samples).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .flow import SampledPacket
+
+log = logging.getLogger("hsflowd.holds")
+
+SWEEP_S = 0.05
+
+
+class _Held:
+    __slots__ = ("deadline", "emitted", "packet", "waiting")
+
+    def __init__(self, packet: SampledPacket, waiting: int, deadline: float) -> None:
+        self.packet = packet
+        self.waiting = waiting
+        self.deadline = deadline
+        self.emitted = False
+
+
+class HeldSamples:
+    """Samples waiting for enrichment; ``emit`` encodes one when it is complete or expired."""
+
+    def __init__(self, emit: Callable[[SampledPacket], None], stats: dict[str, int], timeout: float) -> None:
+        self.emit = emit
+        self.stats = stats
+        self.timeout = timeout
+        self._queue: deque[_Held] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def hold(self, packet: SampledPacket, futures: list[asyncio.Future[Any]]) -> None:
+        # Expiry is checked every SWEEP_S, so the deadline leaves room for one sweep.
+        held = _Held(packet, len(futures), time.monotonic() + self.timeout - SWEEP_S)
+        for f in futures:
+            f.add_done_callback(lambda f, held=held: self._answered(held, f))
+        self._queue.append(held)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+
+    def _answered(self, held: _Held, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.stats["faults"] += 1
+            log.debug("enrichment failed", exc_info=future.exception())
+        held.waiting -= 1
+        if held.waiting == 0 and not held.emitted:
+            held.emitted = True
+            self.emit(held.packet)
+
+    def _sweep(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        q = self._queue
+        while q and (q[0].emitted or q[0].deadline <= now):
+            held = q.popleft()
+            if not held.emitted:
+                held.emitted = True
+                self.stats["enrich_timeouts"] += 1
+                self.emit(held.packet)
+        self._timer = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep) if q else None
+
+    async def drain(self) -> None:
+        """At stop: give the held samples their remaining time, then send them as they are."""
+        end = time.monotonic() + self.timeout
+        while self._queue and time.monotonic() < end:
+            await asyncio.sleep(SWEEP_S)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._sweep(now=float("inf"))
