@@ -268,7 +268,11 @@ def test_live_machine_agrees_with_psutil_and_os() -> None:
     ifs = interfaces(root)
     assert {(i.ifindex, i.name) for i in ifs} == set(socket.if_nameindex())
     stats = psutil.net_if_stats()
-    assert {i.name: (i.up, i.mtu) for i in ifs} == {n: (s.isup, s.mtu) for n, s in stats.items()}
+    # psutil's isup is IFF_RUNNING (admin up and operationally up), not IFF_UP: docker0 without
+    # containers is up with no carrier. sysfs ``flags`` never shows IFF_RUNNING; operstate does.
+    assert {i.name: (i.up and i.operstate in ("up", "unknown"), i.mtu) for i in ifs} == {
+        n: (s.isup, s.mtu) for n, s in stats.items()
+    }
     macs = {
         n: a.address for n, addrs in psutil.net_if_addrs().items() for a in addrs if a.family == psutil.AF_LINK
     }
