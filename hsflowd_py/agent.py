@@ -53,6 +53,15 @@ class Discovered:
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
+def virtual_node(host_records: list[rec.Record], domains: int) -> rec.Record:
+    """0:2100 from the host sample's own CPU and memory records (zeros where a reader failed)."""
+    cpu = next((r for r in host_records if isinstance(r, rec.HostCpu)), rec.HostCpu())
+    mem = next((r for r in host_records if isinstance(r, rec.HostMemory)), rec.HostMemory())
+    return rec.VirtNode(
+        mhz=cpu.cpu_speed, cpus=cpu.cpu_num, memory=mem.mem_total, memory_free=mem.mem_free, num_domains=domains
+    )
+
+
 class Agent:
     """A running Host sFlow agent."""
 
@@ -289,9 +298,16 @@ class Agent:
         """The host sample: the core's records, then whatever the modules add (2100)."""
         records: list[rec.Record] = [self.host.description(None, self.uuid)]
         records += self.host.records(adapters_exclude=self.container_ifindexes)
+        domains: int | None = None
         for m in self.modules.values():
             if module_api.implements(m, "host_counters"):
                 self._guard(m, "host_counters", m.host_counters, records)
+            if module_api.implements(m, "virtual_domains"):
+                count = self._guard(m, "virtual_domains", m.virtual_domains)
+                if count is not None:
+                    domains = (domains or 0) + count
+        if domains is not None:
+            records.append(virtual_node(records, domains))
         return records
 
     def tick(self) -> None:

@@ -60,6 +60,14 @@ class Module:
     def host_counters(self, records: list[Record]) -> None:
         """Add records to the host (2:1) counter sample, e.g. 0:2100."""
 
+    def virtual_domains(self) -> int | None:
+        """How many containers or services this module reports as 3:N data sources.
+
+        The core then adds one 0:2100 (virtual node) to the host sample, with the sum of every
+        module's count, so two modules never send two 2100 records.
+        """
+        return None
+
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
         """Add records to a flow sample; return an awaitable to hold the sample until it completes."""
         return None

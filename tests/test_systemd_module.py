@@ -14,6 +14,7 @@ from test_systemd_service import LiveCgroup
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
+from hsflowd_py.module import Module
 from hsflowd_py.modules.systemd import SystemdModule, SystemdTraffic
 from hsflowd_py.modules.systemd.service import service_uuid
 from hsflowd_py.sflow.codec import decode_datagram
@@ -61,17 +62,25 @@ def test_the_host_sample_counts_services_in_one_virtual_node(
     module = SystemdModule(agent, agent.settings)
     for name in ("a.service", "b.service", "c.service"):
         module._track(name, "")
-    cpu = HostCpu(cpu_num=2, cpu_speed=2599)
-    mem = HostMemory(mem_total=8 << 30, mem_free=3 << 30)
-    alone = [cpu, mem]
-    module.host_counters(alone)
-    node = alone[-1]
+
+    class Containers(Module):
+        """A second module reporting 3:N data sources, as the docker module does."""
+
+        name = "four-containers"
+
+        def virtual_domains(self) -> int:
+            return 4
+
+    agent.modules = {"systemd": module}
+    records = agent.host_records()
+    node = records[-1]
+    cpu = next(r for r in records if isinstance(r, HostCpu))
+    mem = next(r for r in records if isinstance(r, HostMemory))
     assert isinstance(node, VirtNode)
-    assert (node.mhz, node.cpus, node.memory, node.memory_free, node.num_domains) == (2599, 2, 8 << 30, 3 << 30, 3)
-    # the docker module got there first with its containers: one record, both counts
-    with_docker = [cpu, mem, VirtNode(mhz=2599, cpus=2, memory=8 << 30, memory_free=3 << 30, num_domains=4)]
-    module.host_counters(with_docker)
-    assert [r.num_domains for r in with_docker if isinstance(r, VirtNode)] == [7]
+    assert (node.mhz, node.cpus, node.memory, node.num_domains) == (cpu.cpu_speed, cpu.cpu_num, mem.mem_total, 3)
+    # with the docker module's containers: one record, both counts
+    agent.modules["four-containers"] = Containers(agent, agent.settings)
+    assert [r.num_domains for r in agent.host_records() if isinstance(r, VirtNode)] == [7]
 
 
 def test_a_tracked_service_polls_and_sends_its_final_sample(

@@ -64,12 +64,9 @@ from hsflowd_py.sflow.records import (
     ExtendedEntities,
     HostAdapter,
     HostAdapters,
-    HostCpu,
     HostDescription,
-    HostMemory,
     HostParent,
     Record,
-    VirtNode,
 )
 
 from .counters import Totals, parse_stats
@@ -496,23 +493,9 @@ class DockerModule(Module):
             *t.totals.records(state, info.vcpus(self._host_cpus), info.memory_limit or self._host_memory),
         ]
 
-    def host_counters(self, records: list[Record]) -> None:
-        """0:2100 from the host's own 2003/2004; num_domains = containers tracked."""
-        existing = next((r for r in records if isinstance(r, VirtNode)), None)
-        if existing is not None:
-            existing.num_domains += len(self.containers)
-            return
-        cpu = next((r for r in records if isinstance(r, HostCpu)), None)
-        mem = next((r for r in records if isinstance(r, HostMemory)), None)
-        records.append(
-            VirtNode(
-                mhz=cpu.cpu_speed if cpu else 0,
-                cpus=cpu.cpu_num if cpu else self._host_cpus,
-                memory=mem.mem_total if mem else self._host_memory,
-                memory_free=mem.mem_free if mem else 0,
-                num_domains=len(self.containers),
-            )
-        )
+    def virtual_domains(self) -> int:
+        """The host sample's 0:2100 counts the containers tracked (the core builds the record)."""
+        return len(self.containers)
 
     # ------------------------------------------------------------ markTraffic
 

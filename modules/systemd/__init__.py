@@ -13,10 +13,9 @@ services already known keep being polled from their cgroups meanwhile;
 when the bus answers again the set is re-read.  Malformed answers are
 logged (once per distinct problem) and the entries skipped.
 
-The host sample's 0:2100 counts tracked services in ``num_domains``.  The
-docker module may add the same record for containers and there must be only
-one per sample: whichever module runs second adds its count to the record
-already there (``host_counters``).
+The host sample's 0:2100 counts tracked services in ``num_domains``
+(``virtual_domains``; the core adds the docker module's containers to the same
+record).
 
 ``markTraffic = on`` starts a second module, ``systemd-traffic``
 (traffic.py), that marks sampled packets with the service that owns their
@@ -44,7 +43,6 @@ from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cgroup import CgroupMount, read_mounts
 from hsflowd_py.readers.meminfo import read_meminfo
-from hsflowd_py.sflow.records import HostCpu, HostMemory, Record, VirtNode
 
 from .bus import BusFailure, CallError, SystemdBus
 from .owners import Owners
@@ -256,23 +254,9 @@ class SystemdModule(Module):
         self.agent.ds_indexes.release(svc.uuid.bytes)
         log.debug("systemd: %s stopped; final sample sent for 3:%d", name, svc.ds_index)
 
-    def host_counters(self, records: list[Record]) -> None:
-        """0:2100 with the services counted; added to the record another module put there first."""
-        node = next((r for r in records if isinstance(r, VirtNode)), None)
-        if node is not None:
-            node.num_domains += len(self.services)
-            return
-        cpu = next((r for r in records if isinstance(r, HostCpu)), None)
-        mem = next((r for r in records if isinstance(r, HostMemory)), None)
-        records.append(
-            VirtNode(
-                mhz=cpu.cpu_speed if cpu else 0,
-                cpus=cpu.cpu_num if cpu else 0,
-                memory=mem.mem_total if mem else self.mem_total,
-                memory_free=mem.mem_free if mem else 0,
-                num_domains=len(self.services),
-            )
-        )
+    def virtual_domains(self) -> int:
+        """The host sample's 0:2100 counts the services tracked (the core builds the record)."""
+        return len(self.services)
 
     # ------------------------------------------------------------ status
 
