@@ -108,7 +108,8 @@ def main() -> int:
             collector.stop()
     engine.stop()
     start = start or before
-    print(f"end:   RSS {end[0]:.1f} MB, {end[1]} fds, {end[2]} threads (first minute under load {start[0]:.1f} MB, {start[1]} fds)")
+    print(f"end:   RSS {end[0]:.1f} MB, {end[1]} fds, {end[2]} threads")
+    print(f"first minute under load: RSS {start[0]:.1f} MB, {start[1]} fds")
     return 0 if end[1] and end[1] <= start[1] + 5 and end[0] <= start[0] * 1.2 + 5 else 1
 
 
