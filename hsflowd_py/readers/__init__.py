@@ -62,6 +62,17 @@ def read_text(path: Path) -> str:
         raise _os_error(err, path) from None
 
 
+def read_text_if_present(path: Path) -> str | None:
+    """A file that may legitimately be absent (a process that exited, a table of a protocol the
+    kernel lacks): None then; any other failure raises as read_text does."""
+    try:
+        return read_text(path)
+    except ReaderError as err:
+        if err.missing:
+            return None
+        raise
+
+
 def list_dir(path: Path) -> list[str]:
     """Names in a directory the reader needs (/sys/block, /sys/class/net), sorted."""
     try:

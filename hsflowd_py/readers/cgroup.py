@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from . import ReaderError, parsing, read_parsed, read_text
+from . import ReaderError, parsing, read_parsed, read_text_if_present
 
 T = TypeVar("T")
 
@@ -393,12 +393,9 @@ def read_tasks_io(root: Path, pids: Iterable[int]) -> dict[int, dict[str, int]]:
     out = {}
     for pid in pids:
         path = root / f"proc/{pid}/io"
-        try:
-            text = read_text(path)
-        except ReaderError as err:
-            if err.missing:
-                continue
-            raise
+        text = read_text_if_present(path)
+        if text is None:
+            continue
         try:
             out[pid] = parse_flat_keyed(text)
         except ReaderError as err:

@@ -36,24 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from hsflowd_py.counters import KERNEL_LONG_BITS, Monotonic
+from hsflowd_py.host_counters import NET_DEV_FIELDS
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers import cgroup as cg
 from hsflowd_py.readers.net_dev import parse_net_dev
 from hsflowd_py.sflow.records import VirtCpu, VirtDisk, VirtMemory, VirtNetIO
 
 from .engine import Malformed
-
-NET_COLUMNS = {
-    "bytes_in": "rx_bytes",
-    "pkts_in": "rx_packets",
-    "errs_in": "rx_errs",
-    "drops_in": "rx_drop",
-    "bytes_out": "tx_bytes",
-    "pkts_out": "tx_packets",
-    "errs_out": "tx_errs",
-    "drops_out": "tx_drop",
-}
-"""VirtNetIO field → /proc/net/dev column."""
 
 STATS_NET_KEYS = {
     "bytes_in": "rx_bytes",
@@ -176,7 +165,7 @@ class KernelSource:
 def net_sums(devices: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
     """/proc/net/dev of a container's namespace → VirtNetIO sums over its interfaces but lo."""
     members = [d for name, d in devices.items() if name != "lo"]
-    return {f: sum(d.get(col, 0) for d in members) for f, col in NET_COLUMNS.items()}
+    return {f: sum(d.get(col, 0) for d in members) for f, col in NET_DEV_FIELDS.items()}
 
 
 def _int(obj: Any, *path: str) -> int | None:
@@ -234,7 +223,7 @@ class Totals:
         self.memory = 0
         self.memory_limit: int | None = None
         self.io: dict[str, int] = dict.fromkeys(IO_FIELDS, 0)
-        self.net: dict[str, int] = dict.fromkeys(NET_COLUMNS, 0)
+        self.net: dict[str, int] = dict.fromkeys(NET_DEV_FIELDS, 0)
         self.have_net = False
         self.readings = 0
 

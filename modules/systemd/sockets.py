@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP
-from hsflowd_py.readers import ReaderError, parsing, read_text
+from hsflowd_py.readers import ReaderError, parsing, read_text_if_present
 
 TCP_LISTEN = 0x0A
 TABLES = (("tcp", IPPROTO_TCP), ("tcp6", IPPROTO_TCP), ("udp", IPPROTO_UDP), ("udp6", IPPROTO_UDP))
@@ -79,12 +79,9 @@ def read_sockets(root: Path, inodes: frozenset[int] | set[int] | None = None) ->
     out: list[Socket] = []
     for name, proto in TABLES:
         path = root / "proc/net" / name
-        try:
-            text = read_text(path)
-        except ReaderError as err:
-            if err.missing:
-                continue
-            raise
+        text = read_text_if_present(path)
+        if text is None:
+            continue
         try:
             out += parse_table(text, proto, inodes)
         except ReaderError as err:
