@@ -10,9 +10,7 @@ and REFUSED for every other zone, which is how a test gets a failing server.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import dns.exception
 import dns.resolver
+from procs import terminate
 
 
 def free_port() -> int:
@@ -99,13 +98,8 @@ class Dnsmasq:
         raise RuntimeError("dnsmasq did not answer within 5 s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, 5)
         self.proc = None
 
     def restart(self, zone: Zone) -> None:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from procs import terminate
+
 STATE = Path("/var/lib/hsflowd-test-docker")
 SOCKET = Path("/run/hsflowd-test-docker/docker.sock")
 HOST = f"unix://{SOCKET}"
@@ -103,12 +105,7 @@ class Engine:
             keep = bool(os.environ.get("HSFLOWD_KEEP_DOCKERD"))
         if self.proc is None or keep:
             return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        terminate(self.proc, 30)
         self.proc = None
 
     def restart(self) -> None:

@@ -24,6 +24,18 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(p: subprocess.Popen[Any], timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+    """Stop a process this test started, by its pid: ``sig``, then SIGKILL if it outlives ``timeout``."""
+    if p.poll() is not None:
+        return
+    os.kill(p.pid, sig)
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+
+
 class Proc:
     """A child process whose stdout lines are read on a thread; stopped by its own pid."""
 
@@ -51,13 +63,7 @@ class Proc:
                 return
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.p.poll() is None:
-            os.kill(self.p.pid, sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.p.pid, signal.SIGKILL)
-                self.p.wait()
+        terminate(self.p, timeout, sig)
         time.sleep(0.05)
         return self.p.returncode
 

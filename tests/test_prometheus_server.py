@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -41,7 +40,7 @@ from typing import Any
 import dockerd
 import pytest
 from netns import VethNamespace
-from procs import ROOT, Proc, free_udp_port, start_agent
+from procs import ROOT, Proc, free_udp_port, start_agent, terminate
 from test_prometheus_exporter import Exporter
 
 pytestmark = [
@@ -115,12 +114,7 @@ class Prometheus:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        terminate(self.proc, 30)
         self.log.close()
 
 
