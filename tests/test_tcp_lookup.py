@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import select
 import shutil
 import socket
 import statistics
@@ -349,6 +351,49 @@ def test_a_lost_reply_is_given_up(connection: tuple[socket.socket, Frame, Captur
             await asyncio.wait_for(hold, 1)  # type: ignore[arg-type]
             assert tcp_info(second) is not None
             assert module.stats["late_replies"] == 1
+
+    asyncio.run(body())
+
+
+@contextlib.contextmanager
+def port_dropped(link: VethNamespace, port: int) -> Iterator[None]:
+    """TCP segments to ``port`` dropped on arrival in the namespace (an nft table of its own) until the block ends."""
+    table = ("inet", "hsflowd_test")
+    sh(*link.exec("nft", "add", "table", *table))
+    try:
+        sh(*link.exec("nft", "add", "chain", *table, "input", "{ type filter hook input priority 0; }"))
+        sh(*link.exec("nft", "add", "rule", *table, "input", "tcp", "dport", str(port), "drop"))
+        yield
+    finally:
+        sh(*link.exec("nft", "delete", "table", *table))
+
+
+def test_samples_that_joined_a_lookup_before_the_handshake_ask_again(
+    connection: tuple[socket.socket, Frame, Capture], link: VethNamespace
+) -> None:
+    """The first sample finds the socket still in SYN_SENT; the ones that joined it ask once more and,
+    the connection being established by the time its reply is read, carry 2209."""
+    _, frame, cap = connection
+
+    async def body() -> None:
+        async with tcp_module() as module:
+            channel = module.namespaces.root.diag
+            loop = asyncio.get_running_loop()
+            with sink(link, 5251), socket.socket() as client:
+                client.setblocking(False)
+                with port_dropped(link, 5251):
+                    assert client.connect_ex((link.ns_ip, 5251)) == errno.EINPROGRESS
+                    loop.remove_reader(channel.sock.fileno())  # the replies wait until read below
+                    packets = [sampled(with_ports(frame, client.getsockname()[1], 5251), cap.ifindex) for _ in range(3)]
+                    holds = [module.enrich(p) for p in packets]
+                    assert (module.stats["lookups"], module.stats["merged"]) == (1, 2)
+                _, writable, _ = select.select([], [client], [], 3)  # the SYN goes again after its 1 s timeout
+                assert writable and client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                loop.add_reader(channel.sock.fileno(), channel._readable)
+                await asyncio.wait_for(asyncio.gather(*holds), 1)  # type: ignore[arg-type]
+            assert module.stats["not_connected"] == 1 and module.stats["retries"] == 1
+            assert tcp_info(packets[0]) is None, "the socket was not connected when the first look-up was answered"
+            assert all(tcp_info(p) is not None for p in packets[1:])
 
     asyncio.run(body())
 

@@ -3,7 +3,8 @@
 A look-up never blocks sampling: the request is one non-blocking ``send``, the
 sample waits on a future, and the reply is read when the loop sees the socket
 readable.  Samples of the same socket that arrive while its look-up is in
-flight join that look-up instead of sending another.  Replies are matched by
+flight join that look-up instead of sending another; if it finds no connected
+socket (the first packet was a SYN), the ones that joined ask once more.  Replies are matched by
 netlink sequence number, so a reply that never comes (the socket's receive
 buffer overran) is noticed when its entry ages out; the core has sent those
 samples without tcp_info by then (it holds a sample at most 400 ms).
@@ -57,9 +58,12 @@ Waiter = tuple["asyncio.Future[None]", SampledPacket, int]
 @dataclass(slots=True)
 class InFlight:
     key: diag.SocketKey
+    ifindex: int
     seq: int
     sent: float
     waiters: list[Waiter] = field(default_factory=list)
+    retry: bool = False
+    """A second look-up for samples that joined a first one which found no connected socket."""
 
 
 def tcp_info_record(dirn: int, info: diag.TcpInfo) -> ExtendedTcpInfo:
@@ -125,19 +129,24 @@ class DiagChannel:
             once(self.stats, "busy", "tcp: %d look-ups in flight in %s, samples go without tcp_info", MAX_IN_FLIGHT,
                  self.name)  # fmt: skip
             return None
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        fut = self.loop.create_future()
+        if not self._request(InFlight(key, ifindex, 0, now, [(fut, packet, dirn)])):
+            return None
+        self.held += 1
+        return fut
+
+    def _request(self, entry: InFlight) -> bool:
+        """Send the look-up for ``entry`` and track it; False if the kernel would not take it."""
+        self.seq = entry.seq = (self.seq + 1) & 0xFFFFFFFF
         try:
-            self.sock.send(diag.encode_request(key, self.seq, ifindex))
+            self.sock.send(diag.encode_request(entry.key, entry.seq, entry.ifindex))
         except OSError as e:
             once(self.stats, "send_errors", "tcp: sock_diag request in %s failed: %s", self.name, e)
-            return None
-        fut = self.loop.create_future()
-        entry = InFlight(key, self.seq, now, [(fut, packet, dirn)])
-        self.by_key[key] = entry
-        self.by_seq[self.seq] = entry
-        self.held += 1
-        self.stats["lookups"] += 1
-        return fut
+            return False
+        self.by_key[entry.key] = entry
+        self.by_seq[entry.seq] = entry
+        self.stats["retries" if entry.retry else "lookups"] += 1
+        return True
 
     def expire(self, now: float) -> None:
         """Forget look-ups whose reply was lost; ``by_seq`` is in sending order, so the oldest come first."""
@@ -196,7 +205,22 @@ class DiagChannel:
             reply = None
         if reply is not None and self.dump:
             log.info("tcp: %s %s: %s", self.name, entry.key, reply)
+        if reply is None and len(entry.waiters) > 1 and not entry.retry:
+            self._retry_joined(entry)
         self._release(entry, reply)
+
+    def _retry_joined(self, entry: InFlight) -> None:
+        """Ask once more for the samples that joined ``entry`` after its request went out.
+
+        The kernel answers a look-up when it is sent, so a first packet (a SYN) finds no connected
+        socket; the later packets of a short connection that joined it may well belong to the
+        connection established since, and would otherwise all go without tcp_info.
+        """
+        joined = entry.waiters[1:]
+        del entry.waiters[1:]
+        retry = InFlight(entry.key, entry.ifindex, 0, time.monotonic(), joined, retry=True)
+        if not self._request(retry):
+            self._release(retry, None)
 
     def _release(self, entry: InFlight, reply: diag.DiagReply | None) -> None:
         """Annotate and let go every sample still held for this look-up.
