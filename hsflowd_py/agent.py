@@ -163,6 +163,8 @@ class Agent:
                 collectors=tuple(self.collector_targets()),
                 agent_ip=str(self.agent_address),
                 agent_dev=self.agent_dev,
+                application_sampling=tuple(s.sampling_by_application.items()),
+                application_polling=tuple(s.polling_by_application.items()),
             )
         )
 

@@ -31,6 +31,8 @@ class Effective:
     agent_ip: str
     agent_dev: str | None
     ds_index: int = 1
+    application_sampling: tuple[tuple[str, int], ...] = ()
+    application_polling: tuple[tuple[str, int], ...] = ()
 
 
 def render(e: Effective, revision: int) -> str:
@@ -43,6 +45,11 @@ def render(e: Effective, revision: int) -> str:
         f"datagram={e.datagram_bytes}",
         f"polling={e.polling}",
     ]
+    # after the general ones, so a sub-agent reading in order lets its own application's lines win
+    sampling, polling = dict(e.application_sampling), dict(e.application_polling)
+    for app in dict.fromkeys([*sampling, *polling]):
+        lines += [f"sampling.{app}={sampling[app]}"] if app in sampling else []
+        lines += [f"polling.{app}={polling[app]}"] if app in polling else []
     lines += [f"collector={ip} {port}" for ip, port in e.collectors]
     lines.append(f"agentIP={e.agent_ip}")
     if e.agent_dev:

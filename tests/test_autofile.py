@@ -26,6 +26,20 @@ def test_render_matches_the_established_layout() -> None:
     ]
 
 
+def test_application_settings_follow_the_general_ones_per_application() -> None:
+    apps = Effective(
+        **{**EFFECTIVE.__dict__, "application_sampling": (("http", 50), ("app.myapp", 100)),
+           "application_polling": (("memcache", 10), ("http", 20))}
+    )  # fmt: skip
+    lines = render(apps, 1).splitlines()
+    assert lines[lines.index("polling=30") + 1 : lines.index("collector=127.0.0.1 6343")] == [
+        "sampling.http=50",
+        "polling.http=20",
+        "sampling.app.myapp=100",
+        "polling.memcache=10",
+    ]
+
+
 def test_written_only_when_changed(tmp_path: Path) -> None:
     path = tmp_path / "hsflowd.auto"
     auto = AutoFile(str(path))

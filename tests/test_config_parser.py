@@ -110,6 +110,16 @@ def test_suffixes() -> None:
     assert settings.pcap == (PcapSettings(speed=(10**9, None), sampling=2000), PcapSettings(speed=(10**8, 10**10)))
 
 
+def test_application_settings_share_the_sampling_and_polling_families_with_speeds() -> None:
+    settings = sflow(f"""{LOOPBACK}
+        sampling.10G = 10K  sampling.http = 50  sampling.app.myapp = 100  Sampling.Java = 7
+        polling.http = 20  polling.memcache = 0
+    """)
+    assert settings.sampling_by_speed == {10**10: 10_000}
+    assert settings.sampling_by_application == {"http": 50, "app.myapp": 100, "Java": 7}
+    assert settings.polling_by_application == {"http": 20, "memcache": 0}
+
+
 def test_multiple_collectors_including_ipv6_and_host_names() -> None:
     settings = sflow("""
         collector { ip = 10.0.0.30 }
@@ -199,6 +209,7 @@ def test_example_file_with_everything_uncommented_parses() -> None:
     assert settings.dns_sd is not None and settings.dns_sd.domain == ".example.com"
     assert settings.pcap[0].dev_pattern == "^veth.*"
     assert settings.sampling_by_speed == {10**10: 10000}
+    assert (settings.sampling_by_application, settings.polling_by_application) == ({"http": 50}, {"http": 20})
     assert settings.json is not None and settings.json.udpport == 36343
 
 
@@ -207,7 +218,8 @@ def test_example_file_with_everything_uncommented_parses() -> None:
     [
         LOOPBACK,
         f"""{LOOPBACK} collector {{ ip = fd00::1 udpport = 9 dev = eth0 namespace = "ns 1" }}
-            sampling.10G = 5 sampling.2.5G = 7 sampling.bps_ratio = 0 agent.cidr = !10.0.0.0/8 agent.cidr = fd00::/8
+            sampling.10G = 5 sampling.2.5G = 7 sampling.http = 9 polling.app.x = 3
+            sampling.bps_ratio = 0 agent.cidr = !10.0.0.0/8 agent.cidr = fd00::/8
             uuid = 6f1e4d0a-3c39-4e53-9d1a-0c5e0d3c8a11 group = adm
             pcap {{ dev.pattern = "a b{{2}}#" speed = 1G-10G }} pcap {{ speed = 25G- sampling = 3 }}
             tcp {{ }} docker {{ hostname = on }} systemd {{ refreshVMs = 5 }} json {{ UDPport = 1 }}""",

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's dnsmasq"
 
 TTL = 10
 WITHIN = TTL + 2
-TXT = ["txtvers=1", "sampling=10", "polling=1", "headerBytes=64"]
+TXT = ["txtvers=1", "sampling=10", "polling=1", "headerBytes=64", "sampling.http=50", "polling.http=20"]
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, agent: Proc) -> float:
@@ -91,7 +91,7 @@ def test_agent_follows_dns(setup: tuple[Dnsmasq, Proc, Proc, int, int, Path]) ->
         assert all(500 <= t1 - t0 <= 1600 for t0, t1 in itertools.pairwise(uptimes)), uptimes
         text = auto.read_text()
         assert collectors_in(auto) == [f"127.0.0.1 {port_a}"]
-        for line in ("sampling=10", "polling=1", "header=64"):
+        for line in ("sampling=10", "polling=1", "header=64", "sampling.http=50", "polling.http=20"):
             assert line in text.splitlines()
 
         # the SRV record moves to another target: the agent follows within TTL + 2 s

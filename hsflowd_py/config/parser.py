@@ -22,9 +22,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .lexer import Kind, Token, tokenize
-from .schema import Block, Option, config_fields
+from .schema import Block, Family, Option, config_fields, parse_suffix, suffix_families
 from .settings import Settings
-from .values import Codec
 
 UNSUPPORTED_BLOCKS = frozenset(
     "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp".split()
@@ -36,19 +35,17 @@ class _Table:
     """Keys of one block, lower-cased: exact keys and ``key.<suffix>`` families."""
 
     exact: dict[str, tuple[str, Option | Block]]
-    families: dict[str, tuple[str, Option, Codec]]
+    families: dict[str, Family]
 
 
 @functools.cache
 def _table(cls: type) -> _Table:
-    exact: dict[str, tuple[str, Option | Block]] = {}
-    families: dict[str, tuple[str, Option, Codec]] = {}
-    for name, spec in config_fields(cls):
-        if isinstance(spec, Option) and spec.suffix is not None:
-            families[spec.key.lower()] = (name, spec, spec.suffix)
-        else:
-            exact[spec.key.lower()] = (name, spec)
-    return _Table(exact, families)
+    exact = {
+        spec.key.lower(): (name, spec)
+        for name, spec in config_fields(cls)
+        if not (isinstance(spec, Option) and spec.suffix is not None)
+    }
+    return _Table(exact, suffix_families(cls))
 
 
 def parse_config(text: str, source: str = "<string>") -> Settings:
@@ -140,10 +137,9 @@ class _Parser:
             return *table.exact[lowered], None
         family, dot, _ = lowered.partition(".")
         if dot and family in table.families:
-            name, spec, suffix_codec = table.families[family]
             suffix_text = key.text.partition(".")[2]
             try:
-                return name, spec, suffix_codec.parse(suffix_text)
+                return parse_suffix(table.families[family], suffix_text)
             except ValueError as err:
                 raise self._error(f"unknown key {key.text!r} in block {opener.text!r} ({suffix_text!r}: {err})",
                                   key.line, key.text) from None

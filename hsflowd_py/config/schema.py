@@ -26,7 +26,10 @@ class Option:
 
     ``repeat`` collects every occurrence into a tuple (``agent.cidr``).
     ``suffix`` makes the key a family ``key.<suffix>`` collected into a dict
-    keyed by the parsed suffix (``sampling.10G``).
+    keyed by the parsed suffix (``sampling.10G``).  Several fields may share a
+    family: the first, in declaration order, whose suffix codec reads the
+    suffix takes the line (``sampling.10G`` a speed, ``sampling.http`` an
+    application), as the established agent files both under ``sampling.``.
     """
 
     key: str
@@ -59,6 +62,32 @@ def config_fields(cls: type) -> Iterator[tuple[str, Option | Block]]:
     for f in dataclasses.fields(cls):
         if _META in f.metadata:
             yield f.name, f.metadata[_META]
+
+
+Family = tuple[tuple[str, Option], ...]
+"""The (field name, Option) alternatives of one ``key.<suffix>`` family, in declaration order."""
+
+
+def suffix_families(cls: type) -> dict[str, Family]:
+    """The ``key.<suffix>`` families of ``cls``, by lower-cased key."""
+    families: dict[str, Family] = {}
+    for name, spec in config_fields(cls):
+        if isinstance(spec, Option) and spec.suffix is not None:
+            families[spec.key.lower()] = (*families.get(spec.key.lower(), ()), (name, spec))
+    return families
+
+
+def parse_suffix(family: Family, text: str) -> tuple[str, Option, Any]:
+    """(field name, Option, parsed suffix) of the first alternative that reads ``text``; else a
+    ValueError giving every alternative's reason."""
+    reasons = []
+    for name, option in family:
+        assert option.suffix is not None
+        try:
+            return name, option, option.suffix.parse(text)
+        except ValueError as err:
+            reasons.append(str(err))
+    raise ValueError("; ".join(reasons))
 
 
 def render(obj: Any, name: str) -> list[str]:

@@ -130,8 +130,14 @@ class Settings:
     sampling_by_speed: dict[int, int] = field(
         default_factory=dict, metadata=conf_key("sampling", v.RATE, suffix=v.SPEED)
     )
+    sampling_by_application: dict[str, int] = field(
+        default_factory=dict, metadata=conf_key("sampling", v.RATE, suffix=v.APPLICATION)
+    )
     sampling_bps_ratio: int | None = field(default=None, metadata=conf_key("sampling.bps_ratio", v.integer(0)))
     polling: int = field(default=30, metadata=conf_key("polling", v.integer(0)))
+    polling_by_application: dict[str, int] = field(
+        default_factory=dict, metadata=conf_key("polling", v.integer(0), suffix=v.APPLICATION)
+    )
     agent_ip: str | None = field(default=None, metadata=conf_key("agentIP", v.IP))
     agent_dev: str | None = field(default=None, metadata=conf_key("agent", v.IFNAME))
     agent_cidrs: tuple[AgentCidr, ...] = field(

@@ -191,6 +191,16 @@ def parse_text(text: str) -> str:
     return text
 
 
+_APPLICATION = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+def parse_application(text: str) -> str:
+    """A sub-agent's application name (``http``, ``app.myapp``), as written: it lands in hsflowd.auto."""
+    if not _APPLICATION.fullmatch(text):
+        raise ValueError("not an application name such as http or app.myapp")
+    return text
+
+
 def parse_domain(text: str) -> str:
     """A DNS-SD domain, returned with its leading dot so ``"_sflow._udp" + domain`` is right.
 
@@ -241,6 +251,7 @@ REGEX = Codec(parse_regex)
 IFNAME = Codec(parse_ifname)
 TEXT = Codec(parse_text)
 DOMAIN = Codec(parse_domain)
+APPLICATION = Codec(parse_application)
 SECONDS = Codec(parse_seconds, format_seconds)
 PORT = integer(1, 65535)
 RATE = integer(1)

@@ -15,29 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from hsflowd_py.config import Settings
-from hsflowd_py.config.schema import Option, config_fields
+from hsflowd_py.config.schema import Option, config_fields, parse_suffix, suffix_families
 
 TXT_KEYS = ("sampling", "polling", "agentIP", "agent", "agent.cidr", "headerBytes")
-"""Keys a TXT string may set, spelled as in hsflowd.conf; ``sampling.<speed>`` comes with ``sampling``."""
+"""Keys a TXT string may set, spelled as in hsflowd.conf; ``sampling.<speed>``, ``sampling.<app>`` and
+``polling.<app>`` come with ``sampling`` and ``polling``."""
 
 IGNORED_KEYS = ("txtvers",)
 """RFC 6763 section 6.7: the TXT record format version, nothing to apply."""
 
-UNSUPPORTED_FAMILIES = ("polling",)
-"""``polling.<app>``: per-application polling for sub-agents, which hsflowd-py does not serve."""
-
-
-def _tables() -> tuple[dict[str, tuple[str, Option]], dict[str, tuple[str, Option]]]:
-    """(plain keys, ``key.<suffix>`` families), lower-cased, each to (Settings field, Option)."""
-    plain: dict[str, tuple[str, Option]] = {}
-    families: dict[str, tuple[str, Option]] = {}
-    for name, spec in config_fields(Settings):
-        if isinstance(spec, Option) and spec.key in TXT_KEYS:
-            (families if spec.suffix else plain)[spec.key.lower()] = (name, spec)
-    return plain, families
-
-
-_PLAIN, _FAMILIES = _tables()
+_PLAIN = {
+    spec.key.lower(): (name, spec)
+    for name, spec in config_fields(Settings)
+    if isinstance(spec, Option) and spec.key in TXT_KEYS and spec.suffix is None
+}
+_FAMILIES = {key: family for key, family in suffix_families(Settings).items() if key in TXT_KEYS}
 
 
 @dataclass(frozen=True)
@@ -81,10 +73,7 @@ def _apply(values: dict[str, Any], key: str, value: str) -> None:
         return
     family, dot, suffix = lower.partition(".")
     if dot and family in _FAMILIES:
-        name, option = _FAMILIES[family]
-        assert option.suffix is not None
-        values[name] = {**values.get(name, {}), option.suffix.parse(suffix): option.codec.parse(value)}
+        name, option, parsed = parse_suffix(_FAMILIES[family], key.partition(".")[2])
+        values[name] = {**values.get(name, {}), parsed: option.codec.parse(value)}
         return
-    if dot and family in UNSUPPORTED_FAMILIES:
-        raise ValueError("per-application settings for sub-agents are not supported")
     raise ValueError("not a DNS-SD setting")
