@@ -80,8 +80,7 @@ async def run(frames: list[Frame], ifindex: int, samples: int, burst: int, with_
         )  # fmt: skip
         if i % burst == burst - 1:
             await asyncio.sleep(0)
-    while agent._tasks:
-        await asyncio.sleep(0)
+    await agent.held.drain()
     agent.flush()
     cpu = time.process_time() - t0
     wall = time.perf_counter() - w0

@@ -35,9 +35,9 @@ from .readers.identity import host_uuid
 from .receivers import Receivers
 from .sflow import records as rec
 from .sflow.assembler import DatagramAssembler
-from .sflow.codec import encode_sample
+from .sflow.codec import encode_record, encode_sample
 from .sflow.flow_encoder import FlowEncoder
-from .sflow.samples import CounterSample, FlowSample
+from .sflow.samples import CounterSample
 
 log = logging.getLogger("hsflowd")
 
@@ -98,6 +98,7 @@ class Agent:
         self.enrichers: list[module_api.Module] = []
         self.flow_sequences: dict[int, int] = {}
         self._flow_encoder = FlowEncoder()
+        self._last_extra: tuple[rec.Record | None, bytes] = (None, b"")
         self.container_ifindexes: set[int] = set()
         self.assembler: DatagramAssembler | None = None
         self.agent_address: Any = None
@@ -330,11 +331,6 @@ class Agent:
 
     # ------------------------------------------------------------------ flows
 
-    def next_flow_sequence(self, ds_index: int) -> int:
-        seq = (self.flow_sequences.get(ds_index, 0) + 1) & 0xFFFFFFFF
-        self.flow_sequences[ds_index] = seq
-        return seq
-
     def submit(self, packet: SampledPacket) -> None:
         """A sampler's packet: run the enrichers, hold it while any is pending, then encode.
 
@@ -389,6 +385,45 @@ class Agent:
             )
             self.submit(packet)
             return
+        self._pack_flow(
+            ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
+            start, length, timestamp_ns,
+        )  # fmt: skip
+
+    def emit_flow(self, packet: SampledPacket) -> None:
+        """Encode an enriched packet: as on the fast path, with the enrichers' records after the timestamp."""
+        extras = b"".join(map(self._encoded_extra, packet.extra))
+        self._pack_flow(
+            packet.ds_index, packet.sampling_rate, packet.sample_pool, packet.drops, packet.direction,
+            packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
+            packet.timestamp_ns or time.time_ns(), extras, len(packet.extra),
+        )  # fmt: skip
+
+    def _encoded_extra(self, record: rec.Record) -> bytes:
+        """``record`` encoded; the samples of one socket look-up share one 2209 record and come
+        out one after another, so the last record's bytes are kept (with the record, so its id
+        cannot be reused) and serve the next samples."""
+        if record is not self._last_extra[0]:
+            self._last_extra = (record, encode_record(record))
+        return self._last_extra[1]
+
+    def _pack_flow(
+        self,
+        ds_index: int,
+        sampling_rate: int,
+        sample_pool: int,
+        drops: int,
+        direction: int,
+        header_protocol: int,
+        frame_length: int,
+        stripped: int,
+        header: Any,
+        start: int,
+        length: int,
+        timestamp_ns: int,
+        extras: bytes = b"",
+        extra_count: int = 0,
+    ) -> None:
         a = self.assembler
         if a is None:
             return
@@ -396,35 +431,11 @@ class Agent:
         seq = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
         inp, out = ports(ds_index, direction)
         encoder = self._flow_encoder
-        off = a.reserve(encoder.fixed_size + ((length + 3) & ~3), self.uptime_ms())
+        off = a.reserve(encoder.fixed_size + ((length + 3) & ~3) + len(extras), self.uptime_ms())
         encoder.pack_into(
             a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
-            header_protocol, frame_length, stripped, header, start, length, timestamp_ns,
+            header_protocol, frame_length, stripped, header, start, length, timestamp_ns, extras, extra_count,
         )  # fmt: skip
-        self.stats["flow_samples"] += 1
-
-    def emit_flow(self, packet: SampledPacket) -> None:
-        """Encode an enriched packet: the sampled header first, as on the fast path, then the timestamp and extras."""
-        if self.assembler is None:
-            return
-        records: list[rec.Record] = [
-            rec.SampledHeader(packet.header_protocol, packet.frame_length, packet.stripped, packet.header)
-        ]
-        if packet.timestamp_ns:
-            records.append(rec.ExtendedTimestamp(packet.timestamp_ns))
-        records += packet.extra
-        sample = FlowSample(
-            0,
-            packet.ds_index,
-            packet.sampling_rate,
-            packet.sample_pool,
-            packet.drops,
-            packet.input,
-            packet.output,
-            records,
-            self.next_flow_sequence(packet.ds_index),
-        )
-        self.assembler.add(encode_sample(sample), self.uptime_ms())
         self.stats["flow_samples"] += 1
 
     # -------------------------------------------------------------------- run

@@ -15,7 +15,7 @@ from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEAD
 from hsflowd_py.module import Module
 from hsflowd_py.sflow import records as rec
 from hsflowd_py.sflow.assembler import DatagramAssembler
-from hsflowd_py.sflow.codec import decode_datagram, encode_sample
+from hsflowd_py.sflow.codec import decode_datagram, encode_record, encode_sample
 from hsflowd_py.sflow.flow_encoder import FlowEncoder
 from hsflowd_py.sflow.samples import FlowSample
 
@@ -35,6 +35,13 @@ U32 = st.integers(0, 2**32 - 1)
     header=st.binary(max_size=256),
     lead=st.integers(0, 7),
     ts=st.integers(0, 2**64 - 1),
+    extras=st.lists(
+        st.one_of(
+            st.builds(rec.ExtendedTcpInfo, *[U32] * 12),
+            st.builds(rec.ExtendedEntities, U32, U32, U32, U32),
+        ),
+        max_size=3,
+    ),
 )
 def test_fast_encoding_equals_the_codec(
     seq: int,
@@ -49,16 +56,19 @@ def test_fast_encoding_equals_the_codec(
     header: bytes,
     lead: int,
     ts: int,
+    extras: list[rec.Record],
 ) -> None:
-    records = [rec.SampledHeader(proto, frame_length, 4, header), rec.ExtendedTimestamp(ts)]
+    records = [rec.SampledHeader(proto, frame_length, 4, header), rec.ExtendedTimestamp(ts), *extras]
     expected = encode_sample(FlowSample(0, ds_index, rate, pool, drops, inp, out, records, seq))
     enc = FlowEncoder()
-    buf = bytearray(b"\xee" * (enc.size(len(header)) + 20))  # stale bytes must not leak into padding
+    encoded = b"".join(encode_record(r) for r in extras)
+    buf = bytearray(b"\xee" * (enc.size(len(header)) + len(encoded) + 20))  # stale bytes must not leak into padding
     src = memoryview(b"\x55" * lead + header)
     enc.pack_into(
-        buf, 10, seq, ds_index, rate, pool, drops, inp, out, proto, frame_length, 4, src, lead, len(header), ts
-    )
-    assert enc.size(len(header)) == len(expected)
+        buf, 10, seq, ds_index, rate, pool, drops, inp, out, proto, frame_length, 4, src, lead, len(header), ts,
+        encoded, len(extras),
+    )  # fmt: skip
+    assert enc.size(len(header)) + len(encoded) == len(expected)
     assert bytes(buf[10 : 10 + len(expected)]) == expected
     assert buf[:10] == b"\xee" * 10 and buf[10 + len(expected) :] == b"\xee" * 10
 

@@ -1,5 +1,5 @@
-"""The samplers' fast path: a flow sample with a sampled header (0:1) and a timestamp (0:1043),
-packed in place into a datagram buffer.
+"""The samplers' fast path: a flow sample with a sampled header (0:1), a timestamp (0:1043) and
+any records enrichers added (already encoded), packed in place into a datagram buffer.
 
 ``codec.encode_sample`` builds record objects and joins bytes; at a hundred thousand samples
 a second that costs more than the sampling itself.  This encoder writes the same bytes with
@@ -46,7 +46,7 @@ def _fixed_format(layout: Layout, trailing_opaque: bool) -> str:
 
 
 class FlowEncoder:
-    """Packs flow samples of the form {0:1 sampled header, 0:1043 timestamp} in place."""
+    """Packs flow samples of the form {0:1 sampled header, 0:1043 timestamp, extras...} in place."""
 
     __slots__ = ("_head", "_header_body", "_header_tag", "_ts", "_ts_body", "_ts_tag", "fixed_size")
 
@@ -83,10 +83,14 @@ class FlowEncoder:
         start: int,
         length: int,
         timestamp_ns: int,
+        extras: bytes = b"",
+        extra_count: int = 0,
     ) -> None:
-        """Write one sample of ``size(length)`` bytes at ``off``; the header is ``header[start:start+length]``.
+        """Write one sample of ``size(length) + len(extras)`` bytes at ``off``; the header is
+        ``header[start:start+length]``.
 
         ``header`` is anything sliceable into a buffer (a memoryview over a ring, bytes).
+        ``extras`` are ``extra_count`` records encoded by ``codec.encode_record``, written last.
         Counters are taken modulo 2^32 as the codec does.
         """
         padded = (length + 3) & ~3
@@ -95,7 +99,7 @@ class FlowEncoder:
             buf,
             off,
             FLOW_SAMPLE_EXPANDED,
-            head.size - 8 + padded + self._ts.size,
+            head.size - 8 + padded + self._ts.size + len(extras),
             sequence,
             0,  # ds_class: samplers sample interfaces (0:ifIndex)
             ds_index,
@@ -106,7 +110,7 @@ class FlowEncoder:
             input,
             0,
             output,
-            2,  # records
+            2 + extra_count,  # records
             self._header_tag,
             self._header_body + padded,
             header_protocol,
@@ -118,4 +122,8 @@ class FlowEncoder:
         buf[p : p + length] = header[start : start + length]
         if padded != length:
             buf[p + length : p + padded] = _PADS[padded - length]
-        self._ts.pack_into(buf, p + padded, self._ts_tag, self._ts_body, timestamp_ns)
+        p += padded
+        self._ts.pack_into(buf, p, self._ts_tag, self._ts_body, timestamp_ns)
+        if extras:
+            p += self._ts.size
+            buf[p : p + len(extras)] = extras
