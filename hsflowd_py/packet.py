@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
+from .flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6, SampledPacket
 
 IPPROTO_IPIP = 4
 IPPROTO_TCP = 6
@@ -68,6 +68,15 @@ def parse(header: bytes, header_protocol: int, tunnel: bool = False) -> Flow | N
     if header_protocol == HEADER_IPV6:
         return _ipv6(header, 0, tunnel)
     return None
+
+
+def packet_flow(packet: SampledPacket, tunnel: bool = False) -> Flow | None:
+    """The flow of a sample, parsed once for all the enrichers that ask (tcp, docker, systemd)."""
+    key = "flow_tunnel" if tunnel else "flow"
+    notes = packet.notes
+    if key not in notes:
+        notes[key] = parse(packet.header, packet.header_protocol, tunnel)
+    return notes[key]
 
 
 def _ethernet(b: bytes, off: int, tunnel: bool) -> Flow | None:

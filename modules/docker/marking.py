@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hsflowd_py.flow import HEADER_ETHERNET, SampledPacket
-from hsflowd_py.packet import parse
+from hsflowd_py.packet import packet_flow
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +27,14 @@ class Owner:
     """``/proc/<pid>/ns/net`` of the container, None if it shares the host's namespace."""
 
 
-def addresses(header_protocol: int, h: bytes) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
+def addresses(packet: SampledPacket) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
     """(source MAC, destination MAC, source IP, destination IP) of a sampled header, packed;
     None where the header does not have it (too short, not IP)."""
     src_mac = dst_mac = None
-    if header_protocol == HEADER_ETHERNET and len(h) >= 12:
+    h = packet.header
+    if packet.header_protocol == HEADER_ETHERNET and len(h) >= 12:
         dst_mac, src_mac = h[0:6], h[6:12]
-    flow = parse(h, header_protocol)
+    flow = packet_flow(packet)
     if flow is None:
         return src_mac, dst_mac, None, None
     return src_mac, dst_mac, flow.src, flow.dst
@@ -65,7 +66,7 @@ class TrafficMap:
 
     def sides(self, packet: SampledPacket) -> tuple[Owner | None, Owner | None]:
         """The containers a packet comes from and goes to."""
-        src_mac, dst_mac, src_ip, dst_ip = addresses(packet.header_protocol, packet.header)
+        src_mac, dst_mac, src_ip, dst_ip = addresses(packet)
         get = self.owners.get
         src = (get(src_mac) if src_mac else None) or (get(src_ip) if src_ip else None)
         dst = (get(dst_mac) if dst_mac else None) or (get(dst_ip) if dst_ip else None)

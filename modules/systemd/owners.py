@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, SampledPacket
-from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, parse
+from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.sflow.records import ExtendedEntities
 
@@ -151,7 +151,7 @@ class Owners:
 
     def resolve(self, packet: SampledPacket) -> bool | None:
         """Mark the packet if its owner is known now: True marked, False settled as unowned, None unknown."""
-        flow = parse(packet.header, packet.header_protocol)
+        flow = packet_flow(packet)
         if flow is None or flow.proto not in (IPPROTO_TCP, IPPROTO_UDP):
             return False
         ends = local_ends(flow, packet.direction)
@@ -204,7 +204,7 @@ class Owners:
     def _settle_unowned(self, packet: SampledPacket) -> None:
         """A scan found no service behind these ends: do not scan for them again for a while."""
         self.stats["unowned"] += 1
-        flow = parse(packet.header, packet.header_protocol)
+        flow = packet_flow(packet)
         if flow is not None:
             expiry = time.monotonic() + UNOWNED_TTL_S
             for _, end in local_ends(flow, packet.direction):

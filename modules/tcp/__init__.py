@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 from hsflowd_py.config import Settings
 from hsflowd_py.flow import SampledPacket
 from hsflowd_py.module import Module, register
-from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, parse
+from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
 from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
@@ -107,7 +107,7 @@ class TcpModule(Module):
         self._schedule_prune()
 
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
-        flow = parse(packet.header, packet.header_protocol, self.tunnel)
+        flow = packet_flow(packet, self.tunnel)
         if flow is None:
             return None
         if flow.proto != IPPROTO_TCP and (flow.proto != IPPROTO_UDP or not self.udp):
