@@ -2,7 +2,7 @@
 
 Frames of real TCP connections (root namespace -> a sink in a test namespace,
 data out and ACKs back) are captured off the veth, then fed to an in-process
-agent the way a sampler does (``Agent.emit_header_sample``), in bursts of
+agent the way a sampler does (``FlowPath.emit_header_sample``), in bursts of
 ``--burst`` samples per loop iteration, through encoding and UDP delivery to a
 local socket.  With ``tcp { }`` each sample takes the enriched path: parse,
 local test, a sock_diag look-up (merged with in-flight ones for the same
@@ -74,13 +74,13 @@ async def run(frames: list[Frame], ifindex: int, samples: int, burst: int, with_
     w0 = time.perf_counter()
     for i in range(samples):
         f = frames[i % n]
-        agent.emit_header_sample(
+        agent.flows.emit_header_sample(
             ifindex, 10, 0, 0, DIRECTION_OUT if f.outgoing else DIRECTION_IN, f.length + 4, f.data, 0, len(f.data),
             time.time_ns(),
         )  # fmt: skip
         if i % burst == burst - 1:
             await asyncio.sleep(0)
-    await agent.held.drain()
+    await agent.flows.held.drain()
     agent.flush()
     cpu = time.process_time() - t0
     wall = time.perf_counter() - w0

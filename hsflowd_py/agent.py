@@ -1,9 +1,10 @@
 """The agent: settings, modules, pollers and the way out to the collectors.
 
-Everything meets here on one asyncio loop: modules feed sampled packets and
-counter records in, the core wraps them into samples, the codec encodes them,
-the assembler packs datagrams, and the receivers send each one to every
-collector.  One tick a second fires due pollers and flushes what is pending.
+Everything meets here on one asyncio loop: modules feed sampled packets (through
+the flow path, ``flow_path.py``) and counter records in, the core wraps them into
+samples, the codec encodes them, the assembler packs datagrams, and the receivers
+send each one to every collector.  One tick a second fires due pollers and
+flushes what is pending.
 """
 
 from __future__ import annotations
@@ -27,16 +28,14 @@ from .agent_address import local_addresses, select_agent_address
 from .autofile import AutoFile, Effective
 from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
-from .flow import HEADER_ETHERNET, SampledPacket, ports
-from .holds import HeldSamples
+from .flow_path import FlowPath
 from .host_counters import HostCounters
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
 from .receivers import Receivers
 from .sflow import records as rec
 from .sflow.assembler import DatagramAssembler
-from .sflow.codec import encode_record, encode_sample
-from .sflow.flow_encoder import FlowEncoder
+from .sflow.codec import encode_sample
 from .sflow.samples import CounterSample
 
 log = logging.getLogger("hsflowd")
@@ -95,19 +94,20 @@ class Agent:
         self.uuid = host_uuid(root, uuid.UUID(bytes=uuid_override) if uuid_override else settings.uuid)
         self.pollers: dict[tuple[int, int], Poller] = {}
         self.modules: dict[str, module_api.Module] = {}
-        self.enrichers: list[module_api.Module] = []
-        self.flow_sequences: dict[int, int] = {}
-        self._flow_encoder = FlowEncoder()
-        self._last_extra: tuple[rec.Record | None, bytes] = (None, b"")
         self.container_ifindexes: set[int] = set()
-        self.assembler: DatagramAssembler | None = None
         self.agent_address: Any = None
         self.agent_dev: str | None = None
         self._stopping = asyncio.Event()
         self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
-        self.held = HeldSamples(self.emit_flow, self.stats, ENRICH_TIMEOUT_S)
+        self.flows = FlowPath(self.stats, self.uptime_ms, self._guard, ENRICH_TIMEOUT_S)
 
     # ------------------------------------------------------------ time, identity
+
+    @property
+    def assembler(self) -> DatagramAssembler | None:
+        """The datagram being built, for counter and flow samples alike; kept on the flow path,
+        whose per-packet code reads it most."""
+        return self.flows.assembler
 
     def uptime_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -150,7 +150,7 @@ class Agent:
                 log.info("agent address changed from %s to %s", a.agent, address)
                 self.started = time.monotonic()
         self.agent_address, self.agent_dev = address, dev
-        self.assembler = DatagramAssembler(address, sub_agent, s.datagram_bytes, self.receivers.send)
+        self.flows.assembler = DatagramAssembler(address, sub_agent, s.datagram_bytes, self.receivers.send)
 
     def write_autofile(self) -> None:
         s = self.settings
@@ -235,7 +235,7 @@ class Agent:
                 self._warn_if_underprivileged(m)
             elif not wanted and running is not None:
                 await self._stop_module(running)
-        self.enrichers = sorted(
+        self.flows.enrichers = sorted(
             (m for m in self.modules.values() if module_api.implements(m, "enrich")), key=lambda m: m.enrich_order
         )
 
@@ -329,115 +329,6 @@ class Agent:
         if self.assembler is not None:
             self.assembler.flush(self.uptime_ms())
 
-    # ------------------------------------------------------------------ flows
-
-    def submit(self, packet: SampledPacket) -> None:
-        """A sampler's packet: run the enrichers, hold it while any is pending, then encode.
-
-        ``packet.notes["holds"]`` lists the holds of the enrichers called so far, so that a later
-        enricher can wait for an earlier one's answer (systemd waits for tcp's socket look-up).
-        """
-        holds: list[asyncio.Future[Any]] = []
-        for m in self.enrichers:
-            aw = self._guard(m, "enrich", m.enrich, packet)
-            if aw is not None:
-                holds.append(asyncio.ensure_future(aw))
-                packet.notes["holds"] = holds
-        if holds:
-            self.held.hold(packet, holds)
-        else:
-            self.emit_flow(packet)
-
-    def emit_header_sample(
-        self,
-        ds_index: int,
-        sampling_rate: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Any,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        header_protocol: int = HEADER_ETHERNET,
-    ) -> None:
-        """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring).
-
-        With no enricher active the sample is encoded straight into the datagram being built
-        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise it takes the
-        enriched path through :meth:`submit`.  Ethernet frames lost their 4-byte FCS on the way
-        to the sampler (``stripped``); headers without a MAC header had none.
-        """
-        stripped = 4 if header_protocol == HEADER_ETHERNET else 0
-        if self.enrichers:
-            packet = SampledPacket(
-                ds_index,
-                sampling_rate,
-                sample_pool,
-                drops,
-                direction,
-                header=bytes(header[start : start + length]),
-                frame_length=frame_length,
-                stripped=stripped,
-                header_protocol=header_protocol,
-                timestamp_ns=timestamp_ns,
-            )
-            self.submit(packet)
-            return
-        self._pack_flow(
-            ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-            start, length, timestamp_ns,
-        )  # fmt: skip
-
-    def emit_flow(self, packet: SampledPacket) -> None:
-        """Encode an enriched packet: as on the fast path, with the enrichers' records after the timestamp."""
-        extras = b"".join(map(self._encoded_extra, packet.extra))
-        self._pack_flow(
-            packet.ds_index, packet.sampling_rate, packet.sample_pool, packet.drops, packet.direction,
-            packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
-            packet.timestamp_ns or time.time_ns(), extras, len(packet.extra),
-        )  # fmt: skip
-
-    def _encoded_extra(self, record: rec.Record) -> bytes:
-        """``record`` encoded; the samples of one socket look-up share one 2209 record and come
-        out one after another, so the last record's bytes are kept (with the record, so its id
-        cannot be reused) and serve the next samples."""
-        if record is not self._last_extra[0]:
-            self._last_extra = (record, encode_record(record))
-        return self._last_extra[1]
-
-    def _pack_flow(
-        self,
-        ds_index: int,
-        sampling_rate: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        header_protocol: int,
-        frame_length: int,
-        stripped: int,
-        header: Any,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        extras: bytes = b"",
-        extra_count: int = 0,
-    ) -> None:
-        a = self.assembler
-        if a is None:
-            return
-        seqs = self.flow_sequences
-        seq = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
-        inp, out = ports(ds_index, direction)
-        encoder = self._flow_encoder
-        off = a.reserve(encoder.fixed_size + ((length + 3) & ~3) + len(extras), self.uptime_ms())
-        encoder.pack_into(
-            a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
-            header_protocol, frame_length, stripped, header, start, length, timestamp_ns, extras, extra_count,
-        )  # fmt: skip
-        self.stats["flow_samples"] += 1
-
     # -------------------------------------------------------------------- run
 
     def status(self) -> dict[str, Any]:
@@ -518,7 +409,7 @@ class Agent:
         finally:
             for m in list(self.modules.values()):
                 await self._stop_module(m)
-            await self.held.drain()
+            await self.flows.held.drain()
             self.flush()
             self.receivers.close()
             if status_server is not None:

@@ -118,7 +118,7 @@ def test_stop_flushes_pending_flow_samples(tmp_path: Path) -> None:
         task = asyncio.create_task(agent.run())
         await asyncio.sleep(0.2)
         for _ in range(5):
-            agent.submit(SampledPacket(7, 10, 100, 0, DIRECTION_OUT, b"\x00" * 60, 64))
+            agent.flows.submit(SampledPacket(7, 10, 100, 0, DIRECTION_OUT, b"\x00" * 60, 64))
         assert agent.assembler is not None and agent.assembler.pending == 5
         agent.request_stop()
         await task

@@ -76,7 +76,7 @@ def test_fast_encoding_equals_the_codec(
 def _agent(sent: list[bytes]) -> Agent:
     settings = parse_config("sflow { collector { ip = 127.0.0.1 } pcap { dev = lo } }")
     agent = Agent(settings)
-    agent.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 100000, 1400, sent.append)
+    agent.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 100000, 1400, sent.append)
     return agent
 
 
@@ -91,9 +91,10 @@ class _Marker(Module):
 
 def _emit_three(agent: Agent, frame: bytes) -> None:
     ring = memoryview(b"\0" * 16 + frame)
+    emit = agent.flows.emit_header_sample
     for direction in (DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN):
-        agent.emit_header_sample(7, 10, 100, 2, direction, len(frame) + 4, ring, 16, len(frame), 1_700_000_000 * 10**9)
-    agent.emit_header_sample(7, 10, 110, 2, DIRECTION_IN, 60, ring, 16, 20, 5, header_protocol=HEADER_IPV4)
+        emit(7, 10, 100, 2, direction, len(frame) + 4, ring, 16, len(frame), 1_700_000_000 * 10**9)
+    emit(7, 10, 110, 2, DIRECTION_IN, 60, ring, 16, 20, 5, header_protocol=HEADER_IPV4)
     agent.flush()
 
 
@@ -104,7 +105,7 @@ def test_fast_and_enriched_paths_send_the_same_samples() -> None:
     _emit_three(a, frame)
     slow: list[bytes] = []
     b = _agent(slow)
-    b.enrichers = [_Marker(b, b.settings)]
+    b.flows.enrichers = [_Marker(b, b.settings)]
 
     async def run() -> None:
         _emit_three(b, frame)

@@ -48,7 +48,7 @@ class Sample:
 
 
 class Sink:
-    """Stands in for Agent.emit_header_sample: keeps every sample (copying the header out of the ring)."""
+    """Stands in for FlowPath.emit_header_sample: keeps every sample (copying the header out of the ring)."""
 
     def __init__(self) -> None:
         self.samples: list[Sample] = []

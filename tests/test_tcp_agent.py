@@ -62,10 +62,10 @@ def test_flow_samples_carry_tcp_info_to_the_collector(link: VethNamespace) -> No
                     await agent._sync_modules()
                     for f in frames:
                         direction = DIRECTION_OUT if f.outgoing else DIRECTION_IN
-                        agent.emit_header_sample(
+                        agent.flows.emit_header_sample(
                             cap.ifindex, 10, 100, 0, direction, f.length + 4, f.data, 0, len(f.data), time.time_ns()
                         )
-                    while len(agent.held):
+                    while len(agent.flows.held):
                         await asyncio.sleep(0.01)
                     agent.flush()
                     status = agent.modules["tcp"].status()

@@ -18,7 +18,7 @@ place.  An interface that cannot be opened (missing, no permission, no tc) is lo
 per distinct reason, retried at the next check, and the others carry on.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
-go out through the agent's allocation-free path (``Agent.emit_header_sample``) unless an
+go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
 enricher is active.  After start-up the module freezes the garbage collector's view of
 everything allocated so far (``gc.freeze``): the hot path allocates nothing that lives, so
 collections stay rare and short.
@@ -149,7 +149,7 @@ class PcapModule(Module):
             from .ebpf import EbpfSampler  # pyroute2 and the build process only when eBPF is wanted
 
             try:
-                sampler = await EbpfSampler.create(self.agent.emit_header_sample, self.agent.root)
+                sampler = await EbpfSampler.create(self.agent.flows.emit_header_sample, self.agent.root)
                 self.samplers["ebpf"] = sampler
             except (SamplerError, OSError) as e:
                 self.ebpf_unavailable = str(e)
@@ -168,7 +168,7 @@ class PcapModule(Module):
     def _cbpf(self) -> Sampler:
         sampler = self.samplers.get("cbpf")
         if sampler is None:
-            sampler = self.samplers["cbpf"] = CbpfSampler(self.agent.emit_header_sample, self.agent.root)
+            sampler = self.samplers["cbpf"] = CbpfSampler(self.agent.flows.emit_header_sample, self.agent.root)
         return sampler
 
     # ---------------------------------------------------------------- interfaces

@@ -1,7 +1,7 @@
 """What the pcap module asks of a kernel sampler, and what both samplers share.
 
 A sampler takes 1-in-N packets of each opened interface in the kernel and hands each one to
-``emit`` (the agent's :meth:`~hsflowd_py.agent.Agent.emit_header_sample`) with its true
+``emit`` (the agent's :meth:`~hsflowd_py.flow_path.FlowPath.emit_header_sample`) with its true
 sample pool and drop count.  Both are running totals for the interface since the sampler
 opened it, as the sFlow v5 specification defines them: ``sample_pool`` counts the packets
 that could have been sampled, ``drops`` the samples lost between the kernel and the agent
