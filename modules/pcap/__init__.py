@@ -230,11 +230,15 @@ class PcapModule(Module):
         )
 
     def _close(self, ifindex: int, final: bool) -> None:
+        """Stop sampling an interface.  Its flow sequence restarts too: a sampler that opens it again
+        counts its sample pool and drops from 0, and sequence number 1 is how sFlow tells a collector
+        that the data source restarted (a pool going backwards under a running sequence looks like loss)."""
         entry = self.open.pop(ifindex)
         try:
             entry.sampler.close(ifindex)
         except (SamplerError, OSError) as e:
             log.warning("pcap: closing %s: %s", entry.tap.name, e)
+        self.agent.flows.sequences.pop(ifindex, None)
         self.agent.remove_poller(0, ifindex, final=entry.last_records if final else None)
         log.info("pcap: stopped sampling %s (ifIndex %d)", entry.tap.name, ifindex)
 

@@ -125,7 +125,8 @@ class _Ring:
         self.counter_fds: list[int] = []
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            self.counter_fds = [os.open(stats / name, os.O_RDONLY) for name in ("rx_packets", "tx_packets")]
+            for name in ("rx_packets", "tx_packets"):  # one by one: close() must see the first if the second fails
+                self.counter_fds.append(os.open(stats / name, os.O_RDONLY))
             self.pool = RunningTotal(self._packets())
             self.drops = 0
             self.sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)

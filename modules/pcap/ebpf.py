@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import mmap
+import signal
 import socket
 import struct
 import sys
@@ -53,6 +54,8 @@ from .tc import TcHooks
 log = logging.getLogger("hsflowd.pcap")
 
 SOURCE = Path(__file__).with_name("sampler.bpf.c")
+BUILDER = ebpf_build.__file__
+"""The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
 RING_BYTES = 8 << 20
 DRAIN_S = 0.01
@@ -82,6 +85,21 @@ class _Loaded:
             socket.close(fd)
 
 
+def _no_reply(returncode: int | None, stderr: bytes) -> SamplerError:
+    """The build process ended without a reply (LLVM crashed, the OOM killer, a fault in its own error
+    handler): say how it ended and its last words, so that the fallback's log line explains itself."""
+    if returncode is None or returncode >= 0:
+        how = f"exit status {returncode}"
+    else:
+        try:
+            how = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    last = f": {lines[-1].strip()}" if lines else ""
+    return SamplerError(f"the eBPF build process ended without replying ({how}){last}")
+
+
 async def build() -> _Loaded:
     """Compile and load the programs in a child process; raises SamplerError saying why not."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -89,7 +107,7 @@ async def build() -> _Loaded:
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            ebpf_build.__file__,
+            BUILDER,
             str(theirs.fileno()),
             str(SOURCE),
             *cflags,
@@ -108,13 +126,19 @@ async def build() -> _Loaded:
         ours.setblocking(False)
         try:
             message, fds, _, _ = socket.recv_fds(ours, 65536, len(ebpf_build.FDS))
-        except BlockingIOError:
-            last = stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-            raise SamplerError(f"the eBPF build process failed: {last[0]}") from None
+        except BlockingIOError:  # a process the child started still holds its end
+            message, fds = b"", []
     finally:
         theirs.close()
         ours.close()
-    reply = json.loads(message)
+    if not message:  # end of stream: the child exited without sending anything
+        raise _no_reply(proc.returncode, stderr)
+    try:
+        reply = json.loads(message)
+    except ValueError:
+        for fd in fds:
+            socket.close(fd)
+        raise SamplerError(f"the eBPF build process sent an unreadable reply: {message[:80]!r}") from None
     if not reply.get("ok"):
         for fd in fds:
             socket.close(fd)

@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
         _reply(sock, {"ok": False, "error": f"bcc is not installed ({e})"}, [])
         return 1
     except Exception as e:  # compiler and loader errors: report, the agent falls back
-        _reply(sock, {"ok": False, "error": f"{str(e).strip().splitlines()[0]}{_headers_hint()}"}, [])
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]  # MemoryError() has no message
+        _reply(sock, {"ok": False, "error": f"{first}{_headers_hint()}"}, [])
         return 1
     _reply(sock, reply, fds)
     del owner
