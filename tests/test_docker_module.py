@@ -164,13 +164,21 @@ def test_mark_traffic_between_two_containers(docker_engine: Engine, busybox_imag
                 stranger = sampled(bytes(6) + bytes.fromhex("020000000001") + b"\x86\xdd" + bytes(40))
                 m.enrich(stranger)
                 assert entities(stranger) is None and "netns" not in stranger.notes
-                # the look-up offered to the tcp module, and the host ends of the veths
-                assert m.netns_for(socket.inet_aton(b.ip)) == ns_b and m.netns_for(bytes(4)) is None
+                # the note the tcp module reads, for a packet from outside to b (addresses only)
+                to_b = ip[:12] + socket.inet_aton("192.0.2.1") + socket.inet_aton(b.ip) + ip[20:]
+
+                def netns_note() -> str | None:
+                    packet = sampled(to_b, HEADER_IPV4)
+                    m.enrich(packet)
+                    return packet.notes.get("netns")
+
+                assert netns_note() == ns_b
+                # the host ends of the veths
                 veths = {host_veth_of(a), host_veth_of(b)}
                 assert veths <= agent.container_ifindexes
                 cs.remove_all()
                 await until(lambda: a.id not in m.containers and b.id not in m.containers, 10, "containers gone")
-                assert not veths & agent.container_ifindexes and m.netns_for(socket.inet_aton(b.ip)) is None
+                assert not veths & agent.container_ifindexes and netns_note() is None
             finally:
                 await m.stop()
 
@@ -317,6 +325,72 @@ def test_block_io_from_processes_of_a_live_container(docker_engine: Engine, busy
             assert after.io["wr_bytes"] - before.io["wr_bytes"] >= 12 << 20
         finally:
             src.close()
+
+
+# ------------------------------------------------------------------ reloads
+
+
+def followers() -> list[asyncio.Task[Any]]:
+    """The tasks following an engine in the running loop (the module names them docker-follow)."""
+    return [t for t in asyncio.all_tasks() if t.get_name() == "docker-follow" and not t.done()]
+
+
+def container_pollers(agent: Recorder) -> list[tuple[int, int]]:
+    return [key for key in agent.pollers if key[0] == 3]
+
+
+@pytest.mark.parametrize("removed", [False, True], ids=["socket-changed", "block-removed"])
+def test_a_reload_then_stop_leaves_nothing_running(
+    docker_engine: Engine, busybox_image: str, tmp_path: Path, removed: bool
+) -> None:
+    """A reload that moves the socket, or that removes docker {} (the socket then falls back to the
+    default, so it looks moved too), followed at once by stop() as the core does: nothing follows
+    the engine or polls a container afterwards."""
+    link = tmp_path / "docker.sock"
+    link.symlink_to(SOCKET)  # another path to the same engine
+
+    async def body() -> None:
+        with containers(docker_engine, "dkreload") as cs:
+            a = cs.run("a", "sleep", "60")
+            agent = Recorder(settings(link))
+            m = await started(agent)
+            await until(lambda: a.id in m.containers, 10, "container tracked")
+            m.reconfigure(parse_config("sflow { collector { ip = 127.0.0.1 } }") if removed else settings())
+            await m.stop()
+            await asyncio.sleep(2)  # time enough for a left-over follower to track the container again
+            assert followers() == [] and m.engine is None
+            assert m.containers == {} and container_pollers(agent) == []
+
+    asyncio.run(body())
+
+
+def test_two_quick_socket_changes_leave_one_follower(docker_engine: Engine, busybox_image: str, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.sock", tmp_path / "second.sock"
+    first.symlink_to(SOCKET)
+    second.symlink_to(SOCKET)
+
+    async def body() -> None:
+        with containers(docker_engine, "dkmoves") as cs:
+            a = cs.run("a", "sleep", "60")
+            agent = Recorder(settings())
+            m = await started(agent)
+            try:
+                await until(lambda: a.id in m.containers, 10, "container tracked")
+                m.reconfigure(settings(first))
+                m.reconfigure(settings(second))
+                await until(
+                    lambda: m.engine and m.engine.socket_path == str(second) and a.id in m.containers,
+                    10,
+                    "the container tracked through the last socket",
+                )
+                await asyncio.sleep(1)
+                assert followers() == [m._task]
+                assert container_pollers(agent) == [(3, m.containers[a.id].ds_index)]
+            finally:
+                await m.stop()
+            assert followers() == []
+
+    asyncio.run(body())
 
 
 # ------------------------------------------------------------------ faults of the engine

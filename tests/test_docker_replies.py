@@ -21,7 +21,7 @@ INSPECT: dict[str, Any] = {
     "Name": "/web",
     "State": {"Status": "running", "Running": True, "Paused": False, "Pid": 28185},
     "Config": {"Hostname": "2bd9fd350577", "Image": "hsflowd-test/busybox", "Labels": {}},
-    "HostConfig": {"Memory": 0, "NanoCpus": 0, "CpuCount": 0, "CpusetCpus": "", "NetworkMode": "default"},
+    "HostConfig": {"Memory": 0, "NanoCpus": 0, "CpuCount": 0, "CpusetCpus": ""},
     "NetworkSettings": {
         "Networks": {"bridge": {"MacAddress": "02:42:ac:11:00:02", "IPAddress": "172.17.0.2", "GlobalIPv6Address": ""}}
     },
@@ -116,6 +116,11 @@ def test_malformed_inspect_names_the_field(changes: dict[str, Any], complaint: s
     with pytest.raises(Malformed) as err:
         parse_inspect(reply(**changes))
     assert complaint in str(err.value)
+
+
+def test_fields_not_read_are_not_checked() -> None:
+    """An odd value in a field the module does not use must not cost the container its samples."""
+    assert parse_inspect(reply(HostConfig__NetworkMode=["bridge"], State__Status=7)).pid == 28185
 
 
 def test_optional_fields_default() -> None:

@@ -22,8 +22,8 @@ Per container
     event; when the container stops, a final sample with the last values read (the established
     agent sends zeroed counters there), then it is forgotten and its dsIndex released.
     Kubernetes pause containers are skipped; a Kubernetes container is named
-    ``namespace/pod/container`` from its labels.  The host sample gains 0:2100: if another
-    module already added one, the containers are added to its ``num_domains``.
+    ``namespace/pod/container`` from its labels.  The tracked containers count towards the host
+    sample's one 0:2100, which the core builds from every module's ``virtual_domains()``.
 
 markTraffic and the contract with the tcp and systemd modules
     ``enrich`` maps a sampled packet's MACs and addresses to the containers that own them
@@ -35,9 +35,6 @@ markTraffic and the contract with the tcp and systemd modules
       packet, else of the one receiving it (unless a note is there already).  The tcp module
       reads that note to look the socket up inside the container's namespace, so this module
       enriches before it (``enrich_order`` 5 < tcp's 10); it reads nothing tcp writes.
-
-    ``netns_for(key)`` answers the same question for one address: the namespace path of the one
-    tracked container owning ``key`` (a packed IPv4/IPv6 address, or a 6-byte MAC), or None.
 """
 
 from __future__ import annotations
@@ -111,6 +108,10 @@ class DockerModule(Module):
         self.traffic = TrafficMap()
         self.engine: Engine | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        """The move to a new engine socket after a reload, kept so that stop() and the next move cancel it."""
+        self._stopped = False
+        """Set by stop(): a reconnection still under way must not start following the engine again."""
         self._stats_tasks: set[asyncio.Task[None]] = set()
         self._logged: set[str] = set()
         self._down_since: float | None = None
@@ -146,16 +147,16 @@ class DockerModule(Module):
         self._task = asyncio.create_task(self._follow(self.engine), name="docker-follow")
 
     async def _unfollow_engine(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
         if self.engine is not None:
             self.engine.shutdown()
             self.engine = None
 
     async def stop(self) -> None:
+        self._stopped = True
+        await _cancel(self._reconnecting)
+        self._reconnecting = None
         await self._unfollow_engine()
         for task in list(self._stats_tasks):
             task.cancel()
@@ -165,12 +166,21 @@ class DockerModule(Module):
     def reconfigure(self, settings: Settings) -> None:
         old = self.socket_path
         super().reconfigure(settings)
+        if settings.docker is None:
+            return  # the block was removed: the core stops this module next, there is nothing to follow
         if self.socket_path != old and self._task is not None:
             log.info("docker: engine socket changed from %s to %s", old, self.socket_path)
-            asyncio.get_running_loop().create_task(self._reconnect())
+            self._reconnecting = asyncio.get_running_loop().create_task(
+                self._reconnect(self._reconnecting), name="docker-reconnect"
+            )
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, previous: asyncio.Task[None] | None) -> None:
+        """Follow the engine at the new socket; ``previous`` (a move still under way) is cancelled
+        first, so that two quick changes leave one follower, on the last socket."""
+        await _cancel(previous)
         await self._unfollow_engine()
+        if self._stopped:
+            return  # stop() forgets the containers
         for cid in list(self.containers):
             self._forget(cid, final=True)
         self._follow_engine()
@@ -519,10 +529,19 @@ class DockerModule(Module):
             packet.notes.setdefault("netns", netns)
         return None
 
-    def netns_for(self, key: bytes) -> str | None:
-        """The network namespace path of the one tracked container owning a packed address or MAC."""
-        owner = self.traffic.owners.get(key)
-        return owner.netns if owner else None
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a task and wait until it has finished.
+
+    Waiting with asyncio.wait rather than awaiting the task under suppress(CancelledError) lets a
+    cancellation of the caller itself through: a reconnection cancelled while it waits here must
+    not carry on.  A failure of the task is logged, not raised: it was being ended anyway."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (err := task.exception()) is not None:
+        log.error("docker: %s failed: %r", task.get_name(), err)
 
 
 def _event_fields(event: Any) -> tuple[str | None, str, str, dict[str, str]]:

@@ -80,7 +80,6 @@ class EventFeed:
         self.end_reason = ""
         self.overflowed = False
         self.dropped = 0
-        self.malformed = 0
 
     # called on the stream thread
     def feed_line(self, line: bytes) -> None:

@@ -49,7 +49,6 @@ class ContainerInfo:
     nano_cpus: int
     cpuset_size: int
     """CPUs in HostConfig.CpusetCpus; 0 when not pinned."""
-    network_mode: str
     endpoints: tuple[Endpoint, ...]
 
     @property
@@ -145,6 +144,5 @@ def parse_inspect(reply: Mapping[str, Any]) -> ContainerInfo:
         cpu_count=_field(reply, "HostConfig.CpuCount", int, 0),
         nano_cpus=_field(reply, "HostConfig.NanoCpus", int, 0),
         cpuset_size=cpuset_size(_field(reply, "HostConfig.CpusetCpus", str, "")),
-        network_mode=_field(reply, "HostConfig.NetworkMode", str, ""),
         endpoints=_endpoints(_field(reply, "NetworkSettings.Networks", Mapping, {})),
     )
