@@ -124,6 +124,59 @@ def test_counters_never_step_back_and_the_final_sample_keeps_the_last_values(tmp
     assert final[VirtDisk].values() == second[VirtDisk].values()
 
 
+def disk(records: list[object]) -> tuple[int, int, int, int]:
+    d = by_type(records)[VirtDisk]
+    return d.rd_req, d.rd_bytes, d.wr_req, d.wr_bytes
+
+
+def test_io_goes_on_from_the_last_value_sent_when_its_source_changes(tmp_path: Path) -> None:
+    """systemd turns the io controller on and off for the unit: io.stat comes and goes, and the
+    figures switch between it and the processes' /proc/<pid>/io, two unrelated totals."""
+    root = copy_tree("systemd-hybrid", tmp_path)
+    svc = make_service(root, "dbus.service", "/system.slice/dbus.service")
+    assert svc.dirs.unified is not None
+    io, io_stat = root / "proc/34/io", svc.dirs.unified / "io.stat"
+    assert disk(svc.records()) == (444, 4096, 9, 8192)
+    io.write_text(io.read_text().replace("syscr: 444", "syscr: 454"))
+    assert disk(svc.records()) == (454, 4096, 9, 8192)
+    # io.stat appears, smaller in requests and larger in bytes than the processes' figures: neither shows
+    io_stat.write_text("8:0 rbytes=1048576 wbytes=0 rios=5 wios=1 dbytes=0 dios=0\n")
+    assert disk(svc.records()) == (454, 4096, 9, 8192)
+    io_stat.write_text("8:0 rbytes=1052672 wbytes=4096 rios=15 wios=2 dbytes=0 dios=0\n")
+    assert disk(svc.records()) == (464, 8192, 10, 12288)
+    # and goes again: the process's figure, read before, is only a new baseline
+    io_stat.unlink()
+    io.write_text(io.read_text().replace("syscr: 454", "syscr: 474"))
+    assert disk(svc.records()) == (464, 8192, 10, 12288)
+    io.write_text(io.read_text().replace("syscr: 474", "syscr: 484"))
+    assert disk(svc.records()) == (474, 8192, 10, 12288)
+
+
+def test_cpu_goes_on_from_the_last_value_sent_when_a_v1_cpuacct_directory_comes_and_goes(tmp_path: Path) -> None:
+    """CPUAccounting turned on makes the unit's v1 cpuacct directory, which the reader prefers to the
+    unified cpu.stat; turned off, it goes and cpu.stat is read again."""
+    root = copy_tree("systemd-hybrid", tmp_path)
+    cgroup = "/system.slice/dbus.service"
+    svc = make_service(root, "dbus.service", cgroup)
+    mounts = read_mounts(root)
+    assert by_type(svc.records())[VirtCpu].cpu_time == 25
+    cpuacct = root / "sys/fs/cgroup/cpuacct/system.slice/dbus.service"
+    cpuacct.mkdir(parents=True)
+    (cpuacct / "cpuacct.usage").write_text("9000000000\n")
+    svc.place(mounts, cgroup)
+    assert "cpuacct" in svc.dirs.v1
+    assert by_type(svc.records())[VirtCpu].cpu_time == 25
+    (cpuacct / "cpuacct.usage").write_text("9005000000\n")
+    assert by_type(svc.records())[VirtCpu].cpu_time == 30
+    shutil.rmtree(cpuacct)
+    svc.place(mounts, cgroup)
+    assert by_type(svc.records())[VirtCpu].cpu_time == 30  # cpu.stat's 25 ms is a baseline again
+    assert svc.dirs.unified is not None
+    stat = svc.dirs.unified / "cpu.stat"
+    stat.write_text(stat.read_text().replace("usage_usec 25580", "usage_usec 35580"))
+    assert by_type(svc.records())[VirtCpu].cpu_time == 40
+
+
 def test_a_service_without_a_cgroup_reports_zeros_and_the_host_memory() -> None:
     svc = make_service(FIXTURES / "systemd-hybrid", "systemd-remount-fs.service", "")
     assert not svc.dirs

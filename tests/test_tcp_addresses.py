@@ -76,6 +76,21 @@ def test_a_dump_replaces_the_set(link: VethNamespace) -> None:
         assert packed("192.0.2.99") not in addresses.local and packed(link.ns_ip) in addresses.local
 
 
+def test_a_resync_that_cannot_be_sent_is_owed_and_a_later_one_works(link: VethNamespace) -> None:
+    sock, addresses = opened_in(link)
+    closed = open_route_socket()
+    closed.close()  # its send fails, as a request refused under memory pressure would
+    with sock:
+        addresses.entries.add((999, packed("192.0.2.99")))  # as if a deletion had been lost in an overrun
+        with pytest.raises(OSError):
+            addresses.resync(closed)
+        assert not addresses.dumping and addresses.stale
+        addresses.resync(sock)
+        assert addresses.dumping and not addresses.stale
+        follow(sock, addresses, lambda: not addresses.dumping)
+        assert packed("192.0.2.99") not in addresses.local and packed(link.ns_ip) in addresses.local
+
+
 @settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=300))
 def test_hostile_datagrams_never_raise(data: bytes) -> None:

@@ -17,8 +17,17 @@ A figure that cannot be read this round keeps its last value, so the final
 sample of a stopped service, whose cgroup systemd has already removed,
 carries what was last read, never zeros.  Counters go through Monotonic: a
 restarted service's cgroup starts again from zero and its processes come
-and go, but the sent counters never step back.  Each source has its own
-running total, so switching from cgroup to processes does not mix the two.
+and go, but the sent counters never step back.
+
+The source can change during a service's life: io.stat appears when systemd
+turns on the io controller for the unit, and a v1 ``cpuacct`` or ``blkio``
+directory comes and goes with the unit's accounting settings.  Each sent
+counter is therefore one running total over members tagged by their source
+(the cgroup directory read, or a pid), never one total per source: a member
+new to the sum gives only a baseline, so after a change the counter goes on
+from the last value sent.  The counts between the old source's last reading
+and the new one's first are lost, the price of never stepping back or
+jumping by the difference between two unrelated totals.
 
 Choices that the established agent makes the same way: 2101 state is
 running (1) while the service is active (only running services are
@@ -38,6 +47,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from hsflowd_py.counters import Monotonic
+from hsflowd_py.host_counters import USER_HZ
 from hsflowd_py.readers import ReaderError, read_parsed
 from hsflowd_py.readers.cgroup import (
     CgroupDirs,
@@ -58,7 +68,6 @@ T = TypeVar("T")
 
 STATE_RUNNING = 1
 STATE_SHUTOFF = 5
-USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def service_uuid(host: uuid.UUID, unit: str) -> uuid.UUID:
@@ -155,15 +164,23 @@ class Service:
 
     # ------------------------------------------------------------ readings
 
+    def _cgroup_source(self, v1_controller: str) -> Path | None:
+        """The directory the cgroup reader takes a figure from (its v1 controller's, else the unified one):
+        the member key of a cgroup reading, so that a change of directory counts as a change of source."""
+        return self.dirs.v1.get(v1_controller, self.dirs.unified)
+
     def _read_cpu(self, pids: list[int] | None) -> None:
         ns = self._attempt("cgroup CPU time", lambda: read_cpu_ns(self.dirs)) if self.dirs else None
+        ms: dict[Path | int | None, int]
         if ns is not None:
-            self.cpu_ms = self.monotonic.update("cpu", ns // 1_000_000, bits=32)
+            ms = {self._cgroup_source("cpuacct"): ns // 1_000_000}
         elif (
             pids and (ticks := self._attempt("process CPU time", lambda: read_tasks_ticks(self.root, pids))) is not None
         ):
             ms = {pid: t * 1000 // USER_HZ for pid, t in ticks.items()}
-            self.cpu_ms = self.monotonic.update_sum("cpu/tasks", ms, bits=32)
+        else:
+            return
+        self.cpu_ms = self.monotonic.update_sum("cpu", ms, bits=32)
 
     def _read_memory(self, pids: list[int] | None) -> None:
         mem = self._attempt("cgroup memory", lambda: read_memory(self.dirs)) if self.dirs else None
@@ -181,24 +198,22 @@ class Service:
 
     def _read_io(self, pids: list[int] | None) -> None:
         devices = self._attempt("cgroup I/O", lambda: read_io(self.dirs)) if self.dirs else None
+        counts: dict[tuple[Path | None, tuple[int, int]] | int, tuple[int, int, int, int]]
         if devices is not None:
-            self.io = (
-                self.monotonic.update_sum("rd_req", {d: c.reads for d, c in devices.items()}, bits=32),
-                self.monotonic.update_sum("rd_bytes", {d: c.read_bytes for d, c in devices.items()}, bits=64),
-                self.monotonic.update_sum("wr_req", {d: c.writes for d, c in devices.items()}, bits=32),
-                self.monotonic.update_sum("wr_bytes", {d: c.write_bytes for d, c in devices.items()}, bits=64),
-            )
+            source = self._cgroup_source("blkio")
+            counts = {(source, d): (c.reads, c.read_bytes, c.writes, c.write_bytes) for d, c in devices.items()}
         elif pids and (tasks := self._attempt("process I/O", lambda: read_tasks_io(self.root, pids))) is not None:
-            self.io = (
-                self.monotonic.update_sum("rd_req/tasks", {p: t.get("syscr", 0) for p, t in tasks.items()}, bits=32),
-                self.monotonic.update_sum(
-                    "rd_bytes/tasks", {p: t.get("read_bytes", 0) for p, t in tasks.items()}, bits=64
-                ),
-                self.monotonic.update_sum("wr_req/tasks", {p: t.get("syscw", 0) for p, t in tasks.items()}, bits=32),
-                self.monotonic.update_sum(
-                    "wr_bytes/tasks", {p: t.get("write_bytes", 0) for p, t in tasks.items()}, bits=64
-                ),
-            )
+            counts = {
+                p: (t.get("syscr", 0), t.get("read_bytes", 0), t.get("syscw", 0), t.get("write_bytes", 0))
+                for p, t in tasks.items()
+            }
+        else:
+            return
+
+        def total(key: str, i: int, bits: int) -> int:
+            return self.monotonic.update_sum(key, {m: c[i] for m, c in counts.items()}, bits=bits)
+
+        self.io = (total("rd_req", 0, 32), total("rd_bytes", 1, 64), total("wr_req", 2, 32), total("wr_bytes", 3, 64))
 
     def _attempt(self, what: str, read: Callable[[], T]) -> T | None:
         """A reading, or None when its source is absent (normal) or broken.

@@ -33,7 +33,7 @@ mode 0500/0400 of the process's owner, and the kernel checks ptrace read access 
 class SystemdTraffic(Module):
     name = "systemd-traffic"
     enrich_order = 30
-    """After tcp (10), whose answer it reads, and docker (20), whose entity record it shares."""
+    """After docker (5), whose entity record it shares, and tcp (10), whose answer it reads."""
 
     @classmethod
     def wanted(cls, settings: Settings) -> bool:

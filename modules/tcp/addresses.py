@@ -6,7 +6,8 @@ new address).  One NETLINK_ROUTE socket per namespace both dumps the
 addresses (RTM_GETADDR) and listens to the IPv4/IPv6 address groups; the
 messages arrive in order, so applying them one by one keeps the set exact.
 If the socket overruns (ENOBUFS) notifications were lost and the whole set is
-dumped again.
+dumped again; a dump request that cannot be sent then is owed (``stale``) and
+asked for again later.
 
 The socket is made in whichever namespace the caller's thread is in, which is
 how the tcp module gets the addresses of a container's namespace.
@@ -72,6 +73,8 @@ class LocalAddresses:
         self._seq = 0
         self.refused = 0
         """errno of the last refused dump."""
+        self.stale = False
+        """Notifications were lost and the dump that replaces the set could not be asked for yet."""
 
     def start_dump(self) -> bytes:
         """The request to send: every address, replacing the set when the dump ends."""
@@ -80,6 +83,24 @@ class LocalAddresses:
         self._dumped = set()
         self.refused = 0
         return dump_request(self._seq)
+
+    def resync(self, sock: socket.socket) -> None:
+        """Dump the set again after notifications were lost, unless a dump is already under way.
+
+        The request can fail under the memory pressure that caused the overrun (ENOBUFS, EBUSY).  No
+        dump is pending then, or every later overrun would skip its resync for one that never comes:
+        ``stale`` says a dump is owed and the OSError goes to the caller, to count and to call again.
+        """
+        if self.dumping:
+            return
+        request = self.start_dump()
+        try:
+            sock.send(request)
+        except OSError:
+            self._dump_seq = None
+            self.stale = True
+            raise
+        self.stale = False
 
     def feed(self, data: bytes) -> None:
         changed = False

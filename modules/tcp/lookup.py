@@ -313,10 +313,17 @@ class Namespace:
                     once(self.stats, "route_errors", "tcp: address socket in %s: %s", self.name, e)
                     return
                 self.stats["address_resyncs"] += 1  # notifications were lost: read the whole set again
-                if not self.addresses.dumping:
-                    self.route.send(self.addresses.start_dump())
+                self.resync()
                 continue
             self.addresses.feed(data)
+
+    def resync(self) -> None:
+        """Ask for the whole address set again; a request that cannot be sent is counted and asked for
+        again at the next overrun or prune (an exception here would escape the loop's reader callback)."""
+        try:
+            self.addresses.resync(self.route)
+        except OSError as e:
+            once(self.stats, "address_resync_errors", "tcp: cannot re-read the addresses of %s: %s", self.name, e)
 
     def close(self) -> None:
         self.diag.loop.remove_reader(self.route.fileno())
@@ -380,7 +387,8 @@ class Namespaces:
 
     def prune(self) -> None:
         """Close namespaces whose paths are gone or name another namespace now, and idle ones;
-        give up look-ups whose replies were lost even when no new look-up comes to notice."""
+        give up look-ups whose replies were lost even when no new look-up comes to notice; ask again for
+        the address dumps that could not be asked for at an overrun."""
         now = time.monotonic()
         self.root.diag.expire(now)
         for path, ns in list(self.by_path.items()):
@@ -399,6 +407,9 @@ class Namespaces:
                 del self.by_ident[ident]
                 ns.close()
                 self.stats["namespaces_closed"] += 1
+        for ns in (self.root, *self.by_ident.values()):
+            if ns.addresses.stale:
+                ns.resync()
         self.failed = {p: t for p, t in self.failed.items() if t > now}
 
     @property
