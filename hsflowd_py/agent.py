@@ -32,7 +32,7 @@ from .flow_path import FlowPath
 from .host_counters import HostCounters
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
-from .receivers import Receivers
+from .receivers import Receivers, Target
 from .sflow import records as rec
 from .sflow.assembler import DatagramAssembler
 from .sflow.codec import encode_sample
@@ -87,7 +87,7 @@ class Agent:
         self.started = time.monotonic()
         self.receivers = Receivers()
         self.autofile = AutoFile(auto_path)
-        self.ds_indexes = DsIndexes()
+        self.ds_indexes = DsIndexes(settings.forget_vms)
         self.host = HostCounters(root)
         self.discovered = Discovered()
         self.settings = settings
@@ -98,6 +98,9 @@ class Agent:
         self.agent_address: Any = None
         self.agent_dev: str | None = None
         self._stopping = asyncio.Event()
+        self._modules_lock = asyncio.Lock()
+        """Held while modules start or stop, so two SIGHUPs in a row cannot start one module twice."""
+        self._reloads: set[asyncio.Task[bool]] = set()
         self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
         self.flows = FlowPath(self.stats, self.uptime_ms, self._guard, ENRICH_TIMEOUT_S)
 
@@ -123,10 +126,10 @@ class Agent:
             s = replace(s, **changes)
         return s
 
-    def collector_targets(self) -> list[tuple[str, int]]:
+    def collector_targets(self) -> list[Target]:
         if self.discovered.collectors is not None:
-            return list(self.discovered.collectors)
-        return [(c.ip, c.udpport) for c in self.settings.collectors]
+            return [(host, port, None) for host, port in self.discovered.collectors]
+        return [(c.ip, c.udpport, c.dev) for c in self.settings.collectors]
 
     def refresh_agent_address(self) -> None:
         """Pick the agent address; a change restarts datagram sequence numbers and uptime."""
@@ -161,7 +164,7 @@ class Agent:
                 header_bytes=s.header_bytes,
                 datagram_bytes=s.datagram_bytes,
                 polling=s.polling,
-                collectors=tuple(self.collector_targets()),
+                collectors=tuple((host, port) for host, port, _ in self.collector_targets()),
                 agent_ip=str(self.agent_address),
                 agent_dev=self.agent_dev,
                 application_sampling=tuple(s.sampling_by_application.items()),
@@ -175,6 +178,7 @@ class Agent:
         """Make the effective settings (file + discovered) current everywhere."""
         polling = self.settings.polling
         self.settings = self._effective_settings()
+        self.ds_indexes.forget_s = self.settings.forget_vms
         if self.settings.polling != polling:
             self._rephase_pollers()
         self.receivers.configure(self.collector_targets())
@@ -190,7 +194,7 @@ class Agent:
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; a bad file is reported and the running settings stay."""
-        if not self.config_path:
+        if not self.config_path or self._stopping.is_set():
             return False
         try:
             new = load_config(self.config_path)
@@ -218,6 +222,11 @@ class Agent:
 
     async def _sync_modules(self) -> None:
         """Start modules the settings now want, stop the ones they no longer want."""
+        async with self._modules_lock:
+            if not self._stopping.is_set():
+                await self._start_and_stop_modules()
+
+    async def _start_and_stop_modules(self) -> None:
         registry = module_api.discover()
         for name, cls in registry.items():
             wanted = self._wants(cls)
@@ -374,6 +383,22 @@ class Agent:
                 ", ".join(sorted(missing)),
             )
 
+    def _reload_in_background(self) -> None:
+        """SIGHUP: the reload runs as a task the agent keeps until it ends (the loop holds tasks weakly)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _serve_status(self) -> asyncio.AbstractServer | None:
+        """The ``--status`` socket; the agent runs on without it if it cannot be made."""
+        if not self.status_path:
+            return None
+        try:
+            return await status.serve(self.status_path, self.status)
+        except OSError as e:
+            log.error("no status socket at %s: %s", self.status_path, e)
+            return None
+
     def request_stop(self) -> None:
         self._stopping.set()
 
@@ -382,21 +407,22 @@ class Agent:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
         self.apply_settings()
         self.add_poller(*HOST_DS, self.host_records, "host")
-        await self._sync_modules()
-        status_server = await status.serve(self.status_path, self.status) if self.status_path else None
-        self.drop_privileges()
-        log.info(
-            "agent %s sub-agent %d sending to %s",
-            self.agent_address,
-            self.settings.sub_agent(),
-            ", ".join(r.label for r in self.receivers.receivers) or "nobody yet",
-        )
-        last_address_check = time.monotonic()
+        status_server = None
         try:
+            await self._sync_modules()
+            status_server = await self._serve_status()
+            self.drop_privileges()
+            log.info(
+                "agent %s sub-agent %d sending to %s",
+                self.agent_address,
+                self.settings.sub_agent(),
+                ", ".join(r.label for r in self.receivers.receivers) or "nobody yet",
+            )
+            last_address_check = time.monotonic()
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
@@ -407,8 +433,10 @@ class Agent:
                     self.refresh_agent_address()
                     self.write_autofile()
         finally:
-            for m in list(self.modules.values()):
-                await self._stop_module(m)
+            self._stopping.set()  # a SIGHUP from now on changes nothing (its default action would kill us)
+            async with self._modules_lock:  # a reload under way finishes its module starts first
+                for m in list(self.modules.values()):
+                    await self._stop_module(m)
             await self.flows.held.drain()
             self.flush()
             self.receivers.close()

@@ -47,11 +47,3 @@ class SampledPacket:
     timestamp_ns: int = 0
     extra: list[Record] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def input(self) -> int:
-        return ports(self.ds_index, self.direction)[0]
-
-    @property
-    def output(self) -> int:
-        return ports(self.ds_index, self.direction)[1]

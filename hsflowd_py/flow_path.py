@@ -146,7 +146,7 @@ class FlowPath:
         seq = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
         inp, out = ports(ds_index, direction)
         encoder = self._encoder
-        off = a.reserve(encoder.fixed_size + ((length + 3) & ~3) + len(extras), self.uptime_ms())
+        off = a.reserve(encoder.size(length) + len(extras), self.uptime_ms())
         encoder.pack_into(
             a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
             header_protocol, frame_length, stripped, header, start, length, timestamp_ns, extras, extra_count,

@@ -63,8 +63,17 @@ class HeldSamples:
             log.debug("enrichment failed", exc_info=future.exception())
         held.waiting -= 1
         if held.waiting == 0 and not held.emitted:
-            held.emitted = True
+            self._emit(held)
+
+    def _emit(self, held: _Held) -> None:
+        """Encode a held sample once; a sample that fails to encode is counted and dropped, and the
+        sweep that called this goes on (stopping it would stop every later expiry)."""
+        held.emitted = True
+        try:
             self.emit(held.packet)
+        except Exception:
+            self.stats["faults"] += 1
+            log.exception("a held sample could not be encoded; dropped")
 
     def _sweep(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -72,9 +81,8 @@ class HeldSamples:
         while q and (q[0].emitted or q[0].deadline <= now):
             held = q.popleft()
             if not held.emitted:
-                held.emitted = True
                 self.stats["enrich_timeouts"] += 1
-                self.emit(held.packet)
+                self._emit(held)
         self._timer = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep) if q else None
 
     async def drain(self) -> None:

@@ -3,11 +3,16 @@
 Sending never blocks the agent and never raises: a collector that is
 unreachable (ICMP port unreachable surfaces as ECONNREFUSED on a later send,
 no route as ENETUNREACH) is counted and logged once per fault, and sending
-resumes by itself when the path comes back.
+resumes by itself when the path comes back.  Collector names are resolved off
+the event loop: a resolver that does not answer would otherwise stall sampling
+for its whole timeout, every ``checkAdaptors`` seconds.  A collector with a
+``dev`` is sent to through a socket bound to that device (SO_BINDTODEVICE), as
+for a management VRF.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -16,14 +21,19 @@ from dataclasses import dataclass, field
 log = logging.getLogger("hsflowd.receivers")
 
 _TRANSIENT = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.ENOBUFS, errno.EPERM}
+_UDP_HINTS = {"type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}
+
+Target = tuple[str, int, str | None]
+"""A collector as configured: host (address or name), UDP port, device to send through or None."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Receiver:
     """One collector: its address as configured, its resolved socket address, counters."""
 
     host: str
     port: int
+    dev: str | None = None
     sockaddr: tuple | None = None
     family: int = socket.AF_INET
     sent: int = 0
@@ -32,15 +42,30 @@ class Receiver:
     """The send fault being reported, so each fault is logged once, not once per datagram."""
     unresolved: str | None = field(default=None)
     """The same for name resolution, which fails and recovers independently of sending."""
+    resolving: asyncio.Task[None] | None = None
 
     @property
     def label(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return f"{address}%{self.dev}" if self.dev else address
+
+    def resolved(self, family: int, sockaddr: tuple) -> None:
+        self.family, self.sockaddr = family, sockaddr
+        if self.unresolved is not None:
+            log.info("collector %s: resolves again, to %s", self.label, sockaddr[0])
+            self.unresolved = None
+
+    def not_resolved(self, e: OSError) -> None:
+        """Keep the last address; log the fault once."""
+        kept = f", keeping {self.sockaddr[0]}" if self.sockaddr else ""
+        if self.unresolved is None:
+            log.warning("collector %s: cannot resolve%s: %s", self.label, kept, e)
+        self.unresolved = str(e)
 
 
-def resolve(host: str, port: int) -> tuple[int, tuple]:
+def resolve(host: str, port: int, flags: int = 0) -> tuple[int, tuple]:
     """Resolve a collector name or literal; raises OSError when it cannot be resolved."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
+    infos = socket.getaddrinfo(host, port, flags=flags, **_UDP_HINTS)
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 
@@ -50,35 +75,62 @@ class Receivers:
 
     def __init__(self) -> None:
         self.receivers: list[Receiver] = []
-        self._sockets: dict[int, socket.socket] = {}
+        self._sockets: dict[tuple[int, str | None], socket.socket] = {}
 
-    def configure(self, targets: list[tuple[str, int]]) -> None:
+    def configure(self, targets: list[Target]) -> None:
         """Replace the collector list, keeping counters of collectors that stay."""
-        old = {(r.host, r.port): r for r in self.receivers}
-        self.receivers = [old.get((h, p)) or Receiver(h, p) for h, p in targets]
+        old = {(r.host, r.port, r.dev): r for r in self.receivers}
+        self.receivers = [old.pop(t, None) or Receiver(*t) for t in targets]
+        for gone in old.values():
+            if gone.resolving is not None:
+                gone.resolving.cancel()
         self.refresh()
 
     def refresh(self) -> None:
-        """(Re)resolve host names; a name that stops resolving keeps its last address."""
+        """(Re)resolve collectors: address literals at once, names in the resolver's thread when
+        the agent's loop runs (at once otherwise); a name that stops resolving keeps its last address."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         for r in self.receivers:
             try:
-                r.family, r.sockaddr = resolve(r.host, r.port)
-            except OSError as e:
-                kept = f", keeping {r.sockaddr[0]}" if r.sockaddr else ""
-                if r.unresolved is None:
-                    log.warning("collector %s: cannot resolve%s: %s", r.label, kept, e)
-                r.unresolved = str(e)
+                r.resolved(*resolve(r.host, r.port, socket.AI_NUMERICHOST))
                 continue
-            if r.unresolved is not None:
-                log.info("collector %s: resolves again, to %s", r.label, r.sockaddr[0])
-                r.unresolved = None
+            except OSError:
+                pass  # a name
+            if loop is None:
+                try:
+                    r.resolved(*resolve(r.host, r.port))
+                except OSError as e:
+                    r.not_resolved(e)
+            elif r.resolving is None:
+                r.resolving = loop.create_task(self._resolve_name(r))
 
-    def _socket(self, family: int) -> socket.socket:
-        sock = self._sockets.get(family)
+    @staticmethod
+    async def _resolve_name(r: Receiver) -> None:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(r.host, r.port, **_UDP_HINTS)
+            family, _, _, _, sockaddr = infos[0]
+            r.resolved(family, sockaddr)
+        except OSError as e:
+            r.not_resolved(e)
+        finally:
+            r.resolving = None
+
+    def _socket(self, r: Receiver) -> socket.socket:
+        key = (r.family, r.dev)
+        sock = self._sockets.get(key)
         if sock is None:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            self._sockets[family] = sock
+            sock = socket.socket(r.family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                if r.dev:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, r.dev.encode())
+            except OSError:
+                sock.close()
+                raise
+            self._sockets[key] = sock
         return sock
 
     def _fault(self, r: Receiver, why: str) -> None:
@@ -90,10 +142,10 @@ class Receivers:
     def send(self, datagram: bytes) -> None:
         for r in self.receivers:
             if r.sockaddr is None:
-                r.errors += 1  # never resolved: counted, already logged by refresh()
+                r.errors += 1  # never resolved: counted, logged by the resolution
                 continue
             try:
-                self._socket(r.family).sendto(datagram, r.sockaddr)
+                self._socket(r).sendto(datagram, r.sockaddr)
             except OSError as e:
                 if e.errno not in _TRANSIENT:
                     log.debug("collector %s: unexpected send error", r.label, exc_info=True)
@@ -105,6 +157,9 @@ class Receivers:
                 r.failing = None
 
     def close(self) -> None:
+        for r in self.receivers:
+            if r.resolving is not None:
+                r.resolving.cancel()
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()

@@ -134,3 +134,48 @@ def test_stop_flushes_pending_flow_samples(tmp_path: Path) -> None:
     assert [f.sequence for f in flows] == [1, 2, 3, 4, 5]
     assert all(f.ds_index == 7 and f.output == 7 for f in flows)
     sink.close()
+
+
+def test_two_reloads_at_once_start_a_module_once_and_none_after_stop(tmp_path: Path) -> None:
+    """Two SIGHUPs while a module is still starting: one instance; a reload once stopping: none."""
+    import asyncio
+
+    from hsflowd_py import module as module_api
+    from hsflowd_py.agent import Agent
+    from hsflowd_py.config import Settings, load_config
+
+    started: list[module_api.Module] = []
+    gate = asyncio.Event()
+
+    class SlowStart(module_api.Module):
+        name = "slow-start-test"
+
+        @classmethod
+        def wanted(cls, settings: Settings) -> bool:
+            return settings.polling == 7
+
+        async def start(self) -> None:
+            started.append(self)
+            await gate.wait()
+
+    conf = tmp_path / "hsflowd.conf"
+    conf.write_text(CONFIG.format(polling=30, port=9))
+    module_api.register(SlowStart)
+    try:
+        agent = Agent(load_config(conf), config_path=str(conf), auto_path=str(tmp_path / "auto"))
+
+        async def scenario() -> None:
+            conf.write_text(CONFIG.format(polling=7, port=9))
+            first, second = asyncio.create_task(agent.reload()), asyncio.create_task(agent.reload())
+            await asyncio.sleep(0.1)
+            gate.set()
+            assert await first and await second
+            assert len(started) == 1 and agent.modules["slow-start-test"] is started[0]
+            agent.request_stop()
+            conf.write_text(CONFIG.format(polling=30, port=9))
+            assert not await agent.reload(), "a reload while stopping changes nothing"
+            assert agent.settings.polling == 7
+
+        asyncio.run(scenario())
+    finally:
+        module_api.MODULES.pop(SlowStart.name, None)

@@ -62,7 +62,7 @@ def test_defaults() -> None:
     assert (settings.refresh_vms, settings.forget_vms, settings.run_as_user, settings.run_as_group) == (
         60, 180, "nobody", None)
     assert settings.sampling_bps_ratio is None
-    assert settings.dns_sd is settings.tcp is settings.docker is settings.systemd is settings.json is None
+    assert settings.dns_sd is settings.tcp is settings.docker is settings.systemd is None
 
 
 def test_glued_form_of_the_established_agent() -> None:
@@ -79,12 +79,11 @@ def test_semicolons_and_missing_equals() -> None:
 
 def test_keywords_are_case_insensitive() -> None:
     settings = parse_config("SFLOW { HEADERBYTES = 64 Sampling.10g = 5000 Collector { IP = 10.0.0.1 UdpPort = 1 } "
-                            "Docker { MARKTRAFFIC = ON } JSON { udpport = 36343 } }")
+                            "Docker { MARKTRAFFIC = ON } }")
     assert settings.header_bytes == 64
     assert settings.sampling_by_speed == {10**10: 5000}
     assert settings.collectors == (CollectorSettings("10.0.0.1", 1),)
     assert settings.docker == DockerSettings(mark_traffic=True)
-    assert settings.json is not None and settings.json.udpport == 36343
 
 
 def test_quotes_and_comments() -> None:
@@ -123,12 +122,12 @@ def test_application_settings_share_the_sampling_and_polling_families_with_speed
 def test_multiple_collectors_including_ipv6_and_host_names() -> None:
     settings = sflow("""
         collector { ip = 10.0.0.30 }
-        collector { ip = 2001:DB8::30 udpport = 6344 dev = eth1 namespace = mgmt }
+        collector { ip = 2001:DB8::30 udpport = 6344 dev = eth1 }
         collector { ip = collector.example.com }
     """)
     assert settings.collectors == (
         CollectorSettings("10.0.0.30"),
-        CollectorSettings("2001:db8::30", 6344, "eth1", "mgmt"),
+        CollectorSettings("2001:db8::30", 6344, "eth1"),
         CollectorSettings("collector.example.com"),
     )
 
@@ -136,11 +135,11 @@ def test_multiple_collectors_including_ipv6_and_host_names() -> None:
 def test_multiple_pcap_blocks_and_their_options() -> None:
     settings = sflow(f"""{LOOPBACK}
         pcap {{ dev = eth0 promisc = on sampler = ebpf }}
-        pcap {{ dev.pattern = veth.* vport = on sampling = 10 sampler = CBPF }}
+        pcap {{ dev.pattern = veth.* sampling = 10 sampler = CBPF }}
     """)
     assert settings.pcap == (
         PcapSettings(dev="eth0", promisc=True, sampler="ebpf"),
-        PcapSettings(dev_pattern="veth.*", vport=True, sampling=10, sampler="cbpf"),
+        PcapSettings(dev_pattern="veth.*", sampling=10, sampler="cbpf"),
     )
     assert settings.packet_sampling_configured()
     assert settings.sub_agent() == settings.sub_agent_id
@@ -171,11 +170,9 @@ def test_module_blocks() -> None:
     settings = sflow(f"""{LOOPBACK}
         tcp {{ tunnel = on udp = on dump = off }}
         systemd {{ markTraffic = on dropPriv = off refreshVMs = 20 cgroupRoot = /tmp/cg }}
-        json {{ fifo = /tmp/hsflowd.fifo }}
     """)
     assert settings.tcp == TcpSettings(tunnel=True, udp=True)
     assert settings.systemd == SystemdSettings(True, False, 20, "/tmp/cg")
-    assert settings.json is not None and (settings.json.udpport, settings.json.fifo) == (None, "/tmp/hsflowd.fifo")
 
 
 def test_a_scalar_given_twice_keeps_the_last() -> None:
@@ -210,19 +207,18 @@ def test_example_file_with_everything_uncommented_parses() -> None:
     assert settings.pcap[0].dev_pattern == "^veth.*"
     assert settings.sampling_by_speed == {10**10: 10000}
     assert (settings.sampling_by_application, settings.polling_by_application) == ({"http": 50}, {"http": 20})
-    assert settings.json is not None and settings.json.udpport == 36343
 
 
 @pytest.mark.parametrize(
     "body",
     [
         LOOPBACK,
-        f"""{LOOPBACK} collector {{ ip = fd00::1 udpport = 9 dev = eth0 namespace = "ns 1" }}
+        f"""{LOOPBACK} collector {{ ip = fd00::1 udpport = 9 dev = eth0 }}
             sampling.10G = 5 sampling.2.5G = 7 sampling.http = 9 polling.app.x = 3
             sampling.bps_ratio = 0 agent.cidr = !10.0.0.0/8 agent.cidr = fd00::/8
             uuid = 6f1e4d0a-3c39-4e53-9d1a-0c5e0d3c8a11 group = adm
             pcap {{ dev.pattern = "a b{{2}}#" speed = 1G-10G }} pcap {{ speed = 25G- sampling = 3 }}
-            tcp {{ }} docker {{ hostname = on }} systemd {{ refreshVMs = 5 }} json {{ UDPport = 1 }}""",
+            tcp {{ }} docker {{ hostname = on }} systemd {{ refreshVMs = 5 }}""",
         "dns-sd { firstQuery = 0.25 }",
     ],
 )

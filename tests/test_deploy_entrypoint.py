@@ -40,7 +40,7 @@ def test_defaults_are_the_established_images(tmp_path: Path) -> None:
     assert "sampling = 1000" in lines and "sampling.bps_ratio = 0" in lines and "polling = 30" in lines
     assert "collector { ip = 127.0.0.1 udpport = 6343 }" in lines
     assert [x for x in lines if x.startswith(("pcap", "tcp", "docker"))] == [
-        "pcap { speed = 1G- promisc = off vport = off sampler = auto }",
+        "pcap { speed = 1G- promisc = off sampler = auto }",
         "tcp { tunnel = off udp = off dump = off }",
     ]
     assert (tmp_path / "hsflowd.conf").read_text().splitlines()[0] == MARK
@@ -64,7 +64,7 @@ def test_every_variable_reaches_the_config(tmp_path: Path) -> None:
 def test_net_selects_the_sampled_links(tmp_path: Path, net: str, pcap: list[str]) -> None:
     lines = effective(tmp_path, NET=net)
     blocks = [x for x in lines if x.startswith(("pcap", "tcp"))]
-    assert blocks == [f"pcap {{ {p} promisc = off vport = off sampler = auto }}" for p in pcap]
+    assert blocks == [f"pcap {{ {p} promisc = off sampler = auto }}" for p in pcap]
 
 
 def test_a_mounted_docker_socket_adds_the_docker_module(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_reload_restarts_discovery_or_ends_it(tmp_path: Path) -> None:
         assert await agent.reload()
         assert "dns-sd" not in agent.modules
         assert agent.discovered == Discovered()
-        assert agent.collector_targets() == [("127.0.0.1", 7003)]
+        assert agent.collector_targets() == [("127.0.0.1", 7003, None)]
         agent.receivers.close()
 
     try:

@@ -91,3 +91,25 @@ def test_drain_sends_what_is_still_held() -> None:
 
     emitted, stats = run(scenario)
     assert [n for n, _ in emitted] == [4] and stats["enrich_timeouts"] == 1
+
+
+def test_a_sample_that_fails_to_encode_is_counted_and_later_ones_still_expire() -> None:
+    emitted: list[int] = []
+    stats = {"faults": 0, "enrich_timeouts": 0}
+
+    def emit(p: SampledPacket) -> None:
+        if p.ds_index == 1:
+            raise ValueError("an enricher's record does not encode")
+        emitted.append(p.ds_index)
+
+    async def main() -> None:
+        held = HeldSamples(emit, stats, timeout=0.2)
+        loop = asyncio.get_running_loop()
+        held.hold(packet(1), [loop.create_future()])
+        await asyncio.sleep(0.4)  # expired: its encoding fails inside the sweep
+        held.hold(packet(2), [loop.create_future()])
+        await asyncio.sleep(0.4)  # the sweep must still run for this one
+
+    asyncio.run(main())
+    assert emitted == [2]
+    assert stats == {"faults": 1, "enrich_timeouts": 2}

@@ -102,11 +102,9 @@ def test_v1_locates_controllers_and_unified(tmp_path: Path) -> None:
 
 def test_v1_usage(tmp_path: Path) -> None:
     dirs = dirs_of(tree(tmp_path, "cgroup-v1"))
-    usage = cg.read_usage(dirs)
-    assert usage.errors == ()
-    assert usage.cpu_ns == 19080244  # cpuacct.usage wins over the unified cpu.stat
-    assert usage.memory == cg.Memory(53067776, None)
-    assert usage.io == {(254, 0): cg.IoCounts(0, 20971520, 0, 20), (7, 0): cg.IoCounts(4096, 0, 1, 0)}
+    assert cg.read_cpu_ns(dirs) == 19080244  # cpuacct.usage wins over the unified cpu.stat
+    assert cg.read_memory(dirs) == cg.Memory(53067776, None)
+    assert cg.read_io(dirs) == {(254, 0): cg.IoCounts(0, 20971520, 0, 20), (7, 0): cg.IoCounts(4096, 0, 1, 0)}
     assert cg.read_procs(dirs) == [4242, 4250]
 
 
@@ -147,9 +145,7 @@ def test_gone_cgroup_reports_missing(tmp_path: Path) -> None:
     with pytest.raises(ReaderError) as err:
         cg.read_memory(dirs)
     assert err.value.missing
-    usage = cg.read_usage(dirs)
-    assert usage.memory is None and usage.cpu_ns == 19080244
-    assert [e.missing for e in usage.errors] == [True]
+    assert cg.read_cpu_ns(dirs) == 19080244, "the other resources still read"
 
 
 def test_malformed_value_names_the_file(tmp_path: Path) -> None:
@@ -175,11 +171,9 @@ def test_v2_usage(tmp_path: Path) -> None:
     root = tree(tmp_path, "cgroup-v2")
     dirs = dirs_of(root)
     assert dirs.unified == root / f"sys/fs/cgroup/system.slice/docker-{ID}.scope" and not dirs.v1
-    usage = cg.read_usage(dirs)
-    assert usage.errors == ()
-    assert usage.cpu_ns == 1513287000
-    assert usage.memory == cg.Memory(53067776, 268435456)
-    assert usage.io == {
+    assert cg.read_cpu_ns(dirs) == 1513287000
+    assert cg.read_memory(dirs) == cg.Memory(53067776, 268435456)
+    assert cg.read_io(dirs) == {
         (8, 16): cg.IoCounts(1459200, 314773504, 192, 353),
         (8, 0): cg.IoCounts(90430464, 299008000, 8950, 1252),
     }
@@ -188,8 +182,7 @@ def test_v2_usage(tmp_path: Path) -> None:
 def test_v2_unit_path_without_limit_or_io(tmp_path: Path) -> None:
     root = tree(tmp_path, "cgroup-v2")
     dirs = cg.locate_path(cg.read_mounts(root), "/system.slice/ssh.service")
-    usage = cg.read_usage(dirs)
-    assert (usage.cpu_ns, usage.memory, usage.io) == (250000000, cg.Memory(4603904, None), {})
+    assert (cg.read_cpu_ns(dirs), cg.read_memory(dirs), cg.read_io(dirs)) == (250000000, cg.Memory(4603904, None), {})
     assert cg.read_procs(dirs) == [611]
 
 

@@ -1,6 +1,13 @@
 """Every datagram reaches every collector; faults are counted, never raised."""
 
+import asyncio
 import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from netns import VethNamespace, sh
 
 from hsflowd_py.receivers import Receivers
 
@@ -15,7 +22,7 @@ def listener(family: int, host: str) -> socket.socket:
 def test_each_datagram_goes_to_ipv4_and_ipv6_collectors() -> None:
     a, b = listener(socket.AF_INET, "127.0.0.1"), listener(socket.AF_INET6, "::1")
     r = Receivers()
-    r.configure([("127.0.0.1", a.getsockname()[1]), ("::1", b.getsockname()[1])])
+    r.configure([("127.0.0.1", a.getsockname()[1], None), ("::1", b.getsockname()[1], None)])
     r.send(b"one")
     r.send(b"two")
     assert [a.recv(100), a.recv(100)] == [b"one", b"two"]
@@ -29,7 +36,7 @@ def test_each_datagram_goes_to_ipv4_and_ipv6_collectors() -> None:
 def test_unresolvable_collector_is_counted_and_the_others_still_get_data() -> None:
     a = listener(socket.AF_INET, "127.0.0.1")
     r = Receivers()
-    r.configure([("no-such-host.invalid", 6343), ("localhost", a.getsockname()[1])])
+    r.configure([("no-such-host.invalid", 6343, None), ("localhost", a.getsockname()[1], None)])
     r.send(b"x")
     assert a.recv(10) == b"x"
     bad = r.receivers[0]
@@ -42,9 +49,54 @@ def test_reconfigure_keeps_counters_of_collectors_that_stay() -> None:
     a = listener(socket.AF_INET, "127.0.0.1")
     port = a.getsockname()[1]
     r = Receivers()
-    r.configure([("127.0.0.1", port)])
+    r.configure([("127.0.0.1", port, None)])
     r.send(b"x")
-    r.configure([("127.0.0.1", port), ("127.0.0.1", 9)])
+    r.configure([("127.0.0.1", port, None), ("127.0.0.1", 9, None)])
     assert r.receivers[0].sent == 1 and r.receivers[1].sent == 0
     r.close()
     a.close()
+
+
+def test_names_are_resolved_off_the_loop() -> None:
+    """With the agent's loop running, refresh() returns at once and the name resolves in the background."""
+    a = listener(socket.AF_INET, "127.0.0.1")
+
+    async def body() -> None:
+        r = Receivers()
+        r.configure([("localhost", a.getsockname()[1], None), ("127.0.0.1", 9, None)])
+        named, literal = r.receivers
+        assert named.resolving is not None and named.sockaddr is None
+        assert literal.sockaddr == ("127.0.0.1", 9), "an address literal needs no resolver"
+        await asyncio.wait_for(named.resolving, 5)
+        assert named.sockaddr is not None and named.sockaddr[1] == a.getsockname()[1]
+        r.send(b"x")
+        assert a.recv(10) == b"x"
+        r.close()
+
+    asyncio.run(body())
+    a.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_BINDTODEVICE"), reason="Linux only")
+def test_a_collector_dev_sends_through_that_device() -> None:
+    """collector { dev }: the datagram leaves through the named device, not by the routing table."""
+    with VethNamespace("rcvd", 66) as link:
+        port = 6399
+        listen = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+                  f" s.bind(('{link.ns_ip}', {port})); print(s.recv(100).decode(), flush=True)")  # fmt: skip
+        catch = subprocess.Popen(link.exec("timeout", "5", sys.executable, "-c", listen), stdout=subprocess.PIPE,
+                                 text=True)  # fmt: skip
+        while not sh(*link.exec("ss", "-Huln", f"sport = :{port}")).stdout.strip():
+            time.sleep(0.05)
+        via_lo, via_veth = Receivers(), Receivers()
+        via_lo.configure([(link.ns_ip, port, "lo")])
+        via_veth.configure([(link.ns_ip, port, link.host_dev)])
+        for _ in range(3):
+            via_lo.send(b"through lo")  # the routing table would take the veth: bound to lo, it goes nowhere
+        time.sleep(0.2)
+        via_veth.send(b"through the veth")
+        out, _ = catch.communicate(timeout=5)
+        assert out.strip() == "through the veth"
+        assert via_lo.receivers[0].sent == 3 and via_veth.receivers[0].sent == 1
+        via_lo.close()
+        via_veth.close()

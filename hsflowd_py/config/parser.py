@@ -26,8 +26,14 @@ from .schema import Block, Family, Option, config_fields, parse_suffix, suffix_f
 from .settings import Settings
 
 UNSUPPORTED_BLOCKS = frozenset(
-    "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp".split()
+    "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp json".split()
 )
+"""Blocks of the established agent's ``sflow {}`` that hsflowd-py does not implement (``json {}``:
+the listener for sub-agents' JSON-encoded samples)."""
+
+UNSUPPORTED_KEYS = {"collector": frozenset({"namespace"}), "pcap": frozenset({"vport"})}
+"""Keys of the established agent's blocks that hsflowd-py does not implement: ``namespace`` (send
+from another network namespace) and ``vport`` (the device faces a VM or container)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,9 @@ class _Parser:
                 raise self._error(f"unexpected '{{' in block {opener.text!r}, expected a key", token.line)
             if top and token.text.lower() in UNSUPPORTED_BLOCKS:
                 raise self._error(f"block {token.text!r} is not supported by hsflowd-py", token.line, token.text)
+            if token.text.lower() in UNSUPPORTED_KEYS.get(opener.text.lower(), ()):
+                raise self._error(f"key {token.text!r} in block {opener.text!r} is not supported by hsflowd-py",
+                                  token.line, token.text)  # fmt: skip
             self._entry(token, opener, table, found)
         self._check_required(cls, table, found, opener)
         return {name: tuple(value) if isinstance(value, list) else value for name, value in found.items()}

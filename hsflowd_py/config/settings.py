@@ -30,7 +30,6 @@ class CollectorSettings:
     ip: str = field(metadata=conf_key("ip", v.HOST))
     udpport: int = field(default=6343, metadata=conf_key("udpport", v.PORT))
     dev: str | None = field(default=None, metadata=conf_key("dev", v.IFNAME))
-    namespace: str | None = field(default=None, metadata=conf_key("namespace", v.TEXT))
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,6 @@ class PcapSettings:
     dev_pattern: str | None = field(default=None, metadata=conf_key("dev.pattern", v.REGEX))
     speed: tuple[int, int | None] | None = field(default=None, metadata=conf_key("speed", v.SPEED_RANGE))
     promisc: bool = field(default=False, metadata=conf_key("promisc", v.BOOL))
-    vport: bool = field(default=False, metadata=conf_key("vport", v.BOOL))
     sampling: int | None = field(default=None, metadata=conf_key("sampling", v.RATE))
     sampler: str = field(default="auto", metadata=conf_key("sampler", v.choice("auto", "ebpf", "cbpf")))
 
@@ -105,23 +103,15 @@ class SystemdSettings:
 
 
 @dataclass(frozen=True)
-class JsonSettings:
-    """Where sub-agents may send JSON-encoded samples (UDP port and/or FIFO)."""
-
-    REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
-
-    udpport: int | None = field(default=None, metadata=conf_key("UDPport", v.PORT))
-    fifo: str | None = field(default=None, metadata=conf_key("fifo", v.TEXT))
-
-
-@dataclass(frozen=True)
 class Settings:
     """Everything in ``sflow { ... }``; ``source`` is the file it came from.
 
     ``sampling_bps_ratio`` None means "not set", which differs from 0 (use
     ``sampling`` on every link; see REFERENCE.md section 4).  ``run_as_user``
     and ``run_as_group`` (additions, keys ``user``/``group``) are what the agent
-    drops to after opening its privileged sockets.
+    drops to after opening its privileged sockets.  ``refresh_adaptors`` is
+    accepted so the established agent's files load, and does nothing: its full
+    re-read of the interfaces is what every ``check_adaptors`` check does here.
     """
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ("collector", "dns-sd")
@@ -163,7 +153,6 @@ class Settings:
     tcp: TcpSettings | None = field(default=None, metadata=conf_block("tcp", TcpSettings))
     docker: DockerSettings | None = field(default=None, metadata=conf_block("docker", DockerSettings))
     systemd: SystemdSettings | None = field(default=None, metadata=conf_block("systemd", SystemdSettings))
-    json: JsonSettings | None = field(default=None, metadata=conf_block("json", JsonSettings))
     source: str = "<string>"
 
     def packet_sampling_configured(self) -> bool:

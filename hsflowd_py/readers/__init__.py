@@ -20,12 +20,21 @@ Error policy, the same in every reader:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def unescape_octal(text: str) -> str:
+    """The kernel writes space, tab, newline and backslash in mount paths as octal escapes (``\\040``)."""
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
 class ReaderError(Exception):

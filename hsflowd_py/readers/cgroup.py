@@ -13,7 +13,6 @@ module (a unit's ``ControlGroup`` path).  The API, in the order a caller uses it
   (systemd names a unit's cgroup the same way in all of them).
 * ``read_cpu_ns(dirs)``, ``read_memory(dirs)``, ``read_io(dirs)``, ``read_procs(dirs)``: one
   resource each, so that a caller keeps what it read last of a resource whose read failed.
-  ``read_usage(dirs)`` reads them all and reports failures beside the values.
 * ``read_tasks_io(root, pids)``: the per-process I/O accounting of ``/proc/<pid>/io``, the
   fallback for block I/O where the cgroup does not account it (see ``read_io``).
 
@@ -45,24 +44,17 @@ Kernel facts behind the choices:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-from . import ReaderError, parsing, read_parsed, read_text_if_present
-
-T = TypeVar("T")
+from . import ReaderError, parsing, read_parsed, read_text_if_present, unescape_octal
 
 UNLIMITED = 1 << 62
 """v1 memory limits at or above this are "no limit" (PAGE_COUNTER_MAX pages of 4 KiB, rounded)."""
 
 UNIFIED = ""
 """The key of the unified (v2) hierarchy in a membership map, as ``0::/path`` has no controller."""
-
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
-
 
 @dataclass(frozen=True)
 class CgroupMount:
@@ -104,22 +96,7 @@ class IoCounts:
     writes: int = 0
 
 
-@dataclass(frozen=True)
-class Usage:
-    """What ``read_usage`` could read; a resource it could not is None and its error is kept."""
-
-    cpu_ns: int | None
-    memory: Memory | None
-    io: dict[tuple[int, int], IoCounts] | None
-    errors: tuple[ReaderError, ...] = ()
-
-
 # ------------------------------------------------------------------ where
-
-
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
 def parse_mountinfo(text: str, root: Path = Path("/")) -> list[CgroupMount]:
@@ -140,8 +117,8 @@ def parse_mountinfo(text: str, root: Path = Path("/")) -> list[CgroupMount]:
         fstype = fields[sep + 1]
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        mount_point = root / _unescape(fields[4]).lstrip("/")
-        hierarchy_root = _unescape(fields[3])
+        mount_point = root / unescape_octal(fields[4]).lstrip("/")
+        hierarchy_root = unescape_octal(fields[3])
         if fstype == "cgroup2":
             out.append(CgroupMount(mount_point, hierarchy_root, 2))
         else:
@@ -371,20 +348,6 @@ def read_procs(dirs: CgroupDirs) -> list[int]:
     if d is None:
         raise _no("process", dirs)
     return read_parsed(d / "cgroup.procs", parse_procs)
-
-
-def read_usage(dirs: CgroupDirs) -> Usage:
-    """CPU, memory and block I/O at once; a resource that cannot be read is None, its error kept."""
-    errors: list[ReaderError] = []
-
-    def attempt(read: Callable[[CgroupDirs], T]) -> T | None:
-        try:
-            return read(dirs)
-        except ReaderError as err:
-            errors.append(err)
-            return None
-
-    return Usage(attempt(read_cpu_ns), attempt(read_memory), attempt(read_io), tuple(errors))
 
 
 def read_tasks_io(root: Path, pids: Iterable[int]) -> dict[int, dict[str, int]]:

@@ -18,18 +18,14 @@ use), and percent used = used / (used + available), rounded up.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import ReaderError, read_parsed
+from . import ReaderError, read_parsed, unescape_octal
 
 LOCAL_TYPES_WITHOUT_DEVICE = frozenset({"zfs", "ubifs"})
-
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
 
 @dataclass(frozen=True)
 class Mount:
@@ -51,11 +47,6 @@ class DiskSpace:
     """Used space of the fullest filesystem in hundredths of a percent."""
 
 
-def _unescape(field: str) -> str:
-    """The kernel writes space, tab, newline and backslash in paths as octal escapes (``\\040``)."""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
 def parse_mounts(text: str) -> list[Mount]:
     out = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -65,7 +56,7 @@ def parse_mounts(text: str) -> list[Mount]:
         if len(fields) < 4:
             raise ReaderError(f"{len(fields)} fields, expected 6", line=n)
         source, mountpoint, fstype, options = fields[:4]
-        out.append(Mount(_unescape(source), _unescape(mountpoint), fstype, tuple(options.split(","))))
+        out.append(Mount(unescape_octal(source), unescape_octal(mountpoint), fstype, tuple(options.split(","))))
     return out
 
 
