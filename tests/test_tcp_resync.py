@@ -27,7 +27,7 @@ def packed(address: str) -> bytes:
 
 @pytest.fixture
 def link() -> Iterator[VethNamespace]:
-    with VethNamespace("tcpr", 45) as ns:
+    with VethNamespace("tcpr", 48) as ns:
         yield ns
 
 
