@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sflow.records import INTERNAL_PORT, Record
+from .sflow.records import INTERNAL_PORT, ExtendedEntities, Record
 
 DIRECTION_UNKNOWN = 0
 DIRECTION_IN = 1
 DIRECTION_OUT = 2
+
+SRC, DST = 0, 1
+"""The sides of a sampled packet, for :func:`mark_entity`."""
+ENTITY_DS_CLASS = 3
+"""Containers and services are data sources of class 3 (``3:dsIndex``)."""
 
 HEADER_ETHERNET = 1
 HEADER_IPV4 = 11
@@ -47,3 +52,21 @@ class SampledPacket:
     timestamp_ns: int = 0
     extra: list[Record] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def mark_entity(packet: SampledPacket, side: int, ds_index: int) -> None:
+    """Name the container or service (3:``ds_index``) on one side of the packet's 0:2210.
+
+    Modules share the one record (docker may name the sending container, systemd the
+    receiving service): a side another module already named stays as it is.
+    """
+    for r in packet.extra:
+        if isinstance(r, ExtendedEntities):
+            break
+    else:
+        r = ExtendedEntities(0, 0, 0, 0)
+        packet.extra.append(r)
+    if side == SRC and not r.src_ds_class:
+        r.src_ds_class, r.src_ds_index = ENTITY_DS_CLASS, ds_index
+    elif side == DST and not r.dst_ds_class:
+        r.dst_ds_class, r.dst_ds_index = ENTITY_DS_CLASS, ds_index

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from test_systemd_service import HOST_MEMORY, LiveCgroup, describe
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, SampledPacket
-from hsflowd_py.modules.systemd.owners import DST, SCAN_MIN_S, SRC, Owners, mark, scan
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, DST, SRC, SampledPacket, mark_entity
+from hsflowd_py.modules.systemd.owners import SCAN_MIN_S, Owners, scan
 from hsflowd_py.modules.systemd.service import Service
 from hsflowd_py.modules.tcp import inet_diag
 from hsflowd_py.modules.tcp import netlink as nl
@@ -254,8 +254,8 @@ def test_an_unknown_direction_tries_both_ends(server: Server) -> None:
 def test_mark_shares_the_entity_record_another_module_made() -> None:
     p = SampledPacket(1, 1, 1, 0, DIRECTION_IN, b"", 64)
     p.extra.append(ExtendedEntities(3, 100007, 0, 0))  # docker named the sending container
-    mark(p, DST, 100042)
-    mark(p, SRC, 100099)  # a side already named stays as it is
+    mark_entity(p, DST, 100042)
+    mark_entity(p, SRC, 100099)  # a side already named stays as it is
     assert [tuple(r.values()) for r in p.extra] == [(3, 100007, 3, 100042)]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from netns import VethNamespace, sh
 
 from hsflowd_py.modules.tcp.addresses import LocalAddresses, open_route_socket
-from hsflowd_py.modules.tcp.netns import run_in_namespace
+from hsflowd_py.netns import enter_namespace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
 
@@ -30,13 +31,20 @@ def link() -> Iterator[VethNamespace]:
 
 
 def opened_in(link: VethNamespace) -> tuple[socket.socket, LocalAddresses]:
-    def body() -> tuple[socket.socket, LocalAddresses]:
+    """A route socket opened inside the link's namespace, by a thread that enters it and ends."""
+    out: list[tuple[socket.socket, LocalAddresses]] = []
+
+    def body() -> None:
+        enter_namespace(f"/run/netns/{link.ns}")
         sock = open_route_socket()
         addresses = LocalAddresses()
         addresses.load(sock)
-        return sock, addresses
+        out.append((sock, addresses))
 
-    return run_in_namespace(f"/run/netns/{link.ns}", body)
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(5)
+    return out[0]
 
 
 def follow(sock: socket.socket, addresses: LocalAddresses, until: object, seconds: float = 3) -> None:

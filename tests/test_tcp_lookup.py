@@ -172,7 +172,10 @@ def check_coverage_and_direction(samples: list[Sample], data: list[Sample]) -> N
 
 
 def test_bulk_ipv4_sent(link: VethNamespace) -> None:
-    samples, result = run_bulk(link, 5240, 40240, reverse=False, ipv6=False)
+    for attempt in range(3):  # a run in which tbf happened to drop nothing says nothing of retrans: again
+        samples, result = run_bulk(link, 5240, 40240 + 100 * attempt, reverse=False, ipv6=False)
+        if result["end"]["sum_sent"]["retransmits"] > 0:  # type: ignore[index]
+            break
     data = data_segments(samples, outgoing=True)
     check_coverage_and_direction(samples, data)
     check_consistent_with_ss(samples)

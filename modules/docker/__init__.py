@@ -50,15 +50,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hsflowd_py.config import Settings
-from hsflowd_py.flow import SampledPacket
+from hsflowd_py.flow import DST, SRC, SampledPacket, mark_entity
 from hsflowd_py.module import Module, register
+from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
 from hsflowd_py.readers.diskstats import read_counted_disks
 from hsflowd_py.readers.meminfo import read_meminfo
 from hsflowd_py.sflow.records import (
-    ExtendedEntities,
     HostAdapter,
     HostAdapters,
     HostDescription,
@@ -71,7 +71,6 @@ from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refus
 from .inspect import ContainerInfo, parse_inspect
 from .marking import Owner, TrafficMap
 from .names import UniqueNames
-from .netns import in_new_thread
 from .probe import Probe, Prober
 
 log = logging.getLogger("hsflowd.docker")
@@ -516,14 +515,10 @@ class DockerModule(Module):
         src, dst = self.traffic.sides(packet)
         if src is None and dst is None:
             return None
-        entities = next((r for r in packet.extra if isinstance(r, ExtendedEntities)), None)
-        if entities is None:
-            entities = ExtendedEntities()
-            packet.extra.append(entities)
-        if src is not None and not entities.src_ds_class:
-            entities.src_ds_class, entities.src_ds_index = DS_CLASS, src.ds_index
-        if dst is not None and not entities.dst_ds_class:
-            entities.dst_ds_class, entities.dst_ds_index = DS_CLASS, dst.ds_index
+        if src is not None:
+            mark_entity(packet, SRC, src.ds_index)
+        if dst is not None:
+            mark_entity(packet, DST, dst.ds_index)
         netns = (src.netns if src else None) or (dst.netns if dst else None)
         if netns:
             packet.notes.setdefault("netns", netns)

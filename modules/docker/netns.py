@@ -3,17 +3,10 @@
 The interfaces, their MACs and addresses are only visible from inside the namespace
 (``/proc/<pid>/net/dev`` names them but has no MACs, and sysfs shows the namespace it was
 mounted in), and the engine's own record (NetworkSettings) misses interfaces that CNI plugins or
-``ip link`` add.  So a new thread enters the namespace with setns(2), opens a netlink socket
-there and lists links and addresses.  Network namespaces are per thread, so the rest of the agent
-is untouched, and the thread ends right after: a thread that failed to come back can never
-serve anything else.  (Python 3.11 has no os.setns; libc's is called through ctypes.
-pyroute2's NetNS would fork a helper process per namespace instead.)
-
-Threads and privileges: once the agent has dropped root, capabilities are per thread, only the
-main thread holds the ones modules declared (CAP_SYS_ADMIN for setns, CAP_SYS_PTRACE to open
-another user's ``/proc/<pid>/ns/net``), and a thread inherits its creator's.  So the blocking
-host-side work on a container runs on a thread started from the event loop's (main) thread with
-:func:`in_new_thread`, never on a pool thread that may predate the drop and hold nothing.
+``ip link`` add.  So a new thread enters the namespace (``hsflowd_py/netns.py``, which also says
+why such threads start from the event loop's thread), opens a netlink socket there and lists
+links and addresses, and ends right after.  (pyroute2's NetNS would fork a helper process per
+namespace instead.)
 
 A container-side veth's IFLA_LINK is the ifindex of its peer, in the peer's namespace; the peer
 is taken as the host's end only after checking, in the agent's namespace, that it is a veth
@@ -22,26 +15,18 @@ pointing back at the container's interface.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ctypes
-import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from hsflowd_py.netns import enter_namespace, namespace_id
 
-CLONE_NEWNET = 0x40000000
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 RT_SCOPE_UNIVERSE = 0
 VISIT_TIMEOUT_S = 5.0
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NamespaceError(Exception):
@@ -69,10 +54,9 @@ class Interface:
 def same_namespace(a: Path, b: Path) -> bool:
     """Whether two ``ns/net`` links name the same namespace (same device and inode)."""
     try:
-        sa, sb = os.stat(a), os.stat(b)
+        return namespace_id(a) == namespace_id(b)
     except OSError:
         return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _mac(text: str | None) -> bytes | None:
@@ -107,13 +91,7 @@ def _list(ipr: Any) -> list[Interface]:
 def _visit(ns_path: Path, result: dict[str, Any]) -> None:
     """Thread body: enter the namespace, list, and end (never returning to the agent's namespace)."""
     try:
-        fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise NamespaceError(f"setns({ns_path}): {os.strerror(err)}")
-        finally:
-            os.close(fd)
+        enter_namespace(ns_path)
         from pyroute2 import IPRoute
 
         with IPRoute() as ipr:
@@ -161,28 +139,3 @@ def read_interfaces(ns_path: Path) -> list[Interface]:
         return _confirm_host_ends(result["interfaces"])
     except Exception as err:
         raise NamespaceError(f"checking the host ends of {ns_path}: {err}") from err
-
-
-async def in_new_thread(fn: Callable[..., T], *args: Any, name: str = "docker-probe") -> T:
-    """Run blocking ``fn`` on a new thread started from the calling (event loop) thread."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)
-
-    def body() -> None:
-        try:
-            result, error = fn(*args), None
-        except BaseException as err:  # handed to the awaiting coroutine
-            result, error = None, err
-        with contextlib.suppress(RuntimeError):  # the loop closed while we worked
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=body, name=name, daemon=True).start()
-    return await done

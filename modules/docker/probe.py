@@ -1,7 +1,7 @@
 """What the host shows of a container: its /proc entry, cgroup, network namespace and interfaces.
 
 Done once per container start (and again when its pid or networks change), on a thread of its
-own (``netns.in_new_thread``): it reads files and enters a namespace, which must not block the
+own (``hsflowd_py.netns.in_new_thread``): it reads files and enters a namespace, which must not block the
 loop.  What it cannot find decides the container's sources: no /proc entry or cgroup naming the
 container means counters from the engine's stats; no namespace to enter means the engine's record
 of its network attachments stands in for its interfaces.

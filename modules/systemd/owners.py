@@ -33,10 +33,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, SampledPacket
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DST, SRC, SampledPacket, mark_entity
+from hsflowd_py.netns import in_new_thread
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
 from hsflowd_py.readers import ReaderError
-from hsflowd_py.sflow.records import ExtendedEntities
 
 from .service import Service, cgroup_tree, read_pids
 from .sockets import Endpoints, read_sockets
@@ -45,25 +45,8 @@ log = logging.getLogger("hsflowd.systemd")
 
 SCAN_MIN_S = 1.0
 UNOWNED_TTL_S = 30.0
-DS_CLASS = 3
-SRC, DST = 0, 1
-
 End = tuple[int, bytes, int, bytes, int]
 """(proto, local address, local port, remote address, remote port)."""
-
-
-def mark(packet: SampledPacket, side: int, ds_index: int) -> None:
-    """Name the service on its side of the packet's 0:2210, sharing the record with another module's entity."""
-    for r in packet.extra:
-        if isinstance(r, ExtendedEntities):
-            break
-    else:
-        r = ExtendedEntities(0, 0, 0, 0)
-        packet.extra.append(r)
-    if side == SRC and not r.src_ds_class:
-        r.src_ds_class, r.src_ds_index = DS_CLASS, ds_index
-    elif side == DST and not r.dst_ds_class:
-        r.dst_ds_class, r.dst_ds_index = DS_CLASS, ds_index
 
 
 def local_ends(flow: Flow, direction: int) -> list[tuple[int, End]]:
@@ -100,7 +83,7 @@ def socket_inodes(root: Path, pid: int) -> list[int]:
 
 def scan(root: Path, services: Iterable[Service]) -> tuple[dict[int, Service], Endpoints, list[ReaderError]]:
     """Socket inode → service, the services' sockets by their ends, and the services that could not be
-    read (their sockets stay unknown; the others are mapped).  Runs in a worker thread."""
+    read (their sockets stay unknown; the others are mapped).  Runs in a thread of its own."""
     by_inode: dict[int, Service] = {}
     failures: list[ReaderError] = []
     for svc in services:
@@ -197,7 +180,7 @@ class Owners:
                 return
 
     def _marked(self, packet: SampledPacket, side: int, svc: Service) -> bool:
-        mark(packet, side, svc.ds_index)
+        mark_entity(packet, side, svc.ds_index)
         self.stats["marked"] += 1
         return True
 
@@ -214,7 +197,11 @@ class Owners:
         try:
             await asyncio.sleep(delay)
             self.scan_began = time.monotonic()
-            self.by_inode, self.endpoints, failures = await asyncio.to_thread(scan, self.root, list(self.services))
+            # a thread started from the loop's: it reads other users' /proc/<pid>/fd with the capabilities
+            # the main thread kept, which a pool thread made before the privilege drop would not have
+            self.by_inode, self.endpoints, failures = await in_new_thread(
+                scan, self.root, list(self.services), name="systemd-scan"
+            )
             self.stats["scans"] += 1
         except ReaderError as err:
             failures = [err]

@@ -11,7 +11,7 @@ samples without tcp_info by then (it holds a sample at most 400 ms).
 In-flight look-ups and held samples are capped: past either cap a sample
 goes out without tcp_info rather than queueing.
 
-Namespaces are opened on first use (in a helper thread, see ``netns.py``),
+Namespaces are opened on first use (in a fresh thread, see ``hsflowd_py/netns.py``),
 shared by every path that names the same namespace, and closed when their
 path disappears (the container stopped) or after a minute unused, so the
 agent never keeps a dead container's namespace alive.
@@ -29,12 +29,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hsflowd_py.flow import SampledPacket
+from hsflowd_py.netns import enter_namespace, in_new_thread, namespace_id
 from hsflowd_py.sflow.records import ExtendedTcpInfo
 
 from . import inet_diag as diag
 from . import netlink as nl
 from .addresses import LocalAddresses, open_route_socket
-from .netns import namespace_id, run_in_namespace
 
 log = logging.getLogger("hsflowd.tcp")
 
@@ -46,6 +46,7 @@ MAX_HELD = 4096
 samples come faster than the loop can answer them (1-in-2 at 100 k packets/s), holding them all would
 only grow memory and delay every datagram; shedding keeps the agent sampling."""
 IDLE_S = 60.0
+OPEN_TIMEOUT_S = 5.0
 RETRY_S = 30.0
 """How long a namespace that could not be opened is left alone."""
 
@@ -277,6 +278,12 @@ def open_sockets() -> tuple[socket.socket, socket.socket, LocalAddresses]:
     return diag_sock, route, addresses
 
 
+def open_sockets_in(path: str) -> tuple[socket.socket, socket.socket, LocalAddresses]:
+    """:func:`open_sockets` of the namespace at ``path``, on a thread that ends right after."""
+    enter_namespace(path)
+    return open_sockets()
+
+
 def close_opened(fut: asyncio.Future[tuple[socket.socket, socket.socket, LocalAddresses]]) -> None:
     if not fut.cancelled() and fut.exception() is None:
         for s in fut.result()[:2]:
@@ -364,10 +371,10 @@ class Namespaces:
             ident = namespace_id(path)
             ns = self.root if ident == self.root_ident else self.by_ident.get(ident)
             if ns is None:
-                opened = asyncio.get_running_loop().run_in_executor(None, run_in_namespace, path, open_sockets)
+                opened = in_new_thread(open_sockets_in, path)
                 try:
-                    sockets = await asyncio.shield(opened)
-                except asyncio.CancelledError:  # the agent is stopping: close what the thread opens
+                    sockets = await asyncio.wait_for(asyncio.shield(opened), OPEN_TIMEOUT_S)
+                except (asyncio.CancelledError, TimeoutError):  # stopping, or stuck: close what it opens later
                     opened.add_done_callback(close_opened)
                     raise
                 ns = self.by_ident.get(ident)  # another path to it may have opened meanwhile
