@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -59,7 +59,7 @@ class ReaderError(Exception):
 
 
 def _os_error(err: OSError, path: Path) -> ReaderError:
-    if isinstance(err, FileNotFoundError):
+    if isinstance(err, FileNotFoundError | ProcessLookupError):  # ESRCH: the process exited mid-read
         return ReaderError("does not exist", path=path, missing=True)
     return ReaderError(err.strerror or str(err), path=path)
 
@@ -109,6 +109,22 @@ def read_parsed(path: Path, parse: Callable[[str], T]) -> T:
         return parse(text)
     except ReaderError as err:
         raise err.at(path) from None
+
+
+def read_per_process(root: Path, pids: Iterable[int], name: str, parse: Callable[[str], T]) -> dict[int, T]:
+    """``parse`` of ``/proc/<pid>/<name>`` for each process still there: processes exit while a
+    reader walks them, so one that is gone is left out; a malformed file raises, located."""
+    out = {}
+    for pid in pids:
+        path = root / f"proc/{pid}/{name}"
+        text = read_text_if_present(path)
+        if text is None:
+            continue
+        try:
+            out[pid] = parse(text)
+        except ReaderError as err:
+            raise err.at(path) from None
+    return out
 
 
 @contextmanager

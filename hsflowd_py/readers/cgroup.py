@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ReaderError, parsing, read_parsed, read_text_if_present, unescape_octal
+from . import ReaderError, parsing, read_parsed, read_per_process, unescape_octal
 
 UNLIMITED = 1 << 62
 """v1 memory limits at or above this are "no limit" (PAGE_COUNTER_MAX pages of 4 KiB, rounded)."""
@@ -353,14 +353,4 @@ def read_procs(dirs: CgroupDirs) -> list[int]:
 def read_tasks_io(root: Path, pids: Iterable[int]) -> dict[int, dict[str, int]]:
     """``/proc/<pid>/io`` of each process still there: rchar, wchar, syscr, syscw, read_bytes,
     write_bytes, cancelled_write_bytes.  A process that exited meanwhile is left out."""
-    out = {}
-    for pid in pids:
-        path = root / f"proc/{pid}/io"
-        text = read_text_if_present(path)
-        if text is None:
-            continue
-        try:
-            out[pid] = parse_flat_keyed(text)
-        except ReaderError as err:
-            raise err.at(path) from None
-    return out
+    return read_per_process(root, pids, "io", parse_flat_keyed)

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from hsflowd_py.readers import ReaderError, parsing, read_text
+from hsflowd_py.readers import parsing, read_per_process
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -41,35 +41,11 @@ def parse_statm_resident(text: str) -> int:
         return int(text.split()[1])
 
 
-def _each(root: Path, pids: Iterable[int], name: str) -> dict[int, str]:
-    """The text of ``/proc/<pid>/<name>`` per pid still there (processes exit while we read)."""
-    out = {}
-    for pid in pids:
-        try:
-            out[pid] = read_text(root / f"proc/{pid}/{name}")
-        except ReaderError as err:
-            if not err.missing:
-                raise
-    return out
-
-
 def read_tasks_ticks(root: Path, pids: Iterable[int]) -> dict[int, int]:
     """CPU ticks per live process (a sum over a changing set: feed it to Monotonic.update_sum)."""
-    out = {}
-    for pid, text in _each(root, pids, "stat").items():
-        try:
-            out[pid] = parse_stat_ticks(text)
-        except ReaderError as err:
-            raise err.at(root / f"proc/{pid}/stat") from None
-    return out
+    return read_per_process(root, pids, "stat", parse_stat_ticks)
 
 
 def read_tasks_resident(root: Path, pids: Iterable[int]) -> int:
     """Bytes resident over the processes (pages shared between them are counted once per process)."""
-    total = 0
-    for pid, text in _each(root, pids, "statm").items():
-        try:
-            total += parse_statm_resident(text) * PAGE_SIZE
-        except ReaderError as err:
-            raise err.at(root / f"proc/{pid}/statm") from None
-    return total
+    return sum(read_per_process(root, pids, "statm", parse_statm_resident).values()) * PAGE_SIZE
