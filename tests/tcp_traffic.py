@@ -28,6 +28,11 @@ PACKET_OUTGOING = 4
 SNAPLEN = 128
 
 
+def packed(address: str) -> bytes:
+    """An IPv4 or IPv6 address as the kernel and the tcp module hold it."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+
+
 def shape(link: VethNamespace, rate: str = "20mbit", burst: str = "32kbit", latency: str = "40ms") -> None:
     """tbf on both directions of the link: queueing delay up to ``latency``, drops beyond it."""
     sh("tc", "qdisc", "replace", "dev", link.host_dev, "root", "tbf", "rate", rate, "burst", burst, "latency", latency)

@@ -13,15 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from netns import VethNamespace, sh
+from tcp_traffic import packed
 
 from hsflowd_py.modules.tcp.addresses import LocalAddresses, open_route_socket
 from hsflowd_py.netns import enter_namespace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
-
-
-def packed(address: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tcp_traffic import packed
 
 from hsflowd_py.modules.tcp import inet_diag as diag
 from hsflowd_py.modules.tcp import netlink as nl
@@ -41,10 +42,6 @@ def ask_one(key: diag.SocketKey) -> diag.DiagReply | int:
         return nl.error_code(data, a, b)
     assert msg_type == diag.SOCK_DIAG_BY_FAMILY
     return diag.decode_reply(data, a, b)
-
-
-def packed(address: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
 def key_of(s: socket.socket, proto: int = diag.IPPROTO_TCP) -> diag.SocketKey:

@@ -13,16 +13,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from netns import VethNamespace
+from tcp_traffic import packed
 
 from hsflowd_py.modules.tcp import netlink as nl
 from hsflowd_py.modules.tcp.addresses import open_route_socket
 from hsflowd_py.modules.tcp.lookup import Namespace, Namespaces
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
-
-
-def packed(address: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
 @pytest.fixture
