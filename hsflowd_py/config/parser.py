@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from . import values as v
 from .errors import ConfigError, excerpt
 from .lexer import Kind, Token, tokenize
-from . import values as v
 from .schema import Block, Family, Option, config_fields, parse_suffix, suffix_families
 from .settings import DnsSdSettings, Settings
 
