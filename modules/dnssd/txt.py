@@ -17,7 +17,7 @@ from typing import Any
 from hsflowd_py.config import Settings
 from hsflowd_py.config.schema import Option, config_fields, parse_suffix, suffix_families
 
-TXT_KEYS = ("sampling", "polling", "agentIP", "agent", "agent.cidr", "headerBytes")
+TXT_KEYS = ("sampling", "sampling.bps_ratio", "polling", "agentIP", "agent", "agent.cidr", "headerBytes")
 """Keys a TXT string may set, spelled as in hsflowd.conf; ``sampling.<speed>``, ``sampling.<app>`` and
 ``polling.<app>`` come with ``sampling`` and ``polling``."""
 
@@ -51,7 +51,7 @@ def parse_txt(strings: Iterable[bytes]) -> TxtSettings:
             problems.append(f"TXT {raw!r}: not UTF-8 text; ignored")
             continue
         key, equals, value = (part.strip() for part in text.partition("="))
-        value = value.removeprefix('"').removesuffix('"')
+        value = value.replace('"', "")  # double quotes only switch separators off, as in the file
         if not equals or not key:
             problems.append(f"TXT {text!r}: not key=value; ignored")
             continue
