@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hsflowd_py.config import Settings
+from hsflowd_py.config.errors import excerpt
 from hsflowd_py.config.schema import Option, config_fields, parse_suffix, suffix_families
 
 TXT_KEYS = ("sampling", "sampling.bps_ratio", "polling", "agentIP", "agent", "agent.cidr", "headerBytes")
@@ -48,17 +49,17 @@ def parse_txt(strings: Iterable[bytes]) -> TxtSettings:
         try:
             text = raw.decode()
         except UnicodeDecodeError:
-            problems.append(f"TXT {raw!r}: not UTF-8 text; ignored")
+            problems.append(f"TXT {excerpt(str(raw)[2:-1])}: not UTF-8 text; ignored")
             continue
         key, equals, value = (part.strip() for part in text.partition("="))
         value = value.replace('"', "")  # double quotes only switch separators off, as in the file
         if not equals or not key:
-            problems.append(f"TXT {text!r}: not key=value; ignored")
+            problems.append(f"TXT {excerpt(text)}: not key=value; ignored")
             continue
         try:
             _apply(values, key, value)
         except ValueError as e:
-            problems.append(f"TXT {key}={value}: {e}; ignored")
+            problems.append(f"TXT {excerpt(key)}={excerpt(value)}: {e}; ignored")
     return TxtSettings(tuple(sorted(values.items())), tuple(problems))
 
 
@@ -68,12 +69,12 @@ def _apply(values: dict[str, Any], key: str, value: str) -> None:
         return
     if lower in _PLAIN:
         name, option = _PLAIN[lower]
-        parsed = option.codec.parse(value)
+        parsed = option.codec.read(value)
         values[name] = (*values.get(name, ()), parsed) if option.repeat else parsed
         return
     family, dot, suffix = lower.partition(".")
     if dot and family in _FAMILIES:
         name, option, parsed = parse_suffix(_FAMILIES[family], key.partition(".")[2])
-        values[name] = {**values.get(name, {}), parsed: option.codec.parse(value)}
+        values[name] = {**values.get(name, {}), parsed: option.codec.read(value)}
         return
     raise ValueError("not a DNS-SD setting")
