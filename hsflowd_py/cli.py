@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import sys
-import uuid
 from pathlib import Path
 
 from . import __version__, status
 from .autofile import write_atomically
 from .config import ConfigError, load_config
+from .config.values import parse_uuid
 from .readers import ReaderError
 from .readers.identity import DERIVATIONS, identify, parse_machine_id
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         settings = load_config(args.config, args.skip_unsupported)
-        given = uuid.UUID(args.uuid) if args.uuid else None
+        given = parse_uuid(args.uuid) if args.uuid else None
     except ConfigError as e:
         print(f"hsflowd-py: {e}", file=sys.stderr)
         return 1

@@ -208,3 +208,25 @@ def test_dash_l_is_accepted_and_dash_d_logs_to_a_file(tmp_path: Path) -> None:
         logging.getLogger().handlers[0].close()
         logging.basicConfig(force=True)
     assert "into the file" in (tmp_path / "log").read_text()
+
+
+def test_posix_bracket_classes_in_patterns_mean_what_regcomp_makes_of_them() -> None:
+    links = [iface("eth0", 2), iface("eth12", 3), iface("ethx", 4), iface("em 1", 5)]
+    chosen = choose(links, sflow('pcap { dev.pattern = "^eth[[:digit:]]+$" } pcap { dev.pattern = "[[:space:]]" }'))
+    assert sorted(t.name for t in chosen.values()) == ["em 1", "eth0", "eth12"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "00112233-4455-6677-8899-aabbccddeeff",
+        "00112233445566778899aabbccddeeff",
+        "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+    ],
+)
+def test_uuid_spellings_of_the_established_agent(text: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert str(sflow(f"uuid = {text}").uuid) == "00112233-4455-6677-8899-aabbccddeeff"
+    conf = tmp_path / "hsflowd.conf"
+    conf.write_text(f"sflow {{ {C} }}")
+    assert main(["-f", str(conf), "--check", "-u", text]) == 0
+    assert "# host UUID: 00112233-4455-6677-8899-aabbccddeeff (from configured" in capsys.readouterr().out

@@ -200,14 +200,35 @@ def parse_cidr(text: str) -> AgentCidr:
 
 
 def parse_uuid(text: str) -> uuid.UUID:
+    """A UUID; also 32 hex digits with ``.`` or ``:`` between bytes, as the established agent reads it."""
     try:
         return uuid.UUID(text)
+    except ValueError:
+        pass
+    try:
+        return uuid.UUID(bytes=bytes.fromhex(text.translate(str.maketrans("", "", "-.:"))))
     except ValueError:
         raise ValueError("not a UUID") from None
 
 
+_POSIX_CLASSES = {
+    "[:alpha:]": "A-Za-z", "[:digit:]": "0-9", "[:alnum:]": "A-Za-z0-9", "[:upper:]": "A-Z",
+    "[:lower:]": "a-z", "[:xdigit:]": "0-9A-Fa-f", "[:space:]": r"\s", "[:blank:]": r" \t",
+    "[:punct:]": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"), "[:cntrl:]": r"\x00-\x1f\x7f",
+    "[:print:]": r"\x20-\x7e", "[:graph:]": r"\x21-\x7e", "[:word:]": r"\w",
+}  # fmt: skip
+"""POSIX bracket classes (the established agent compiles patterns with regcomp, REG_EXTENDED) in
+Python's spelling, which has none: ``eth[[:digit:]]+`` means here what it means there."""
+
+
 def parse_regex(text: str) -> str:
-    """A Python regular expression, checked now so a typo fails at start-up, not at the first match."""
+    """A regular expression, checked now so a typo fails at start-up, not at the first match.
+
+    Python's syntax, with POSIX bracket classes translated (``_POSIX_CLASSES``); the translated
+    pattern is what is kept.
+    """
+    for posix, python in _POSIX_CLASSES.items():
+        text = text.replace(posix, python)
     try:
         with warnings.catch_warnings():  # "possible nested set" and kin: the pattern still compiles
             warnings.simplefilter("ignore")
