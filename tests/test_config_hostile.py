@@ -3,6 +3,7 @@ ConfigError (a file) or a reported problem (a TXT string) comes out, quickly and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
@@ -106,3 +107,19 @@ def test_any_value_of_any_key_is_settings_or_config_error(value: str) -> None:
         with contextlib.suppress(ConfigError):
             parse_config(f"sflow {{ {C} {key} = \"{value.replace(chr(34), '')}\" dev = x }} }}")
     parse_txt([f"sampling={value}".encode(), f"agent.cidr={value}".encode(), value.encode()])
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "1" + "0" * 400, MEGABYTE + "G"])
+def test_a_reload_with_a_huge_number_keeps_the_running_settings(tmp_path: Path, value: str) -> None:
+    from hsflowd_py.agent import Agent
+
+    conf = tmp_path / "hsflowd.conf"
+    conf.write_text(f"sflow {{ {C} polling = 5 }}")
+    agent = Agent(parse_config(conf.read_text()), config_path=str(conf))
+    conf.write_text(f"sflow {{ {C} polling = {value} }}")
+    assert asyncio.run(agent.reload()) is False
+    assert agent.settings.polling == 5
+    conf.write_text(f"sflow {{ {C} polling = 7 kvm {{ }} }}")
+    agent.skip_unsupported = True
+    assert asyncio.run(agent.reload()) is True
+    assert agent.settings.polling == 7
