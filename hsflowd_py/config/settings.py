@@ -71,7 +71,7 @@ class PcapSettings:
     promisc: bool = field(default=False, metadata=conf_key("promisc", v.BOOL))
     sampling: int | None = field(default=None, metadata=conf_key("sampling", v.RATE))
     sampler: str = field(default="auto", metadata=conf_key("sampler", v.choice("auto", "ebpf", "cbpf")))
-    dynamic: bool = field(default=False, metadata=conf_key("dynamic", v.BOOL))
+    dynamic: bool | None = field(default=None, metadata=conf_key("dynamic", v.BOOL))
 
 
 @dataclass(frozen=True)
