@@ -230,3 +230,18 @@ def test_uuid_spellings_of_the_established_agent(text: str, capsys: pytest.Captu
     conf.write_text(f"sflow {{ {C} }}")
     assert main(["-f", str(conf), "--check", "-u", text]) == 0
     assert "# host UUID: 00112233-4455-6677-8899-aabbccddeeff (from configured" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "warnings"),
+    [
+        (f"sflow {{\n  {C}\n", ["f.conf:1: block 'sflow' is never closed"]),
+        (f"sflow {{\n{C}\n  pcap {{\n dev = eth0\n}}\n", ["f.conf:1: block 'sflow' is never closed"]),
+        ("sflow {\n  collector {\n ip = 1.2.3.4\n", [
+            "f.conf:2: block 'collector' is never closed", "f.conf:1: block 'sflow' is never closed"]),
+    ],
+)
+def test_a_missing_closing_brace_is_tolerated_with_a_warning_as_there(text: str, warnings: list[str]) -> None:
+    settings = parse_config(text, "f.conf")
+    assert [w.partition(";")[0] for w in settings.warnings] == warnings
+    assert settings.collectors
