@@ -75,8 +75,10 @@ class Agent:
         rng: random.Random | None = None,
         status_path: str | None = None,
         keep_root: bool = True,
+        skip_unsupported: bool = False,
     ) -> None:
         self.file_settings = settings
+        self.skip_unsupported = skip_unsupported
         self.config_path = config_path
         self.root = root
         self.status_path = status_path
@@ -197,10 +199,12 @@ class Agent:
         if not self.config_path or self._stopping.is_set():
             return False
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, self.skip_unsupported)
         except ConfigError as e:
             log.error("reload refused, keeping the running settings: %s", e)
             return False
+        for warning in new.warnings:
+            log.warning("%s", warning)
         log.info("reloaded %s", self.config_path)
         self.file_settings = new
         self.apply_settings()

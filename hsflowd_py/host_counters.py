@@ -16,9 +16,12 @@ Choices that differ from, or are not visible in, the established agent:
 * 2006 sums devices that are up, excluding loopback, VLAN sub-interfaces (their traffic is
   counted on the parent) and bond masters (counted on their slaves); bridges and veths are
   included as the established agent does.
-* 0:1 ifType is 6 for Ethernet, 24 for loopback, 1 (other) otherwise.  ifInUcastPkts is
-  rx_packets minus the received multicast count (broadcasts are included: Linux does not count
-  them); outgoing multicast and all broadcast counts are unknown (0xFFFFFFFF).
+* 0:1 ifType is 6 for Ethernet, 24 for loopback, 1 (other) otherwise.  ifInMulticastPkts is the
+  kernel's ``multicast`` count once it is above zero, and unknown (0xFFFFFFFF) while it is zero:
+  most devices never count it (lo, veth, bridges, tun, virtio-net leave it at 0), and the
+  established agent sends unknown unless a driver counts it (it looks for switch-ASIC ethtool
+  names).  ifInUcastPkts is rx_packets minus the multicast count when known (broadcasts are
+  included: Linux does not count them); outgoing multicast and all broadcast counts are unknown.
   ifPromiscuousMode is 1 or 0, as the established agent sends and collectors expect.
 """
 
@@ -89,15 +92,17 @@ CPU_FIELDS = {
 """/proc/stat cpu state → HostCpu field."""
 
 MEMINFO_FIELDS = {
-    "MemTotal": "mem_total",
-    "MemFree": "mem_free",
-    "Shmem": "mem_shared",
-    "Buffers": "mem_buffers",
-    "Cached": "mem_cached",
-    "SwapTotal": "swap_total",
-    "SwapFree": "swap_free",
+    "mem_total": ("MemTotal",),
+    "mem_free": ("MemFree",),
+    "mem_shared": ("Shmem",),
+    "mem_buffers": ("Buffers",),
+    "mem_cached": ("Cached", "SReclaimable"),
+    "swap_total": ("SwapTotal",),
+    "swap_free": ("SwapFree",),
 }
-"""/proc/meminfo key → HostMemory field (gauges)."""
+"""HostMemory field (gauges) → the /proc/meminfo keys it sums.  ``mem_cached`` is Cached plus
+SReclaimable, as the established agent counts it and as free(1) shows "cache": reclaimable slab
+is memory the kernel gives back under pressure like page cache."""
 
 VMSTAT_FIELDS = {"pgpgin": "page_in", "pgpgout": "page_out", "pswpin": "swap_in", "pswpout": "swap_out"}
 """/proc/vmstat key → HostMemory field (counters)."""
@@ -158,6 +163,8 @@ def interface_counters(info: InterfaceInfo, monotonic: Monotonic) -> tuple[Gener
         )
         for name, value in raw.items()
     }
+    if not s.get("multicast", 0):
+        counts["in_multicast_pkts"] = UNKNOWN_COUNTER  # never counted by this device (see the module docstring)
     generic = GenericInterface(
         if_index=info.ifindex,
         if_type=IF_TYPES.get(info.arp_type, 1),
@@ -259,7 +266,8 @@ class HostCounters:
             )
             for key, field in VMSTAT_FIELDS.items()
         }
-        return HostMemory(**{field: mem.get(key, 0) for key, field in MEMINFO_FIELDS.items()}, **paging)
+        gauges = {field: sum(mem.get(key, 0) for key in keys) for field, keys in MEMINFO_FIELDS.items()}
+        return HostMemory(**gauges, **paging)
 
     def _disk(self) -> HostDisk:
         space = read_disk_space(self.root, self.statvfs)

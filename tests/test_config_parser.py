@@ -99,12 +99,12 @@ def test_quotes_and_comments() -> None:
 
 def test_suffixes() -> None:
     settings = sflow(f"""{LOOPBACK}
-        sampling = 1K  datagramBytes = 8K  subAgentId = 1M  refreshAdaptors = 1K
+        sampling = 1K  datagramBytes = 8K  subAgentId = 100K  refreshAdaptors = 1K
         sampling.100M = 100 sampling.1G = 1000 sampling.2.5G = 2500 sampling.100G = 100K
         pcap {{ speed = 1G- sampling = 2K }}
         pcap {{ speed = 100M-10G }}
     """)
-    assert (settings.sampling, settings.datagram_bytes, settings.sub_agent_id) == (1000, 8000, 1_000_000)
+    assert (settings.sampling, settings.datagram_bytes, settings.sub_agent_id) == (1000, 8000, 100_000)
     assert settings.sampling_by_speed == {10**8: 100, 10**9: 1000, 25 * 10**8: 2500, 10**11: 100_000}
     assert settings.pcap == (PcapSettings(speed=(10**9, None), sampling=2000), PcapSettings(speed=(10**8, 10**10)))
 
@@ -218,7 +218,7 @@ def test_example_file_with_everything_uncommented_parses() -> None:
             sampling.bps_ratio = 0 agent.cidr = !10.0.0.0/8 agent.cidr = fd00::/8
             uuid = 6f1e4d0a-3c39-4e53-9d1a-0c5e0d3c8a11 group = adm
             pcap {{ dev.pattern = "a b{{2}}#" speed = 1G-10G }} pcap {{ speed = 25G- sampling = 3 }}
-            tcp {{ }} docker {{ hostname = on }} systemd {{ refreshVMs = 5 }}""",
+            tcp {{ }} docker {{ hostname = on }} systemd {{ refreshVMs = 15 }}""",
         "dns-sd { firstQuery = 0.25 }",
     ],
 )

@@ -71,14 +71,14 @@ def test_overrides_are_sorted_so_record_order_does_not_look_like_a_change() -> N
     [
         (b"sampling", "not key=value"),
         (b"=10", "not key=value"),
-        (b"sampling=0", "must be at least 1"),
+        (b"sampling=10000001", "must be between 0 and 10000000"),
         (b"sampling=ten", "not a number"),
-        (b"polling=-1", "must be at least 0"),
-        (b"headerBytes=300", "must be between 0 and 256"),
+        (b"polling=-1", "not a number"),
+        (b"headerBytes=lots", "not a number"),
         (b"agentIP=10.0.0.300", "not an IP address"),
         (b"agent=eth 0", "not a network interface name"),
         (b"agent.cidr=10.0.0.0/40", "not a CIDR prefix"),
-        (b"sampling.1OG=10", "not a link speed such as 100M or 10G; not an application name"),
+        (b"sampling.@=10", "not a link speed such as 100M or 10G; not an application name"),
         (b"polling.http=soon", "not a number"),
         (b"polling.=20", "not an application name"),
         (b"datagramBytes=9000", "not a DNS-SD setting"),
@@ -95,3 +95,9 @@ def test_a_bad_string_is_reported_and_the_others_still_apply(raw: bytes, reason:
 
 def test_no_strings_no_overrides() -> None:
     assert parse_txt([]).overrides == ()
+
+
+def test_header_bytes_above_256_is_clamped_as_the_established_agent_does() -> None:
+    assert dict(parse_txt([b"headerBytes=300"]).overrides) == {"header_bytes": 256}
+    assert dict(parse_txt([b"headerBytes=0x200"]).overrides) == {"header_bytes": 256}
+    assert dict(parse_txt([b"headerBytes=64"]).overrides) == {"header_bytes": 64}

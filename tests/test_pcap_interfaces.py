@@ -112,7 +112,7 @@ def test_taps_carry_what_a_sampler_needs() -> None:
         ("sampling = 50", 1 * G, 1000),  # the established agent ignores `sampling` when the speed is known
         ("sampling = 50 sampling.bps_ratio = 0", 1 * G, 50),
         ("sampling.bps_ratio = 2000000", 1 * G, 500),
-        ("sampling.bps_ratio = 2000000000000", 1 * G, 1),
+        ("sampling.bps_ratio = 10M", 1_000_000, 1),
         ("sampling.10G = 3000", 10 * G, 3000),
         ("sampling.10G = 3000", 1 * G, 1000),
         ("sampling.1G = 77 sampling.bps_ratio = 0", 1 * G, 77),

@@ -13,7 +13,10 @@ import pytest
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.identity import (
     APP_ID,
+    char_is_signed,
     host_uuid,
+    hsflowd_machine_id_uuid,
+    identify,
     machine_id_uuid,
     machine_type,
     parse_dmi_uuid,
@@ -95,20 +98,106 @@ NIL = uuid.UUID(int=0)
 
 
 @pytest.mark.parametrize(
-    "configured, dmi, machine_id, expected",
+    "configured, dmi, machine_id, expected, source",
     [
-        (CONFIGURED, DMI, MID, CONFIGURED),
-        (None, DMI, MID, FROM_DMI),
-        (None, "00000000-0000-0000-0000-000000000000\n", MID, FROM_MID),
-        (None, None, MID, FROM_MID),
-        (None, None, "garbage\n", NIL),
-        (None, None, None, NIL),
+        (CONFIGURED, DMI, MID, CONFIGURED, "configured"),
+        (None, DMI, MID, FROM_DMI, "DMI"),
+        (None, "00000000-0000-0000-0000-000000000000\n", MID, FROM_MID, "/etc/machine-id, HMAC"),
+        (None, None, MID, FROM_MID, "/etc/machine-id, HMAC"),
+        (None, None, "garbage\n", NIL, "none"),
+        (None, None, None, NIL, "none"),
     ],
 )
 def test_host_uuid_precedence(
-    tmp_path: Path, configured: uuid.UUID | None, dmi: str | None, machine_id: str | None, expected: uuid.UUID
+    tmp_path: Path,
+    configured: uuid.UUID | None,
+    dmi: str | None,
+    machine_id: str | None,
+    expected: uuid.UUID,
+    source: str,
 ) -> None:
-    assert host_uuid(make_root(tmp_path, dmi, machine_id), configured) == expected
+    found, said = identify(make_root(tmp_path, dmi, machine_id), configured, derivation="hmac")
+    assert found == expected and said.startswith(source)
+
+
+def test_dash_m_replaces_etc_machine_id_and_the_default_is_the_established_agents_derivation(tmp_path: Path) -> None:
+    root = make_root(tmp_path, None, MID)
+    given = parse_machine_id("00112233-4455-6677-8899-aabbccddeeff")
+    found, said = identify(root, None, given)
+    assert found == hsflowd_machine_id_uuid(given, char_is_signed(read_machine(root)))
+    assert said == "-m, the established agent's FNV-1a derivation"
+    assert host_uuid(root, None) == hsflowd_machine_id_uuid(parse_machine_id(MID), char_is_signed(read_machine(root)))
+
+
+# The established agent's chooseUUID(), written in C from its definition (FNV-1a 32 over each
+# half of the 16 machine-id bytes read through `const char *`, h1 h2 h1 h2 as native uint32
+# words, then the version-5 and variant bits): the compiler decides what a char is, as it does
+# for the agent; -funsigned-char gives the ARM/PowerPC/s390 reading on this machine.
+C_DERIVATION = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+  unsigned char id[16], u[16];
+  for (int i = 0; i < 16; i++) sscanf(argv[1] + 2 * i, "%2hhx", &id[i]);
+  const char *s = (const char *)id;
+  uint32_t h[2];
+  for (int k = 0; k < 2; k++) {
+    uint32_t x = 2166136261U;
+    for (int i = 0; i < 8; i++) { x ^= s[8 * k + i]; x *= 16777619U; }
+    h[k] = x;
+  }
+  uint32_t q[4] = {h[0], h[1], h[0], h[1]};
+  memcpy(u, q, 16);
+  u[6] = (u[6] & 0x0F) | 0x50;
+  u[8] = (u[8] & 0x3F) | 0x80;
+  for (int i = 0; i < 16; i++) printf("%02x", u[i]);
+  return 0;
+}
+"""
+
+MACHINE_IDS = [
+    "3d1219c7c4c5404aaa1f6d2a48adfda4",
+    "00000000000000000000000000000000",
+    "ffffffffffffffffffffffffffffffff",
+    "80818283848586878889a0b0c0d0e0f0",
+    "0123456789abcdef0123456789abcdef",
+]
+
+
+@pytest.fixture(scope="module")
+def c_derivation(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler")
+    work = tmp_path_factory.mktemp("chooseuuid")
+    (work / "d.c").write_text(C_DERIVATION)
+    built = {}
+    for signed, flag in ((True, "-fsigned-char"), (False, "-funsigned-char")):
+        built[signed] = work / f"d{int(signed)}"
+        subprocess.run(["cc", flag, "-o", str(built[signed]), str(work / "d.c")], check=True)
+    return built
+
+
+@pytest.mark.parametrize("machine_id", MACHINE_IDS)
+@pytest.mark.parametrize("signed", [True, False])
+def test_derivation_equals_the_c_definition(c_derivation: dict[bool, Path], machine_id: str, signed: bool) -> None:
+    out = subprocess.run([str(c_derivation[signed]), machine_id], capture_output=True, text=True, check=True).stdout
+    assert hsflowd_machine_id_uuid(bytes.fromhex(machine_id), signed) == uuid.UUID(out)
+
+
+def test_this_machines_uuid_is_the_one_the_established_agent_computes(c_derivation: dict[bool, Path]) -> None:
+    if Path("/sys/class/dmi/id/product_uuid").exists() or not Path("/etc/machine-id").exists():
+        pytest.skip("only where the machine-id decides (no DMI UUID)")
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    signed = char_is_signed(os.uname().machine)
+    out = subprocess.run([str(c_derivation[signed]), machine_id], capture_output=True, text=True, check=True).stdout
+    assert identify(Path("/"), None) == (uuid.UUID(out), "/etc/machine-id, the established agent's FNV-1a derivation")
+
+
+def test_char_signedness_by_machine() -> None:
+    assert [char_is_signed(m) for m in ("x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64")] == [
+        True, True, False, False, False, False, False,
+    ]  # fmt: skip
 
 
 def test_names_from_the_fixture_tree() -> None:

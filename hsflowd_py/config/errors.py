@@ -26,3 +26,11 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         where = ":".join(str(part) for part in (self.source, self.line) if part is not None)
         return f"{where}: {self.message}" if where else self.message
+
+
+def excerpt(text: str, limit: int = 40) -> str:
+    """``repr(text)``, cut to ``limit`` characters with its length said, so a megabyte of junk in a
+    file or a DNS record makes a one-line error, not a megabyte of log."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

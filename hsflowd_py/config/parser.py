@@ -9,27 +9,50 @@ Blocks of the established agent that hsflowd-py does not implement are refused
 with their own message rather than skipped: an operator who configured
 ``psample {}`` or ``kvm {}`` relies on the data it produces, and an agent that
 starts without it would hide that loss until someone noticed the gap in their
-graphs.  Failing at start-up, naming the block and line, surfaces it at once.
+graphs.  Failing at start-up, naming the block and line, surfaces it at once.  An operator
+who knows and accepts the loss (the same file feeding both agents on a fleet) starts the agent
+with ``--skip-unsupported`` (``skip_unsupported=True`` here): each such block or key is then
+skipped and named in ``Settings.warnings``, which ``--check`` prints and the agent logs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from . import values as v
+from .errors import ConfigError, excerpt
 from .lexer import Kind, Token, tokenize
 from .schema import Block, Family, Option, config_fields, parse_suffix, suffix_families
-from .settings import Settings
+from .settings import DnsSdSettings, Settings
 
 UNSUPPORTED_BLOCKS = frozenset(
-    "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp json".split()
+    "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp json"
+    " containerd k8s epcap dbus nlroute".split()
 )
 """Blocks of the established agent's ``sflow {}`` that hsflowd-py does not implement (``json {}``:
-the listener for sub-agents' JSON-encoded samples)."""
+the listener for sub-agents' JSON-encoded samples; ``epcap {}``: its eBPF variant of ``pcap {}``,
+for which this agent has ``pcap { sampler = ebpf }``)."""
+
+UNSUPPORTED_LEGACY_KEYS = {
+    "jsonport": "json",
+    "jsonfifo": "json",
+    "uloggroup": "ulog",
+    "ulogprobability": "ulog",
+    "nfloggroup": "nflog",
+    "nflogprobability": "nflog",
+    "xen.update.dominfo": "xen",
+    "xen.dsk": "xen",
+}
+"""Old ``sflow {}``-level spellings of keys of unsupported blocks, by the block they configure."""
+
+_SKIP_HINT = "start with --skip-unsupported to skip it with a warning"
+_MAX_FILE_BYTES = 1 << 20
+"""A config file larger than this is refused unread: real ones are a few kilobytes."""
 
 UNSUPPORTED_KEYS = {"collector": frozenset({"namespace"}), "pcap": frozenset({"vport"})}
 """Keys of the established agent's blocks that hsflowd-py does not implement: ``namespace`` (send
@@ -47,51 +70,75 @@ class _Table:
 @functools.cache
 def _table(cls: type) -> _Table:
     exact = {
-        spec.key.lower(): (name, spec)
+        spelling.lower(): (name, spec)
         for name, spec in config_fields(cls)
         if not (isinstance(spec, Option) and spec.suffix is not None)
+        for spelling in (spec.key, *(spec.aliases if isinstance(spec, Option) else ()))
     }
     return _Table(exact, suffix_families(cls))
 
 
-def parse_config(text: str, source: str = "<string>") -> Settings:
+def parse_config(text: str, source: str = "<string>", skip_unsupported: bool = False) -> Settings:
     """Settings from hsflowd.conf ``text``; ``source`` names it in error messages."""
-    return _Parser(tokenize(text, source), source).parse()
+    return _Parser(tokenize(text, source), source, skip_unsupported).parse()
 
 
-def load_config(path: str | os.PathLike[str]) -> Settings:
+def load_config(path: str | os.PathLike[str], skip_unsupported: bool = False) -> Settings:
     """Settings from the file at ``path``; an unreadable file is a ConfigError like any other."""
     source = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as file:
-            text = file.read()
+            text = file.read(_MAX_FILE_BYTES + 1)
+        if len(text) > _MAX_FILE_BYTES:
+            raise ConfigError(f"larger than {_MAX_FILE_BYTES} characters: not a configuration file", source)
     except OSError as err:
         raise ConfigError(f"cannot read configuration: {err.strerror or err}", source) from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"not UTF-8 text: {err.reason} at byte {err.start}", source) from err
-    return parse_config(text, source)
+    return parse_config(text, source, skip_unsupported)
+
+
+def _fold_dnssd(found: dict[str, Any]) -> None:
+    """The legacy ``DNSSD = on|off`` and ``DNSSD_domain`` into ``dns_sd``, as the established agent
+    reads them: ``on`` is an empty ``dns-sd {}``, ``off`` turns DNS-SD off (whatever the order of
+    lines, where there the last one wins); ``DNSSD_domain`` is the domain unless the block sets one."""
+    switch, domain = found.pop("dnssd", None), found.pop("dnssd_domain", None)
+    block = found.get("dns_sd")
+    if switch is False:
+        found.pop("dns_sd", None)
+        return
+    if block is None and switch:
+        block = DnsSdSettings()
+    if block is not None and domain is not None and not block.domain:
+        block = dataclasses.replace(block, domain=domain)
+    if block is not None:
+        found["dns_sd"] = block
 
 
 class _Parser:
     """One pass over the tokens; every error names the source and the line."""
 
-    def __init__(self, tokens: list[Token], source: str):
+    def __init__(self, tokens: list[Token], source: str, skip_unsupported: bool):
         self._tokens: Iterator[Token] = iter(tokens)
         self._source = source
+        self._skip_unsupported = skip_unsupported
+        self._warnings: list[str] = []
 
     def parse(self) -> Settings:
         head = next(self._tokens, None)
         if head is None:
             raise self._error("the file must start with 'sflow {', found end of file", 1)
         if head.kind is not Kind.WORD or head.text.lower() != "sflow":
-            raise self._error(f"the file must start with 'sflow {{', found {head.text!r}", head.line, head.text)
+            raise self._error(f"the file must start with 'sflow {{', found {excerpt(head.text)}", head.line, head.text)
         self._expect_open(head)
         fields = self._block(Settings, head, top=True)
         extra = next(self._tokens, None)
         if extra is not None:
-            raise self._error(f"unexpected {extra.text!r} after the closing brace of {head.text!r}", extra.line,
-                              extra.text)
-        return Settings(**fields, source=self._source)
+            raise self._error(f"unexpected {excerpt(extra.text)} after the closing brace of {head.text!r}",
+                              extra.line, extra.text)
+        _fold_dnssd(fields)
+        self._check_required(Settings, _table(Settings), fields, head)
+        return Settings(**fields, source=self._source, warnings=tuple(self._warnings))
 
     def _error(self, message: str, line: int, key: str | None = None) -> ConfigError:
         return ConfigError(message, self._source, line, key)
@@ -103,20 +150,61 @@ class _Parser:
         while True:
             token = next(self._tokens, None)
             if token is None:
-                raise self._error(f"block {opener.text!r} opened at line {opener.line} is never closed", opener.line,
-                                  opener.text)
+                self._unclosed(opener)
+                break
             if token.kind is Kind.CLOSE:
                 break
             if token.kind is Kind.OPEN:
                 raise self._error(f"unexpected '{{' in block {opener.text!r}, expected a key", token.line)
-            if top and token.text.lower() in UNSUPPORTED_BLOCKS:
-                raise self._error(f"block {token.text!r} is not supported by hsflowd-py", token.line, token.text)
-            if token.text.lower() in UNSUPPORTED_KEYS.get(opener.text.lower(), ()):
-                raise self._error(f"key {token.text!r} in block {opener.text!r} is not supported by hsflowd-py",
-                                  token.line, token.text)  # fmt: skip
-            self._entry(token, opener, table, found)
-        self._check_required(cls, table, found, opener)
+            if not self._unsupported(token, opener, top):
+                self._entry(token, opener, table, found)
+        if not top:
+            self._check_required(cls, table, found, opener)
         return {name: tuple(value) if isinstance(value, list) else value for name, value in found.items()}
+
+    def _unsupported(self, token: Token, opener: Token, top: bool) -> bool:
+        """True if ``token`` starts a block or key this agent lacks and it was skipped (with a
+        warning); a ConfigError naming it unless skipping was asked for; False for any other key."""
+        lowered = token.text.lower()
+        if top and lowered in UNSUPPORTED_BLOCKS:
+            what = f"block {token.text!r} is not supported by hsflowd-py"
+        elif top and lowered in UNSUPPORTED_LEGACY_KEYS:
+            module = UNSUPPORTED_LEGACY_KEYS[lowered]
+            what = f"key {token.text!r} configures block {module!r}, which is not supported by hsflowd-py"
+        elif lowered in UNSUPPORTED_KEYS.get(opener.text.lower(), ()):
+            what = f"key {token.text!r} in block {opener.text!r} is not supported by hsflowd-py"
+        else:
+            return False
+        if not self._skip_unsupported:
+            raise self._error(f"{what} ({_SKIP_HINT})", token.line, token.text)
+        if top and lowered in UNSUPPORTED_BLOCKS:
+            self._skip_block(token)
+        else:
+            self._skip_value(token, opener)
+        self._warnings.append(f"{self._source}:{token.line}: {what}; skipped")
+        return True
+
+    def _skip_block(self, opener: Token) -> None:
+        """Consume ``{ ... }`` after ``opener``, nested blocks included (``opx { port { } }``)."""
+        self._expect_open(opener)
+        depth = 1
+        for token in self._tokens:
+            depth += {Kind.OPEN: 1, Kind.CLOSE: -1}.get(token.kind, 0)
+            if depth == 0:
+                return
+        self._unclosed(opener)
+
+    def _unclosed(self, opener: Token) -> None:
+        """End of file inside a block: the established agent logs it and keeps the file ("we
+        tolerated it before"), so this is a warning, not an error."""
+        self._warnings.append(
+            f"{self._source}:{opener.line}: block {opener.text!r} is never closed; read to the end of the file"
+        )
+
+    def _skip_value(self, key: Token, opener: Token) -> None:
+        token = next(self._tokens, None)
+        if token is None or token.kind is not Kind.WORD:
+            raise self._error(f"key {key.text!r} in block {opener.text!r} has no value", key.line, key.text)
 
     def _entry(self, key: Token, opener: Token, table: _Table, found: dict[str, Any]) -> None:
         """Parse one key or nested block and store it in ``found`` (lists for repeats, dicts for families)."""
@@ -142,6 +230,8 @@ class _Parser:
     def _lookup(self, key: Token, opener: Token, table: _Table) -> tuple[str, Option | Block, Any]:
         """(field name, spec, parsed suffix or None) for ``key``, or an unknown-key error."""
         lowered = key.text.lower()
+        if len(lowered) > v.MAX_VALUE_CHARS:
+            raise self._error(f"unknown key {excerpt(key.text)} in block {opener.text!r}", key.line, key.text)
         if lowered in table.exact:
             return *table.exact[lowered], None
         family, dot, _ = lowered.partition(".")
@@ -150,9 +240,9 @@ class _Parser:
             try:
                 return parse_suffix(table.families[family], suffix_text)
             except ValueError as err:
-                raise self._error(f"unknown key {key.text!r} in block {opener.text!r} ({suffix_text!r}: {err})",
+                raise self._error(f"unknown key {excerpt(key.text)} in block {opener.text!r} ({err})",
                                   key.line, key.text) from None
-        raise self._error(f"unknown key {key.text!r} in block {opener.text!r}", key.line, key.text)
+        raise self._error(f"unknown key {excerpt(key.text)} in block {opener.text!r}", key.line, key.text)
 
     def _value(self, key: Token, opener: Token, spec: Option) -> Any:
         token = next(self._tokens, None)
@@ -162,15 +252,15 @@ class _Parser:
             raise self._error(f"expected a value for key {key.text!r} in block {opener.text!r}, found '{{'",
                               token.line, key.text)
         try:
-            return spec.codec.parse(token.text)
+            return spec.codec.read(token.text)
         except ValueError as err:
-            raise self._error(f"bad value {token.text!r} for key {key.text!r} in block {opener.text!r}: {err}",
+            raise self._error(f"bad value {excerpt(token.text)} for key {key.text!r} in block {opener.text!r}: {err}",
                               token.line, key.text) from None
 
     def _expect_open(self, key: Token) -> None:
         token = next(self._tokens, None)
         if token is None or token.kind is not Kind.OPEN:
-            found = "end of file" if token is None else repr(token.text)
+            found = "end of file" if token is None else excerpt(token.text)
             raise self._error(f"{key.text!r} is a block: expected '{{' after it, found {found}",
                               key.line if token is None else token.line, key.text)
 

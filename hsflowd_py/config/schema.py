@@ -25,6 +25,8 @@ class Option:
     """A ``key = value`` line.
 
     ``repeat`` collects every occurrence into a tuple (``agent.cidr``).
+    ``aliases`` are other spellings the established agent accepts for the same key
+    (``packetSamplingRate`` for ``sampling``); printing uses ``key``.
     ``suffix`` makes the key a family ``key.<suffix>`` collected into a dict
     keyed by the parsed suffix (``sampling.10G``).  Several fields may share a
     family: the first, in declaration order, whose suffix codec reads the
@@ -36,6 +38,7 @@ class Option:
     codec: Codec
     repeat: bool = False
     suffix: Codec | None = None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,9 +50,11 @@ class Block:
     repeat: bool = False
 
 
-def conf_key(key: str, codec: Codec, *, repeat: bool = False, suffix: Codec | None = None) -> dict[str, Option]:
+def conf_key(
+    key: str, codec: Codec, *, repeat: bool = False, suffix: Codec | None = None, aliases: tuple[str, ...] = ()
+) -> dict[str, Option]:
     """Field metadata binding a dataclass field to ``key = value`` lines."""
-    return {_META: Option(key, codec, repeat, suffix)}
+    return {_META: Option(key, codec, repeat, suffix, aliases)}
 
 
 def conf_block(key: str, cls: type, *, repeat: bool = False) -> dict[str, Block]:

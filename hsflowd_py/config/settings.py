@@ -44,10 +44,10 @@ class DnsSdSettings:
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
 
-    domain: str = field(default="", metadata=conf_key("domain", v.DOMAIN))
+    domain: str = field(default="", metadata=conf_key("domain", v.DOMAIN, aliases=("DNSSD_domain",)))
     server: str | None = field(default=None, metadata=conf_key("server", v.IP))
     port: int = field(default=53, metadata=conf_key("port", v.PORT))
-    first_query_max: float = field(default=30.0, metadata=conf_key("firstQuery", v.SECONDS))
+    first_query_max: float = field(default=30.0, metadata=conf_key("firstQuery", v.seconds(3600)))
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class PcapSettings:
     established agent's regexec).  ``speed`` is an inclusive (low, high) range in
     bits/s, high None meaning unbounded.  ``sampler`` (addition) picks the
     kernel sampler: ``auto`` prefers eBPF and falls back to classic BPF.
+    ``sampling = 0`` turns sampling off on the chosen interfaces.  ``dynamic = on`` makes the
+    block one that, in the established agent, only other modules' requests open (none here
+    asks), so it samples nothing.
     """
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ("dev", "dev.pattern", "speed")
@@ -68,6 +71,7 @@ class PcapSettings:
     promisc: bool = field(default=False, metadata=conf_key("promisc", v.BOOL))
     sampling: int | None = field(default=None, metadata=conf_key("sampling", v.RATE))
     sampler: str = field(default="auto", metadata=conf_key("sampler", v.choice("auto", "ebpf", "cbpf")))
+    dynamic: bool | None = field(default=None, metadata=conf_key("dynamic", v.BOOL))
 
 
 @dataclass(frozen=True)
@@ -81,25 +85,38 @@ class TcpSettings:
 
 @dataclass(frozen=True)
 class DockerSettings:
-    """``socket`` (addition) lets tests and rootless engines point elsewhere."""
+    """``socket`` (addition) lets tests and rootless engines point elsewhere.
+
+    ``refreshVMs``/``forgetVMs`` are range-checked as the established agent does and otherwise
+    unused: the engine's event stream tells this agent of containers at once, and data-source
+    indexes are forgotten after the global ``forgetVMs``.
+    """
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
 
     hostname: bool = field(default=False, metadata=conf_key("hostname", v.BOOL))
     mark_traffic: bool = field(default=False, metadata=conf_key("markTraffic", v.BOOL))
+    refresh_vms: int | None = field(default=None, metadata=conf_key("refreshVMs", v.integer(60, 3600)))
+    forget_vms: int | None = field(default=None, metadata=conf_key("forgetVMs", v.integer(60, v.UINT32)))
     socket: str = field(default="/var/run/docker.sock", metadata=conf_key("socket", v.TEXT))
 
 
 @dataclass(frozen=True)
 class SystemdSettings:
-    """``refresh_vms`` None means the global ``refreshVMs``; ``cgroup_root`` (addition) is for test roots."""
+    """``refresh_vms`` None means the global ``refreshVMs``; ``cgroup_root`` (addition) is for test roots.
+
+    ``cgroup_procs``/``cgroup_acct`` (the established agent's cgroup v1 path formats) are accepted
+    and unused: the cgroup files are found from each unit's ControlGroup property.
+    """
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
 
     mark_traffic: bool = field(default=False, metadata=conf_key("markTraffic", v.BOOL))
     drop_priv: bool = field(default=True, metadata=conf_key("dropPriv", v.BOOL))
-    refresh_vms: int | None = field(default=None, metadata=conf_key("refreshVMs", v.integer(1)))
+    refresh_vms: int | None = field(default=None, metadata=conf_key("refreshVMs", v.integer(10, 3600)))
     cgroup_root: str = field(default="/sys/fs/cgroup", metadata=conf_key("cgroupRoot", v.TEXT))
+    cgroup_procs: str | None = field(default=None, metadata=conf_key("cgroup_procs", v.TEXT))
+    cgroup_acct: str | None = field(default=None, metadata=conf_key("cgroup_acct", v.TEXT))
 
 
 @dataclass(frozen=True)
@@ -112,21 +129,27 @@ class Settings:
     drops to after opening its privileged sockets.  ``refresh_adaptors`` is
     accepted so the established agent's files load, and does nothing: its full
     re-read of the interfaces is what every ``check_adaptors`` check does here.
+
+    Ranges are the established agent's (it refuses a file with a value outside them, and so
+    does this parser).  Legacy keys it still reads: ``packetSamplingRate`` and
+    ``counterPollingInterval`` (spellings of ``sampling`` and ``polling``); ``DNSSD = on|off`` and
+    ``DNSSD_domain`` (folded into ``dns_sd`` by the parser); ``loopback``, ``samplingDirection``
+    and ``modules``, checked and without effect, as they are there.
     """
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ("collector", "dns-sd")
 
-    sampling: int = field(default=400, metadata=conf_key("sampling", v.RATE))
+    sampling: int = field(default=400, metadata=conf_key("sampling", v.RATE, aliases=("packetSamplingRate",)))
     sampling_by_speed: dict[int, int] = field(
         default_factory=dict, metadata=conf_key("sampling", v.RATE, suffix=v.SPEED)
     )
     sampling_by_application: dict[str, int] = field(
         default_factory=dict, metadata=conf_key("sampling", v.RATE, suffix=v.APPLICATION)
     )
-    sampling_bps_ratio: int | None = field(default=None, metadata=conf_key("sampling.bps_ratio", v.integer(0)))
-    polling: int = field(default=30, metadata=conf_key("polling", v.integer(0)))
+    sampling_bps_ratio: int | None = field(default=None, metadata=conf_key("sampling.bps_ratio", v.RATE))
+    polling: int = field(default=30, metadata=conf_key("polling", v.POLLING, aliases=("counterPollingInterval",)))
     polling_by_application: dict[str, int] = field(
-        default_factory=dict, metadata=conf_key("polling", v.integer(0), suffix=v.APPLICATION)
+        default_factory=dict, metadata=conf_key("polling", v.POLLING, suffix=v.APPLICATION)
     )
     agent_ip: str | None = field(default=None, metadata=conf_key("agentIP", v.IP))
     agent_dev: str | None = field(default=None, metadata=conf_key("agent", v.IFNAME))
@@ -135,12 +158,17 @@ class Settings:
     )
     header_bytes: int = field(default=128, metadata=conf_key("headerBytes", v.integer(0, 256)))
     datagram_bytes: int = field(default=1400, metadata=conf_key("datagramBytes", v.integer(200, 8192)))
-    sub_agent_id: int = field(default=100000, metadata=conf_key("subAgentId", v.integer(0, 2**32 - 2)))
+    sub_agent_id: int = field(default=100000, metadata=conf_key("subAgentId", v.integer(0, 199_999)))
     uuid: UUID | None = field(default=None, metadata=conf_key("uuid", v.UUID))
-    refresh_adaptors: int = field(default=180, metadata=conf_key("refreshAdaptors", v.integer(1)))
-    check_adaptors: int = field(default=10, metadata=conf_key("checkAdaptors", v.integer(1)))
-    refresh_vms: int = field(default=60, metadata=conf_key("refreshVMs", v.integer(1)))
-    forget_vms: int = field(default=180, metadata=conf_key("forgetVMs", v.integer(1)))
+    refresh_adaptors: int = field(default=180, metadata=conf_key("refreshAdaptors", v.integer(60, 3600)))
+    check_adaptors: int = field(default=10, metadata=conf_key("checkAdaptors", v.integer(1, 3600)))
+    refresh_vms: int = field(default=60, metadata=conf_key("refreshVMs", v.integer(60, 3600)))
+    forget_vms: int = field(default=180, metadata=conf_key("forgetVMs", v.integer(60, v.UINT32)))
+    loopback: bool | None = field(default=None, metadata=conf_key("loopback", v.BOOL))
+    sampling_direction: str | None = field(default=None, metadata=conf_key("samplingDirection", v.DIRECTION))
+    modules: str | None = field(default=None, metadata=conf_key("modules", v.TEXT))
+    dnssd: bool | None = field(default=None, metadata=conf_key("DNSSD", v.BOOL))
+    dnssd_domain: str | None = field(default=None, metadata=conf_key("DNSSD_domain", v.DOMAIN))
     run_as_user: str = field(default="nobody", metadata=conf_key("user", v.TEXT))
     run_as_group: str | None = field(default=None, metadata=conf_key("group", v.TEXT))
     collectors: tuple[CollectorSettings, ...] = field(
@@ -154,6 +182,8 @@ class Settings:
     docker: DockerSettings | None = field(default=None, metadata=conf_block("docker", DockerSettings))
     systemd: SystemdSettings | None = field(default=None, metadata=conf_block("systemd", SystemdSettings))
     source: str = "<string>"
+    warnings: tuple[str, ...] = ()
+    """What the parser skipped (unsupported blocks and keys, when told to skip them), one line each."""
 
     def packet_sampling_configured(self) -> bool:
         return bool(self.pcap)
@@ -166,6 +196,7 @@ class Settings:
         """The effective settings, defaults included, as hsflowd.conf text that parses back to them."""
         return [
             f"# effective settings from {self.source}",
+            *(f"# warning: {warning}" for warning in self.warnings),
             f"# datagram sub-agent id: {self.sub_agent()}",
             *render(self, "sflow"),
         ]

@@ -1,17 +1,24 @@
 """Who the host is: hostname, kernel release, machine type and host UUID.
 
-Host UUID precedence (:func:`host_uuid`): the configured ``uuid``; else the SMBIOS system UUID
-(/sys/class/dmi/id/product_uuid, readable by root only, absent on most VMs and non-x86
-boards, and ignored when firmware left it all zeros or all ones); else one derived from
-/etc/machine-id; else the nil UUID, which sFlow collectors read as "unknown".
+Host UUID precedence (:func:`identify`), that of the established agent as its packages run it
+(``hsflowd -m %m``): a UUID given on the command line or in the config; else the SMBIOS system
+UUID (/sys/class/dmi/id/product_uuid, the string ``dmidecode`` prints, readable by root only,
+absent on most VMs and non-x86 boards, ignored when firmware left it all zeros or all ones);
+else one derived from the machine-id (``-m``, else /etc/machine-id, which is what ``%m`` gives);
+else the nil UUID, which sFlow collectors read as "unknown".
 
-Deriving from machine-id: machine-id(5) asks that the ID never be sent on the network as it is,
-but through a keyed hash with an application key.  This is systemd's
-``sd_id128_get_machine_app_specific()``: HMAC-SHA256 keyed with the 16 machine-id bytes over
-:data:`APP_ID`, the first 16 bytes forced to an RFC 4122 version 4 UUID.  The result equals
-``systemd-id128 machine-id --app-specific=1b0cd71c-b8d2-4919-9457-c96cf6419b8d``, is stable
-for the life of the installation, and differs from the established agent's (which repeats a
-32-bit hash of machine-id four times, so hosts collide after tens of thousands).
+Deriving from machine-id, by default as the established agent does (``chooseUUID`` in its
+hsflowd.c), so a collector sees the same host before and after the switch: h1 and h2 are the
+32-bit FNV-1a hashes of the first and last 8 machine-id bytes, each byte taken as a C ``char``
+(sign-extended where char is signed: x86), and the UUID is h1 h2 h1 h2 as 32-bit words in the
+machine's byte order, with version 5 and the RFC 4122 variant forced.  Its weakness: 64 bits of
+hash, repeated, so hosts collide after some billions rather than never.
+
+The alternative (``--machine-id-uuid hmac``) follows machine-id(5), which asks that the ID not be
+sent as it is but through a keyed hash with an application key: systemd's
+``sd_id128_get_machine_app_specific()``, HMAC-SHA256 keyed with the 16 machine-id bytes over
+:data:`APP_ID`, the first 16 bytes forced to a version 4 UUID, equal to
+``systemd-id128 machine-id --app-specific=1b0cd71c-b8d2-4919-9457-c96cf6419b8d``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import struct
+import sys
 import uuid
 from pathlib import Path
 
@@ -88,14 +97,46 @@ def parse_dmi_uuid(text: str) -> uuid.UUID | None:
 
 
 def parse_machine_id(text: str) -> bytes:
-    """/etc/machine-id: 32 lowercase hex digits and a newline."""
+    """/etc/machine-id (32 lowercase hex digits and a newline) or ``-m``, where the established agent
+    also allows ``-``, ``.`` and ``:`` between bytes (a UUID spelling)."""
     try:
-        raw = bytes.fromhex(text.strip())
+        raw = bytes.fromhex(text.strip().translate(str.maketrans("", "", "-.:")))
     except ValueError:
         raw = b""
     if len(raw) != 16:
         raise ReaderError(f"{text.strip()!r} is not 32 hex digits", line=1)
     return raw
+
+
+DERIVATIONS = ("hsflowd", "hmac")
+"""How a UUID comes from machine-id: the established agent's hash (default) or the HMAC."""
+
+_FNV_OFFSET, _FNV_PRIME = 0x811C9DC5, 16777619
+_UNSIGNED_CHAR = ("arm", "aarch64", "ppc", "powerpc", "s390", "riscv")
+"""Machines whose C ``char`` is unsigned (the ABI says so); elsewhere (x86) it is signed."""
+
+
+def char_is_signed(machine: str) -> bool:
+    return not machine.startswith(_UNSIGNED_CHAR)
+
+
+def _fnv1a(data: bytes, signed_char: bool) -> int:
+    """32-bit FNV-1a over ``data`` as the established agent's ``hash_fnv1a(const char *)`` runs it."""
+    value = _FNV_OFFSET
+    for byte in data:
+        extended = byte | 0xFFFFFF00 if signed_char and byte & 0x80 else byte
+        value = ((value ^ extended) * _FNV_PRIME) & 0xFFFFFFFF
+    return value
+
+
+def hsflowd_machine_id_uuid(machine_id: bytes, signed_char: bool, byteorder: str = sys.byteorder) -> uuid.UUID:
+    """The established agent's UUID for a machine-id (see the module docstring)."""
+    word = struct.Struct("<I" if byteorder == "little" else ">I")
+    h1, h2 = _fnv1a(machine_id[:8], signed_char), _fnv1a(machine_id[8:16], signed_char)
+    raw = bytearray(word.pack(h1) + word.pack(h2)) * 2
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return uuid.UUID(bytes=bytes(raw))
 
 
 def machine_id_uuid(machine_id: bytes) -> uuid.UUID:
@@ -104,17 +145,34 @@ def machine_id_uuid(machine_id: bytes) -> uuid.UUID:
     return uuid.UUID(bytes=digest[:16], version=4)
 
 
-def host_uuid(root: Path, configured: uuid.UUID | None) -> uuid.UUID:
-    """The host's UUID by the precedence in the module docstring; never raises."""
+def identify(
+    root: Path,
+    configured: uuid.UUID | None,
+    machine_id: bytes | None = None,
+    derivation: str = "hsflowd",
+) -> tuple[uuid.UUID, str]:
+    """The host's UUID by the precedence in the module docstring, and where it came from; never raises.
+
+    ``machine_id`` is ``-m``'s; None reads /etc/machine-id under ``root``.
+    """
     if configured is not None:
-        return configured
+        return configured, "configured (-u or uuid in the config)"
     dmi = read_optional(root / "sys/class/dmi/id/product_uuid")
     if dmi and (found := parse_dmi_uuid(dmi)) is not None:
-        return found
-    machine_id = read_optional(root / "etc/machine-id")
-    if machine_id:
+        return found, "DMI system UUID (/sys/class/dmi/id/product_uuid)"
+    where = "-m"
+    if machine_id is None:
+        where = "/etc/machine-id"
         try:
-            return machine_id_uuid(parse_machine_id(machine_id))
+            machine_id = parse_machine_id(read_optional(root / "etc/machine-id") or "")
         except ReaderError:
-            pass
-    return uuid.UUID(int=0)
+            return uuid.UUID(int=0), "none (no DMI UUID, no machine-id): nil UUID"
+    if derivation == "hmac":
+        return machine_id_uuid(machine_id), f"{where}, HMAC-SHA256 app-specific ID"
+    signed = char_is_signed(read_machine(root))
+    return hsflowd_machine_id_uuid(machine_id, signed), f"{where}, the established agent's FNV-1a derivation"
+
+
+def host_uuid(root: Path, configured: uuid.UUID | None) -> uuid.UUID:
+    """:func:`identify`'s UUID with /etc/machine-id and the default derivation."""
+    return identify(root, configured)[0]

@@ -53,7 +53,9 @@ def _skipped_by_patterns(info: InterfaceInfo) -> bool:
 
 
 def matches(block: PcapSettings, info: InterfaceInfo) -> bool:
-    """Whether ``block`` chooses this interface."""
+    """Whether ``block`` chooses this interface (never for ``dynamic``: see PcapSettings)."""
+    if block.dynamic:
+        return False
     if block.dev is not None and info.name != block.dev:
         return False
     if block.dev is None and _skipped_by_patterns(info):
@@ -68,19 +70,19 @@ def matches(block: PcapSettings, info: InterfaceInfo) -> bool:
 
 
 def sampling_rate(block: PcapSettings, settings: Settings, speed: int | None) -> int:
-    """The 1-in-N rate of an interface, in the established agent's order of precedence."""
+    """The 1-in-N rate of an interface, in the established agent's order of precedence; 0 is off."""
     if block.sampling is not None:
-        return max(block.sampling, 1)
+        return block.sampling
     if speed:
         by_speed = settings.sampling_by_speed.get(speed)
         if by_speed is not None:
-            return max(by_speed, 1)
+            return by_speed
         ratio = settings.sampling_bps_ratio
         if ratio is None:
             return max(speed // SPEED_SAMPLING_RATIO, SPEED_SAMPLING_MIN)
         if ratio > 0:
             return max(speed // ratio, 1)
-    return max(settings.sampling, 1)
+    return settings.sampling
 
 
 def choose(infos: Iterable[InterfaceInfo], settings: Settings) -> dict[int, Tap]:
@@ -88,12 +90,13 @@ def choose(infos: Iterable[InterfaceInfo], settings: Settings) -> dict[int, Tap]
     taps: dict[int, Tap] = {}
     for info in infos:
         block = next((b for b in settings.pcap if matches(b, info)), None)
-        if block is None:
+        rate = 0 if block is None else sampling_rate(block, settings, info.speed)
+        if block is None or rate == 0:
             continue
         taps[info.ifindex] = Tap(
             name=info.name,
             ifindex=info.ifindex,
-            sampling_rate=sampling_rate(block, settings, info.speed),
+            sampling_rate=rate,
             header_bytes=settings.header_bytes,
             promisc=block.promisc,
             sampler=block.sampler,
