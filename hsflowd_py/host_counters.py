@@ -11,7 +11,7 @@ Choices that differ from, or are not visible in, the established agent:
   not veth (the established agent leaves out devices with an ethtool peer_ifindex: the host end
   of a container's link) and are not in ``adapters_exclude`` (interfaces owned by containers).
   Admin state rather than carrier, because 2001 says which adapters the host has, not which
-  carry traffic now; a list that changed with every cable pull would renumber nothing useful.
+  have a carrier at this moment (a list that changed with every unplugged cable).
 * 2003 proc_run leaves out the agent itself, which is necessarily running while it reads.
 * 2004 mem_shared is Shmem (tmpfs and shared anonymous memory; the established agent sends 0).
 * 2005 counts whole, unstacked disks only (readers/diskstats.py) and local writable
