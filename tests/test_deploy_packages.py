@@ -21,7 +21,7 @@ from hsflowd_py import __version__
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in BUILD_TOOLS),
-    reason="needs Debian's debhelper, dh-python and rpm (scripts/debian-packages.txt)",
+    reason="needs Debian's debhelper, dh-python and rpm (scripts/debian-test-packages.txt)",
 )
 
 DEBIAN_LIBRARIES = {"python3-dbus-next", "python3-dnspython", "python3-docker", "python3-psutil", "python3-pyroute2"}
