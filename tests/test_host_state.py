@@ -33,7 +33,8 @@ def test_a_session_that_leaves_a_link_and_a_process_fails(tmp_path: Path) -> Non
     pidfile = tmp_path / "pid"
     (tmp_path / "conftest.py").write_text("from host_state import host_left_as_found  # noqa: F401\n")
     (tmp_path / "test_leaky.py").write_text(LEAKY.format(link=link, pidfile=pidfile))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    # the inner session compares the host whoever holds the heavy lock: no lock file for it
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "HSFLOWD_HEAVY_LOCK": str(tmp_path / "no-lock")}
     try:
         r = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(tmp_path)],
