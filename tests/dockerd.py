@@ -128,13 +128,19 @@ class Engine:
 
     def stop(self, *, keep: bool | None = None) -> None:
         """Stop the daemon this session started (by pid); a reused one is left running, and so is
-        the shared one with HSFLOWD_KEEP_DOCKERD set (``keep`` decides for a private one)."""
+        the shared one with HSFLOWD_KEEP_DOCKERD set (``keep`` decides for a private one).
+
+        An engine without live restore stops its containers with it, so what is left under its
+        run folder (their nsfs mounts) and a ``docker0`` it made are leftovers, removed here. A
+        live-restore engine's containers go on running: whoever made it removes them first."""
         if keep is None:
             keep = keep_running()
         if self.proc is None or keep:
             return
         terminate(self.proc, 30)
         self.proc = None
+        if "--live-restore" in self.args:
+            return  # its containers outlive it, with their state under its run folder
         unmount_under(self.socket.parent)
         unmount_under(self.state / "data")
         shutil.rmtree(self.socket.parent, ignore_errors=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dockerd import SESSION_MARK
+from dockerd import SESSION_MARK, STATE
 
 RUN_NETNS = Path("/run/netns")
 
@@ -81,8 +81,14 @@ class HostState:
         for kind in ("links", "mounts", "namespaces", "services"):
             before, after = getattr(self, kind), getattr(later, kind)
             out += [f"{kind}: left behind {x}" for x in sorted(after - before)]
-            out += [f"{kind}: gone {x}" for x in sorted(before - after)]
+            out += [f"{kind}: gone {x}" for x in sorted(before - after) if not (kind == "mounts" and in_cache(x))]
         return out
+
+
+def in_cache(mount: str) -> bool:
+    """A mount in the test cache that an interrupted earlier run left (debootstrap's /proc in the
+    rootfs it was building) is undone by the next build: its going is not a change to the host."""
+    return mount.startswith(f"{STATE}/")
 
 
 def marked_processes(token: str) -> list[str]:

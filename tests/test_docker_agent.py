@@ -273,6 +273,7 @@ def private_engine(live_restore: bool) -> Iterator[Engine]:
     finally:
         engine.stop(keep=False)
         unmount_under(engine.state)  # a live-restore engine leaves its data root bind-mounted on itself
+        unmount_under(engine.socket.parent)
         subprocess.run(["rm", "-rf", str(engine.state), str(engine.socket.parent)], check=False)
         subprocess.run(["ip", "link", "del", bridge], check=False)
 
