@@ -19,8 +19,9 @@ if [ "${1:-}" = "--clean" ]; then
     exit 1
   fi
   if [ -d "$cache" ]; then
-    findmnt -rn -o TARGET | grep -E "^$cache(/|$)" | sort -r | xargs -r -n1 umount -l
-    rm -rf "$cache"
+    # what an interrupted run left mounted inside (debootstrap's /proc, the engine's data root)
+    findmnt -rn -o TARGET | grep "^$cache/" | sort -ru | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf --one-file-system "$cache"
     echo "removed $cache"
   fi
   build="/lib/modules/$(uname -r)/build"
