@@ -5,9 +5,10 @@ test socket (another session, or a developer's with HSFLOWD_KEEP_DOCKERD=1)
 it is reused and left alone; one this session started is stopped by its pid
 at the end, and what it leaves on the host goes with it: the mounts under its
 run directory (a container's network namespace, nsfs, outlives an engine that
-stopped with it running), the run directory, and ``docker0`` if the engine
-made it. Images are made locally (``docker import`` of a rootfs), since no
-registry is reachable.
+stopped with it running), the run directory, and ``docker0`` if the host had
+none when the session began and no dockerd is left to use it (whichever engine
+made it: another session's on the shared socket may have). Images are made
+locally (``docker import`` of a rootfs), since no registry is reachable.
 
 ``STATE`` (/var/lib/hsflowd-test-docker) is the suite's one cache: the engine's
 data root (its imported images) and the debootstrapped rootfs tarball, kept so a
@@ -34,6 +35,8 @@ SOCKET = Path("/run/hsflowd-test-docker/docker.sock")
 HOST = f"unix://{SOCKET}"
 BUSYBOX_IMAGE = "hsflowd-test/busybox:latest"
 DOCKER0 = Path("/sys/class/net/docker0")
+DOCKER0_AT_START = DOCKER0.exists()
+"""Whether the host had a docker0 when the session began (conftest.py imports this module first)."""
 SESSION_MARK = "HSFLOWD_TEST_SESSION"
 """Set by tests/conftest.py in the session's environment: processes that carry it are the session's."""
 
@@ -42,6 +45,11 @@ def keep_running() -> bool:
     """A developer's HSFLOWD_KEEP_DOCKERD=1: the shared engine outlives the session (and so does not
     carry the session's mark, which would count it as a leftover)."""
     return bool(os.environ.get("HSFLOWD_KEEP_DOCKERD"))
+
+
+def dockerd_running() -> bool:
+    """Whether any dockerd runs on the host (this session's, another's, the system's)."""
+    return subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode == 0
 
 
 def unmount_under(folder: Path) -> None:
@@ -76,7 +84,6 @@ class Engine:
 
     def __init__(self, socket: Path = SOCKET, state: Path = STATE, args: tuple[str, ...] = ()) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        self.made_docker0 = False
         self.socket = socket
         self.state = state
         self.args = args
@@ -91,7 +98,6 @@ class Engine:
     def start(self, timeout: float = 60) -> None:
         if answering(self.socket):
             return
-        self.made_docker0 = "--bridge" not in self.args and not DOCKER0.exists()
         run = self.socket.parent
         run.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
@@ -131,7 +137,8 @@ class Engine:
         the shared one with HSFLOWD_KEEP_DOCKERD set (``keep`` decides for a private one).
 
         An engine without live restore stops its containers with it, so what is left under its
-        run folder (their nsfs mounts) and a ``docker0`` it made are leftovers, removed here. A
+        run folder (their nsfs mounts) and a ``docker0`` the session did not find are leftovers,
+        removed here. A
         live-restore engine's containers go on running: whoever made it removes them first."""
         if keep is None:
             keep = keep_running()
@@ -144,7 +151,7 @@ class Engine:
         unmount_under(self.socket.parent)
         unmount_under(self.state / "data")
         shutil.rmtree(self.socket.parent, ignore_errors=True)
-        if self.made_docker0:
+        if "--bridge" not in self.args and not DOCKER0_AT_START and not dockerd_running():
             subprocess.run(["ip", "link", "del", DOCKER0.name], capture_output=True, check=False)
 
     def restart(self) -> None:
@@ -154,9 +161,7 @@ class Engine:
         os.kill(self.proc.pid, signal.SIGTERM)
         self.proc.wait(30)
         self.proc = None
-        made_docker0 = self.made_docker0
         self.start()
-        self.made_docker0 = made_docker0
 
 
 def ensure_busybox_image(engine: Engine | None = None) -> str:
