@@ -6,9 +6,12 @@ it: they are left out of the sample and the failure is logged, once per distinct
 
 Choices that differ from, or are not visible in, the established agent:
 
-* 2001 lists interfaces that are up, not loopback, have a non-zero MAC, are not veth (the
-  established agent leaves out devices with an ethtool peer_ifindex: the host end of a
-  container's link) and are not in ``adapters_exclude`` (interfaces owned by containers).
+* 2001 lists, as the established agent does, interfaces that are admin-up (IFF_UP, with or
+  without carrier: a bridge with no ports is listed), not loopback, have a non-zero MAC, are
+  not veth (the established agent leaves out devices with an ethtool peer_ifindex: the host end
+  of a container's link) and are not in ``adapters_exclude`` (interfaces owned by containers).
+  Admin state rather than carrier, because 2001 says which adapters the host has, not which
+  have a carrier at this moment (a list that changed with every unplugged cable).
 * 2003 proc_run leaves out the agent itself, which is necessarily running while it reads.
 * 2004 mem_shared is Shmem (tmpfs and shared anonymous memory; the established agent sends 0).
 * 2005 counts whole, unstacked disks only (readers/diskstats.py) and local writable

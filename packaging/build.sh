@@ -4,7 +4,7 @@
 # Both are built from one staged copy of the source tree, so they hold the same files:
 # the deb with dpkg-buildpackage (debhelper + pybuild, packaging/debian/ copied in as debian/),
 # the rpm with rpmbuild from packaging/rpm/hsflowd-py.spec. Needs Debian's debhelper, dh-python,
-# python3-all, python3-setuptools, python3-packaging and rpm (scripts/debian-packages.txt).
+# python3-all, python3-setuptools, python3-packaging and rpm (scripts/debian-test-packages.txt).
 # IMAGE=TAG also builds the container image from the deb (packaging/docker/Dockerfile) with
 # `docker build` (DOCKER_HOST is honoured; BASE=IMAGE replaces debian:bookworm-slim).
 set -euo pipefail

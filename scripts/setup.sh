@@ -1,27 +1,22 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian bookworm machine (as root) for running and testing hsflowd-py:
-# Debian packages, kernel headers for bcc, and a venv from Debian's python3 that sees
-# Debian's python3-* libraries (the versions the deb depends on).
+# Set up a Debian bookworm machine (as root) to run hsflowd-py and its collector sflowtool-py:
+# the Debian packages they use (scripts/debian-packages.txt; no service is installed or
+# started), the running kernel's headers for eBPF sampling when Debian has them, and a venv
+# from Debian's python3 that sees Debian's python3-* libraries (the versions the deb depends on).
+# The test suite needs more: scripts/setup-tests.sh, which scripts/test.sh runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/packages.sh
 
-export DEBIAN_FRONTEND=noninteractive
-packages=$(grep -v '^#' scripts/debian-packages.txt | tr '\n' ' ')
-if ! status=$(dpkg-query -W -f='${Status}\n' $packages 2>/dev/null) || grep -qv '^install ok installed$' <<<"$status"; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends $packages
-fi
+install_packages scripts/debian-packages.txt
 
-# bcc compiles against the running kernel's headers; Debian ships them for its own kernel
-# only, so point the running kernel's module folder at them.
+# bcc compiles the eBPF sampler against the running kernel's headers, and only matching ones
+# are used: Debian's linux-headers-<release> when the archive has the running kernel's.
 kver=$(uname -r)
-hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)
-common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n 1 || true)
-if [ -n "$hdr" ] && [ ! -e "/lib/modules/$kver/build" ]; then
-  mkdir -p "/lib/modules/$kver"
-  ln -sfn "$hdr" "/lib/modules/$kver/build"
-  [ -n "$common" ] && ln -sfn "$common" "/lib/modules/$kver/source"
+if [ ! -e "/lib/modules/$kver/build" ] && apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "linux-headers-$kver"
 fi
+bash scripts/kernel-headers.sh || true  # says what eBPF sampling will use
 
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv

@@ -2,7 +2,8 @@
 
 Made with debootstrap from Debian's archive (the only registry reachable) and
 ``docker import``-ed into the test engine, since no image registry is. The
-rootfs tarball is cached by its package list, so a machine builds it once.
+rootfs tarball is cached by its package list under the suite's one cache folder
+(dockerd.STATE), so a machine builds it once.
 It already holds the Python libraries the agent needs from Debian, so
 installing the agent's deb inside needs no network and no pip.
 """
@@ -61,28 +62,33 @@ def rootfs_tarball() -> Path:
         return tar
     CACHE.mkdir(parents=True, exist_ok=True)
     target = CACHE / "bookworm"
-    subprocess.run(["rm", "-rf", str(target)], check=True)
-    subprocess.run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(PACKAGES)}",
-            "bookworm",
-            str(target),
-            "http://deb.debian.org/debian",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=1800,
-    )
-    # No getty on a container console; a fixed machine-id so systemd boots the same way each time.
-    (target / "etc/machine-id").write_text("")
-    for unit in ("getty@tty1.service", "console-getty.service"):
-        subprocess.run(["chroot", str(target), "systemctl", "mask", unit], check=False, capture_output=True)
-    partial = tar.with_suffix(".partial")
-    subprocess.run(["tar", "-C", str(target), "-cf", str(partial), "."], check=True)
-    partial.rename(tar)
-    subprocess.run(["rm", "-rf", str(target)], check=True)
+    try:
+        dockerd.unmount_under(target)  # what an interrupted earlier build left mounted
+        subprocess.run(["rm", "-rf", str(target)], check=True)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                "bookworm",
+                str(target),
+                "http://deb.debian.org/debian",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=1800,
+        )
+        # No getty on a container console; a fixed machine-id so systemd boots the same way each time.
+        (target / "etc/machine-id").write_text("")
+        for unit in ("getty@tty1.service", "console-getty.service"):
+            subprocess.run(["chroot", str(target), "systemctl", "mask", unit], check=False, capture_output=True)
+        partial = tar.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(target), "-cf", str(partial), "."], check=True)
+        partial.rename(tar)
+    finally:
+        # debootstrap mounts /proc (and more) in the target; a failed or timed-out run leaves them
+        dockerd.unmount_under(target)
+        subprocess.run(["rm", "-rf", str(target)], check=True)
     return tar
 
 

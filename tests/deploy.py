@@ -49,7 +49,7 @@ def build(dist: Path, env: dict[str, str] | None = None) -> subprocess.Completed
 def packages() -> Packages:
     missing = [t for t in BUILD_TOOLS if shutil.which(t) is None]
     if missing:
-        raise RuntimeError(f"build tools missing: {', '.join(missing)} (scripts/debian-packages.txt)")
+        raise RuntimeError(f"build tools missing: {', '.join(missing)} (scripts/debian-test-packages.txt)")
     dist = Path(tempfile.mkdtemp(prefix="hsflowd-py-dist-"))
     atexit.register(shutil.rmtree, dist, ignore_errors=True)
     r = build(dist)

@@ -3,8 +3,16 @@
 One engine serves a whole test session. If one is already answering on the
 test socket (another session, or a developer's with HSFLOWD_KEEP_DOCKERD=1)
 it is reused and left alone; one this session started is stopped by its pid
-at the end. Images are made locally (``docker import`` of a rootfs), since no
-registry is reachable.
+at the end, and what it leaves on the host goes with it: the mounts under its
+run directory (a container's network namespace, nsfs, outlives an engine that
+stopped with it running), the run directory, and ``docker0`` if the host had
+none when the session began and no dockerd is left to use it (whichever engine
+made it: another session's on the shared socket may have). Images are made
+locally (``docker import`` of a rootfs), since no registry is reachable.
+
+``STATE`` (/var/lib/hsflowd-test-docker) is the suite's one cache: the engine's
+data root (its imported images) and the debootstrapped rootfs tarball, kept so a
+second run does not build them again; ``bash scripts/test.sh --clean`` removes it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,31 @@ STATE = Path("/var/lib/hsflowd-test-docker")
 SOCKET = Path("/run/hsflowd-test-docker/docker.sock")
 HOST = f"unix://{SOCKET}"
 BUSYBOX_IMAGE = "hsflowd-test/busybox:latest"
+DOCKER0 = Path("/sys/class/net/docker0")
+DOCKER0_AT_START = DOCKER0.exists()
+"""Whether the host had a docker0 when the session began (conftest.py imports this module first)."""
+SESSION_MARK = "HSFLOWD_TEST_SESSION"
+"""Set by tests/conftest.py in the session's environment: processes that carry it are the session's."""
+
+
+def keep_running() -> bool:
+    """A developer's HSFLOWD_KEEP_DOCKERD=1: the shared engine outlives the session (and so does not
+    carry the session's mark, which would count it as a leftover)."""
+    return bool(os.environ.get("HSFLOWD_KEEP_DOCKERD"))
+
+
+def dockerd_running() -> bool:
+    """Whether any dockerd runs on the host (this session's, another's, the system's)."""
+    return subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode == 0
+
+
+def unmount_under(folder: Path) -> None:
+    """Unmount (lazily, deepest first) every mount point at or below ``folder``: what an engine or a
+    killed debootstrap left there."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    prefix = str(folder)
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120, host: str = HOST) -> subprocess.CompletedProcess[str]:
@@ -88,6 +121,7 @@ class Engine:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env=None if not keep_running() else {k: v for k, v in os.environ.items() if k != SESSION_MARK},
         )
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -100,13 +134,25 @@ class Engine:
 
     def stop(self, *, keep: bool | None = None) -> None:
         """Stop the daemon this session started (by pid); a reused one is left running, and so is
-        the shared one with HSFLOWD_KEEP_DOCKERD set (``keep`` decides for a private one)."""
+        the shared one with HSFLOWD_KEEP_DOCKERD set (``keep`` decides for a private one).
+
+        An engine without live restore stops its containers with it, so what is left under its
+        run folder (their nsfs mounts) and a ``docker0`` the session did not find are leftovers,
+        removed here. A
+        live-restore engine's containers go on running: whoever made it removes them first."""
         if keep is None:
-            keep = bool(os.environ.get("HSFLOWD_KEEP_DOCKERD"))
+            keep = keep_running()
         if self.proc is None or keep:
             return
         terminate(self.proc, 30)
         self.proc = None
+        if "--live-restore" in self.args:
+            return  # its containers outlive it, with their state under its run folder
+        unmount_under(self.socket.parent)
+        unmount_under(self.state / "data")
+        shutil.rmtree(self.socket.parent, ignore_errors=True)
+        if "--bridge" not in self.args and not DOCKER0_AT_START and not dockerd_running():
+            subprocess.run(["ip", "link", "del", DOCKER0.name], capture_output=True, check=False)
 
     def restart(self) -> None:
         """Stop and start the engine (for recovery tests); only one this session owns."""

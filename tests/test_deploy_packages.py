@@ -21,14 +21,15 @@ from hsflowd_py import __version__
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(t) is None for t in BUILD_TOOLS),
-    reason="needs Debian's debhelper, dh-python and rpm (scripts/debian-packages.txt)",
+    reason="needs Debian's debhelper, dh-python and rpm (scripts/debian-test-packages.txt)",
 )
 
 DEBIAN_LIBRARIES = {"python3-dbus-next", "python3-dnspython", "python3-docker", "python3-psutil", "python3-pyroute2"}
 # Fedora's names for the same libraries.
 RPM_NAMES = {"python3-dnspython": "python3-dns", "python3-bpfcc": "python3-bcc"}
 DEB_SITE = "usr/lib/python3/dist-packages/"
-RPM_SITE = "usr/lib/python3.11/site-packages/"
+RPM_SITE = "usr/share/hsflowd-py/"
+"""The rpm's own folder, named for no Python version: it installs on any python3 >= 3.11."""
 
 
 def sh(*args: str) -> str:
@@ -123,15 +124,40 @@ def test_rpm_lists_the_same_files_and_requirements() -> None:
     ):
         assert path in listed
     assert sh("rpm", "-qpc", rpm).split() == ["/etc/hsflowd.conf"]
+    builders_python = [p for p in listed if re.search(r"python3\.\d+|__pycache__|\.pyc$", p)]
+    assert not builders_python, "nothing in the rpm is of the builder's python version"
     requires = {r.split()[0] for r in sh("rpm", "-qpR", rpm).splitlines()}
     assert {RPM_NAMES.get(d, d) for d in DEBIAN_LIBRARIES} <= requires
-    assert "python(abi)" in requires
+    assert "python(abi)" not in requires
+    assert {"python3 >= 3.11", "/usr/bin/python3"} <= set(sh("rpm", "-qpR", rpm).splitlines())
     assert sh("rpm", "-qp", "--recommends", rpm).split() == [RPM_NAMES["python3-bpfcc"]]
     files = rpm_files(packages().rpm)
     assert python_files(files, RPM_SITE) == python_files(deb_files(packages().deb), DEB_SITE)
     assert files["usr/lib/systemd/system/hsflowd-py.service"] == UNIT.read_bytes()
     assert files["etc/hsflowd.conf"] == (ROOT / "packaging" / "hsflowd.conf").read_bytes()
     assert referenced_docs() <= set(files)
+
+
+def test_rpm_commands_run_the_code_from_the_rpms_folder(tmp_path: Path) -> None:
+    """/usr/bin/hsflowd-py and sflowtool-py of the rpm, run by this machine's python3 with the rpm's
+    folder where they expect it (their text, the folder moved under tmp_path): each starts its CLI."""
+    files = rpm_files(packages().rpm)
+    for name, data in files.items():
+        if name.startswith(RPM_SITE):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+    for script, expected in (("hsflowd-py", f"hsflowd-py {__version__}"), ("sflowtool-py", "sflowtool-py")):
+        text = files[f"usr/bin/{script}"].decode()
+        assert text.startswith("#!/usr/bin/python3\n")
+        text = text.replace(f'"/{RPM_SITE.rstrip("/")}"', f'"{tmp_path / RPM_SITE}"')
+        run = subprocess.run(
+            ["/usr/bin/python3", "-I", "-c", text, "-v" if script == "hsflowd-py" else "--help"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr
+        assert expected in run.stdout
 
 
 def test_build_refuses_versions_that_disagree(tmp_path: Path) -> None:

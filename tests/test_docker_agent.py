@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerd import Container, Containers, Engine, containers, ensure_busybox_image
+from dockerd import Container, Containers, Engine, containers, ensure_busybox_image, unmount_under
 from procs import free_udp_port, json_datagrams, start_agent, start_collector
 
 HOST_CPUS = os.cpu_count()
@@ -272,10 +272,8 @@ def private_engine(live_restore: bool) -> Iterator[Engine]:
         yield engine
     finally:
         engine.stop(keep=False)
-        # a live-restore engine leaves its data root bind-mounted on itself
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            if (point := line.split()[4]).startswith(str(engine.state)):
-                subprocess.run(["umount", "-l", point], check=False)
+        unmount_under(engine.state)  # a live-restore engine leaves its data root bind-mounted on itself
+        unmount_under(engine.socket.parent)
         subprocess.run(["rm", "-rf", str(engine.state), str(engine.socket.parent)], check=False)
         subprocess.run(["ip", "link", "del", bridge], check=False)
 

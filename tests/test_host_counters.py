@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import psutil
 import pytest
@@ -250,6 +253,25 @@ def test_interface_type_and_status(tmp_path: Path, name: str, if_type: int, stat
 # ---------------------------------------------------------------- the live machine
 
 
+def ip_links() -> list[dict[str, Any]]:
+    """The root namespace's links as iproute2 reads them over netlink (not sysfs, which the agent reads)."""
+    out = subprocess.run(["ip", "-d", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def adapters_by_rule(links: list[dict[str, Any]]) -> set[int]:
+    """0:2001's rule, the established agent's: admin-up (IFF_UP, carrier or not), not loopback, a
+    non-zero MAC, not the host end of a container link (veth; macvlan/ipvlan look the same in sysfs)."""
+    return {
+        link["ifindex"]
+        for link in links
+        if "UP" in link["flags"]
+        and "LOOPBACK" not in link["flags"]
+        and link.get("address", "00:00:00:00:00:00").strip("0:") != ""
+        and link.get("linkinfo", {}).get("info_kind") not in ("veth", "macvlan", "ipvlan")
+    }
+
+
 def test_live_machine_agrees_with_psutil_and_os() -> None:
     root = Path("/")
     host = HostCounters(root)
@@ -266,23 +288,32 @@ def test_live_machine_agrees_with_psutil_and_os() -> None:
     assert r[2004].mem_total == psutil.virtual_memory().total
     assert r[2004].swap_total == psutil.swap_memory().total
 
-    ifs = interfaces(root)
-    assert {(i.ifindex, i.name) for i in ifs} == set(socket.if_nameindex())
-    stats = psutil.net_if_stats()
+    root_fs = os.statvfs("/")
+    assert r[2005].disk_total >= root_fs.f_blocks * root_fs.f_frsize
+
+
+def test_live_links_agree_with_psutil_and_iproute2() -> None:
+    """Whatever links the machine has (a bridge with no carrier, another session's veths): the
+    expectation is read from the kernel at the same moment, never assumed.  Links that change
+    while the three are read (a concurrent test's veth) make the round start again."""
+    root = Path("/")
+    host = HostCounters(root)
+    for _ in range(10):
+        before = ip_links()
+        ifs = interfaces(root)
+        adapters = {a.if_index for a in by_tag(host.records())[2001].adapters}
+        stats = psutil.net_if_stats()
+        names = set(socket.if_nameindex())
+        after = ip_links()
+        if [(x["ifindex"], x["flags"]) for x in before] == [(x["ifindex"], x["flags"]) for x in after]:
+            break
+    else:
+        pytest.fail("the machine's links kept changing for 10 rounds")
+
+    assert {(i.ifindex, i.name) for i in ifs} == names == {(link["ifindex"], link["ifname"]) for link in after}
     # psutil's isup is IFF_RUNNING (admin up and operationally up), not IFF_UP: docker0 without
     # containers is up with no carrier. sysfs ``flags`` never shows IFF_RUNNING; operstate does.
     assert {i.name: (i.up and i.operstate in ("up", "unknown"), i.mtu) for i in ifs} == {
         n: (s.isup, s.mtu) for n, s in stats.items()
     }
-    macs = {
-        n: a.address for n, addrs in psutil.net_if_addrs().items() for a in addrs if a.family == psutil.AF_LINK
-    }
-    expected = {
-        i.ifindex
-        for i in ifs
-        if stats[i.name].isup and macs.get(i.name, "00:00:00:00:00:00") != "00:00:00:00:00:00" and not i.veth
-    }
-    assert {a.if_index for a in r[2001].adapters} == expected
-
-    root_fs = os.statvfs("/")
-    assert r[2005].disk_total >= root_fs.f_blocks * root_fs.f_frsize
+    assert adapters == adapters_by_rule(after)
