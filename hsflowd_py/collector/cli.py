@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 from ..sflow.codec import decode_datagram
 from ..sflow.samples import Datagram
 from ..sflow.xdr import ADDRESS, DecodeError
+from .exporter import options as exporter_options
 from .forward import Forwarder, TargetError, parse_target
 from .outputs import PROG, Output, make_output
 from .pcapfile import PcapError, read_pcap
@@ -93,7 +94,7 @@ class Collector:
         """The exporter must never stop the collector: a failure is counted, and told once."""
         assert self.exporter is not None
         try:
-            self.exporter.observe(decoded, time.monotonic())
+            self.exporter.observe(decoded, time.monotonic(), origin.rpartition(":")[0])
         except Exception as e:
             if not self.exporter.failures:
                 print(f"{PROG}: exporter failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
@@ -240,7 +241,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST/PORT",
         help="also send every datagram unchanged to HOST/PORT (repeatable; IPv4 or IPv6)",
     )
-    p.add_argument("--prometheus", metavar="[ADDR:]PORT", help="serve metrics on http://ADDR:PORT/metrics")
+    p.add_argument(
+        "--prometheus",
+        metavar="[ADDR:]PORT",
+        help="serve metrics on http://ADDR:PORT/metrics (ADDR: 127.0.0.1 unless given; 0.0.0.0 or [::] serves others)",
+    )
     p.add_argument(
         "--prometheus-flows",
         type=int,
@@ -255,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"forget agents, data sources and flows silent this long (default {DEFAULT_EXPIRY})",
     )
+    exporter_options.add_arguments(p)
     return p
 
 
@@ -268,8 +274,11 @@ def _exporter(args: argparse.Namespace, collector: Collector) -> tuple[ExportSta
         return f"--prometheus needs the prometheus_client library ({e}); on Debian: {debian}"
     try:
         addr, port = parse_listen(args.prometheus)
-        state = ExportState(collector, flows=args.prometheus_flows, expiry=args.prometheus_expiry, now=time.monotonic())
-        server = MetricsServer(state, collector.forwarder, addr, port)
+        limits = exporter_options.limits_of(args)
+        state = ExportState(
+            collector, flows=args.prometheus_flows, expiry=args.prometheus_expiry, now=time.monotonic(), limits=limits
+        )
+        server = MetricsServer(state, collector.forwarder, addr, port, **exporter_options.server_options(args))
     except (ValueError, OSError) as e:
         return f"--prometheus {args.prometheus}: {e}"
     server.start()
