@@ -346,8 +346,8 @@ class MetricsServer:
         if self._rendered is None or time.monotonic() - self._rendered[0] >= self.cache:
             self._rendered = None  # let the old body go before the new one is built
             self._gzipped = None
+            self.http.renders += 1  # before, so that the body counts itself
             body = generate_latest(self.registry)
-            self.http.renders += 1
             self._rendered = (time.monotonic(), body)
         if not gzipped:
             return self._rendered[1]
