@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from ..sflow.codec import decode_datagram
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 6343
 MAX_DATAGRAM = 65535
 ERRORS_PER_SECOND = 10
+MIN_DATAGRAM = 28
+"""The shortest sFlow v5 datagram: version, address type, IPv4 agent, sub-agent, sequence, uptime, count."""
+VERSION_5 = b"\0\0\0\5"
 RECEIVE_BUFFER = 8 << 20
 """Bytes of socket buffer to ride out bursts while a scrape or a slow pipe holds us up."""
 PEER_CACHE = 4096
@@ -79,6 +83,10 @@ class Collector:
     def datagram(self, payload: bytes, origin: str, received: Received) -> None:
         if self.forwarder is not None:
             self.forwarder.send(payload)
+        if len(payload) < MIN_DATAGRAM or payload[:4] != VERSION_5:
+            # Most garbage stops here, before the decoder; it says why only if the line is printed.
+            self.refuse(origin, lambda: _why_not(payload))
+            return
         try:
             decoded = decode_datagram(payload)
         except DecodeError as e:
@@ -100,17 +108,16 @@ class Collector:
                 print(f"{PROG}: exporter failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
             self.exporter.failed()
 
-    def refuse(self, origin: str, why: str) -> None:
+    def refuse(self, origin: str, why: str | Callable[[], str]) -> None:
         """Count every bad datagram; print at most a few a second so a flood cannot drown stderr."""
         self.datagrams += 1
         self.errors += 1
-        message = f"decode error from {origin}: {why}"
         now = int(time.monotonic())
         if now != self._error_second:
             self._error_second, self._errors_this_second = now, 0
         self._errors_this_second += 1
         if self._errors_this_second <= ERRORS_PER_SECOND:
-            print(message, file=self.err, flush=True)
+            print(f"decode error from {origin}: {why if isinstance(why, str) else why()}", file=self.err, flush=True)
         elif self._errors_this_second == ERRORS_PER_SECOND + 1:
             print(f"{PROG}: more decode errors this second not shown", file=self.err, flush=True)
 
@@ -122,6 +129,15 @@ class Collector:
         if self.forwarder is not None:
             lines.extend(f"{PROG}: {line}" for line in self.forwarder.summary())
         return lines
+
+
+def _why_not(payload: bytes) -> str:
+    """The decoder's own words for a datagram the cheap checks refused."""
+    try:
+        decode_datagram(payload)
+    except DecodeError as e:
+        return str(e)
+    return "not sFlow version 5"
 
 
 def _origin(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
