@@ -13,7 +13,7 @@ from .state import Limits
 
 __all__ = ["add_arguments", "limits_of", "server_options"]
 
-DEFAULT_CONNECTIONS = 16
+DEFAULT_CONNECTIONS = 64
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CACHE = 1.0
 _LIMITS = {

@@ -239,7 +239,7 @@ class MetricsServer:
         addr: str,
         port: int,
         *,
-        connections: int = 16,
+        connections: int = 64,
         timeout: float = 10.0,
         cache: float = 1.0,
     ) -> None:

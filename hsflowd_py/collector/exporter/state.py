@@ -66,7 +66,7 @@ class Limits:
     agents: int = 1024
     sources: int = 2048
     sources_per_agent: int = 512
-    series: int = 100_000
+    series: int = 50_000
     series_per_agent: int = 25_000
     allow: tuple[Network, ...] = ()
     """Agent networks taken in; empty takes any agent."""
