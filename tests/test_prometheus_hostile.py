@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from procs import Proc, python
@@ -146,6 +147,11 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.mark.parametrize("exporter", [("--prometheus-connections", "4", "--prometheus-timeout", "1")], indirect=True)
 def test_idle_connections_are_bounded_timed_out_and_never_block_a_scrape(exporter: Exporter) -> None:
     pid = exporter.proc.p.pid
@@ -155,6 +161,9 @@ def test_idle_connections_are_bounded_timed_out_and_never_block_a_scrape(exporte
         s.sendall(b"GET /metr")  # a request begun and never finished
     time.sleep(0.3)
     assert fd_count(pid) <= before + 4
+    cpu = cpu_seconds(pid)
+    time.sleep(0.5)
+    assert cpu_seconds(pid) - cpu < 0.1  # nothing spins while connections wait
     started = time.monotonic()
     assert value(exporter.scrape(), "sflow_collector_agents") == 0  # answered while 60 connections are held
     assert time.monotonic() - started < 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..forward import Forwarder
+from ..outputs import PROG
 from .metricspec import PREFIX
 from .state import OTHER, ExportState, Snapshot
 
@@ -257,6 +259,7 @@ class MetricsServer:
         self.open: dict[asyncio.StreamWriter, bool] = {}  # → whether its request is in
         self._rendered: tuple[float, bytes] | None = None
         self._gzipped: bytes | None = None
+        self._told = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -275,7 +278,7 @@ class MetricsServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.set_exception_handler(lambda loop, context: None)  # what a peer does is counted, not logged
+        self.loop.set_exception_handler(self._loop_error)
         server = self.loop.run_until_complete(asyncio.start_server(self._serve, sock=self.sock, limit=REQUEST_LIMIT))
         try:
             self.loop.run_forever()
@@ -288,6 +291,14 @@ class MetricsServer:
                 task.cancel()
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             self.loop.close()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Out of descriptors on accept (asyncio backs off a second) or a peer gone: not worth a line; a bug is."""
+        error = context.get("exception")
+        if error is None or isinstance(error, OSError) or self._told:
+            return
+        self._told = True
+        print(f"{PROG}: metrics server: {error!r} (told once)", file=sys.stderr, flush=True)
 
     def _admit(self, writer: asyncio.StreamWriter) -> bool:
         """Within the limit, or by closing the oldest connection whose request is not in yet."""
