@@ -10,7 +10,10 @@ import ipaddress
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hsflowd_py.collector.exporter.fairshare import FairShare
 from hsflowd_py.collector.exporter.state import ExportState, Limits
 from hsflowd_py.sflow import records as rec
 from hsflowd_py.sflow.samples import CounterSample, Datagram
@@ -133,3 +136,28 @@ def test_expiry_and_eviction_keep_the_accounting_whole() -> None:
 def test_limits_below_one_are_refused(field: str) -> None:
     with pytest.raises(ValueError, match=field.replace("_", " ")):
         Limits(**{field: 0})
+
+
+@given(st.lists(st.tuples(st.sampled_from("add touch remove victim".split()), st.integers(0, 30), st.integers(0, 4))))
+@settings(max_examples=300, deadline=None)
+def test_the_victim_is_the_least_recently_seen_of_a_largest_group(steps: list[tuple[str, int, int]]) -> None:
+    share: FairShare[int, int] = FairShare()
+    model: dict[int, list[int]] = {}  # group → members, least recently seen first
+    for op, key, group in steps:
+        members = model.setdefault(group, [])
+        if op == "add" and all(key not in m for m in model.values()):
+            share.add(key, group)
+            members.append(key)
+        elif op == "touch" and key in members:
+            share.touch(key, group)
+            members.remove(key)
+            members.append(key)
+        elif op == "remove" and key in members:
+            share.remove(key, group)
+            members.remove(key)
+        elif op == "victim" and len(share):
+            victim, victim_group = share.victim()
+            assert len(model[victim_group]) == max(len(m) for m in model.values())
+            assert model[victim_group][0] == victim
+        assert len(share) == sum(len(m) for m in model.values())
+        assert all(share.count(g) == len(m) for g, m in model.items())
