@@ -55,14 +55,22 @@ class CollectorProcess:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def udp_drops(self) -> int:
-        """The kernel's drop count for the collector's UDP socket (/proc/net/udp6, else udp)."""
+    def _udp_socket(self) -> list[str]:
+        """The collector's UDP socket's line of /proc/net/udp6 (else udp), split."""
         for table in ("/proc/net/udp6", "/proc/net/udp"):
             for line in Path(table).read_text().splitlines()[1:]:
                 parts = line.split()
                 if int(parts[1].rsplit(":", 1)[1], 16) == self.udp:
-                    return int(parts[-1])
-        return 0
+                    return parts
+        sys.exit(f"no UDP socket on port {self.udp}")
+
+    def udp_drops(self) -> int:
+        """The kernel's drop count for the collector's UDP socket."""
+        return int(self._udp_socket()[-1])
+
+    def udp_queued(self) -> int:
+        """Bytes waiting in the collector's socket buffer."""
+        return int(self._udp_socket()[4].split(":")[1], 16)
 
     def stop(self) -> None:
         self.proc.terminate()

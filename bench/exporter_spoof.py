@@ -43,7 +43,7 @@ from hsflowd_py.sflow.samples import CounterSample, Datagram
 VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
 AGENT_AT = 8  # the IPv4 agent address in the datagram header
 DS_INDEX_AT = 28 + 8 + 8  # the first sample's ds_index (expanded counter sample: sequence, class, index)
-RATE = 20_000  # datagrams per second: what the collector takes in without the kernel dropping
+BACKLOG = 1 << 20  # bytes queued at the collector's socket before the sender waits: nothing is dropped
 
 
 def host_counters() -> bytes:
@@ -95,26 +95,36 @@ def run(mode: str, total: int, scrapes: int, flags: list[str]) -> None:
     template = host_counters()
     socks = senders(1 if mode == "sources" else 256)
     target = ("127.0.0.1", collector.udp)
+    drops = collector.udp_drops()
     start = time.perf_counter()
     for n in range(total):
         payload = spoofed(template, mode, n)
         for _ in range(2 if mode == "established" else 1):
             socks[n % len(socks)].sendto(payload, target)
-        if n % 1000 == 999:
-            time.sleep(max(0.0, start + (n + 1) / RATE - time.perf_counter()))
-    time.sleep(1.0)
+        if n % 200 == 199:
+            while collector.udp_queued() > BACKLOG:
+                time.sleep(0.005)
+    while collector.udp_queued():
+        time.sleep(0.05)
+    sent_in = time.perf_counter() - start
+    drops = collector.udp_drops() - drops
+    time.sleep(1.1)  # past the render cache of the scrape before the flood
     bodies, took = scrape_at_once(collector, scrapes)
     peak, after = collector.status_kib("VmHWM"), collector.status_kib("VmRSS")
     m = collector.metrics()
     collector.stop()
     for s in socks:
         s.close()
-    print(f"{mode}: {total:,} spoofed sources ({len(template)}-byte datagrams), then {scrapes} scrapes at once")
+    print(
+        f"{mode}: {total:,} spoofed sources ({len(template)}-byte datagrams) in {sent_in:.0f} s, "
+        f"then {scrapes} scrapes at once"
+    )
     print(f"  RSS before {before / 1024:.0f} MB, peak {peak / 1024:.0f} MB, after {after / 1024:.0f} MB")
     evicted = {what: m[f'sflow_collector_evicted_total{{what="{what}"}}'] for what in ("agent", "source")}
     print(
-        f"  taken in {m['sflow_collector_datagrams_total']:,.0f} datagrams; holding {m['sflow_collector_agents']:,.0f} "
-        f"agents, {m['sflow_collector_data_sources']:,.0f} sources, {m['sflow_collector_series']:,.0f} series; "
+        f"  taken in {m['sflow_collector_datagrams_total']:,.0f} datagrams ({drops:,} dropped); "
+        f"holding {m['sflow_collector_agents']:,.0f} agents, {m['sflow_collector_data_sources']:,.0f} sources, "
+        f"{m['sflow_collector_series']:,.0f} series; "
         f"evicted {evicted['agent']:,.0f} agents, {evicted['source']:,.0f} sources"
     )
     print(
