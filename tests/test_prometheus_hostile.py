@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -189,3 +190,24 @@ def test_metrics_are_served_on_loopback_unless_told_otherwise() -> None:
         assert found.group(1).startswith("http://127.0.0.1:")
     finally:
         assert proc.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "text"),
+    [
+        ("--prometheus-max-agents", "0"),
+        ("--prometheus-max-series-per-agent", "-5"),
+        ("--prometheus-agents", "10.0.0.0/33"),
+        ("--prometheus-connections", "0"),
+        ("--prometheus-timeout", "0"),
+        ("--prometheus-cache", "nan"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_flag(flag: str, text: str) -> None:
+    done = subprocess.run(
+        python("-m", "hsflowd_py.collector", "-p", "0", "--prometheus", "127.0.0.1:0", flag, text),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and flag in done.stderr and "Traceback" not in done.stderr, done.stderr
