@@ -171,20 +171,8 @@ def test_whatever_decodes_the_exporter_takes_in_and_exports(changes: list[tuple[
     assert state.snapshot(3).agents
 
 
-def test_strangers_cannot_make_it_remember_without_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_module, "MAX_AGENTS", 3)
-    monkeypatch.setattr(state_module, "MAX_SOURCES", 4)
-    monkeypatch.setattr(state_module, "MAX_SUB_AGENTS", 2)
-    state = ExportState(Counts())
-    for n in range(5):
-        agent = ipaddress.ip_address(f"192.0.2.{n + 1}")
-        state.observe(Datagram(agent, n, 1, 1, [CounterSample(2, 1, [rec.HostMemory(mem_total=1)], 1)]), 0)
-    first = ipaddress.ip_address("192.0.2.1")
-    for ds_index in range(3):
-        sample = CounterSample(3, 100000 + ds_index, [rec.HostMemory(mem_total=1)], 1)
-        state.observe(Datagram(first, 0, 2 + ds_index, 1, [sample]), 0)
-    assert (len(state.agents), len(state.sources), state.refused) == (3, 4, 2 + 2)
-    agent_state = next(iter(state.agents.values()))
-    for sub_agent in range(10):
+def test_sub_agents_followed_per_agent_are_bounded() -> None:
+    agent_state = AgentState(0)
+    for sub_agent in range(state_module.MAX_SUB_AGENTS + 10):
         agent_state.sequence(sub_agent, 1, 1)
-    assert len(agent_state.sequences) == 2
+    assert len(agent_state.sequences) == state_module.MAX_SUB_AGENTS

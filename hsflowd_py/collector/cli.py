@@ -23,11 +23,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from ..sflow.codec import decode_datagram
 from ..sflow.samples import Datagram
 from ..sflow.xdr import ADDRESS, DecodeError
+from .exporter import options as exporter_options
 from .forward import Forwarder, TargetError, parse_target
 from .outputs import PROG, Output, make_output
 from .pcapfile import PcapError, read_pcap
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 6343
 MAX_DATAGRAM = 65535
 ERRORS_PER_SECOND = 10
+MIN_DATAGRAM = 28
+"""The shortest sFlow v5 datagram: version, address type, IPv4 agent, sub-agent, sequence, uptime, count."""
+VERSION_5 = b"\0\0\0\5"
 RECEIVE_BUFFER = 8 << 20
 """Bytes of socket buffer to ride out bursts while a scrape or a slow pipe holds us up."""
 PEER_CACHE = 4096
@@ -78,6 +83,10 @@ class Collector:
     def datagram(self, payload: bytes, origin: str, received: Received) -> None:
         if self.forwarder is not None:
             self.forwarder.send(payload)
+        if len(payload) < MIN_DATAGRAM or payload[:4] != VERSION_5:
+            # Most garbage stops here, before the decoder; it says why only if the line is printed.
+            self.refuse(origin, lambda: _why_not(payload))
+            return
         try:
             decoded = decode_datagram(payload)
         except DecodeError as e:
@@ -93,23 +102,22 @@ class Collector:
         """The exporter must never stop the collector: a failure is counted, and told once."""
         assert self.exporter is not None
         try:
-            self.exporter.observe(decoded, time.monotonic())
+            self.exporter.observe(decoded, time.monotonic(), origin.rpartition(":")[0])
         except Exception as e:
             if not self.exporter.failures:
                 print(f"{PROG}: exporter failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
             self.exporter.failed()
 
-    def refuse(self, origin: str, why: str) -> None:
+    def refuse(self, origin: str, why: str | Callable[[], str]) -> None:
         """Count every bad datagram; print at most a few a second so a flood cannot drown stderr."""
         self.datagrams += 1
         self.errors += 1
-        message = f"decode error from {origin}: {why}"
         now = int(time.monotonic())
         if now != self._error_second:
             self._error_second, self._errors_this_second = now, 0
         self._errors_this_second += 1
         if self._errors_this_second <= ERRORS_PER_SECOND:
-            print(message, file=self.err, flush=True)
+            print(f"decode error from {origin}: {why if isinstance(why, str) else why()}", file=self.err, flush=True)
         elif self._errors_this_second == ERRORS_PER_SECOND + 1:
             print(f"{PROG}: more decode errors this second not shown", file=self.err, flush=True)
 
@@ -121,6 +129,15 @@ class Collector:
         if self.forwarder is not None:
             lines.extend(f"{PROG}: {line}" for line in self.forwarder.summary())
         return lines
+
+
+def _why_not(payload: bytes) -> str:
+    """The decoder's own words for a datagram the cheap checks refused."""
+    try:
+        decode_datagram(payload)
+    except DecodeError as e:
+        return str(e)
+    return "not sFlow version 5"
 
 
 def _origin(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
@@ -240,7 +257,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST/PORT",
         help="also send every datagram unchanged to HOST/PORT (repeatable; IPv4 or IPv6)",
     )
-    p.add_argument("--prometheus", metavar="[ADDR:]PORT", help="serve metrics on http://ADDR:PORT/metrics")
+    p.add_argument(
+        "--prometheus",
+        metavar="[ADDR:]PORT",
+        help="serve metrics on http://ADDR:PORT/metrics (ADDR: 127.0.0.1 unless given; 0.0.0.0 or [::] serves others)",
+    )
     p.add_argument(
         "--prometheus-flows",
         type=int,
@@ -255,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"forget agents, data sources and flows silent this long (default {DEFAULT_EXPIRY})",
     )
+    exporter_options.add_arguments(p)
     return p
 
 
@@ -268,8 +290,11 @@ def _exporter(args: argparse.Namespace, collector: Collector) -> tuple[ExportSta
         return f"--prometheus needs the prometheus_client library ({e}); on Debian: {debian}"
     try:
         addr, port = parse_listen(args.prometheus)
-        state = ExportState(collector, flows=args.prometheus_flows, expiry=args.prometheus_expiry, now=time.monotonic())
-        server = MetricsServer(state, collector.forwarder, addr, port)
+        limits = exporter_options.limits_of(args)
+        state = ExportState(
+            collector, flows=args.prometheus_flows, expiry=args.prometheus_expiry, now=time.monotonic(), limits=limits
+        )
+        server = MetricsServer(state, collector.forwarder, addr, port, **exporter_options.server_options(args))
     except (ValueError, OSError) as e:
         return f"--prometheus {args.prometheus}: {e}"
     server.start()

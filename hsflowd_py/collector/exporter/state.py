@@ -1,9 +1,30 @@
 """What the exporter remembers about each agent and data source, bounded and expiring.
 
 Everything here runs under one lock: the receive loop writes (``observe``)
-and the HTTP thread reads (``snapshot``).  Memory is bounded by the agents
-and data sources seen within ``expiry`` seconds plus the fixed-size flow
-tables; nothing grows with the number of datagrams or of distinct flows.
+and the HTTP side reads (``snapshot``).  Memory is bounded by ``Limits``,
+never by what datagrams claim: at most so many agents, data sources and
+series in all and per agent, plus the fixed-size flow tables; nothing
+grows with the number of datagrams, of distinct flows or of addresses a
+spoofer can invent.  Silent agents and data sources expire.
+
+When a bound is reached the newcomer is taken in and something else is
+evicted (and counted), chosen so that a spoofer evicts its own entries
+rather than locking real agents out (``fairshare``):
+
+* an agent heard from once is a *newcomer*; newcomers share a quarter of
+  the agent table, and a new agent evicts the oldest newcomer of the sender
+  (UDP source address) holding the most newcomers.  A flood of invented
+  agent addresses, each sent once, churns only that quarter;
+* an agent's second datagram makes it *established*; when established
+  agents fill their three quarters, the sender holding the most gives up its
+  least recently heard agent;
+* a data source over its agent's share (``sources_per_agent``,
+  ``series_per_agent``) evicts that agent's least recently updated source;
+  over the totals, the agent holding the most sources gives one up.
+
+With ``Limits.allow`` only agents inside those networks are taken in at all
+(the rest are counted as refused): the one defence against a spoofer that
+also forges UDP source addresses.
 
 Lost datagrams are counted from gaps in each agent's (and sub-agent's)
 datagram sequence numbers.  A sequence number that goes back is a restart
@@ -14,6 +35,7 @@ reordered datagram otherwise (ignored, not counted twice).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -22,17 +44,45 @@ from typing import Protocol
 from ...counters import Monotonic
 from ...sflow.records import SampledHeader
 from ...sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
+from .fairshare import FairShare
 from .flowkey import flow_key, protocol_name, render_address
 from .metricspec import INFO, NAMING, PLANS, MetricDef
 from .topflows import TopFlows
 
-__all__ = ["OTHER", "AgentState", "Counts", "ExportState", "FlowSeries", "Snapshot", "SourceState"]
+__all__ = ["OTHER", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
 
 OTHER = "other"
-MAX_AGENTS = 4096
 MAX_SUB_AGENTS = 64
-MAX_SOURCES = 65536
-"""Bounds on what strangers can make us remember: beyond them datagrams are counted as refused."""
+"""Sub-agents whose sequence numbers are followed per agent; more are not sequenced."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+SourceKey = tuple[str, int, int]  # (agent, ds_class, ds_index)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the exporter may remember, whatever datagrams claim (the ``--prometheus-max-*`` flags)."""
+
+    agents: int = 1024
+    sources: int = 2048
+    sources_per_agent: int = 512
+    series: int = 50_000
+    series_per_agent: int = 25_000
+    allow: tuple[Network, ...] = ()
+    """Agent networks taken in; empty takes any agent."""
+
+    def __post_init__(self) -> None:
+        for name in ("agents", "sources", "sources_per_agent", "series", "series_per_agent"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"the limit on {name.replace('_', ' ')} must be at least 1")
+
+    def allows(self, agent: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return not self.allow or any(agent.version == n.version and agent in n for n in self.allow)
+
+    @property
+    def newcomers(self) -> int:
+        """The part of the agent table where agents heard from once wait to be heard again."""
+        return max(self.agents // 4, 1)
 
 
 class Counts(Protocol):
@@ -51,16 +101,19 @@ class SourceState:
     values: dict[MetricDef, float] = field(default_factory=dict)
     info: dict[MetricDef, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     unwrapped: Monotonic = field(default_factory=Monotonic)
+    series: int = 0
 
 
 @dataclass
 class AgentState:
     last_seen: float
+    sender: str = ""
     datagrams: int = 0
     flow_samples: int = 0
     counter_samples: int = 0
     other_samples: int = 0
     lost: int = 0
+    series: int = 0
     sequences: dict[int, tuple[int, int]] = field(default_factory=dict)  # sub-agent → (sequence, uptime)
 
     def sequence(self, sub_agent: int, number: int, uptime: int) -> None:
@@ -101,6 +154,8 @@ class Snapshot:
     unknown_samples: int
     failures: int
     refused: int
+    evicted: dict[str, int]
+    series: int
 
 
 def _ip_labels(key: Hashable) -> tuple[str, ...]:
@@ -116,31 +171,43 @@ def _port_labels(key: Hashable) -> tuple[str, ...]:
 class ExportState:
     """Agents, data sources, flow tables and the collector's own counts."""
 
-    def __init__(self, counts: Counts, *, flows: int = 100, expiry: float = 300.0, now: float = 0.0) -> None:
+    def __init__(
+        self,
+        counts: Counts,
+        *,
+        flows: int = 100,
+        expiry: float = 300.0,
+        now: float = 0.0,
+        limits: Limits | None = None,
+    ) -> None:
         self.lock = threading.Lock()
         self.counts = counts
         self.expiry = expiry
+        self.limits = limits or Limits()
         self.agents: dict[str, AgentState] = {}
-        self.sources: dict[tuple[str, int, int], SourceState] = {}
+        self.newcomers: FairShare[str, str] = FairShare()  # agents heard once, by sender
+        self.established: FairShare[str, str] = FairShare()  # the others, by sender
+        self.sources: dict[SourceKey, SourceState] = {}
+        self.source_order: FairShare[SourceKey, str] = FairShare()  # by agent
+        self.series = 0
         self.ip_flows = TopFlows(flows, _ip_labels, expiry=expiry, now=now)
         self.port_flows = TopFlows(flows, _port_labels, expiry=expiry, now=now)
         self.unknown_records = 0
         self.unknown_samples = 0
         self.failures = 0
         self.refused = 0
+        self.evicted = {"agent": 0, "source": 0}
         self.last_tick = now
 
     # ------------------------------------------------------------ writing
 
-    def observe(self, datagram: Datagram, now: float) -> None:
+    def observe(self, datagram: Datagram, now: float, sender: str = "") -> None:
+        """Take in one decoded datagram that ``sender`` (its UDP source address) sent."""
         agent_text = str(datagram.agent)
         with self.lock:
-            agent = self.agents.get(agent_text)
+            agent = self._agent(datagram, agent_text, sender, now)
             if agent is None:
-                if len(self.agents) >= MAX_AGENTS:
-                    self.refused += 1
-                    return
-                agent = self.agents[agent_text] = AgentState(now)
+                return
             agent.last_seen = now
             agent.datagrams += 1
             agent.sequence(datagram.sub_agent_id, datagram.sequence, datagram.uptime_ms)
@@ -150,12 +217,55 @@ class ExportState:
                     self._flow(agent_text, sample, now)
                 elif isinstance(sample, CounterSample):
                     agent.counter_samples += 1
-                    self._counters(agent_text, sample, now)
+                    self._counters(agent_text, agent, sample, now)
                 else:  # an UnknownSample: a type the decoder skipped by length
                     agent.other_samples += 1
                     self.unknown_samples += 1
             if now - self.last_tick >= 1.0:
                 self._tick(now)
+
+    def _agent(self, datagram: Datagram, agent_text: str, sender: str, now: float) -> AgentState | None:
+        """The agent's state, taken in as a newcomer or promoted to established; None if refused."""
+        agent = self.agents.get(agent_text)
+        if agent is None:
+            if not self.limits.allows(datagram.agent):
+                self.refused += 1
+                return None
+            if len(self.newcomers) >= self.limits.newcomers or len(self.agents) >= self.limits.agents:
+                self._evict_agent((self.newcomers or self.established).victim()[0])
+            agent = self.agents[agent_text] = AgentState(now, sender)
+            self.newcomers.add(agent_text, sender)
+        elif agent.datagrams == 1:
+            self.newcomers.remove(agent_text, agent.sender)
+            self.established.add(agent_text, agent.sender)
+            if len(self.established) > max(self.limits.agents - self.limits.newcomers, 1):
+                self._evict_agent(self.established.victim()[0])
+                if agent_text not in self.agents:
+                    return None
+        else:
+            self.established.touch(agent_text, agent.sender)
+        return agent
+
+    def _evict_agent(self, agent_text: str) -> None:
+        self._drop_agent(agent_text)
+        self.evicted["agent"] += 1
+
+    def _drop_agent(self, agent_text: str) -> None:
+        for key in list(self.source_order.groups.get(agent_text, ())):
+            self._drop_source(key)
+        agent = self.agents.pop(agent_text)
+        established = agent_text in self.established.groups.get(agent.sender, ())
+        (self.established if established else self.newcomers).remove(agent_text, agent.sender)
+
+    def _drop_source(self, key: SourceKey) -> None:
+        source = self.sources.pop(key)
+        self.source_order.remove(key, key[0])
+        self.series -= source.series
+        self.agents[key[0]].series -= source.series
+
+    def _evict_source(self, key: SourceKey) -> None:
+        self._drop_source(key)
+        self.evicted["source"] += 1
 
     def _flow(self, agent: str, sample: FlowSample, now: float) -> None:
         for record in sample.records:
@@ -170,14 +280,18 @@ class ExportState:
             elif isinstance(record, UnknownRecord):
                 self.unknown_records += 1
 
-    def _counters(self, agent: str, sample: CounterSample, now: float) -> None:
-        key = (agent, sample.ds_class, sample.ds_index)
+    def _counters(self, agent_text: str, agent: AgentState, sample: CounterSample, now: float) -> None:
+        key = (agent_text, sample.ds_class, sample.ds_index)
         source = self.sources.get(key)
         if source is None:
-            if len(self.sources) >= MAX_SOURCES:
-                self.refused += 1
-                return
+            if self.source_order.count(agent_text) >= self.limits.sources_per_agent:
+                self._evict_source(self.source_order.oldest(agent_text))
+            elif len(self.sources) >= self.limits.sources:
+                self._evict_source(self.source_order.victim()[0])
             source = self.sources[key] = SourceState(now)
+            self.source_order.add(key, agent_text)
+        else:
+            self.source_order.touch(key, agent_text)
         source.last_seen = now
         for record in sample.records:
             kind = type(record)
@@ -198,6 +312,19 @@ class ExportState:
                 )
             if kind is UnknownRecord:
                 self.unknown_records += 1
+        self._count_series(key, agent, source)
+
+    def _count_series(self, key: SourceKey, agent: AgentState, source: SourceState) -> None:
+        """Account the source's series; over a bound, the least recently updated sources go."""
+        series = len(source.values) + len(source.info)
+        grown = series - source.series
+        source.series = series
+        agent.series += grown
+        self.series += grown
+        while agent.series > self.limits.series_per_agent and self.source_order.count(key[0]) > 1:
+            self._evict_source(self.source_order.oldest(key[0]))
+        while self.series > self.limits.series and len(self.sources) > 1:
+            self._evict_source(self.source_order.victim()[0])
 
     def failed(self) -> None:
         """Count a datagram the exporter could not take in (a bug, never the sender's fault)."""
@@ -210,14 +337,14 @@ class ExportState:
         self.last_tick = now
         self.ip_flows.rank(now)
         self.port_flows.rank(now)
+        for key in [k for k, s in self.sources.items() if now - s.last_seen > self.expiry]:
+            self._drop_source(key)
         gone = {a for a, state in self.agents.items() if now - state.last_seen > self.expiry}
         for agent in gone:
-            del self.agents[agent]
+            self._drop_agent(agent)
         if gone:
             self.ip_flows.forget(lambda k: k[0] in gone)  # type: ignore[index]
             self.port_flows.forget(lambda k: k[0] in gone)  # type: ignore[index]
-        for key in [k for k, s in self.sources.items() if now - s.last_seen > self.expiry]:
-            del self.sources[key]
 
     def tick(self, now: float) -> None:
         with self.lock:
@@ -259,4 +386,6 @@ class ExportState:
                 self.unknown_samples,
                 self.failures,
                 self.refused,
+                dict(self.evicted),
+                self.series,
             )
