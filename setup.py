@@ -32,8 +32,8 @@ def build_bpf_objects(out_dir: Path) -> None:
     for order, name in BPF_OBJECTS.items():
         target = "bpfel" if order == "little" else "bpfeb"
         command = [clang, "-target", target, "-O2", "-g", "-Wall", "-Werror", *includes]
-        command += [f"-ffile-prefix-map={HERE}/=", "-c", str(HERE / BPF_SOURCE), "-o", str(out_dir / name)]
-        subprocess.run(command, check=True)
+        command += ["-fdebug-compilation-dir=.", "-c", str(BPF_SOURCE), "-o", str(out_dir.resolve() / name)]
+        subprocess.run(command, check=True, cwd=HERE)
 
 
 class BuildPyWithBpf(build_py):

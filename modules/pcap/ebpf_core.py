@@ -80,7 +80,7 @@ class _Libbpf:
         """An error naming the step, the errno and libbpf's last words (the verifier's refusal)."""
         said = [x.strip() for x in self.messages[-3:]]
         reason = os.strerror(err) if err else "failed"
-        return SamplerError("; ".join([f"libbpf: {what}: {reason}", *said]))
+        return SamplerError("; ".join([f"{what}: {reason}", *said]))
 
 
 _libbpf: _Libbpf | None = None
