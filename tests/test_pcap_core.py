@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,40 @@ def test_bcc_takes_over_when_libbpf_cannot(
     lines = loader_lines(caplog)
     assert lines[0].startswith("pcap: eBPF through libbpf is unavailable:")
     assert lines[1:] == ["pcap: the eBPF sampler is compiled and loaded by bcc"]
+
+
+REFUSED = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 16);
+} samples SEC(".maps");
+
+SEC("tc") int hsflowd_ingress(struct __sk_buff *skb)
+{
+    return *(int *)(long)skb->data;  /* no bounds check: the verifier refuses it */
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.root
+def test_a_program_the_verifier_refuses_is_reported_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("clang") is None:
+        pytest.skip("clang is not installed (scripts/debian-packages.txt: building the CO-RE eBPF object)")
+    source = tmp_path / "refused.bpf.c"
+    source.write_text(REFUSED)
+    obj = tmp_path / ebpf_core.OBJECT.name
+    multiarch = [f"-I/usr/include/{m}"] if (m := sysconfig.get_config_var("MULTIARCH")) else []
+    subprocess.run(["clang", "-target", "bpf", "-O2", "-g", *multiarch, "-c", str(source), "-o", str(obj)], check=True)
+    monkeypatch.setattr(ebpf_core, "OBJECT", obj)
+    with pytest.raises(SamplerError) as e:
+        ebpf_core.load(1 << 16)
+    message = str(e.value)
+    assert message.startswith(f"loading {obj.name}: Permission denied"), message
+    assert "invalid access to packet" in message, message

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ RING_MAP = "samples"
 _LIBBPF_WARN = 0
 _LIBBPF_DEBUG = 2
 
+_INSTRUCTION = re.compile(r"\d+: |; ")
+"""A verifier log line about one instruction (``12: (61) r1 = ...``) or its source (``; x = y @ file:3``)."""
+_STATISTICS = ("processed ", "verification time", "stack depth")
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 """libbpf_print_fn_t: level, format, va_list (a pointer on every ABI this runs on)."""
 
@@ -77,10 +81,26 @@ class _Libbpf:
         return 0
 
     def failure(self, what: str, err: int) -> SamplerError:
-        """An error naming the step, the errno and libbpf's last words (the verifier's refusal)."""
-        said = [x.strip() for x in self.messages[-3:]]
+        """An error naming the step, the errno and why: the verifier's conclusion when it refused a
+        program, else libbpf's last words."""
         reason = os.strerror(err) if err else "failed"
-        return SamplerError("; ".join([f"{what}: {reason}", *said]))
+        return SamplerError("; ".join([f"{what}: {reason}", *(_verifier_verdict(self.messages) or self.messages[-3:])]))
+
+
+def _verifier_verdict(lines: list[str]) -> list[str]:
+    """The lines in which the verifier says why it refused a program: in its log (which libbpf prints
+    between BEGIN and END PROG LOAD LOG), the text after the last instruction it walked and before its
+    statistics."""
+    ends = [i for i, line in enumerate(lines) if "-- END PROG LOAD LOG --" in line]
+    if not ends:
+        return []
+    verdict: list[str] = []
+    for line in reversed(lines[: ends[-1]]):
+        if _INSTRUCTION.match(line) or "-- BEGIN PROG LOAD LOG --" in line:
+            break
+        if not line.startswith(_STATISTICS):
+            verdict.insert(0, line.strip())
+    return verdict
 
 
 _libbpf: _Libbpf | None = None
