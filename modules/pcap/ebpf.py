@@ -167,8 +167,9 @@ async def build() -> _Loaded:
 
 
 async def load() -> _Loaded:
-    """The programs through the first loader that works (``LOADERS``); each failure is logged with its
-    reason, and SamplerError names every loader's when none does."""
+    """The programs through the first loader that works (``LOADERS``).  One log line says which loader
+    it was and, as a warning, why each one before it was not; when none works, SamplerError carries
+    every loader's reason in that order (the pcap module logs it as it falls back to classic BPF)."""
     wanted = os.environ.get("HSFLOWD_PY_EBPF_LOADER", "")
     loaders = [wanted] if wanted in LOADERS else list(LOADERS)
     if wanted and wanted not in LOADERS:
@@ -184,9 +185,11 @@ async def load() -> _Loaded:
                 how = "compiled and loaded by bcc"
         except SamplerError as e:
             failures.append(f"{loader}: {e}")
-            log.warning("pcap: eBPF through %s is unavailable: %s", loader, e)
             continue
-        log.info("pcap: the eBPF sampler is %s", how)
+        if failures:
+            log.warning("pcap: the eBPF sampler is %s (%s)", how, "; ".join(failures))
+        else:
+            log.info("pcap: the eBPF sampler is %s", how)
         return loaded
     raise SamplerError("; ".join(failures))
 
