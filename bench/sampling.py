@@ -1,6 +1,6 @@
 """What packet sampling costs, end to end: 64-byte UDP across a veth pair, the real agent sampling it.
 
-For each sampler (classic BPF, eBPF) and rate (1-in-10, 1-in-2), the agent runs as its own
+For each sampler and rate (1-in-10, 1-in-2), the agent runs as its own
 process with ``pcap { dev = <host end of the veth> }`` and sends to a sink process that
 counts the flow samples it receives.  iperf3 sends 64-byte frames (18 bytes of UDP payload)
 from the root namespace into a namespace at a fixed rate.  Printed per run:
@@ -15,15 +15,21 @@ from the root namespace into a namespace at a fixed rate.  Printed per run:
   (the tc program, the cBPF filter, cloning egress packets for AF_PACKET) never shows in
   the agent's own CPU time: the machine's total is where it shows.
 
+Samplers: ``cbpf`` (classic BPF), ``core`` (eBPF from the BPF object built with the package,
+loaded through libbpf in the agent's process) and ``ebpf`` (the same program compiled by bcc in a
+child process); the last two are ``sampler = ebpf`` with ``HSFLOWD_PY_EBPF_LOADER`` set to
+``libbpf`` or ``bcc``.
+
 Other processes on the machine add noise to the machine's total; runs vary by about ±20%.
-Needs root, iperf3, and for eBPF bcc with the running kernel's headers.
+Needs root, iperf3, the built BPF object for ``core``, bcc with the running kernel's headers
+for ``ebpf``.
 
 With ``--tcp`` each case also runs with ``tcp { udp = on }`` added (rows marked +tcp): the tcp
 module then parses every sample and looks its socket up over sock_diag (the iperf3 client's UDP
 socket; UDP sockets have no tcp_info, so no 0:2209 is added, but the look-up, its merging and the
 sample's hold cost the same as for TCP).  ``bench/tcp_lookup.py`` measures TCP traffic with 2209.
 
-    .venv/bin/python bench/sampling.py [--seconds 20] [--pps 104000] [--samplers cbpf,ebpf] [--rates 10,2] [--tcp]
+    .venv/bin/python bench/sampling.py [--seconds 20] [--pps 104000] [--samplers cbpf,core,ebpf] [--rates 10,2] [--tcp]
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from pcap_netns import veth_pair  # noqa: E402
 PAYLOAD = 18
 """UDP payload bytes of a 64-byte frame: 14 Ethernet + 20 IPv4 + 8 UDP + 18 + 4 FCS."""
 PORT = 5239
+EBPF_LOADERS = {"core": ("libbpf", "loaded through libbpf"), "ebpf": ("bcc", "compiled and loaded by bcc")}
+"""Bench sampler name: the eBPF loader the agent is allowed, and what its log says when it used it."""
 
 SINK = r"""
 import socket, struct, sys
@@ -159,16 +167,20 @@ def measure(v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tm
     conf = tmp / f"{name}.conf"
     conf.write_text(
         f"sflow {{ polling = 0 collector {{ ip = 127.0.0.1 udpport = {port} }} "
-        f"pcap {{ dev = {v.host_dev} sampling = {rate} sampler = {kind} }} {'tcp { udp = on }' if tcp else ''} }}"
+        f"pcap {{ dev = {v.host_dev} sampling = {rate} sampler = {'cbpf' if kind == 'cbpf' else 'ebpf'} }} "
+        f"{'tcp { udp = on }' if tcp else ''} }}"
     )
     log = tmp / f"{name}.log"
     args = ["-m", "hsflowd_py", "-d", "-P", "-f", str(conf), "-o", str(tmp / "auto"), "-s", str(tmp / "status.sock")]
+    env = dict(os.environ)
+    if kind in EBPF_LOADERS:
+        env["HSFLOWD_PY_EBPF_LOADER"] = EBPF_LOADERS[kind][0]
     with open(log, "w") as err:
-        agent = subprocess.Popen([sys.executable, *args], stderr=err, cwd=ROOT, text=True)
+        agent = subprocess.Popen([sys.executable, *args], stderr=err, cwd=ROOT, text=True, env=env)
     try:
         line = wait_for(agent, log, f"sampling {v.host_dev} ")
-        if kind == "ebpf" and "eBPF" not in line:
-            sys.exit(f"the eBPF sampler is unavailable: {log.read_text()[-1000:]}")
+        if kind in EBPF_LOADERS and ("eBPF" not in line or EBPF_LOADERS[kind][1] not in log.read_text()):
+            sys.exit(f"the {kind} eBPF sampler is unavailable: {log.read_text()[-1000:]}")
         time.sleep(1)
         start_packets = packets(v.host_dev)
         cpu0, sink0, busy0 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds()
@@ -208,7 +220,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--pps", type=int, default=104_000)
-    p.add_argument("--samplers", default="cbpf,ebpf")
+    p.add_argument("--samplers", default="cbpf,core,ebpf")
     p.add_argument("--rates", default="10,2")
     p.add_argument("--tcp", action="store_true", help="also run each case with tcp { udp = on }")
     a = p.parse_args()

@@ -29,6 +29,7 @@ PACKAGES = [
     "python3-pyroute2",
     "python3-dnspython",
     "python3-dbus-next",
+    "libbpf1",
 ]
 IMAGE = "hsflowd-test/bookworm-systemd:" + hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12]
 CACHE = dockerd.STATE / "rootfs"

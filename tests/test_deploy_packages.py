@@ -24,9 +24,18 @@ pytestmark = pytest.mark.skipif(
     reason="needs Debian's debhelper, dh-python and rpm (scripts/debian-test-packages.txt)",
 )
 
-DEBIAN_LIBRARIES = {"python3-dbus-next", "python3-dnspython", "python3-docker", "python3-psutil", "python3-pyroute2"}
+DEBIAN_LIBRARIES = {
+    "python3-dbus-next",
+    "python3-dnspython",
+    "python3-docker",
+    "python3-psutil",
+    "python3-pyroute2",
+    "libbpf1",
+}
 # Fedora's names for the same libraries.
-RPM_NAMES = {"python3-dnspython": "python3-dns", "python3-bpfcc": "python3-bcc"}
+RPM_NAMES = {"python3-dnspython": "python3-dns", "python3-bpfcc": "python3-bcc", "libbpf1": "libbpf"}
+BPF_OBJECTS = ("sampler_core.bpfel.o", "sampler_core.bpfeb.o")
+"""The eBPF sampler's objects, built by setup.py with the package (not part of the source tree)."""
 DEB_SITE = "usr/lib/python3/dist-packages/"
 RPM_SITE = "usr/share/hsflowd-py/"
 """The rpm's own folder, named for no Python version: it installs on any python3 >= 3.11."""
@@ -61,7 +70,7 @@ def source_modules() -> set[str]:
     out = set()
     for top, installed in (("hsflowd_py", "hsflowd_py"), ("modules", "hsflowd_py/modules")):
         for path in (ROOT / top).rglob("*"):
-            if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".c", ".h") and "__pycache__" not in path.parts:
                 out.add(f"{installed}/{path.relative_to(ROOT / top)}")
     return out
 
@@ -78,8 +87,16 @@ def python_files(files: dict[str, bytes], site: str) -> set[str]:
     return {
         name.removeprefix(site)
         for name in files
-        if name.startswith(site + "hsflowd_py/") and name.endswith((".py", ".c"))
+        if name.startswith(site + "hsflowd_py/") and name.endswith((".py", ".c", ".h"))
     }
+
+
+def check_bpf_objects(files: dict[str, bytes], site: str) -> None:
+    """Built with the package from its source: byte for byte what setup.py builds here (the build is
+    reproducible), which the agent's tests load."""
+    for name in BPF_OBJECTS:
+        shipped = files[f"{site}hsflowd_py/modules/pcap/{name}"]
+        assert shipped == (ROOT / "modules/pcap" / name).read_bytes(), name
 
 
 def test_deb_installs_the_agent_unit_and_conffile() -> None:
@@ -87,6 +104,7 @@ def test_deb_installs_the_agent_unit_and_conffile() -> None:
     assert sh("dpkg-deb", "-f", str(deb), "Version").strip() == f"{__version__}-1"
     files = deb_files(deb)
     assert python_files(files, DEB_SITE) == source_modules()
+    check_bpf_objects(files, DEB_SITE)
     assert files["lib/systemd/system/hsflowd-py.service"] == UNIT.read_bytes()
     assert files["etc/hsflowd.conf"] == (ROOT / "packaging" / "hsflowd.conf").read_bytes()
     assert files["usr/lib/tmpfiles.d/hsflowd-py.conf"] == (ROOT / "systemd/tmpfiles.d/hsflowd-py.conf").read_bytes()
@@ -133,6 +151,7 @@ def test_rpm_lists_the_same_files_and_requirements() -> None:
     assert sh("rpm", "-qp", "--recommends", rpm).split() == [RPM_NAMES["python3-bpfcc"]]
     files = rpm_files(packages().rpm)
     assert python_files(files, RPM_SITE) == python_files(deb_files(packages().deb), DEB_SITE)
+    check_bpf_objects(files, RPM_SITE)
     assert files["usr/lib/systemd/system/hsflowd-py.service"] == UNIT.read_bytes()
     assert files["etc/hsflowd.conf"] == (ROOT / "packaging" / "hsflowd.conf").read_bytes()
     assert referenced_docs() <= set(files)

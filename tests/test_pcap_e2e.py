@@ -227,8 +227,9 @@ def test_a_sampler_that_cannot_open_an_interface_says_why_and_the_others_carry_o
 
 
 def test_without_kernel_headers_the_classic_sampler_takes_over(tmp_path: Path) -> None:
-    """bcc cannot compile without the kernel's headers (here: pointed at an empty tree): the agent says so
-    once, and every interface, even one whose block asks for eBPF, is sampled by classic BPF."""
+    """bcc cannot compile without the kernel's headers (here: pointed at an empty tree) and is the only
+    loader allowed: the agent says so once, and every interface, even one whose block asks for eBPF, is
+    sampled by classic BPF."""
     port = free_udp_port()
     empty = tmp_path / "no-kernel-headers"
     empty.mkdir()
@@ -238,7 +239,7 @@ def test_without_kernel_headers_the_classic_sampler_takes_over(tmp_path: Path) -
             port,
             f"pcap {{ dev = {a.host_dev} sampling = 1 }}\npcap {{ dev = {b.host_dev} sampling = 1 sampler = ebpf }}",
         )
-        wrapper = ("env", f"BCC_KERNEL_SOURCE={empty}")
+        wrapper = ("env", f"BCC_KERNEL_SOURCE={empty}", "HSFLOWD_PY_EBPF_LOADER=bcc")
         with start_collector(port, "-j") as collector, start_agent(conf, tmp_path / "auto", wrapper=wrapper) as agent:
             for dev in (a.host_dev, b.host_dev):
                 assert "classic BPF" in wait_for_log(agent, f"sampling {dev} ")

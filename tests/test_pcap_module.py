@@ -46,7 +46,8 @@ def frozen_gc() -> Iterator[None]:
 
 
 def builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
-    """Run ``script`` as the eBPF build process (same arguments and socket as the real one)."""
+    """Run ``script`` as the eBPF build process (same arguments and socket as the real one), the only loader."""
+    monkeypatch.setenv("HSFLOWD_PY_EBPF_LOADER", "bcc")
     path = tmp_path / "builder.py"
     path.write_text(script)
     monkeypatch.setattr(ebpf, "BUILDER", str(path))

@@ -4,12 +4,12 @@ Which interfaces and at what rate: ``interfaces.py``.  How: one of two kernel sa
 behind the same interface (``sampler.py``), picked per ``pcap {}`` block by ``sampler``:
 
 * ``ebpf`` (``ebpf.py``): tc programs counting every packet and sampling into a BPF ring
-  buffer; needs bcc and the running kernel's headers at start-up, which a short-lived child
-  process uses (the agent itself never loads LLVM);
+  buffer; the BPF object built with the package, loaded through libbpf (``ebpf_core.py``),
+  else compiled by bcc in a short-lived child process (the agent itself never loads LLVM);
 * ``cbpf`` (``cbpf.py``): a random classic BPF filter on an AF_PACKET socket with a
   TPACKET_V3 ring; standard library only;
-* ``auto`` (the default): eBPF when it can be built, else classic BPF.  When eBPF cannot be
-  built the reason is logged once and the classic sampler takes every interface; a block
+* ``auto`` (the default): eBPF when it can be loaded, else classic BPF.  When eBPF cannot be
+  loaded the reason is logged once and the classic sampler takes every interface; a block
   that asks for ``ebpf`` explicitly falls back the same way, with a warning.
 
 Every ``checkAdaptors`` seconds the interface list is read again: new matching interfaces

@@ -1,10 +1,10 @@
 """The few bpf(2) operations the agent needs on maps it received as file descriptors, and the BPF
 ring buffer read in place.
 
-The agent never links libbpf or bcc: the program and its maps are created by a short-lived
-compiler process (``ebpf_build.py``) and handed over as descriptors, so map updates and
-look-ups are plain ``bpf()`` system calls through ctypes, and the ring buffer is two
-``mmap`` calls.
+The programs and maps reach the sampler as descriptors, from libbpf (``ebpf_core.py``, which
+is then done with them) or from bcc's short-lived build process (``ebpf_build.py``), so map
+updates and look-ups are plain ``bpf()`` system calls through ctypes, and the ring buffer is
+two ``mmap`` calls.
 """
 
 from __future__ import annotations

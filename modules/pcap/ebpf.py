@@ -1,12 +1,22 @@
 """The eBPF sampler: one tc program per direction on each interface, samples through a BPF ring buffer.
 
-``sampler.bpf.c`` counts every packet per CPU, interface and direction (the true sample
+``sampler.bpf.h`` counts every packet per CPU, interface and direction (the true sample
 pool), keeps 1 in N and writes it to a ring buffer without waking anyone; the agent drains
 the ring every ``DRAIN_S`` seconds, which bounds its wake-ups whatever the packet rate.
 
-Memory: bcc and LLVM are loaded by a short-lived child process (``ebpf_build.py``) which
-hands the loaded programs and maps over as file descriptors and exits, so the agent keeps
-only the maps it reads: the ring buffer and small hash maps.
+Loading, in this order (``load``), each failure logged with its reason:
+
+1. the BPF object built with the package, through libbpf in this process (``ebpf_core.py``):
+   no compiler, no kernel headers, no child process;
+2. bcc, for hosts without libbpf or the object: a short-lived child process
+   (``ebpf_build.py``) compiles the program against the running kernel's headers with LLVM,
+   hands the loaded programs and maps over as file descriptors and exits, so the agent never
+   holds LLVM's ~130 MB;
+3. when neither works the pcap module falls back to classic BPF.
+
+``HSFLOWD_PY_EBPF_LOADER=libbpf`` or ``=bcc`` in the agent's environment allows only that
+loader (benchmarks and tests compare them).  Either way the agent keeps the same descriptors:
+the two programs, the ring buffer and two small hash maps.
 
 Ring sizing (REFERENCE.md section 9): a record is 296 bytes (8-byte ring header, 32 bytes
 of fields, ``HEADER_MAX`` header bytes); 150 k samples/s and a 100 ms stall of the agent
@@ -27,6 +37,7 @@ import asyncio
 import json
 import logging
 import mmap
+import os
 import signal
 import socket
 import struct
@@ -37,7 +48,7 @@ from typing import Any
 
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 
-from . import ebpf_build
+from . import ebpf_build, ebpf_core
 from .bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer, possible_cpus
 from .interfaces import Tap
 from .sampler import (
@@ -60,6 +71,8 @@ HEADER_MAX = 256
 RING_BYTES = 8 << 20
 DRAIN_S = 0.01
 BUILD_TIMEOUT_S = 120.0
+LOADERS = ("libbpf", "bcc")
+"""In the order tried; ``HSFLOWD_PY_EBPF_LOADER`` picks one."""
 
 _CONFIG = struct.Struct("=II6sBx")
 """struct tap_config: rate, header_bytes, mac, check_source."""
@@ -71,13 +84,15 @@ _KEY = struct.Struct("=I")
 
 
 class _Loaded:
-    """What the build process handed over: program and map descriptors."""
+    """What a loader handed over: program and map descriptors (in ``ebpf_build.FDS`` order), the maps'
+    sizes, and which loader it was."""
 
-    def __init__(self, reply: dict[str, Any], fds: list[int]) -> None:
+    def __init__(self, maps: dict[str, Any], fds: list[int], loader: str) -> None:
         by_name = dict(zip(ebpf_build.FDS, fds, strict=True))
         self.ingress, self.egress = by_name["hsflowd_ingress"], by_name["hsflowd_egress"]
-        self.maps = reply["maps"]
+        self.maps = maps
         self.fds = fds
+        self.loader = loader
         self.config, self.counts, self.samples = by_name["config"], by_name["counts"], by_name["samples"]
 
     def close(self) -> None:
@@ -103,7 +118,7 @@ def _no_reply(returncode: int | None, stderr: bytes) -> SamplerError:
 async def build() -> _Loaded:
     """Compile and load the programs in a child process; raises SamplerError saying why not."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    cflags = [f"-DHEADER_MAX={HEADER_MAX}", f"-DRING_PAGES={RING_BYTES // mmap.PAGESIZE}"]
+    cflags = [f"-I{SOURCE.parent}", f"-DHEADER_MAX={HEADER_MAX}", f"-DRING_PAGES={RING_BYTES // mmap.PAGESIZE}"]
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -148,7 +163,35 @@ async def build() -> _Loaded:
         for fd in fds:
             socket.close(fd)
         raise SamplerError(f"the eBPF build process sent {len(fds)} descriptors, expected {len(ebpf_build.FDS)}")
-    return _Loaded(reply, fds)
+    return _Loaded(reply["maps"], fds, "bcc")
+
+
+async def load() -> _Loaded:
+    """The programs through the first loader that works (``LOADERS``).  One log line says which loader
+    it was and, as a warning, why each one before it was not; when none works, SamplerError carries
+    every loader's reason in that order (the pcap module logs it as it falls back to classic BPF)."""
+    wanted = os.environ.get("HSFLOWD_PY_EBPF_LOADER", "")
+    loaders = [wanted] if wanted in LOADERS else list(LOADERS)
+    if wanted and wanted not in LOADERS:
+        log.warning("pcap: HSFLOWD_PY_EBPF_LOADER=%s is not one of %s; trying each", wanted, ", ".join(LOADERS))
+    failures = []
+    for loader in loaders:
+        try:
+            if loader == "libbpf":
+                loaded = _Loaded(*ebpf_core.load(RING_BYTES), loader)
+                how = f"its BPF object {ebpf_core.OBJECT.name} loaded through libbpf"
+            else:
+                loaded = await build()
+                how = "compiled and loaded by bcc"
+        except SamplerError as e:
+            failures.append(f"{loader}: {e}")
+            continue
+        if failures:
+            log.warning("pcap: the eBPF sampler is %s (%s)", how, "; ".join(failures))
+        else:
+            log.info("pcap: the eBPF sampler is %s", how)
+        return loaded
+    raise SamplerError("; ".join(failures))
 
 
 class _TapState:
@@ -189,7 +232,7 @@ class EbpfSampler(Sampler):
 
     @classmethod
     async def create(cls, emit: Emit, root: Path) -> EbpfSampler:
-        loaded = await build()
+        loaded = await load()
         try:
             return cls(emit, root, loaded)
         except BaseException:

@@ -1,137 +1,33 @@
-/* hsflowd-py packet sampler: a tc (clsact) classifier on the ingress and egress of each
- * sampled interface.
- *
- * Per packet: count it (per CPU, per interface and direction: the true sample pool),
- * draw a random number, and 1 time in N copy the first header_bytes bytes with the
- * packet's length, direction, interface and time into a BPF ring buffer.  A reservation
- * the full ring refuses is counted as a drop.  Samples are submitted without waking the
- * reader (BPF_RB_NO_WAKEUP): the agent drains the ring on a timer, which bounds its
- * wake-ups whatever the packet rate.
- *
- * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on
- * the way in: skb->gso_segs).  It counts as that many packets in the pool, and is sampled
- * as that many draws would sample it: `copies` is segments / N plus one more with
- * probability (segments % N) / N.  User space sends that many samples of it, each with the
- * average wire length of its segments.
- *
- * The program never changes a packet and returns TC_ACT_UNSPEC, so that the filters after
- * it on the same hook still run.
- *
- * Built by ebpf_build.py with bcc; HEADER_MAX and RING_PAGES come from there.
- */
+/* The sampler (sampler.bpf.h) for bcc, which compiles it at start-up against the running
+ * kernel's headers (ebpf_build.py); HEADER_MAX and RING_PAGES come from ebpf.py.  bcc
+ * reaches maps through its own method syntax, which it rewrites only outside macros. */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 #include <uapi/linux/if_packet.h>
 
-#ifndef HEADER_MAX
-#define HEADER_MAX 256
-#endif
-#ifndef RING_PAGES
-#define RING_PAGES 4096
-#endif
-
-#define DIRECTION_UNKNOWN 0
-#define DIRECTION_IN 1
-#define DIRECTION_OUT 2
-
-struct tap_config {
-    u32 rate;           /* 1-in-N */
-    u32 header_bytes;   /* bytes of each sampled packet to copy */
-    u8 mac[6];          /* the interface's own MAC: a sent frame carries it as its source */
-    u8 check_source;    /* compare the source MAC of egress frames with mac */
-    u8 pad;
-};
-
-struct tap_counts {
-    u64 packets[2];     /* wire packets seen: [0] ingress, [1] egress */
-    u64 drops;          /* samples lost because the ring was full */
-};
-
-struct sample {
-    u64 ktime_ns;       /* CLOCK_MONOTONIC; user space adds the offset to the epoch */
-    u32 ifindex;
-    u32 skb_len;
-    u32 segments;
-    u16 header_length;
-    u16 copies;
-    u8 direction;
-    u8 vlan_present;
-    u16 vlan_tci;
-    u16 vlan_proto;
-    u16 pad;
-    u8 header[HEADER_MAX];
-};
+#define PROGRAM(name) int name(struct __sk_buff *skb)
+#include "sampler.bpf.h"
 
 BPF_HASH(config, u32, struct tap_config, 4096);
 BPF_PERCPU_HASH(counts, u32, struct tap_counts, 4096);
 BPF_RINGBUF_OUTPUT(samples, RING_PAGES);
 
-static __always_inline int take(struct __sk_buff *skb, int egress)
+static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
-    u32 ifindex = skb->ifindex;
-    struct tap_config *cfg = config.lookup(&ifindex);
-    if (!cfg)
-        return TC_ACT_UNSPEC;
-    struct tap_counts *cnt = counts.lookup(&ifindex);
-    if (!cnt)
-        return TC_ACT_UNSPEC;
-    u32 segments = skb->gso_segs;
-    if (segments == 0)
-        segments = 1;
-    cnt->packets[egress ? 1 : 0] += segments;
+    return config.lookup(ifindex);
+}
 
-    u32 rate = cfg->rate;
-    if (rate == 0)
-        return TC_ACT_UNSPEC;
-    u32 copies = segments / rate;
-    if (bpf_get_prandom_u32() % rate < segments % rate)
-        copies++;
-    if (copies == 0)
-        return TC_ACT_UNSPEC;
+static __always_inline struct tap_counts *counts_of(u32 *ifindex)
+{
+    return counts.lookup(ifindex);
+}
 
-    struct sample *s = samples.ringbuf_reserve(sizeof(struct sample));
-    if (!s) {
-        cnt->drops += copies;
-        return TC_ACT_UNSPEC;
-    }
-    u32 n = skb->len;
-    if (n > cfg->header_bytes)
-        n = cfg->header_bytes;
-    if (n > HEADER_MAX)
-        n = HEADER_MAX;
-    /* bpf_skb_load_bytes needs a length the verifier can prove non-zero and bounded */
-    if (n < 1 || bpf_skb_load_bytes(skb, 0, s->header, n & 0x1ff) < 0)
-        n = 0;
+static __always_inline struct sample *reserve_sample(void)
+{
+    return samples.ringbuf_reserve(sizeof(struct sample));
+}
 
-    u8 direction = egress ? DIRECTION_OUT : DIRECTION_IN;
-    if (!egress && skb->pkt_type == PACKET_OTHERHOST)
-        direction = DIRECTION_UNKNOWN;  /* not addressed to this host: seen in promiscuous mode */
-    if (egress && cfg->check_source && n >= 12 &&
-        (s->header[6] != cfg->mac[0] || s->header[7] != cfg->mac[1] || s->header[8] != cfg->mac[2] ||
-         s->header[9] != cfg->mac[3] || s->header[10] != cfg->mac[4] || s->header[11] != cfg->mac[5]))
-        direction = DIRECTION_UNKNOWN;  /* forwarded through this interface, not sent by the host */
-
-    s->ktime_ns = bpf_ktime_get_ns();
-    s->ifindex = ifindex;
-    s->skb_len = skb->len;
-    s->segments = segments;
-    s->header_length = n;
-    s->copies = copies > 0xffff ? 0xffff : copies;
-    s->direction = direction;
-    s->vlan_present = skb->vlan_present;
-    s->vlan_tci = skb->vlan_tci;
-    s->vlan_proto = skb->vlan_proto;
-    s->pad = 0;
+static __always_inline void submit_sample(struct sample *s)
+{
     samples.ringbuf_submit(s, BPF_RB_NO_WAKEUP);
-    return TC_ACT_UNSPEC;
-}
-
-int hsflowd_ingress(struct __sk_buff *skb)
-{
-    return take(skb, 0);
-}
-
-int hsflowd_egress(struct __sk_buff *skb)
-{
-    return take(skb, 1);
 }
