@@ -17,8 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..sflow.layout import Field, Struct
-from ..sflow.records import COUNTER, FLOW, SampledHeader
-from ..sflow.samples import CounterSample, Datagram, FlowSample, Sample, UnknownRecord, UnknownSample
+from ..sflow.records import COUNTER, DISCARD_REASONS, FLOW, SampledHeader
+from ..sflow.samples import (
+    BrokenRecord,
+    CounterSample,
+    Datagram,
+    DiscardSample,
+    FlowSample,
+    Sample,
+    UnknownRecord,
+    UnknownSample,
+)
 from ..sflow.xdr import ADDRESS, Variable
 from .dissect import Entry, Note, dissect_header
 
@@ -80,6 +89,8 @@ class SampleView:
     elements: list[list[ViewEntry]] | None
     source_id: str = "0:0"
     tag: str = "0:0"
+    complete: bool = True
+    """False when a decode error stopped inside it: sflowtool prints no ``endSample`` then."""
 
 
 @dataclass
@@ -138,14 +149,25 @@ def element_entries(record: Any, kind: str) -> list[ViewEntry]:
     if isinstance(record, UnknownRecord):
         tag = _tag(record.tag)
         return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag} len={len(record.data)}")]
+    if isinstance(record, BrokenRecord):
+        # What sflowtool has printed when the record's body turns out not to fit: its first lines.
+        tag = _tag(record.tag)
+        if record.record_type is None:
+            return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag}")]
+        return [(tag_label, tag), *([record.record_type.INTRO] if record.record_type.INTRO else [])]
     out: list[ViewEntry] = [(tag_label, _tag(record.tag()))]
     if record.INTRO:
         out.append(record.INTRO)
-    out.extend(struct_entries(record))
+    out.extend(record.RENDER(record) if record.RENDER else struct_entries(record))
     content = _DECODED_CONTENT.get(type(record))
     if content:
         out.extend(content(record))
     return out
+
+
+def _prefixed(entries: list[ViewEntry], prefix: str) -> list[ViewEntry]:
+    """sflowtool names every field of a discard sample's records ``discarded_...``."""
+    return [e if isinstance(e, Note | Nested) else (prefix + e[0], e[1]) for e in entries]
 
 
 # ------------------------------------------------------------------ samples
@@ -165,9 +187,24 @@ def sample_view(sample: Sample) -> SampleView:
         note = Note(f"skipping unknown sample: {tag} len={len(sample.data)}")
         return SampleView([("sampleType_tag", tag), note], None, tag=tag)
     source_id = f"{sample.ds_class}:{sample.ds_index}"
-    if isinstance(sample, FlowSample):
-        tag, kind = "0:3", FLOW
+    if isinstance(sample, DiscardSample):
+        tag = "0:5"
         fields: list[ViewEntry] = [
+            ("sampleType_tag", tag),
+            ("sampleType", "DISCARD"),
+            ("sampleSequenceNo", str(sample.sequence)),
+            ("sourceId", source_id),
+            ("dropEvents", str(sample.drops)),
+            ("inputPort", str(sample.input)),
+            ("outputPort", str(sample.output)),
+            ("discardCode", str(sample.reason)),
+            ("discardReason", DISCARD_REASONS.get(sample.reason, "NotFound")),
+        ]
+        elements = [_prefixed(element_entries(r, FLOW), "discarded_") for r in sample.records]
+        return SampleView(fields, elements, source_id, tag, sample.complete)
+    if isinstance(sample, FlowSample):
+        tag, kind = ("0:3" if sample.expanded else "0:1"), FLOW
+        fields = [
             ("sampleType_tag", tag),
             ("sampleType", "FLOWSAMPLE"),
             ("sampleSequenceNo", str(sample.sequence)),
@@ -180,7 +217,7 @@ def sample_view(sample: Sample) -> SampleView:
         ]
     else:
         assert isinstance(sample, CounterSample)
-        tag, kind = "0:4", COUNTER
+        tag, kind = ("0:4" if sample.expanded else "0:2"), COUNTER
         fields = [
             ("sampleType_tag", tag),
             ("sampleType", "COUNTERSSAMPLE"),
@@ -188,12 +225,13 @@ def sample_view(sample: Sample) -> SampleView:
             ("sourceId", source_id),
         ]
     elements = [element_entries(r, kind) for r in sample.records]
-    return SampleView(fields, elements, source_id, tag)
+    return SampleView(fields, elements, source_id, tag, sample.complete)
 
 
 def datagram_view(datagram: Datagram, size: int, received: Received) -> DatagramView:
     """The whole datagram as sflowtool prints it."""
     agent = ADDRESS.text(datagram.agent)
+    declared = datagram.declared_samples
     fields: list[ViewEntry] = [
         ("datagramSourceIP", received.source),
         ("datagramSize", str(size)),
@@ -210,7 +248,7 @@ def datagram_view(datagram: Datagram, size: int, received: Received) -> Datagram
         ("agent", agent),
         ("packetSequenceNo", str(datagram.sequence)),
         ("sysUpTime", str(datagram.uptime_ms)),
-        ("samplesInPacket", str(len(datagram.samples))),
+        ("samplesInPacket", str(len(datagram.samples) if declared is None else declared)),
     ]
     when = received.pcap_seconds if received.pcap_seconds is not None else received.seconds
     context = f"{iso_time(when)} {agent} {datagram.sub_agent_id} {datagram.sequence}"
@@ -251,7 +289,8 @@ def _scoped_lines(view: DatagramView) -> Iterator[tuple[_Scope, str]]:
             scope = (sample.source_id, sample.tag, str(element[0][1]))  # records start with their tag line
             for line in entry_lines(element):
                 yield scope, line
-        yield scope, END_SAMPLE
+        if sample.complete:
+            yield scope, END_SAMPLE
     yield _OUTSIDE, END_DATAGRAM
 
 

@@ -31,19 +31,24 @@ class Field:
     label: str
     count_label: str | None = None
     list_key: str | None = None
+    optional: bool = False
+    """A trailing field later versions of a record added (host CPU steal, JMX fds): decoded
+    only if the record has bytes left for it, as sflowtool checks the record length."""
 
 
 class _FixedRun:
-    __slots__ = ("fields", "from_wire", "plain", "size", "struct", "to_wire")
+    __slots__ = ("defaults", "fields", "from_wire", "optional", "plain", "size", "struct", "to_wire")
 
     def __init__(self, fields: list[Field]) -> None:
         self.fields = fields
+        self.optional = fields[0].optional
+        self.defaults = [f.type.default for f in fields]
         self.struct = struct.Struct(">" + "".join(f.type.fmt for f in fields))  # type: ignore[misc]
         self.size = self.struct.size
         self.to_wire = [f.type.to_wire for f in fields]  # type: ignore[union-attr]
         self.from_wire = [f.type.from_wire for f in fields]  # type: ignore[union-attr]
         # Plain integer/float runs need no conversion on decode.
-        self.plain = all(f.type.fmt in ("I", "Q", "f") for f in fields)  # type: ignore[union-attr]
+        self.plain = all(f.type.fmt in ("I", "Q", "f", "B") for f in fields)  # type: ignore[union-attr]
 
 
 class Layout:
@@ -55,6 +60,9 @@ class Layout:
         run: list[Field] = []
         for f in self.fields:
             if f.type.fixed:
+                if run and run[-1].optional != f.optional:
+                    self.segments.append(_FixedRun(run))
+                    run = []
                 run.append(f)
                 continue
             if run:
@@ -82,6 +90,9 @@ class Layout:
         values: list[Any] = []
         for seg in self.segments:
             if isinstance(seg, _FixedRun):
+                if seg.optional and off >= end:
+                    values.extend(seg.defaults)
+                    continue
                 if off + seg.size > end:
                     names = ", ".join(f.name for f in seg.fields[:3])
                     raise DecodeError(f"fields {names}… need {seg.size} bytes at offset {off}, only {end - off} left")
@@ -146,6 +157,7 @@ def define(
     namespace = {
         "__slots__": tuple(f.name for f in declared),
         "FIELDS": declared,
+        "FIELDS_BY_NAME": {f.name: f for f in declared},
         "LAYOUT": Layout(declared),
         **attrs,
     }
