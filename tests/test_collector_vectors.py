@@ -170,3 +170,23 @@ def test_device_json_equals_sflowtool(name: str, utc: None, capsys: pytest.Captu
             assert a[len(b) :] == "]}]}"
         else:
             assert a == b
+
+
+def test_datagram_strings_cannot_forge_output_lines() -> None:
+    """Issue #21: sflowtool copies a hostname's newline into its text and -g output; we escape control
+    characters (and the backslash) as \\xNN / \\\\ in every format, so one field stays one line."""
+    from hsflowd_py.collector.jsonout import format_json
+    from hsflowd_py.collector.lines import format_lines
+    from hsflowd_py.collector.text import format_grep
+    from hsflowd_py.sflow.records import PortName
+
+    evil = "h\nagent 6.6.6.6\\"
+    datagram = Datagram(
+        ipaddress.ip_address("10.0.0.1"), 1, 1, 1, [CounterSample(2, 1, [HostDescription(evil), PortName(evil)])]
+    )
+    view = datagram_view(datagram, 0, Received("-", 0, 0))
+    for out in (format_text(view), format_grep(view)):
+        assert "hostname h\\x0aagent 6.6.6.6\\\\\n" in out and "ifName h\\x0aagent 6.6.6.6\\\\\n" in out
+        assert not any(line.endswith(" agent 6.6.6.6") or line == "agent 6.6.6.6" for line in out.splitlines())
+    assert json.loads(format_json(view))["samples"][0]["elements"][0]["hostname"] == "h\\x0aagent 6.6.6.6\\\\"
+    assert format_lines(datagram).count("\n") == 1
