@@ -36,6 +36,8 @@ HEADER_IPV4 = 11
 HEADER_IPV6 = 12
 HEADER_80211 = 15
 
+_NO_DECODE = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 16, 17, 18))
+"""Header protocols sflowtool knows but does not decode (token ring ... InfiniBand); others are UNKNOWN."""
 _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
 _IPV6_EXTENSIONS = frozenset((0, 43, 44, 51, 60))  # hop-by-hop, routing, fragment, auth, dest options
 _IP_HEADER = 20
@@ -223,8 +225,10 @@ def dissect_header(protocol: int, frame_length: int, stripped: int, header: byte
         d.ip6_at = 0
     elif protocol == HEADER_80211:
         d.ieee80211()
-    else:
+    elif protocol in _NO_DECODE:
         d.out.append(Note(f"NO_DECODE headerProtocol={protocol}"))
+    else:
+        d.out.append(Note(f"UNKNOWN headerProtocol={signed32(protocol)}"))
     ip_at = d.ip4_at if d.ip4_at is not None else d.ip6_at
     if ip_at is not None:
         d.put("IPSize", signed32(frame_length - stripped - ip_at))

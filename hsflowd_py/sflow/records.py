@@ -616,12 +616,20 @@ for _fmt, _name, _ip, _v in ((2102, "ProxySocketIPv4", IPV4, "4"), (2103, "Proxy
 
 
 def _url_encoded(text: str) -> str:
-    """sflowtool URL-encodes memcache keys: alphanumerics kept, spaces as '+', the rest %XX."""
+    """sflowtool URL-encodes memcache keys: alphanumerics kept, white space as '+', any other byte as
+    ``%`` and its two hex digits *swapped* (its lookup table is read as 16-bit words on a little-endian
+    machine: '/' is ``%F2``), reproduced so keys match."""
     text = text.split("\0", 1)[0]
-    return "".join(
-        c if c.isascii() and c.isalnum() else "+" if c in " \t\n\v\f\r" else "".join(f"%{b:02X}" for b in c.encode())
-        for c in text
-    )
+    out = []
+    for b in text.encode("utf-8", "replace"):
+        c = chr(b)
+        if c.isascii() and c.isalnum():
+            out.append(c)
+        elif c in " \t\n\v\f\r":
+            out.append("+")
+        else:
+            out.append(f"%{b & 15:X}{b >> 4:X}")
+    return "".join(out)
 
 
 ExtendedMemcache = _record(FLOW, 2200, "FlowMemcache", [
