@@ -30,6 +30,7 @@ from .samples import (
 from .xdr import ADDRESS, DecodeError, pad4, read_u32
 
 _TL = struct.Struct(">II")
+_U32 = struct.Struct(">I")
 _FLOW_HEAD = struct.Struct(">11I")
 _COUNTER_HEAD = struct.Struct(">4I")
 _HEADS = {
@@ -168,6 +169,19 @@ def _decode_records(
             )
         if cls is None:
             records.append(UnknownRecord(tag, bytes(buf[off : off + length])))
+        elif (plain := cls.LAYOUT.plain) is not None and length == plain.size:
+            records.append(cls.from_values(plain.unpack_from(buf, off)))
+        elif (head := cls.LAYOUT.plain_then_opaque) is not None and length >= head.size + 4:
+            # the sampled header: numbers, then the opaque's length word and bytes filling the record
+            n = _U32.unpack_from(buf, off + head.size)[0]
+            if pad4(n) != pad4(length) - head.size - 4:
+                records.append(BrokenRecord(tag, cls))
+                raise DecodeError(
+                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
+                    f"declared {length} bytes, its {n}-byte opaque does not fill it"
+                )
+            at = off + head.size + 4
+            records.append(cls.from_values((*head.unpack_from(buf, off), bytes(buf[at : at + n]))))
         else:
             try:
                 values, used = cls.LAYOUT.unpack(buf, off, off + length)
@@ -182,7 +196,7 @@ def _decode_records(
                     f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
                     f"declared {length} bytes, layout uses {used - off}"
                 )
-            records.append(cls(*values))
+            records.append(cls.from_values(values))
         off = rec_end
     return off
 

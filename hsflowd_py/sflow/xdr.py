@@ -204,7 +204,7 @@ def u32_list(text: Callable[[Sequence[int]], str], max_items: int = 4096) -> Var
 
 
 OPAQUE = Variable(
-    "opaque", _pack_opaque, _unpack_opaque, text=lambda b: "-".join(f"{x:02X}" for x in b), default=b""
+    "opaque", _pack_opaque, _unpack_opaque, text=lambda b: b.hex("-").upper(), default=b""
 )
 
 
