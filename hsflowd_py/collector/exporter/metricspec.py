@@ -75,11 +75,33 @@ _DECLARED: dict[type, _Declared] = {
     rec.VirtDisk: _Declared(gauges="capacity allocation available", bytes="capacity allocation available"),
     rec.VirtNetIO: _Declared(),
     # what switches and application agents send that a person charts
-    rec.Lacp: _Declared(gauges="attached_agg_id"),
+    rec.Lacp: _Declared(
+        gauges="attached_agg_id",
+        renamed=tuple(
+            (field, "lacp_" + name)
+            for field, name in (
+                ("attached_agg_id", "attached_agg_id"),
+                ("LACPDUsRx", "pdus_rx"),
+                ("markerPDUsRx", "marker_pdus_rx"),
+                ("markerResponsePDUsRx", "marker_response_pdus_rx"),
+                ("unknownRx", "unknown_rx"),
+                ("illegalRx", "illegal_rx"),
+                ("LACPDUsTx", "pdus_tx"),
+                ("markerPDUsTx", "marker_pdus_tx"),
+                ("markerResponsePDUsTx", "marker_response_pdus_tx"),
+            )
+        ),
+    ),
     rec.Processor: _Declared(
         gauges="cpu_5s cpu_1m cpu_5m total_memory free_memory",
         bytes="total_memory free_memory",
-        renamed=(("cpu_5s", "processor_cpu_5s"), ("cpu_1m", "processor_cpu_1m"), ("cpu_5m", "processor_cpu_5m")),
+        renamed=(
+            ("cpu_5s", "processor_cpu_5s"),
+            ("cpu_1m", "processor_cpu_1m"),
+            ("cpu_5m", "processor_cpu_5m"),
+            ("total_memory", "processor_memory_total"),
+            ("free_memory", "processor_memory_free"),
+        ),
     ),
     rec.HttpCounters: _Declared(),
     rec.NvidiaGpu: _Declared(
