@@ -205,3 +205,14 @@ def test_corrupted_valid_datagrams(changes: list[tuple[int, int]]) -> None:
     for offset, value in changes:
         data[offset] = value
     decode_and_print(bytes(data))
+
+
+def test_a_record_length_declared_without_its_padding_decodes_as_in_sflowtool() -> None:
+    """sflowtool checks a record's length rounded up to 4 (lengthCheck); some agents declare a sampled
+    header's record length without the opaque's padding (16 + 13 = 29 bytes, not 32)."""
+    header = SampledHeader(1, 64, 4, bytes(range(13)))
+    datagram = Datagram(ipaddress.ip_address("10.0.0.1"), 1, 1, 1, [FlowSample(0, 8, 1, 1, 0, 1, 2, [header])])
+    data = bytearray(encode_datagram(datagram))
+    at = data.index(struct.pack(">II", 1, 32))  # the record's tag and length
+    struct.pack_into(">I", data, at + 4, 29)
+    assert decode_datagram(bytes(data)) == datagram

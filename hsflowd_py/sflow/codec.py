@@ -30,6 +30,7 @@ from .samples import (
 from .xdr import ADDRESS, DecodeError, pad4, read_u32
 
 _TL = struct.Struct(">II")
+_Fast = tuple[type[Record], struct.Struct | None, struct.Struct | None]
 _U32 = struct.Struct(">I")
 _FLOW_HEAD = struct.Struct(">11I")
 _COUNTER_HEAD = struct.Struct(">4I")
@@ -144,8 +145,7 @@ class _Stop(DecodeError):
 
 
 def _decode_records(
-    buf: memoryview, off: int, end: int, count: int, table: dict[int, type[Record]], where: str,
-    records: list[AnyRecord],
+    buf: memoryview, off: int, end: int, count: int, table: dict[int, _Fast], where: str, records: list[AnyRecord]
 ) -> int:
     """Decode ``count`` records into ``records``; returns the offset after them.
 
@@ -155,36 +155,38 @@ def _decode_records(
     """
     if count > MAX_RECORDS_PER_SAMPLE:
         raise DecodeError(f"{where}: {count} records exceeds the limit of {MAX_RECORDS_PER_SAMPLE} at offset {off}")
+    append = records.append
+    unpack_tl = _TL.unpack_from
     for i in range(count):
         if off + 8 > end:
             raise DecodeError(f"{where}, record {i}: truncated record header at offset {off}")
-        tag, length = _TL.unpack_from(buf, off)
+        tag, length = unpack_tl(buf, off)
         off += 8
-        rec_end = off + pad4(length)
-        cls = table.get(tag)
-        if length > end - off or rec_end > end:
-            records.append(BrokenRecord(tag, cls))
+        rec_end = off + ((length + 3) & ~3)
+        if rec_end > end:
+            append(BrokenRecord(tag, table[tag][0] if tag in table else None))
             raise DecodeError(
                 f"{where}, record {i} ({tag >> 12}:{tag & 0xFFF}): length {length} overruns the sample at offset {off}"
             )
-        if cls is None:
-            records.append(UnknownRecord(tag, bytes(buf[off : off + length])))
-        elif (plain := cls.LAYOUT.plain) is not None and length == plain.size:
-            records.append(cls.from_values(plain.unpack_from(buf, off)))
-        elif (head := cls.LAYOUT.plain_then_opaque) is not None and length >= head.size + 4:
+        known = table.get(tag)
+        if known is None:
+            append(UnknownRecord(tag, bytes(buf[off : off + length])))
+            off = rec_end
+            continue
+        cls, plain, head = known
+        if plain is not None and length == plain.size:
+            append(cls.from_values(plain.unpack_from(buf, off)))
+        elif head is not None and length >= head.size + 4 and (
+            head.size + 4 + (((n := _U32.unpack_from(buf, off + head.size)[0]) + 3) & ~3) == rec_end - off
+        ):
             # the sampled header: numbers, then the opaque's length word and bytes filling the record
-            n = _U32.unpack_from(buf, off + head.size)[0]
-            if pad4(n) != pad4(length) - head.size - 4:
-                records.append(BrokenRecord(tag, cls))
-                raise DecodeError(
-                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
-                    f"declared {length} bytes, its {n}-byte opaque does not fill it"
-                )
             at = off + head.size + 4
-            records.append(cls.from_values((*head.unpack_from(buf, off), bytes(buf[at : at + n]))))
+            append(cls.from_values((*head.unpack_from(buf, off), bytes(buf[at : at + n]))))
         else:
+            # Bounded by the padded length, as sflowtool's length check is (an agent may declare
+            # a sampled header's record length without the opaque's padding).
             try:
-                values, used = cls.LAYOUT.unpack(buf, off, off + length)
+                values, used = cls.LAYOUT.unpack(buf, off, rec_end)
             except DecodeError as e:
                 records.append(BrokenRecord(tag, cls))
                 raise DecodeError(
@@ -196,9 +198,18 @@ def _decode_records(
                     f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
                     f"declared {length} bytes, layout uses {used - off}"
                 )
-            records.append(cls.from_values(values))
+            append(cls.from_values(values))
         off = rec_end
     return off
+
+
+def _fast(table: dict[int, type[Record]]) -> dict[int, _Fast]:
+    """Per tag: the class and its one-call layouts (see Layout.plain), looked up once per record."""
+    return {tag: (cls, cls.LAYOUT.plain, cls.LAYOUT.plain_then_opaque) for tag, cls in table.items()}
+
+
+_FLOW_FAST = _fast(FLOW_RECORDS)
+_COUNTER_FAST = _fast(COUNTER_RECORDS)
 
 
 def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, where: str) -> Sample:
@@ -212,26 +223,26 @@ def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, where: str) 
     if tag == FLOW_SAMPLE_EXPANDED:
         seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, n = fields
         sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, [], seq, infmt, outfmt)
-        table = FLOW_RECORDS
+        table = _FLOW_FAST
     elif tag == FLOW_SAMPLE:
         seq, source, rate, pool, drops, inp, out, n = fields
         sample = FlowSample(
             source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, [], seq,
             inp >> 30, out >> 30, expanded=False,
         )
-        table = FLOW_RECORDS
+        table = _FLOW_FAST
     elif tag == COUNTER_SAMPLE_EXPANDED:
         seq, dsc, dsi, n = fields
         sample = CounterSample(dsc, dsi, [], seq)
-        table = COUNTER_RECORDS
+        table = _COUNTER_FAST
     elif tag == COUNTER_SAMPLE:
         seq, source, n = fields
         sample = CounterSample(source >> 24, source & 0xFFFFFF, [], seq, expanded=False)
-        table = COUNTER_RECORDS
+        table = _COUNTER_FAST
     elif tag == DISCARD_SAMPLE:
         seq, dsc, dsi, drops, inp, out, reason, n = fields
         sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
-        table = FLOW_RECORDS
+        table = _FLOW_FAST
     else:
         return UnknownSample(tag, bytes(buf[start:s_end]))
     try:
