@@ -1,9 +1,11 @@
-"""The one table of sFlow v5 records that this agent sends.
+"""The one table of sFlow v5 records: those this agent sends and those other agents send.
 
 Both the encoder and the bundled collector's decoder are driven from these
 declarations, so the two cannot drift apart.  Attribute names follow the sFlow
 specification structures; labels are the names sflowtool prints, so the
-collector's text and JSON output come straight from here.
+collector's text and JSON output come straight from here.  The records the
+agent sends come first; after them, every other record sflowtool 6.11 decodes
+(switches, routers, application agents, discard samples), with its quirks.
 """
 
 from __future__ import annotations
