@@ -109,6 +109,7 @@ class _FlowLine:
 _IPV4_RECORDS = (r.SampledIPv4, r.TunnelIPv4Out, r.TunnelIPv4In)
 _APPLY: dict[type, Callable[[_FlowLine, Any], None]] = {
     r.SampledHeader: _FlowLine.header,
+    r.ExtendedWifiPayload: _FlowLine.header,
     r.SampledEthernet: _FlowLine.ethernet,
     r.TunnelL2Out: _FlowLine.ethernet,
     r.TunnelL2In: _FlowLine.ethernet,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..sflow.layout import Field, Struct
-from ..sflow.records import COUNTER, DISCARD_REASONS, FLOW, SampledHeader
+from ..sflow.records import COUNTER, DISCARD_REASONS, FLOW, ExtendedWifiPayload, SampledHeader
 from ..sflow.samples import (
     BrokenRecord,
     CounterSample,
@@ -155,7 +155,10 @@ def _sampled_header(record: Any) -> list[Entry]:
     return dissect_header(record.header_protocol, record.frame_length, record.stripped, record.header)
 
 
-_DECODED_CONTENT: dict[type, Callable[[Any], list[Entry]]] = {SampledHeader: _sampled_header}
+_DECODED_CONTENT: dict[type, Callable[[Any], list[Entry]]] = {
+    SampledHeader: _sampled_header,
+    ExtendedWifiPayload: _sampled_header,
+}
 """Records whose payload sflowtool decodes further than the table's fields."""
 
 

@@ -538,6 +538,29 @@ ExtendedVlanTunnel = _record(FLOW, 1012, "ExtendedVlanTunnel", [
     ("stack", u32_list(_vlan_stack), "vlan_tunnel"),
 ])
 
+def _wifi_payload(r: Any) -> list[tuple[str, str]]:
+    """The cipher suite, then the sampled header as sflowtool prints a 0:1 record (the collector
+    adds the header's dissection after it, as for 0:1)."""
+    return [
+        ("cipher_suite", str(r.cipher_suite)),
+        ("flowSampleType", "HEADER"),
+        ("headerProtocol", str(r.header_protocol)),
+        ("sampledPacketSize", str(r.frame_length)),
+        ("strippedBytes", str(r.stripped)),
+        ("headerLen", str(len(r.header))),
+        ("headerBytes", OPAQUE.text(r.header)),
+    ]
+
+
+ExtendedWifiPayload = _record(FLOW, 1013, "ExtendedWifiPayload", [
+    ("cipher_suite", U32, "cipher_suite"),
+    ("header_protocol", U32, "headerProtocol"),
+    ("frame_length", U32, "sampledPacketSize"),
+    ("stripped", U32, "strippedBytes"),
+    Field("header", OPAQUE, "headerBytes", count_label="headerLen"),
+], render=_wifi_payload)
+"""0:1013: an 802.11 payload, sampled like a 0:1 header after its cipher suite."""
+
 ExtendedWifiRx = _record(FLOW, 1014, "ExtendedWifiRx", [
     ("ssid", string(256), "rx_SSID"),
     ("bssid", MAC, "rx_BSSID"),
