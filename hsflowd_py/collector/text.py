@@ -11,6 +11,7 @@ view as JSON, so text and JSON cannot disagree about a name or a value.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -119,8 +120,8 @@ def struct_entries(value: Struct) -> list[ViewEntry]:
     plan = _PLANS.get(type(value))
     if plan is None:
         plan = _PLANS[type(value)] = _plan(type(value))
-    labels, texts, simple = plan
-    values = [getattr(value, f.name) for f in value.FIELDS]
+    labels, texts, simple, getter = plan
+    values = getter(value)
     if simple:  # every field one line: the common case, done without a per-field call of ours
         return list(zip(labels, [t(v) for t, v in zip(texts, values, strict=True)], strict=True))
     out: list[ViewEntry] = []
@@ -129,15 +130,19 @@ def struct_entries(value: Struct) -> list[ViewEntry]:
     return out
 
 
-_PLANS: dict[type, tuple[tuple[str, ...], tuple[Callable[[Any], str], ...], bool]] = {}
-"""Per structure: its labels, its fields' printers, and whether each field is exactly one line."""
+_Plan = tuple[tuple[str, ...], tuple[Callable[[Any], str], ...], bool, Callable[[Any], tuple[Any, ...]]]
+_PLANS: dict[type, _Plan] = {}
+"""Per structure: its labels, its fields' printers, whether each field is exactly one line, and a
+getter of all its values at once."""
 
 
-def _plan(cls: type[Struct]) -> tuple[tuple[str, ...], tuple[Callable[[Any], str], ...], bool]:
+def _plan(cls: type[Struct]) -> _Plan:
     simple = all(
         not f.count_label and getattr(f.type, "item", None) is None and not f.type.omit_empty for f in cls.FIELDS
     )
-    return tuple(f.label for f in cls.FIELDS), tuple(f.type.text for f in cls.FIELDS), simple
+    names = [f.name for f in cls.FIELDS]
+    getter = operator.attrgetter(*names) if len(names) > 1 else lambda v: tuple(getattr(v, n) for n in names)
+    return tuple(f.label for f in cls.FIELDS), tuple(f.type.text for f in cls.FIELDS), simple, getter
 
 
 def _field_entries(f: Field, value: Any) -> Iterator[ViewEntry]:
