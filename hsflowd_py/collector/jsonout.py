@@ -53,6 +53,10 @@ _quoted = json.encoder.encode_basestring  # the C encoder of json.dumps(..., ens
 def _members(entries: list[ViewEntry]) -> str:
     """An object's members as compact JSON, written straight from the entries: keys are the
     table's labels (plain ASCII); values go through json's own string encoder."""
+    q = _quoted
+    pairs = [e for e in entries if type(e) is tuple]
+    if len(pairs) == len(entries):  # no note, no nested list: the common case
+        return ",".join([f'"{k}":{q(v)}' for k, v in pairs])
     parts = []
     for entry in entries:
         if type(entry) is tuple:

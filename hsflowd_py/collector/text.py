@@ -321,6 +321,10 @@ def _scoped_lines(view: DatagramView) -> Iterator[tuple[_Scope, str]]:
 
 
 def _add_lines(out: list[str], entries: list[ViewEntry]) -> None:
+    pairs = [e for e in entries if type(e) is tuple]
+    if len(pairs) == len(entries):  # no note, no nested list: the common case
+        out += [f"{k} {v}" for k, v in pairs]
+        return
     for entry in entries:
         if type(entry) is tuple:
             out.append(f"{entry[0]} {entry[1]}")

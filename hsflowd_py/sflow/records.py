@@ -88,12 +88,24 @@ def _u32s(prefix: str, names: str) -> list[tuple[str, Any, str]]:
 
 # ---------------------------------------------------------------- flow records
 
+def _header_lines(r: Any) -> list[tuple[str, str]]:
+    """A sampled header's lines (its fields' labels, in order), written out for the commonest flow
+    record; the collector adds the header's dissection after them."""
+    return [
+        ("headerProtocol", str(r.header_protocol)),
+        ("sampledPacketSize", str(r.frame_length)),
+        ("strippedBytes", str(r.stripped)),
+        ("headerLen", str(len(r.header))),
+        ("headerBytes", OPAQUE.text(r.header)),
+    ]
+
+
 SampledHeader = _record(FLOW, 1, "SampledHeader", [
     ("header_protocol", U32, "headerProtocol"),
     ("frame_length", U32, "sampledPacketSize"),
     ("stripped", U32, "strippedBytes"),
     Field("header", OPAQUE, "headerBytes", count_label="headerLen"),
-], intro=("flowSampleType", "HEADER"))
+], intro=("flowSampleType", "HEADER"), render=_header_lines)
 """0:1. On the wire header_length precedes the bytes: OPAQUE's own length word is it."""
 
 ExtendedTimestamp = _record(FLOW, 1043, "ExtendedTimestamp", [
@@ -541,15 +553,7 @@ ExtendedVlanTunnel = _record(FLOW, 1012, "ExtendedVlanTunnel", [
 def _wifi_payload(r: Any) -> list[tuple[str, str]]:
     """The cipher suite, then the sampled header as sflowtool prints a 0:1 record (the collector
     adds the header's dissection after it, as for 0:1)."""
-    return [
-        ("cipher_suite", str(r.cipher_suite)),
-        ("flowSampleType", "HEADER"),
-        ("headerProtocol", str(r.header_protocol)),
-        ("sampledPacketSize", str(r.frame_length)),
-        ("strippedBytes", str(r.stripped)),
-        ("headerLen", str(len(r.header))),
-        ("headerBytes", OPAQUE.text(r.header)),
-    ]
+    return [("cipher_suite", str(r.cipher_suite)), ("flowSampleType", "HEADER"), *_header_lines(r)]
 
 
 ExtendedWifiPayload = _record(FLOW, 1013, "ExtendedWifiPayload", [
