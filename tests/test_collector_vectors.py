@@ -6,6 +6,11 @@ printed for them (run with TZ=UTC).  Our ``-r`` path must reproduce every
 text line, including the receive-time lines that sflowtool fills with ``-``
 and zeros in ``-r`` mode, and every JSON object.
 
+The same for the switch, router and discard datagrams of ``devices/`` (text,
+JSON and ``-l``), and for ``tests/fixtures/sflowtool-6.11/records.pcap``, every
+record of the table in every sample kind as the real sflowtool 6.11 printed it
+(see that folder's README).
+
 The one known difference is cosmetic JSON spacing: sflowtool writes a space
 after each string of a ``mac_list`` (``["02fc00000001" ]``); we write plain
 JSON.  The objects are compared parsed, and the compact text is compared
