@@ -11,6 +11,7 @@ flattened ``adaptor_N_...`` names.  Lines sflowtool prints only as text
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .dissect import Note
@@ -48,6 +49,8 @@ def json_object(view: DatagramView) -> dict[str, Any]:
 
 
 _quoted = json.encoder.encode_basestring  # the C encoder of json.dumps(..., ensure_ascii=False)
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+"""What JSON must escape in a string; most objects hold none, and are then written without the encoder."""
 
 
 def _members(entries: list[ViewEntry]) -> str:
@@ -56,6 +59,8 @@ def _members(entries: list[ViewEntry]) -> str:
     q = _quoted
     pairs = [e for e in entries if type(e) is tuple]
     if len(pairs) == len(entries):  # no note, no nested list: the common case
+        if _NEEDS_ESCAPE.search("".join([v for _, v in pairs])) is None:  # numbers, addresses, hex...
+            return ",".join([f'"{k}":"{v}"' for k, v in pairs])
         return ",".join([f'"{k}":{q(v)}' for k, v in pairs])
     parts = []
     for entry in entries:
