@@ -17,7 +17,13 @@ HTTP) over the time gives what it kept up with, and what the sender sent
 minus that is what the kernel dropped.  Run as root to let the collector
 raise its socket buffer.
 
-    .venv/bin/python bench/collector.py [--seconds 3]
+First, the issue's end-to-end figure: ``sflowtool-py -r`` on ``host-flows.pcap``
+repeated 100 times (13,900 datagrams), text and JSON to /dev/null, the best of
+three runs; with ``--before DIR`` the same for another checkout (e.g. ``git
+worktree add /tmp/before 21b9cc3``) and with ``--sflowtool PATH`` for the real
+sflowtool, in the same run, so the ratios hold on a shared machine.
+
+    .venv/bin/python bench/collector.py [--seconds 3] [--before DIR] [--sflowtool PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -149,11 +156,57 @@ def over_udp(payloads: list[bytes], seconds: float) -> tuple[float, float]:
     return got / elapsed, 1 - got / sent
 
 
+def repeated_capture(times: int = 100) -> tuple[Path, int]:
+    """host-flows.pcap with its packets repeated: (path of a temporary pcap, datagrams in it)."""
+    raw = (VECTORS / "host-flows.pcap").read_bytes()
+    with open(VECTORS / "host-flows.pcap", "rb") as f:
+        count = sum(1 for _ in read_pcap(f))
+    fd, name = tempfile.mkstemp(suffix=".pcap")
+    with os.fdopen(fd, "wb") as out:
+        out.write(raw[:24] + raw[24:] * times)
+    return Path(name), count * times
+
+
+def read_rate(command: list[str], cwd: str | None, datagrams: int) -> float:
+    """Datagrams per second of a ``-r`` run to /dev/null, best of three."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        best = min(best, time.perf_counter() - start)
+    return datagrams / best
+
+
+def end_to_end(before: str | None, sflowtool: str | None) -> None:
+    capture, datagrams = repeated_capture()
+    try:
+        tools = {"sflowtool-py": ([sys.executable, "-m", "hsflowd_py.collector"], None)}
+        if before:
+            tools["sflowtool-py before"] = ([sys.executable, "-m", "hsflowd_py.collector"], before)
+        if sflowtool:
+            tools["sflowtool"] = ([sflowtool], None)
+        print(f"-r host-flows.pcap x100 ({datagrams:,} datagrams) to /dev/null, best of 3:")
+        for fmt, flags in (("text", []), ("JSON", ["-j"])):
+            rates = {
+                name: read_rate([*cmd, "-r", str(capture), *flags], cwd, datagrams)
+                for name, (cmd, cwd) in tools.items()
+            }
+            shown = "  ".join(f"{name} {rate:,.0f}/s" for name, rate in rates.items())
+            ours = rates["sflowtool-py"]
+            ratios = [f"{ours / rates[other]:.2f}x {other}" for other in rates if other != "sflowtool-py"]
+            print(f"  {fmt:<5} {shown}" + (f"  (sflowtool-py = {', '.join(ratios)})" if ratios else ""))
+    finally:
+        capture.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--before", metavar="DIR", help="a checkout of another revision to time alongside")
+    parser.add_argument("--sflowtool", metavar="PATH", help="the real sflowtool binary to time alongside")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1 if os.cpu_count() and os.cpu_count() > 1 else 0})  # type: ignore[operator]
+    end_to_end(args.before, args.sflowtool)
     for name, payloads in (("agent", agent_workload()), ("flows", flows_workload())):
         samples = sum(len(decode_datagram(p).samples) for p in payloads)
         print(f"workload {name}: {len(payloads)} datagrams, {samples / len(payloads):.1f} samples each")

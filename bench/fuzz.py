@@ -1,5 +1,10 @@
-"""Fuzz the two parsers that read bytes from outside: the collector's datagram decoder (with its
-text and JSON rendering and packet dissector) and the agent's sampled-header parser.
+"""Fuzz the two parsers that read bytes from outside: the collector's datagram decoder (with every
+output it feeds: text, -g, -j/-J, -l, -t pcap, -T pcapng, also for the part of a malformed datagram
+decoded before its fault) and the agent's sampled-header parser.
+
+Seeds: the C agent's captures, the switch/router/discard datagrams of ../shared/vectors/devices
+(compact and discard samples) and tests/fixtures/sflowtool-6.11/records.pcap (every record of the
+table in every sample kind).
 
 A seeded mutation fuzzer: inputs are the reference captures' datagrams and real packet headers,
 mutated by bit flips, byte overwrites with boundary values, truncation, splicing and length-field
@@ -13,6 +18,7 @@ RSS at the start and end (memory must stay flat).
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import resource
 import struct
@@ -21,8 +27,10 @@ import time
 from pathlib import Path
 
 from hsflowd_py.collector.jsonout import format_json
+from hsflowd_py.collector.lines import format_lines
 from hsflowd_py.collector.pcapfile import read_pcap
-from hsflowd_py.collector.text import Received, datagram_view, format_text
+from hsflowd_py.collector.pcapout import PcapNgWriter, PcapWriter
+from hsflowd_py.collector.text import Received, datagram_view, format_grep, format_text
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 from hsflowd_py.packet import parse
 from hsflowd_py.sflow.codec import decode_datagram
@@ -30,19 +38,27 @@ from hsflowd_py.sflow.records import SampledHeader
 from hsflowd_py.sflow.xdr import DecodeError
 
 VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
+ORACLE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "sflowtool-6.11"
+CAPTURES = (VECTORS, VECTORS / "devices", ORACLE)
 BOUNDARY = (0, 1, 0x7F, 0x80, 0xFF)
 BIG = (0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFF, 1 << 20)
 
 
 def seeds() -> tuple[list[bytes], list[bytes]]:
     datagrams = []
-    for pcap in sorted(VECTORS.glob("*.pcap")):
+    for pcap in sorted(p for d in CAPTURES for p in d.glob("*.pcap")):
         with open(pcap, "rb") as f:
             datagrams += [packet.payload for packet in read_pcap(f)]
+    decoded = []
+    for d in datagrams:
+        try:
+            decoded.append(decode_datagram(d))
+        except DecodeError as e:
+            decoded.append(e.partial)  # type: ignore[attr-defined]
     headers = [
         r.header
-        for d in datagrams
-        for s in decode_datagram(d).samples
+        for d in decoded
+        for s in d.samples
         for r in getattr(s, "records", ())
         if isinstance(r, SampledHeader)
     ]
@@ -75,14 +91,28 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
     return bytes(b)
 
 
+_SINK = io.BytesIO()
+_PCAP, _PCAPNG = PcapWriter(_SINK), PcapNgWriter(_SINK, "fuzz")
+_RECEIVED = Received("-", 0, 0, 1_700_000_000, 5)
+
+
 def fuzz_decoder(data: bytes) -> None:
     try:
         d = decode_datagram(data)
-    except DecodeError:
-        return
-    view = datagram_view(d, len(data), Received("-", 0, 0))
+    except DecodeError as e:
+        d = getattr(e, "partial", None)  # what the collector still prints
+        if d is None:
+            return
+    view = datagram_view(d, len(data), _RECEIVED)
     format_text(view)
+    format_grep(view)
     format_json(view)
+    format_json(view, indent=True)
+    format_lines(d)
+    _PCAP.write(d, len(data), _RECEIVED)
+    _PCAPNG.write(d, len(data), _RECEIVED)
+    _SINK.seek(0)
+    _SINK.truncate()
 
 
 def fuzz_header(data: bytes) -> None:

@@ -90,9 +90,9 @@ def test_every_truncation_is_a_decode_error() -> None:
             decode_datagram(RICH[:n])
 
 
-def test_trailing_bytes_are_a_decode_error() -> None:
-    with pytest.raises(DecodeError, match="left over"):
-        decode_datagram(RICH + b"\0\0\0\0")
+def test_trailing_bytes_are_ignored_as_sflowtool_ignores_them() -> None:
+    """goflow2-2 in ../shared/vectors/devices: sflowtool decodes the samples and ignores 332 bytes after them."""
+    assert decode_datagram(RICH + b"\0\0\0\0" * 83) == decode_datagram(RICH)
 
 
 def put_u32(data: bytes, offset: int, value: int) -> bytes:
@@ -174,7 +174,7 @@ def test_unknown_sample_types_are_skipped_by_length() -> None:
         1,
         1,
         [
-            UnknownSample(5, b"\0" * 12),
+            UnknownSample(6, b"\0" * 12),
             CounterSample(0, 3, [PortName("eth0")]),
         ],
     )
@@ -182,8 +182,8 @@ def test_unknown_sample_types_are_skipped_by_length() -> None:
     assert decoded == datagram
     view = datagram_view(decoded, 0, RECEIVED)
     lines = format_text(view).splitlines()
-    assert lines[lines.index("sampleType_tag 0:5") + 1] == "skipping unknown sample: 0:5 len=12"
-    assert json.loads(format_json(view))["samples"][0] == {"sampleType_tag": "0:5"}
+    assert lines[lines.index("sampleType_tag 0:6") + 1] == "skipping unknown sample: 0:6 len=12"
+    assert json.loads(format_json(view))["samples"][0] == {"sampleType_tag": "0:6"}
 
 
 @settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
@@ -205,3 +205,14 @@ def test_corrupted_valid_datagrams(changes: list[tuple[int, int]]) -> None:
     for offset, value in changes:
         data[offset] = value
     decode_and_print(bytes(data))
+
+
+def test_a_record_length_declared_without_its_padding_decodes_as_in_sflowtool() -> None:
+    """sflowtool checks a record's length rounded up to 4 (lengthCheck); some agents declare a sampled
+    header's record length without the opaque's padding (16 + 13 = 29 bytes, not 32)."""
+    header = SampledHeader(1, 64, 4, bytes(range(13)))
+    datagram = Datagram(ipaddress.ip_address("10.0.0.1"), 1, 1, 1, [FlowSample(0, 8, 1, 1, 0, 1, 2, [header])])
+    data = bytearray(encode_datagram(datagram))
+    at = data.index(struct.pack(">II", 1, 32))  # the record's tag and length
+    struct.pack_into(">I", data, at + 4, 29)
+    assert decode_datagram(bytes(data)) == datagram

@@ -38,6 +38,8 @@ _FIXED: dict[Any, st.SearchStrategy[Any]] = {
     xdr.IPV6: st.ip_addresses(v=6),
     xdr.OPAQUE: st.binary(max_size=300),
     xdr.ADDRESS: st.ip_addresses(),
+    xdr.U8: st.integers(0, 255),
+    xdr.HEX64: U64,
 }
 
 
@@ -49,6 +51,8 @@ def values_of(t: Any) -> st.SearchStrategy[Any]:
     if item is not None:
         inner = structs(item) if isinstance(item, type) and issubclass(item, Struct) else values_of(item.xdr)
         return st.lists(inner, max_size=4)
+    if t.name == "u32list":
+        return st.lists(U32, max_size=4).map(tuple)
     if t.name.startswith("string<"):
         return _TEXT
     if t.fmt == "I":  # enumerations: any u32, names or not

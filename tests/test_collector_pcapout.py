@@ -24,9 +24,9 @@ from procs import python
 from hsflowd_py.collector import pcapout
 from hsflowd_py.collector.pcapout import PcapNgWriter, PcapWriter
 from hsflowd_py.collector.text import Received
-from hsflowd_py.sflow.codec import encode_datagram
-from hsflowd_py.sflow.records import INTERNAL_PORT, ExtendedTimestamp, SampledHeader
-from hsflowd_py.sflow.samples import Datagram, FlowSample
+from hsflowd_py.sflow.codec import decode_datagram, encode_datagram
+from hsflowd_py.sflow.records import INTERNAL_PORT, ExtendedEgressQueue, ExtendedTimestamp, SampledHeader
+from hsflowd_py.sflow.samples import Datagram, DiscardSample, FlowSample
 
 VECTORS = Path("/work/shared/vectors")
 needs_vectors = pytest.mark.skipif(not (VECTORS / "host-flows.pcap").is_file(), reason="shared sFlow vectors absent")
@@ -84,7 +84,7 @@ def test_every_sampled_header_reads_back_as_sflowtool_decoded_it(flag: str) -> N
             assert int(direction, 16) & 3 == (2 if outbound else 1)
 
 
-def _datagram(*samples: FlowSample) -> Datagram:
+def _datagram(*samples: FlowSample | DiscardSample) -> Datagram:
     return Datagram(ipaddress.ip_address("192.0.2.9"), 100000, 1, 1000, list(samples))
 
 
@@ -189,3 +189,48 @@ def test_pcapng_forgets_the_oldest_interface_rather_than_remember_every_source(m
         ["tshark", "-r", "-", "-T", "fields", "-e", "frame.interface_name"], input=stream, capture_output=True
     ).stdout.decode()
     assert names.split() == ["192.0.2.9", "0:3", "192.0.2.9", "0:4", "192.0.2.9", "0:5", "192.0.2.9", "0:3"]
+
+
+KILLER = bytes.fromhex(
+    "00000005000000010af800010000000000000001000003e800000001000000030000006c0000000100000000000000010000000a000000"
+    "64000000000000000000000001000000003fffffff0000000100000001000000380000000bffffffff000000000000002645000026000100"
+    "00401100000af801010af8010204d2005000120000787878787878787878780000"
+)
+"""Issue #21 item 1: an IPv4 header sample whose frame length is 0xFFFFFFFF (+14 for the Ethernet header)."""
+
+
+@pytest.mark.parametrize("writer", [PcapWriter, lambda out: PcapNgWriter(out, "test")])
+def test_a_frame_length_near_2_to_the_32_is_clamped_not_fatal(writer: Any) -> None:
+    out = io.BytesIO()
+    writer(out).write(decode_datagram(KILLER), len(KILLER), Received("-", 0, 0, 5, 6))
+    assert out.getvalue().count(b"\x45\x00\x00\x26") == 1  # the frame was written, with a 32-bit length
+
+
+def test_compact_and_discard_samples_reach_pcap_and_pcapng(tmp_path: Path) -> None:
+    """A switch's compact flow sample (../shared/vectors/devices) and a discard sample: tshark reads both back."""
+    devices = VECTORS / "devices"
+    if not devices.is_dir():
+        pytest.skip("device vectors absent")
+    frame = bytes(12) + b"\x08\x00" + IPV4_PACKET
+    discard = DiscardSample(0, 3, 1, 7, 0, 258, [ExtendedEgressQueue(4), SampledHeader(1, len(frame) + 4, 4, frame)], 9)
+    dgram = tmp_path / "discard.pcap"
+    payload = encode_datagram(_datagram(discard))
+    # a capture of two datagrams: a switch's compact flow sample, then our discard sample
+    raw = (devices / "logstash-flow_sample_eth_vlan.pcap").read_bytes()
+    udp_header = struct.pack(">HHHH", 40000, 6343, 8 + len(payload), 0)
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 28 + len(payload), 0, 0, 64, 17, 0, bytes([192, 0, 2, 10]), bytes(4))
+    eth = bytes(12) + b"\x08\x00" + ip + udp_header + payload
+    dgram.write_bytes(raw + struct.pack("<IIII", 1, 0, len(eth), len(eth)) + eth)
+    switch_sample = json.loads((devices / "logstash-flow_sample_eth_vlan.jsonl").read_text())["samples"][0]
+    header = next(e for e in switch_sample["elements"] if e.get("flowSampleType") == "HEADER")
+    for flag in ("-t", "-T"):
+        capture = subprocess.run(
+            python("-m", "hsflowd_py.collector", "-r", str(dgram), flag), capture_output=True, check=True
+        ).stdout
+        shown = subprocess.run(
+            ["tshark", "-r", "-", "-T", "fields", "-e", "ip.src", "-e", "ip.dst"],
+            input=capture,
+            capture_output=True,
+            check=True,
+        ).stdout.decode().split("\n")
+        assert shown[:2] == [f"{header['srcIP']}\t{header['dstIP']}", "192.0.2.1\t192.0.2.2"], flag

@@ -77,6 +77,7 @@ class Collector:
         self.exporter = exporter
         self.datagrams = 0
         self.errors = 0
+        self.output_failures = 0
         self._error_second = 0
         self._errors_this_second = 0
 
@@ -90,13 +91,30 @@ class Collector:
         try:
             decoded = decode_datagram(payload)
         except DecodeError as e:
+            # As sflowtool does, what decoded before the fault is still printed (not exported).
+            partial = getattr(e, "partial", None)
+            if partial is not None and self.output is not None:
+                self._write(partial, len(payload), received, origin)
             self.refuse(origin, str(e))
             return
         self.datagrams += 1
         if self.output is not None:
-            self.output.write(decoded, len(payload), received)
+            self._write(decoded, len(payload), received, origin)
         if self.exporter is not None:
             self._export(decoded, origin)
+
+    def _write(self, decoded: Datagram, size: int, received: Received, origin: str) -> None:
+        """Outputs range-check what they write; should one still fail, the datagram is counted and
+        the failure told once, and the collector goes on (a pipe closed by its reader still ends it)."""
+        assert self.output is not None
+        try:
+            self.output.write(decoded, size, received)
+        except (BrokenPipeError, _Stop):
+            raise
+        except Exception as e:
+            if not self.output_failures:
+                print(f"{PROG}: output failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
+            self.output_failures += 1
 
     def _export(self, decoded: Datagram, origin: str) -> None:
         """The exporter must never stop the collector: a failure is counted, and told once."""
@@ -123,6 +141,8 @@ class Collector:
 
     def summary(self) -> list[str]:
         lines = [f"{PROG}: {self.datagrams} datagrams, {self.errors} decode errors"]
+        if self.output_failures:
+            lines.append(f"{PROG}: {self.output_failures} datagrams the output failed to write")
         skipped = getattr(self.output, "skipped", 0)
         if skipped:
             lines.append(f"{PROG}: {skipped} sampled headers of a protocol a capture cannot hold were skipped")

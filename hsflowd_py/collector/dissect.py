@@ -21,6 +21,7 @@ header length, so any bytes at all are safe input.
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 __all__ = ["Entry", "Note", "dissect_header", "signed32"]
 
@@ -36,6 +37,8 @@ HEADER_IPV4 = 11
 HEADER_IPV6 = 12
 HEADER_80211 = 15
 
+_NO_DECODE = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 16, 17, 18))
+"""Header protocols sflowtool knows but does not decode (token ring ... InfiniBand); others are UNKNOWN."""
 _VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
 _IPV6_EXTENSIONS = frozenset((0, 43, 44, 51, 60))  # hop-by-hop, routing, fragment, auth, dest options
 _IP_HEADER = 20
@@ -151,14 +154,16 @@ class _Dissection:
         h = self.h
         if len(h) - at < _IP_HEADER:
             return
-        self.put("ip.tot_len", _u16(h, at + 2))
-        self.put("srcIP", ipaddress.IPv4Address(h[at + 12 : at + 16]))
-        self.put("dstIP", ipaddress.IPv4Address(h[at + 16 : at + 20]))
         protocol = h[at + 9]
-        self.put("IPProtocol", protocol)
-        self.put("IPTOS", h[at + 1])
-        self.put("IPTTL", h[at + 8])
-        self.put("IPID", h[at + 4] | (h[at + 5] << 8))
+        self.out += (
+            ("ip.tot_len", str(_u16(h, at + 2))),
+            ("srcIP", socket.inet_ntoa(h[at + 12 : at + 16])),
+            ("dstIP", socket.inet_ntoa(h[at + 16 : at + 20])),
+            ("IPProtocol", str(protocol)),
+            ("IPTOS", str(h[at + 1])),
+            ("IPTTL", str(h[at + 8])),
+            ("IPID", str(h[at + 4] | (h[at + 5] << 8))),
+        )
         fragment_offset = _u16(h, at + 6) & 0x1FFF
         if fragment_offset:
             self.put("IPFragmentOffset", fragment_offset)
@@ -202,10 +207,9 @@ class _Dissection:
             self.put("ICMPType", h[at])
             self.put("ICMPCode", h[at + 1])
         elif protocol == 6:
-            self.put("TCPSrcPort", _u16(h, at))
-            self.put("TCPDstPort", _u16(h, at + 2))
+            self.out += (("TCPSrcPort", str(_u16(h, at))), ("TCPDstPort", str(_u16(h, at + 2))))
             if len(h) - at > 13:
-                self.put("TCPFlags", h[at + 13])
+                self.out.append(("TCPFlags", str(h[at + 13])))
         elif protocol == 17:
             self.put("UDPSrcPort", _u16(h, at))
             self.put("UDPDstPort", _u16(h, at + 2))
@@ -223,8 +227,10 @@ def dissect_header(protocol: int, frame_length: int, stripped: int, header: byte
         d.ip6_at = 0
     elif protocol == HEADER_80211:
         d.ieee80211()
-    else:
+    elif protocol in _NO_DECODE:
         d.out.append(Note(f"NO_DECODE headerProtocol={protocol}"))
+    else:
+        d.out.append(Note(f"UNKNOWN headerProtocol={signed32(protocol)}"))
     ip_at = d.ip4_at if d.ip4_at is not None else d.ip6_at
     if ip_at is not None:
         d.put("IPSize", signed32(frame_length - stripped - ip_at))

@@ -1,6 +1,6 @@
-"""sflowtool's ``-l`` output: one comma-separated line per flow sample and per counter record.
+"""sflowtool's ``-l`` output: one comma-separated line per flow sample and per counter sample.
 
-``FLOW`` and ``CNTR`` lines follow sflowtool 6.x's ``writeFlowLine`` and
+``FLOW`` and ``CNTR`` lines follow sflowtool 6.11's ``writeFlowLine`` and
 ``writeCountersLine`` field for field, so scripts written for sflowtool work
 unchanged::
 
@@ -12,95 +12,128 @@ unchanged::
          ifOutOctets,ifOutUcastPkts,ifOutMulticastPkts,ifOutBroadcastPkts,
          ifOutDiscards,ifOutErrors,ifPromiscuousMode
 
-Conventions kept from sflowtool: a field the sample does not carry prints as
-zero (MACs ``000000000000``, addresses ``-``); ICMP type and code take the
-port columns; ``IPSize`` is ``packetSize - stripped - offset of the IPv4
-header`` (for IPv6 the offset term is 0, so the link header is included);
-``out_vlan`` is 0 since only the extended switch record (not sent by host
-agents) carries it; IPv6 addresses print fully expanded.
-
-Two differences, both for scripts' sake: sflowtool prints one ``CNTR`` line
-per counter *sample*, all zeros when the sample has no generic interface
-record (a host sample); here ``CNTR`` comes once per 0:1 record, and every
-other counter record gets a self-describing line
-``REC,agent,sourceId,tag,name=value,...`` with sflowtool's field names (the
-``-g`` names), so host, container and service counters are scriptable too.
-In values, ``%``, ``,`` and ``=`` are percent-encoded.
+As in sflowtool, a flow sample's records are applied in order to one set of
+values, a later record overwriting what an earlier one set: the sampled
+header's dissection, the sampled Ethernet/IPv4/IPv6 records (0:2-0:4 and
+their tunnel twins), the extended switch record's VLANs and the socket
+records' addresses.  A value no record set prints as zero (MACs
+``000000000000``, addresses ``-``); ICMP type and code take the port
+columns; ``IPSize`` is ``packetSize - stripped - offset of the IPv4 header``.
+Numbers sflowtool prints with ``%d`` are signed 32-bit here too.  A counter
+sample gives one ``CNTR`` line, from its last 0:1 record or all zeros.
+Discard samples print nothing, as in sflowtool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import Any
 
-from ..sflow.records import COUNTER, GenericInterface, SampledHeader
-from ..sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
+from ..sflow import records as r
+from ..sflow.samples import CounterSample, Datagram, FlowSample
 from ..sflow.xdr import ADDRESS
 from .dissect import Note, dissect_header, signed32
-from .text import element_entries, entry_lines
 
 __all__ = ["format_lines"]
 
 _NO_MAC = "000000000000"
-_ESCAPES = str.maketrans({"%": "%25", ",": "%2C", "=": "%3D", "\n": "%0A"})
+_ZERO_COUNTERS = ",".join("0" * 19)
+
+
+class _FlowLine:
+    """sflowtool's per-sample decode state, as far as the FLOW line reads it."""
+
+    def __init__(self) -> None:
+        self.eth_src = self.eth_dst = _NO_MAC
+        self.eth_type = self.in_vlan = self.out_vlan = 0
+        self.src = self.dst = "-"
+        self.protocol = self.tos = self.ttl = self.sport = self.dport = self.flags = 0
+        self.size = self.stripped = self.offset4 = 0
+
+    def header(self, rec: Any) -> None:
+        self.size, self.stripped = rec.frame_length, rec.stripped
+        fields: dict[str, str] = {}
+        for entry in dissect_header(rec.header_protocol, rec.frame_length, rec.stripped, rec.header):
+            if not isinstance(entry, Note):
+                fields[entry[0]] = entry[1]  # the last of repeated names (VLAN tags) wins, as in sflowtool
+        if "dstMAC" in fields:
+            self.eth_dst, self.eth_src = fields["dstMAC"], fields.get("srcMAC", self.eth_src)
+        if "decodedVLAN" in fields:
+            self.in_vlan = int(fields["decodedVLAN"])
+        for name in fields:
+            if name.startswith("decodedVLAN."):
+                self.in_vlan = int(fields[name])
+        if "ethernet_type" in fields:
+            self.eth_type = int(fields["ethernet_type"])
+        if "IPSize" in fields and "IP6_label" not in fields and rec.header_protocol != 12:
+            self.offset4 = signed32(rec.frame_length - rec.stripped - int(fields["IPSize"]))
+        for key, attr in (("srcIP", "src"), ("dstIP", "dst"), ("srcIP6", "src"), ("dstIP6", "dst")):
+            if key in fields:
+                setattr(self, attr, fields[key])
+        for key, attr in (("IPProtocol", "protocol"), ("IPTOS", "tos"), ("IPTTL", "ttl"), ("TCPFlags", "flags")):
+            if key in fields:
+                setattr(self, attr, int(fields[key]))
+        for src, dst in (("TCPSrcPort", "TCPDstPort"), ("UDPSrcPort", "UDPDstPort"), ("ICMPType", "ICMPCode")):
+            if src in fields:
+                self.sport, self.dport = int(fields[src]), int(fields[dst])
+
+    def ethernet(self, rec: Any) -> None:
+        self.eth_src, self.eth_dst, self.eth_type = rec.src_mac.hex(), rec.dst_mac.hex(), rec.eth_type
+
+    def ip(self, rec: Any) -> None:
+        self.size = rec.length
+        self.src, self.dst = ADDRESS.text(rec.src_ip), ADDRESS.text(rec.dst_ip)
+        self.protocol, self.sport, self.dport = rec.protocol, rec.src_port, rec.dst_port
+        if isinstance(rec, _IPV4_RECORDS):
+            self.tos = rec.tos
+        if rec.protocol == 6:
+            self.flags = rec.tcp_flags
+
+    def switch(self, rec: Any) -> None:
+        self.in_vlan, self.out_vlan = rec.src_vlan, rec.dst_vlan
+
+    def socket(self, rec: Any) -> None:
+        self.src, self.dst = ADDRESS.text(rec.local_ip), ADDRESS.text(rec.remote_ip)
+
+    def line(self, agent: str, sample: FlowSample) -> str:
+        return (
+            f"FLOW,{agent},{signed32(sample.input)},{signed32(sample.output)},"
+            f"{self.eth_src},{self.eth_dst},0x{self.eth_type:04x},{signed32(self.in_vlan)},{signed32(self.out_vlan)},"
+            f"{self.src},{self.dst},{signed32(self.protocol)},0x{self.tos:02x},{signed32(self.ttl)},"
+            f"{signed32(self.sport)},{signed32(self.dport)},0x{self.flags:02x},"
+            f"{signed32(self.size)},{signed32(self.size - self.stripped - self.offset4)},"
+            f"{signed32(sample.sampling_rate)}"
+        )
+
+
+_IPV4_RECORDS = (r.SampledIPv4, r.TunnelIPv4Out, r.TunnelIPv4In)
+_APPLY: dict[type, Callable[[_FlowLine, Any], None]] = {
+    r.SampledHeader: _FlowLine.header,
+    r.ExtendedWifiPayload: _FlowLine.header,
+    r.SampledEthernet: _FlowLine.ethernet,
+    r.TunnelL2Out: _FlowLine.ethernet,
+    r.TunnelL2In: _FlowLine.ethernet,
+    **dict.fromkeys((*_IPV4_RECORDS, r.SampledIPv6, r.TunnelIPv6Out, r.TunnelIPv6In), _FlowLine.ip),
+    r.ExtendedSwitch: _FlowLine.switch,
+    r.ExtendedSocketIPv4: _FlowLine.socket,
+    r.ExtendedSocketIPv6: _FlowLine.socket,
+}
+"""The records whose values sflowtool keeps in the sample for its FLOW line."""
 
 
 def _flow_line(agent: str, sample: FlowSample) -> str:
-    header = next((r for r in reversed(sample.records) if isinstance(r, SampledHeader)), None)
-    fields: dict[str, str] = {}
-    vlan = "0"
-    size = stripped = 0
-    if header is not None:
-        size, stripped = header.frame_length, header.stripped
-        for entry in dissect_header(header.header_protocol, size, stripped, header.header):
-            if isinstance(entry, Note):
-                continue
-            name, value = entry
-            if name.startswith("decodedVLAN"):
-                vlan = value  # sflowtool keeps the innermost tag
-            fields.setdefault(name, value)
-    ip4 = "srcIP" in fields
-    src = fields.get("srcIP") or fields.get("srcIP6") or "-"
-    dst = fields.get("dstIP") or fields.get("dstIP6") or "-"
-    sport = fields.get("TCPSrcPort") or fields.get("UDPSrcPort") or fields.get("ICMPType") or "0"
-    dport = fields.get("TCPDstPort") or fields.get("UDPDstPort") or fields.get("ICMPCode") or "0"
-    ip_size = int(fields["IPSize"]) if ip4 else signed32(size - stripped)
-    return ",".join(
-        (
-            "FLOW",
-            agent,
-            str(sample.input),
-            str(sample.output),
-            fields.get("srcMAC", _NO_MAC),
-            fields.get("dstMAC", _NO_MAC),
-            f"0x{int(fields.get('ethernet_type', '0')):04x}",
-            vlan,
-            "0",
-            src,
-            dst,
-            fields.get("IPProtocol", "0"),
-            f"0x{int(fields.get('IPTOS', '0')):02x}",
-            fields.get("IPTTL", "0"),
-            sport,
-            dport,
-            f"0x{int(fields.get('TCPFlags', '0')):02x}",
-            str(signed32(size)),
-            str(ip_size),
-            str(sample.sampling_rate),
-        )
-    )
-
-
-def _counter_lines(agent: str, sample: CounterSample) -> Iterator[str]:
-    source = f"{sample.ds_class}:{sample.ds_index}"
+    state = _FlowLine()
     for record in sample.records:
-        if isinstance(record, GenericInterface):
-            yield "CNTR," + agent + "," + ",".join(str(v) for v in record.values())
-        elif not isinstance(record, UnknownRecord):
-            entries = element_entries(record, COUNTER)
-            tag = str(entries[0][1])
-            pairs = (line.split(" ", 1) for line in entry_lines(entries[1:]))
-            values = ",".join(f"{p[0]}={p[1].translate(_ESCAPES)}" for p in pairs if len(p) == 2)
-            yield f"REC,{agent},{source},{tag}" + ("," + values if values else "")
+        apply = _APPLY.get(type(record))
+        if apply is not None:
+            apply(state, record)
+    return state.line(agent, sample)
+
+
+def _counter_line(agent: str, sample: CounterSample) -> str:
+    generic = next((x for x in reversed(sample.records) if isinstance(x, r.GenericInterface)), None)
+    values = ",".join(str(v) for v in generic.values()) if generic is not None else _ZERO_COUNTERS
+    return f"CNTR,{agent},{values}"
 
 
 def format_lines(datagram: Datagram) -> str:
@@ -108,8 +141,8 @@ def format_lines(datagram: Datagram) -> str:
     agent = ADDRESS.text(datagram.agent)
     out: list[str] = []
     for sample in datagram.samples:
-        if isinstance(sample, FlowSample):
+        if isinstance(sample, FlowSample) and sample.complete:
             out.append(_flow_line(agent, sample))
-        elif isinstance(sample, CounterSample):
-            out.extend(_counter_lines(agent, sample))
+        elif isinstance(sample, CounterSample) and sample.complete:
+            out.append(_counter_line(agent, sample))
     return "".join(line + "\n" for line in out)

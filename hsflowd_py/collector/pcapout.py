@@ -1,8 +1,9 @@
 """Sampled packet headers as a capture stream: classic pcap (``-t``) or pcapng (``-T``).
 
-One capture record per flow sample that carries a sampled header (0:1), so
-``sflowtool-py -t | tcpdump -r -`` shows the sampled packets.  Choices, and
-where they differ from sflowtool's ``-t``:
+One capture record per flow sample (compact or expanded) and per discard
+sample that carries a sampled header (0:1), so ``sflowtool-py -t | tcpdump
+-r -`` shows the sampled and the dropped packets.  Choices, and where they
+differ from sflowtool's ``-t`` (flow samples) and ``-T`` (discarded packets):
 
 * the record's original length is ``frame_length - stripped`` (the wire
   frame without the FCS the agent counted but did not capture); sflowtool
@@ -13,13 +14,16 @@ where they differ from sflowtool's ``-t``:
 * one link type per stream (Ethernet): headers sampled as bare IPv4 or IPv6
   (header protocols 11 and 12) get a 14-byte Ethernet header with zero MACs
   so they decode in the same capture; other header protocols are skipped
-  and counted.
+  and counted;
+* every length comes from the datagram, so each is clamped to what the
+  record's 32-bit field holds (a frame length near 2**32 plus the 14 bytes
+  of a made-up Ethernet header must not stop the output).
 
 pcapng adds one interface description per agent and data source
 (``if_name`` "agent source", e.g. ``192.0.2.2 0:8``), nanosecond
 timestamps, the direction the agent saw (``epb_flags``: inbound when the
 output port is the host itself, outbound when the input port is) and the
-sampling rate as a packet comment.
+sampling rate (a discard sample: its reason) as a packet comment.
 
 Everything is little-endian.  Each datagram's records are written in one
 ``write`` and flushed, so a reader on a pipe sees whole records at once.
@@ -30,8 +34,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-from ..sflow.records import INTERNAL_PORT, ExtendedTimestamp, SampledHeader
-from ..sflow.samples import Datagram, FlowSample
+from ..sflow.records import DISCARD_REASONS, INTERNAL_PORT, ExtendedTimestamp, SampledHeader
+from ..sflow.samples import Datagram, DiscardSample, FlowSample
 from ..sflow.xdr import ADDRESS
 from .dissect import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 from .text import Received
@@ -54,6 +58,7 @@ _SHB_USERAPPL = 4
 _IF_NAME, _IF_DESCRIPTION, _IF_TSRESOL = 2, 3, 9
 _EPB_FLAGS = 2
 _INBOUND, _OUTBOUND = 1, 2
+_U32_MAX = 0xFFFFFFFF
 MAX_INTERFACES = 4096
 """Interfaces (agent and source pairs) remembered; senders are not trusted to be few."""
 
@@ -64,7 +69,9 @@ class _Frames:
     def __init__(self) -> None:
         self.skipped = 0
 
-    def frames(self, datagram: Datagram, received: Received) -> list[tuple[FlowSample, int, bytes, int]]:
+    def frames(
+        self, datagram: Datagram, received: Received
+    ) -> list[tuple[FlowSample | DiscardSample, int, bytes, int]]:
         """(sample, time in ns, frame bytes, original length) for every sampled header."""
         if received.pcap_seconds is not None:
             arrival = received.pcap_seconds * 10**9 + received.pcap_microseconds * 1000
@@ -72,7 +79,7 @@ class _Frames:
             arrival = received.seconds * 10**9 + received.microseconds * 1000
         out = []
         for sample in datagram.samples:
-            if not isinstance(sample, FlowSample):
+            if not isinstance(sample, FlowSample | DiscardSample) or not sample.complete:
                 continue
             header = next((r for r in sample.records if isinstance(r, SampledHeader)), None)
             if header is None:
@@ -86,7 +93,7 @@ class _Frames:
             elif header.header_protocol != HEADER_ETHERNET:
                 self.skipped += 1
                 continue
-            out.append((sample, stamp, data, max(length, len(data))))
+            out.append((sample, stamp, data, min(max(length, len(data)), _U32_MAX)))
         return out
 
 
@@ -103,7 +110,7 @@ class PcapWriter(_Frames):
         parts = []
         for _sample, stamp, data, length in self.frames(datagram, received):
             seconds, ns = divmod(stamp, 10**9)
-            parts.append(_PCAP_RECORD.pack(seconds & 0xFFFFFFFF, ns // 1000, len(data), length) + data)
+            parts.append(_PCAP_RECORD.pack(seconds & _U32_MAX, ns // 1000, len(data), length) + data)
         if parts:
             self.out.write(b"".join(parts))
             self.out.flush()
@@ -137,7 +144,7 @@ class PcapNgWriter(_Frames):
         self.out.write(_block(_SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + options))
         self.out.flush()
 
-    def _interface(self, agent: str, sub_agent: int, sample: FlowSample, parts: list[bytes]) -> int:
+    def _interface(self, agent: str, sub_agent: int, sample: FlowSample | DiscardSample, parts: list[bytes]) -> int:
         key = (agent, sub_agent, sample.ds_class, sample.ds_index)
         found = self.interfaces.get(key)
         if found is not None:
@@ -165,9 +172,13 @@ class PcapNgWriter(_Frames):
         for sample, stamp, data, length in self.frames(datagram, received):
             interface = self._interface(agent, datagram.sub_agent_id, sample, parts)
             flags = _OUTBOUND if sample.input == INTERNAL_PORT else _INBOUND if sample.output == INTERNAL_PORT else 0
+            if isinstance(sample, DiscardSample):
+                comment = f"discarded: {DISCARD_REASONS.get(sample.reason, 'NotFound')} ({sample.reason})"
+            else:
+                comment = f"sampling rate 1 in {sample.sampling_rate}"
             options = (
                 _option(_EPB_FLAGS, struct.pack("<I", flags))
-                + _option(_OPT_COMMENT, f"sampling rate 1 in {sample.sampling_rate}".encode())
+                + _option(_OPT_COMMENT, comment.encode())
                 + _END_OF_OPTIONS
             )
             stamp &= 0xFFFFFFFFFFFFFFFF

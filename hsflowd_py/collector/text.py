@@ -11,15 +11,25 @@ view as JSON, so text and JSON cannot disagree about a name or a value.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..sflow.layout import Field, Struct
-from ..sflow.records import COUNTER, FLOW, SampledHeader
-from ..sflow.samples import CounterSample, Datagram, FlowSample, Sample, UnknownRecord, UnknownSample
-from ..sflow.xdr import ADDRESS, Variable
+from ..sflow.records import COUNTER, DISCARD_REASONS, FLOW, ExtendedWifiPayload, SampledHeader
+from ..sflow.samples import (
+    BrokenRecord,
+    CounterSample,
+    Datagram,
+    DiscardSample,
+    FlowSample,
+    Sample,
+    UnknownRecord,
+    UnknownSample,
+)
+from ..sflow.xdr import ADDRESS
 from .dissect import Entry, Note, dissect_header
 
 __all__ = [
@@ -80,6 +90,8 @@ class SampleView:
     elements: list[list[ViewEntry]] | None
     source_id: str = "0:0"
     tag: str = "0:0"
+    complete: bool = True
+    """False when a decode error stopped inside it: sflowtool prints no ``endSample`` then."""
 
 
 @dataclass
@@ -105,10 +117,32 @@ def _tag(tag: int) -> str:
 
 def struct_entries(value: Struct) -> list[ViewEntry]:
     """The printed fields of a declared structure, in declaration order."""
+    plan = _PLANS.get(type(value))
+    if plan is None:
+        plan = _PLANS[type(value)] = _plan(type(value))
+    labels, texts, simple, getter = plan
+    values = getter(value)
+    if simple:  # every field one line: the common case, done without a per-field call of ours
+        return list(zip(labels, [t(v) for t, v in zip(texts, values, strict=True)], strict=True))
     out: list[ViewEntry] = []
-    for f, v in value.items():
+    for f, v in zip(value.FIELDS, values, strict=True):
         out.extend(_field_entries(f, v))
     return out
+
+
+_Plan = tuple[tuple[str, ...], tuple[Callable[[Any], str], ...], bool, Callable[[Any], tuple[Any, ...]]]
+_PLANS: dict[type, _Plan] = {}
+"""Per structure: its labels, its fields' printers, whether each field is exactly one line, and a
+getter of all its values at once."""
+
+
+def _plan(cls: type[Struct]) -> _Plan:
+    simple = all(
+        not f.count_label and getattr(f.type, "item", None) is None and not f.type.omit_empty for f in cls.FIELDS
+    )
+    names = [f.name for f in cls.FIELDS]
+    getter = operator.attrgetter(*names) if len(names) > 1 else lambda v: tuple(getattr(v, n) for n in names)
+    return tuple(f.label for f in cls.FIELDS), tuple(f.type.text for f in cls.FIELDS), simple, getter
 
 
 def _field_entries(f: Field, value: Any) -> Iterator[ViewEntry]:
@@ -118,7 +152,7 @@ def _field_entries(f: Field, value: Any) -> Iterator[ViewEntry]:
     if item is not None:
         items = [struct_entries(v) if isinstance(v, Struct) else item.xdr.text(v) for v in value]
         yield Nested(f.list_key or f.label, f.label, items)
-    elif not (isinstance(f.type, Variable) and f.type.omit_empty and not value):
+    elif not (f.type.omit_empty and not value):
         yield (f.label, f.type.text(value))
 
 
@@ -126,7 +160,10 @@ def _sampled_header(record: Any) -> list[Entry]:
     return dissect_header(record.header_protocol, record.frame_length, record.stripped, record.header)
 
 
-_DECODED_CONTENT: dict[type, Callable[[Any], list[Entry]]] = {SampledHeader: _sampled_header}
+_DECODED_CONTENT: dict[type, Callable[[Any], list[Entry]]] = {
+    SampledHeader: _sampled_header,
+    ExtendedWifiPayload: _sampled_header,
+}
 """Records whose payload sflowtool decodes further than the table's fields."""
 
 
@@ -138,14 +175,25 @@ def element_entries(record: Any, kind: str) -> list[ViewEntry]:
     if isinstance(record, UnknownRecord):
         tag = _tag(record.tag)
         return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag} len={len(record.data)}")]
+    if isinstance(record, BrokenRecord):
+        # What sflowtool has printed when the record's body turns out not to fit: its first lines.
+        tag = _tag(record.tag)
+        if record.record_type is None:
+            return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag}")]
+        return [(tag_label, tag), *([record.record_type.INTRO] if record.record_type.INTRO else [])]
     out: list[ViewEntry] = [(tag_label, _tag(record.tag()))]
     if record.INTRO:
         out.append(record.INTRO)
-    out.extend(struct_entries(record))
+    out.extend(record.RENDER(record) if record.RENDER else struct_entries(record))
     content = _DECODED_CONTENT.get(type(record))
     if content:
         out.extend(content(record))
     return out
+
+
+def _prefixed(entries: list[ViewEntry], prefix: str) -> list[ViewEntry]:
+    """sflowtool names every field of a discard sample's records ``discarded_...``."""
+    return [e if isinstance(e, Note | Nested) else (prefix + e[0], e[1]) for e in entries]
 
 
 # ------------------------------------------------------------------ samples
@@ -165,9 +213,24 @@ def sample_view(sample: Sample) -> SampleView:
         note = Note(f"skipping unknown sample: {tag} len={len(sample.data)}")
         return SampleView([("sampleType_tag", tag), note], None, tag=tag)
     source_id = f"{sample.ds_class}:{sample.ds_index}"
-    if isinstance(sample, FlowSample):
-        tag, kind = "0:3", FLOW
+    if isinstance(sample, DiscardSample):
+        tag = "0:5"
         fields: list[ViewEntry] = [
+            ("sampleType_tag", tag),
+            ("sampleType", "DISCARD"),
+            ("sampleSequenceNo", str(sample.sequence)),
+            ("sourceId", source_id),
+            ("dropEvents", str(sample.drops)),
+            ("inputPort", str(sample.input)),
+            ("outputPort", str(sample.output)),
+            ("discardCode", str(sample.reason)),
+            ("discardReason", DISCARD_REASONS.get(sample.reason, "NotFound")),
+        ]
+        elements = [_prefixed(element_entries(r, FLOW), "discarded_") for r in sample.records]
+        return SampleView(fields, elements, source_id, tag, sample.complete)
+    if isinstance(sample, FlowSample):
+        tag, kind = ("0:3" if sample.expanded else "0:1"), FLOW
+        fields = [
             ("sampleType_tag", tag),
             ("sampleType", "FLOWSAMPLE"),
             ("sampleSequenceNo", str(sample.sequence)),
@@ -180,7 +243,7 @@ def sample_view(sample: Sample) -> SampleView:
         ]
     else:
         assert isinstance(sample, CounterSample)
-        tag, kind = "0:4", COUNTER
+        tag, kind = ("0:4" if sample.expanded else "0:2"), COUNTER
         fields = [
             ("sampleType_tag", tag),
             ("sampleType", "COUNTERSSAMPLE"),
@@ -188,12 +251,13 @@ def sample_view(sample: Sample) -> SampleView:
             ("sourceId", source_id),
         ]
     elements = [element_entries(r, kind) for r in sample.records]
-    return SampleView(fields, elements, source_id, tag)
+    return SampleView(fields, elements, source_id, tag, sample.complete)
 
 
 def datagram_view(datagram: Datagram, size: int, received: Received) -> DatagramView:
     """The whole datagram as sflowtool prints it."""
     agent = ADDRESS.text(datagram.agent)
+    declared = datagram.declared_samples
     fields: list[ViewEntry] = [
         ("datagramSourceIP", received.source),
         ("datagramSize", str(size)),
@@ -210,7 +274,7 @@ def datagram_view(datagram: Datagram, size: int, received: Received) -> Datagram
         ("agent", agent),
         ("packetSequenceNo", str(datagram.sequence)),
         ("sysUpTime", str(datagram.uptime_ms)),
-        ("samplesInPacket", str(len(datagram.samples))),
+        ("samplesInPacket", str(len(datagram.samples) if declared is None else declared)),
     ]
     when = received.pcap_seconds if received.pcap_seconds is not None else received.seconds
     context = f"{iso_time(when)} {agent} {datagram.sub_agent_id} {datagram.sequence}"
@@ -251,13 +315,38 @@ def _scoped_lines(view: DatagramView) -> Iterator[tuple[_Scope, str]]:
             scope = (sample.source_id, sample.tag, str(element[0][1]))  # records start with their tag line
             for line in entry_lines(element):
                 yield scope, line
-        yield scope, END_SAMPLE
+        if sample.complete:
+            yield scope, END_SAMPLE
     yield _OUTSIDE, END_DATAGRAM
 
 
+def _add_lines(out: list[str], entries: list[ViewEntry]) -> None:
+    pairs = [e for e in entries if type(e) is tuple]
+    if len(pairs) == len(entries):  # no note, no nested list: the common case
+        out += [f"{k} {v}" for k, v in pairs]
+        return
+    for entry in entries:
+        if type(entry) is tuple:
+            out.append(f"{entry[0]} {entry[1]}")
+        else:
+            out.extend(entry_lines([entry]))
+
+
 def format_text(view: DatagramView) -> str:
-    """sflowtool's default output for one datagram."""
-    return "".join(line + "\n" for _, line in _scoped_lines(view))
+    """sflowtool's default output for one datagram (the same lines as ``_scoped_lines``, built
+    without a generator step per line: this is the collector's busiest path)."""
+    out = [START_DATAGRAM]
+    _add_lines(out, view.fields)
+    for sample in view.samples:
+        out.append(START_SAMPLE)
+        _add_lines(out, sample.fields)
+        for element in sample.elements or ():
+            _add_lines(out, element)
+        if sample.complete:
+            out.append(END_SAMPLE)
+    out.append(END_DATAGRAM)
+    out.append("")
+    return "\n".join(out)
 
 
 def format_grep(view: DatagramView) -> str:

@@ -12,11 +12,16 @@ from functools import lru_cache
 
 from .records import COUNTER_RECORDS, FLOW_RECORDS, Record
 from .samples import (
+    COUNTER_SAMPLE,
     COUNTER_SAMPLE_EXPANDED,
+    DISCARD_SAMPLE,
+    FLOW_SAMPLE,
     FLOW_SAMPLE_EXPANDED,
     AnyRecord,
+    BrokenRecord,
     CounterSample,
     Datagram,
+    DiscardSample,
     FlowSample,
     Sample,
     UnknownRecord,
@@ -25,8 +30,18 @@ from .samples import (
 from .xdr import ADDRESS, DecodeError, pad4, read_u32
 
 _TL = struct.Struct(">II")
+_Fast = tuple[type[Record], struct.Struct | None, struct.Struct | None]
+_U32 = struct.Struct(">I")
 _FLOW_HEAD = struct.Struct(">11I")
 _COUNTER_HEAD = struct.Struct(">4I")
+_HEADS = {
+    FLOW_SAMPLE_EXPANDED: _FLOW_HEAD,
+    FLOW_SAMPLE: struct.Struct(">8I"),
+    COUNTER_SAMPLE_EXPANDED: _COUNTER_HEAD,
+    COUNTER_SAMPLE: struct.Struct(">3I"),
+    DISCARD_SAMPLE: struct.Struct(">8I"),
+}
+"""Each known sample type's fixed header, ending with its record count."""
 _DGRAM_TAIL = struct.Struct(">4I")
 
 MAX_RECORDS_PER_SAMPLE = 1024
@@ -49,7 +64,19 @@ def _encode_records(records: list[AnyRecord]) -> bytes:
 
 def encode_sample(sample: Sample) -> bytes:
     """One sample with its TLV header, ready to be placed in a datagram."""
-    if isinstance(sample, FlowSample):
+    if isinstance(sample, FlowSample) and not sample.expanded:
+        body = _HEADS[FLOW_SAMPLE].pack(
+            sample.sequence & 0xFFFFFFFF,
+            (sample.ds_class << 24) | (sample.ds_index & 0xFFFFFF),
+            sample.sampling_rate,
+            sample.sample_pool & 0xFFFFFFFF,
+            sample.drops & 0xFFFFFFFF,
+            (sample.input_format << 30) | (sample.input & 0x3FFFFFFF),
+            (sample.output_format << 30) | (sample.output & 0x3FFFFFFF),
+            len(sample.records),
+        ) + _encode_records(sample.records)
+        tag = FLOW_SAMPLE
+    elif isinstance(sample, FlowSample):
         body = _FLOW_HEAD.pack(
             sample.sequence & 0xFFFFFFFF,
             sample.ds_class,
@@ -64,6 +91,17 @@ def encode_sample(sample: Sample) -> bytes:
             len(sample.records),
         ) + _encode_records(sample.records)
         tag = FLOW_SAMPLE_EXPANDED
+    elif isinstance(sample, CounterSample) and not sample.expanded:
+        body = _HEADS[COUNTER_SAMPLE].pack(
+            sample.sequence & 0xFFFFFFFF, (sample.ds_class << 24) | (sample.ds_index & 0xFFFFFF), len(sample.records)
+        ) + _encode_records(sample.records)
+        tag = COUNTER_SAMPLE
+    elif isinstance(sample, DiscardSample):
+        body = _HEADS[DISCARD_SAMPLE].pack(
+            sample.sequence & 0xFFFFFFFF, sample.ds_class, sample.ds_index, sample.drops & 0xFFFFFFFF,
+            sample.input, sample.output, sample.reason, len(sample.records),
+        ) + _encode_records(sample.records)
+        tag = DISCARD_SAMPLE
     elif isinstance(sample, CounterSample):
         body = _COUNTER_HEAD.pack(
             sample.sequence & 0xFFFFFFFF, sample.ds_class, sample.ds_index, len(sample.records)
@@ -97,64 +135,156 @@ def encode_datagram(datagram: Datagram) -> bytes:
 # ------------------------------------------------------------------- decoding
 
 
+class _Stop(DecodeError):
+    """A fault inside a sample, carrying the part of the sample decoded before it."""
+
+    def __init__(self, message: str, offset: int, partial: Sample | None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.partial = partial
+
+
 def _decode_records(
-    buf: memoryview, off: int, end: int, count: int, table: dict[int, type[Record]], where: str
-) -> list[AnyRecord]:
+    buf: memoryview, off: int, end: int, count: int, table: dict[int, _Fast], where: str, records: list[AnyRecord]
+) -> int:
+    """Decode ``count`` records into ``records``; returns the offset after them.
+
+    On a fault the records before it are already in ``records`` (with a
+    BrokenRecord for a record whose body did not fit), so the caller can
+    still print them as sflowtool does.
+    """
     if count > MAX_RECORDS_PER_SAMPLE:
-        raise DecodeError(f"{where}: {count} records exceeds the limit of {MAX_RECORDS_PER_SAMPLE}")
-    records: list[AnyRecord] = []
+        raise DecodeError(f"{where}: {count} records exceeds the limit of {MAX_RECORDS_PER_SAMPLE} at offset {off}")
+    append = records.append
+    unpack_tl = _TL.unpack_from
     for i in range(count):
         if off + 8 > end:
             raise DecodeError(f"{where}, record {i}: truncated record header at offset {off}")
-        tag, length = _TL.unpack_from(buf, off)
+        tag, length = unpack_tl(buf, off)
         off += 8
-        rec_end = off + pad4(length)
-        if length > end - off or rec_end > end:
-            raise DecodeError(f"{where}, record {i} ({tag >> 12}:{tag & 0xFFF}): length {length} overruns the sample")
-        cls = table.get(tag)
-        if cls is None:
-            records.append(UnknownRecord(tag, bytes(buf[off : off + length])))
+        rec_end = off + ((length + 3) & ~3)
+        if rec_end > end:
+            append(BrokenRecord(tag, table[tag][0] if tag in table else None))
+            raise DecodeError(
+                f"{where}, record {i} ({tag >> 12}:{tag & 0xFFF}): length {length} overruns the sample at offset {off}"
+            )
+        known = table.get(tag)
+        if known is None:
+            append(UnknownRecord(tag, bytes(buf[off : off + length])))
+            off = rec_end
+            continue
+        cls, plain, head = known
+        if plain is not None and length == plain.size:
+            append(cls.from_values(plain.unpack_from(buf, off)))
+        elif head is not None and length >= head.size + 4 and (
+            head.size + 4 + (((n := _U32.unpack_from(buf, off + head.size)[0]) + 3) & ~3) == rec_end - off
+        ):
+            # the sampled header: numbers, then the opaque's length word and bytes filling the record
+            at = off + head.size + 4
+            append(cls.from_values((*head.unpack_from(buf, off), bytes(buf[at : at + n]))))
         else:
+            # Bounded by the padded length, as sflowtool's length check is (an agent may declare
+            # a sampled header's record length without the opaque's padding).
             try:
-                values, used = cls.LAYOUT.unpack(buf, off, off + length)
+                values, used = cls.LAYOUT.unpack(buf, off, rec_end)
             except DecodeError as e:
-                raise DecodeError(f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}): {e}") from None
-            if pad4(used - off) != pad4(length):
+                records.append(BrokenRecord(tag, cls))
                 raise DecodeError(
-                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}): "
+                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: {e}"
+                ) from None
+            if pad4(used - off) != pad4(length):
+                records.append(BrokenRecord(tag, cls))
+                raise DecodeError(
+                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
                     f"declared {length} bytes, layout uses {used - off}"
                 )
-            records.append(cls(*values))
+            append(cls.from_values(values))
         off = rec_end
-    if off != end:
-        raise DecodeError(f"{where}: {end - off} bytes left over after {count} records")
-    return records
+    return off
+
+
+def _fast(table: dict[int, type[Record]]) -> dict[int, _Fast]:
+    """Per tag: the class and its one-call layouts (see Layout.plain), looked up once per record."""
+    return {tag: (cls, cls.LAYOUT.plain, cls.LAYOUT.plain_then_opaque) for tag, cls in table.items()}
+
+
+_FLOW_FAST = _fast(FLOW_RECORDS)
+_COUNTER_FAST = _fast(COUNTER_RECORDS)
+
+
+def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, where: str) -> Sample:
+    """One known sample; on a fault raises _Stop with the sample as far as it decoded."""
+    if tag in _HEADS:
+        head = _HEADS[tag]
+        if s_end - start < head.size:
+            raise _Stop(f"{where}: {s_end - start} bytes is shorter than its header at offset {start}", start, None)
+        fields = head.unpack_from(buf, start)
+    sample: Sample
+    if tag == FLOW_SAMPLE_EXPANDED:
+        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, n = fields
+        sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, [], seq, infmt, outfmt)
+        table = _FLOW_FAST
+    elif tag == FLOW_SAMPLE:
+        seq, source, rate, pool, drops, inp, out, n = fields
+        sample = FlowSample(
+            source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, [], seq,
+            inp >> 30, out >> 30, expanded=False,
+        )
+        table = _FLOW_FAST
+    elif tag == COUNTER_SAMPLE_EXPANDED:
+        seq, dsc, dsi, n = fields
+        sample = CounterSample(dsc, dsi, [], seq)
+        table = _COUNTER_FAST
+    elif tag == COUNTER_SAMPLE:
+        seq, source, n = fields
+        sample = CounterSample(source >> 24, source & 0xFFFFFF, [], seq, expanded=False)
+        table = _COUNTER_FAST
+    elif tag == DISCARD_SAMPLE:
+        seq, dsc, dsi, drops, inp, out, reason, n = fields
+        sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
+        table = _FLOW_FAST
+    else:
+        return UnknownSample(tag, bytes(buf[start:s_end]))
+    try:
+        off = _decode_records(buf, start + head.size, s_end, n, table, where, sample.records)
+    except DecodeError as e:
+        sample.complete = False
+        raise _Stop(str(e), start, sample) from None
+    if off != s_end:
+        sample.complete = False
+        raise _Stop(f"{where}: {s_end - off} bytes left over after {n} records at offset {off}", off, sample)
+    return sample
 
 
 def _decode_sample(buf: memoryview, off: int, end: int, index: int) -> Sample:
     tag, length = _TL.unpack_from(buf, off)
     start = off + 8
     s_end = start + length
-    where = f"sample {index}"
+    where = f"sample {index} ({tag >> 12}:{tag & 0xFFF})"
     if length % 4 or s_end > end:
-        raise DecodeError(f"{where}: length {length} overruns the datagram or is not a multiple of 4")
-    if tag == FLOW_SAMPLE_EXPANDED:
-        if length < _FLOW_HEAD.size:
-            raise DecodeError(f"{where}: flow sample of {length} bytes is shorter than its header")
-        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, n = _FLOW_HEAD.unpack_from(buf, start)
-        records = _decode_records(buf, start + _FLOW_HEAD.size, s_end, n, FLOW_RECORDS, f"{where} (flow)")
-        return FlowSample(dsc, dsi, rate, pool, drops, inp, out, records, seq, infmt, outfmt)
-    if tag == COUNTER_SAMPLE_EXPANDED:
-        if length < _COUNTER_HEAD.size:
-            raise DecodeError(f"{where}: counter sample of {length} bytes is shorter than its header")
-        seq, dsc, dsi, n = _COUNTER_HEAD.unpack_from(buf, start)
-        records = _decode_records(buf, start + _COUNTER_HEAD.size, s_end, n, COUNTER_RECORDS, f"{where} (counter)")
-        return CounterSample(dsc, dsi, records, seq)
-    return UnknownSample(tag, bytes(buf[start:s_end]))
+        # sflowtool reads the sample's header before it checks the length: do the same for known types.
+        partial = None
+        if tag in _HEADS and end - start >= _HEADS[tag].size:
+            try:
+                partial = _sample_body(tag, buf, start, end, where)
+            except _Stop as stop:
+                partial = stop.partial
+            if partial is not None and not isinstance(partial, UnknownSample):
+                partial.complete = False
+        raise _Stop(
+            f"{where}: length {length} overruns the datagram or is not a multiple of 4 at offset {off}", off, partial
+        )
+    return _sample_body(tag, buf, start, s_end, where)
 
 
 def decode_datagram(data: bytes | memoryview) -> Datagram:
-    """Decode one datagram; raises DecodeError naming the part that is wrong."""
+    """Decode one datagram; raises DecodeError naming the part that is wrong and its byte offset.
+
+    Bytes after the last sample are ignored, as sflowtool ignores them.  A
+    DecodeError raised after the header carries ``partial``: the datagram
+    with the samples decoded before the fault (the last one marked
+    incomplete), which the collector still prints.
+    """
     buf = memoryview(data)
     end = len(buf)
     version, off = read_u32(buf, 0, end)
@@ -165,18 +295,26 @@ def decode_datagram(data: bytes | memoryview) -> Datagram:
     except DecodeError as e:
         raise DecodeError(f"datagram header: agent address: {e}") from None
     if off + _DGRAM_TAIL.size > end:
-        raise DecodeError("datagram header: truncated")
+        raise DecodeError(f"datagram header: truncated at offset {off}")
     sub_agent, seq, uptime, count = _DGRAM_TAIL.unpack_from(buf, off)
     off += _DGRAM_TAIL.size
-    if count > MAX_SAMPLES_PER_DATAGRAM:
-        raise DecodeError(f"datagram header: {count} samples exceeds the limit of {MAX_SAMPLES_PER_DATAGRAM}")
     samples: list[Sample] = []
-    for i in range(count):
-        if off + 8 > end:
-            raise DecodeError(f"sample {i}: truncated sample header at offset {off} (datagram says {count} samples)")
-        sample = _decode_sample(buf, off, end, i)
-        samples.append(sample)
-        off += 8 + _TL.unpack_from(buf, off)[1]
-    if off != end:
-        raise DecodeError(f"{end - off} bytes left over after {count} samples")
-    return Datagram(agent, sub_agent, seq, uptime, samples)
+    datagram = Datagram(agent, sub_agent, seq, uptime, samples, declared_samples=count)
+    try:
+        if count > MAX_SAMPLES_PER_DATAGRAM:
+            raise DecodeError(f"datagram header: {count} samples exceeds the limit of {MAX_SAMPLES_PER_DATAGRAM}")
+        for i in range(count):
+            if off + 8 > end:
+                raise DecodeError(f"sample {i}: datagram ends at offset {off} after {i} of {count} samples")
+            try:
+                samples.append(_decode_sample(buf, off, end, i))
+            except _Stop as stop:
+                if stop.partial is not None:
+                    samples.append(stop.partial)
+                raise
+            off += 8 + _TL.unpack_from(buf, off)[1]
+    except DecodeError as e:
+        error = DecodeError(str(e))
+        error.partial = datagram  # type: ignore[attr-defined]
+        raise error from None
+    return datagram

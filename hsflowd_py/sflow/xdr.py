@@ -9,6 +9,7 @@ that runs of them compile into one precompiled ``struct.Struct``.
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ class XdrType:
     from_wire: Callable[[Any], Any] = lambda v: v
     text: Callable[[Any], str] = str
     default: Any = 0
+    omit_empty = False
 
     @property
     def fixed(self) -> bool:
@@ -79,8 +81,17 @@ PERCENT100 = XdrType("percent100", "I", text=_percent100_text)
 
 
 def enum(name: str, names: dict[int, str], other: str) -> XdrType:
-    """A u32 that collectors print by name; values outside ``names`` print as ``other``."""
-    return XdrType(name, "I", to_wire=lambda v: v & 0xFFFFFFFF, text=lambda v: names.get(v, other))
+    """A u32 that collectors print by name; values outside ``names`` print as ``other``
+    (formatted with the value, e.g. ``"<out-of-range={}>"``)."""
+    return XdrType(
+        name, "I", to_wire=lambda v: v & 0xFFFFFFFF, text=lambda v: names[v] if v in names else other.format(v)
+    )
+
+
+U8 = XdrType("u8", "B", to_wire=lambda v: v & 0xFF)
+"""One byte of a packed quad (LACP port states): sflowtool prints each byte on its own."""
+HEX64 = XdrType("hex64", "Q", to_wire=lambda v: v & 0xFFFFFFFFFFFFFFFF, text=lambda v: f"{v:016x}")
+"""A 64-bit identifier sflowtool prints as 16 hex digits (OpenFlow datapath id)."""
 
 MAC = XdrType("mac", "6s2x", text=_mac_text, default=b"\0" * 6)
 UUID = XdrType("uuid", "16s", text=_uuid_text, default=b"\0" * 16)
@@ -137,24 +148,63 @@ def _unpack_opaque(buf: memoryview, off: int, end: int) -> tuple[bytes, int]:
     return bytes(buf[off : off + n]), off + pad4(n)
 
 
-def string(max_len: int) -> Variable:
-    """XDR string<max_len>: longer values are cut on encode and refused on decode."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    return "\\\\" if c == "\\" else f"\\x{ord(c):02x}"
+
+
+def printable(text: str) -> str:
+    """A datagram's string as one safe token: control characters and backslashes become ``\\xNN``/``\\\\``.
+
+    sflowtool prints strings raw, so a hostname holding a newline forges output
+    lines in its text and ``-g`` forms (and breaks its JSON); printing them
+    escaped keeps one field per line in every format.
+    """
+    return _CONTROL.sub(_escape, text) if _CONTROL.search(text) else text
+
+
+def _c_string(text: str) -> str:
+    """sflowtool copies strings into C buffers, so a NUL ends what it prints."""
+    return printable(text.split("\0", 1)[0])
+
+
+def string(max_len: int, omit_empty: bool = True, text: Callable[[str], str] = _c_string) -> Variable:
+    """XDR string<max_len>: longer values are cut to ``max_len`` on encode and on decode (sflowtool's
+    C buffers keep the first ``max_len`` bytes and skip the rest).  ``omit_empty``: sflowtool prints
+    no line for an empty string (most strings; not the user and URL records')."""
 
     def pack(value: str) -> bytes:
         return _pack_opaque(value.encode("utf-8", "replace")[:max_len])
 
     def unpack(buf: memoryview, off: int, end: int) -> tuple[str, int]:
-        raw, off2 = _unpack_opaque(buf, off, end)
-        if len(raw) > max_len:
-            raise DecodeError(f"string of {len(raw)} bytes exceeds its limit of {max_len}")
-        return raw.decode("utf-8", "replace"), off2
+        n, off = read_u32(buf, off, end)
+        _need(buf, off, pad4(n), end)
+        return str(buf[off : off + min(n, max_len)], "utf-8", "replace"), off + pad4(n)
 
-    # sflowtool copies strings into C buffers, so a NUL ends what it prints.
-    return Variable(f"string<{max_len}>", pack, unpack, text=lambda s: s.split("\0", 1)[0], default="", omit_empty=True)
+    return Variable(f"string<{max_len}>", pack, unpack, text=text, default="", omit_empty=omit_empty)
+
+
+def u32_list(text: Callable[[Sequence[int]], str], max_items: int = 4096) -> Variable:
+    """A counted list of u32 printed as one value (AS paths, label stacks); an empty list prints no line."""
+
+    def pack(values: Sequence[int]) -> bytes:
+        return struct.pack(f">I{len(values)}I", len(values), *values)
+
+    def unpack(buf: memoryview, off: int, end: int) -> tuple[tuple[int, ...], int]:
+        n, off = read_u32(buf, off, end)
+        if n > max_items:
+            raise DecodeError(f"list of {n} items exceeds its limit of {max_items}")
+        _need(buf, off, 4 * n, end)
+        return struct.unpack_from(f">{n}I", buf, off), off + 4 * n
+
+    return Variable("u32list", pack, unpack, text=text, default=(), omit_empty=True)
 
 
 OPAQUE = Variable(
-    "opaque", _pack_opaque, _unpack_opaque, text=lambda b: "-".join(f"{x:02X}" for x in b), default=b""
+    "opaque", _pack_opaque, _unpack_opaque, text=lambda b: b.hex("-").upper(), default=b""
 )
 
 

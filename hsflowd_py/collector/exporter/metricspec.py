@@ -74,6 +74,42 @@ _DECLARED: dict[type, _Declared] = {
     rec.VirtMemory: _Declared(gauges="memory max_memory", bytes="memory max_memory"),
     rec.VirtDisk: _Declared(gauges="capacity allocation available", bytes="capacity allocation available"),
     rec.VirtNetIO: _Declared(),
+    # what switches and application agents send that a person charts
+    rec.Lacp: _Declared(
+        gauges="attached_agg_id",
+        renamed=tuple(
+            (field, "lacp_" + name)
+            for field, name in (
+                ("attached_agg_id", "attached_agg_id"),
+                ("LACPDUsRx", "pdus_rx"),
+                ("markerPDUsRx", "marker_pdus_rx"),
+                ("markerResponsePDUsRx", "marker_response_pdus_rx"),
+                ("unknownRx", "unknown_rx"),
+                ("illegalRx", "illegal_rx"),
+                ("LACPDUsTx", "pdus_tx"),
+                ("markerPDUsTx", "marker_pdus_tx"),
+                ("markerResponsePDUsTx", "marker_response_pdus_tx"),
+            )
+        ),
+    ),
+    rec.Processor: _Declared(
+        gauges="cpu_5s cpu_1m cpu_5m total_memory free_memory",
+        bytes="total_memory free_memory",
+        renamed=(
+            ("cpu_5s", "processor_cpu_5s"),
+            ("cpu_1m", "processor_cpu_1m"),
+            ("cpu_5m", "processor_cpu_5m"),
+            ("total_memory", "processor_memory_total"),
+            ("free_memory", "processor_memory_free"),
+        ),
+    ),
+    rec.HttpCounters: _Declared(),
+    rec.NvidiaGpu: _Declared(
+        gauges="device_count processes mem_bytes_total mem_bytes_free temperature_C fan_speed_pc",
+        milliseconds="gpu_mS mem_mS",
+        bytes="mem_bytes_total mem_bytes_free",
+        renamed=(("mem_bytes_total", "nvml_mem_size"), ("mem_bytes_free", "nvml_mem_free")),
+    ),
 }
 
 NAMING: dict[type, str] = {rec.HostDescription: "hostname", rec.PortName: "name"}
@@ -81,7 +117,14 @@ NAMING: dict[type, str] = {rec.HostDescription: "hostname", rec.PortName: "name"
 
 _INFO_NAMES: dict[type, str] = {rec.HostDescription: "host_info", rec.HostParent: "host_parent_info"}
 
-NOT_EXPORTED: frozenset[type] = frozenset((rec.HostAdapters,))
+NOT_EXPORTED: frozenset[type] = frozenset((
+    rec.HostAdapters,
+    # Rarely sent (token ring, 100VG, 802.11, radio, SFP lanes, OpenFlow, JVM/JMX, memcache,
+    # application, VDI, OVS, PFC, Broadcom tables, VLAN): printed by every output, not exported.
+    rec.TokenRing, rec.VG, rec.Vlan, rec.Ieee80211, rec.Sfp, rec.Pfc, rec.Radio, rec.OpenFlowPort, rec.Jvm,
+    rec.Jmx, rec.Memcache, rec.AppCounters, rec.AppResources, rec.Memcache2, rec.Vdi, rec.AppWorkers,
+    rec.OvsDatapath, rec.BroadcomTables,
+))
 
 
 @dataclass(frozen=True)
