@@ -30,6 +30,7 @@ from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
 from .flow_path import FlowPath
 from .host_counters import HostCounters
+from .pidfile import PidFile
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
@@ -75,12 +76,14 @@ class Agent:
         rng: random.Random | None = None,
         status_path: str | None = None,
         keep_root: bool = True,
+        pid_path: str | None = None,
     ) -> None:
         self.file_settings = settings
         self.config_path = config_path
         self.root = root
         self.status_path = status_path
         self.keep_root = keep_root
+        self.pid_path = pid_path
         self.privileges_kept: Any = None
         """What the agent kept when it stopped being root; None while it is root."""
         self.rng = rng or random.Random()
@@ -345,15 +348,16 @@ class Agent:
         if self.assembler:
             out["datagrams_sent"] = self.assembler.datagrams_sent
             out["samples_sent"] = self.assembler.samples_sent
-        out["collectors"] = {r.label: {"sent": r.sent, "errors": r.errors} for r in self.receivers.receivers}
+        out["collectors"] = {r.label: r.counters() for r in self.receivers.receivers}
         out["modules"] = {name: m.status() for name, m in self.modules.items()}
         return out
 
     def drop_privileges(self) -> None:
-        """Become the configured user, keeping what the running modules declare they need."""
-        import pwd
+        """Become the configured user, keeping what the running modules declare they need.
 
-        from .privileges import Privileges, drop_privileges
+        Fails closed: an agent that cannot become its user as asked exits with the reason, rather
+        than run on as root with every capability."""
+        from .privileges import DropError, Privileges, drop_privileges
 
         if self.keep_root or os.geteuid() != 0:
             return
@@ -361,13 +365,13 @@ class Agent:
         for m in self.modules.values():
             keep = keep | (self._guard(m, "privileges", m.privileges) or Privileges())
         s = self.settings
+        self.autofile.keep_for_later()
         try:
-            pw = pwd.getpwnam(s.run_as_user)
-            self.autofile.hand_over(pw.pw_uid, pw.pw_gid)
             drop_privileges(s.run_as_user, s.run_as_group, keep)
-            self.privileges_kept = keep
-        except (OSError, KeyError) as e:
-            log.error("cannot drop privileges to user %s, staying root: %s", s.run_as_user, e)
+        except DropError as e:
+            log.error("cannot drop privileges to user %s: %s; exiting rather than running on as root", s.run_as_user, e)
+            raise SystemExit(f"hsflowd-py: cannot drop privileges to user {s.run_as_user}: {e}") from None
+        self.privileges_kept = keep
 
     def _warn_if_underprivileged(self, m: module_api.Module) -> None:
         """A module started by a reload after the drop gets only what the agent kept: say what is missing."""
@@ -399,6 +403,17 @@ class Agent:
             log.error("no status socket at %s: %s", self.status_path, e)
             return None
 
+    def _write_pid_file(self) -> PidFile | None:
+        """``-p``, written before anything else while the agent is root; an agent that cannot
+        write it exits with the reason."""
+        if not self.pid_path:
+            return None
+        try:
+            return PidFile(self.pid_path)
+        except OSError as e:
+            log.error("cannot write the pid file %s: %s", self.pid_path, e)
+            raise SystemExit(f"hsflowd-py: cannot write the pid file {self.pid_path}: {e}") from None
+
     def request_stop(self) -> None:
         self._stopping.set()
 
@@ -409,6 +424,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        pid_file = self._write_pid_file()
         self.apply_settings()
         self.add_poller(*HOST_DS, self.host_records, "host")
         status_server = None
@@ -442,4 +458,7 @@ class Agent:
             self.receivers.close()
             if status_server is not None:
                 status_server.close()
+            self.autofile.close()
+            if pid_file is not None:
+                pid_file.remove()
             log.info("stopped: %s", self.status())

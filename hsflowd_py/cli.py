@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -12,7 +11,6 @@ import sys
 import uuid
 
 from . import __version__, status
-from .autofile import write_atomically
 from .config import ConfigError, load_config
 
 
@@ -88,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.debug)
     if not args.debug:
         daemonize()
-    if args.pidfile:
-        write_atomically(args.pidfile, f"{os.getpid()}\n")
     from .agent import Agent
 
     agent = Agent(
@@ -99,13 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         uuid_override=host_uuid,
         status_path=args.status_socket,
         keep_root=args.keep_root,
+        pid_path=args.pidfile,
     )
-    try:
-        asyncio.run(agent.run())
-    finally:
-        if args.pidfile:
-            with contextlib.suppress(OSError):
-                os.unlink(args.pidfile)
+    asyncio.run(agent.run())
     return 0
 
 
