@@ -35,7 +35,7 @@ from .pollers import Collect, Poller
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
 from .sflow import records as rec
-from .sflow.assembler import DatagramAssembler
+from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_sample
 from .sflow.samples import CounterSample
 
@@ -104,7 +104,9 @@ class Agent:
         self._modules_lock = asyncio.Lock()
         """Held while modules start or stop, so two SIGHUPs in a row cannot start one module twice."""
         self._reloads: set[asyncio.Task[bool]] = set()
-        self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("flow_samples", "counter_samples", "enrich_timeouts", "faults", "unencodable_samples"), 0
+        )
         self.flows = FlowPath(self.stats, self.uptime_ms, self._guard, ENRICH_TIMEOUT_S)
 
     # ------------------------------------------------------------ time, identity
@@ -296,7 +298,13 @@ class Agent:
         if self.assembler is None:
             return
         sample = CounterSample(p.ds_class, p.ds_index, records, p.next_sequence())
-        self.assembler.add(encode_sample(sample), self.uptime_ms())
+        try:
+            encoded = encode_sample(sample)
+        except UNENCODABLE as e:
+            p.sequence = (p.sequence - 1) & 0xFFFFFFFF  # no gap for collectors to count as a loss
+            unencodable(self.stats, f"counter sample of {p.name}", e)
+            return
+        self.assembler.add(encoded, self.uptime_ms())
         self.stats["counter_samples"] += 1
 
     def poll(self, p: Poller) -> None:

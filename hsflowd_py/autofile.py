@@ -87,8 +87,7 @@ class AutoFile:
         """Write if changed; returns False (and logs once) when the write fails, the old file kept."""
         if not self.path or effective == self._written:
             return True
-        self.revision += 1
-        data = render(effective, self.revision).encode()
+        data = render(effective, self.revision + 1).encode()
         try:
             self._write(self.path, data)
         except OSError as e:
@@ -100,6 +99,7 @@ class AutoFile:
             log.info("wrote %s again", self.path)
             self._failing = False
         self._written = effective
+        self.revision += 1
         return True
 
     def _write(self, path: str, data: bytes) -> None:
