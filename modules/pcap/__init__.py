@@ -12,10 +12,18 @@ behind the same interface (``sampler.py``), picked per ``pcap {}`` block by ``sa
   built the reason is logged once and the classic sampler takes every interface; a block
   that asks for ``ebpf`` explicitly falls back the same way, with a warning.
 
-Every ``checkAdaptors`` seconds the interface list is read again: new matching interfaces
-are opened, vanished ones closed (with a last counter sample), changed rates applied in
-place.  An interface that cannot be opened (missing, no permission, no tc) is logged once
-per distinct reason, retried at the next check, and the others carry on.
+Every ``checkAdaptors`` seconds the interface list is read again, in a thread (2,000
+interfaces take most of a second to read from /sys, which would stall sampling on the loop):
+new matching interfaces are opened, vanished ones closed (with a last counter sample),
+changed rates applied in place.  An interface that cannot be opened (missing, no permission,
+no tc) is logged once per distinct reason, retried at the next check, and the others carry on.
+
+File descriptors: a classically sampled interface holds one (its socket), an eBPF-sampled one
+none of its own.  At start the module raises the soft RLIMIT_NOFILE to the hard limit (systemd's
+default hard limit is 524,288); under a hard limit of 1,024 the agent's ~40 leave room for
+about 980 classically sampled interfaces.  Past that, the fault is logged once and no new
+interface is tried until one closes or a reload comes (counted as ``fd_refusals``), rather
+than every interface failing again at every check.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
 go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
@@ -30,6 +38,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +53,7 @@ from hsflowd_py.sflow.records import Record
 from .cbpf import CbpfSampler
 from .counters import interface_records
 from .interfaces import Tap, choose
-from .sampler import Sampler, SamplerError
+from .sampler import OutOfDescriptors, Sampler, SamplerError
 
 if TYPE_CHECKING:
     from hsflowd_py.agent import Agent
@@ -52,6 +61,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("hsflowd.pcap")
 
 SAMPLER_NAMES = {"ebpf": "eBPF", "cbpf": "classic BPF"}
+
+
+def _descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _raise_descriptor_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each classically sampled interface holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("pcap: file descriptor limit raised from %d to %d", soft, hard)
 
 
 @dataclass
@@ -82,10 +103,13 @@ class PcapModule(Module):
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._fds_full_at: int | None = None
+        """How many interfaces were open when descriptors ran out; None while there are some left."""
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        _raise_descriptor_limit()
         if any(b.sampler != "cbpf" for b in self.settings.pcap):
             await self._ebpf()  # now, while the agent may still load programs
         await self.reconcile()
@@ -109,6 +133,7 @@ class PcapModule(Module):
     def reconfigure(self, settings: Settings) -> None:
         """New rates or header size apply at once, not at the next interface check."""
         self.settings = settings
+        self._fds_full_at = None  # a reload is the operator's word to try again
         task = asyncio.get_running_loop().create_task(self._checked_reconcile())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -179,7 +204,7 @@ class PcapModule(Module):
             if self._stopped:
                 return
             try:
-                infos = read_interfaces(self.agent.root)
+                infos = await asyncio.to_thread(read_interfaces, self.agent.root)
             except ReaderError as e:
                 self._once("interfaces", f"cannot list interfaces: {e}")
                 return
@@ -195,6 +220,9 @@ class PcapModule(Module):
             for ifindex, tap in wanted.items():
                 current = self.open.get(ifindex)
                 if current is None:
+                    if self._fds_full_at is not None and len(self.open) >= self._fds_full_at:
+                        self.stats["fd_refusals"] += 1
+                        continue
                     await self._open(tap)
                 elif current.tap != tap:
                     current.sampler.update(tap)
@@ -205,6 +233,15 @@ class PcapModule(Module):
         sampler = await self._sampler_for(tap)
         try:
             sampler.open(tap)
+        except OutOfDescriptors as e:
+            self.stats["open_failures"] += 1
+            self._fds_full_at = len(self.open)
+            self._once(
+                "fds",
+                f"cannot sample {tap.name} nor any further interface: {e} (RLIMIT_NOFILE {_descriptor_limit()}, "
+                f"{len(self.open)} interfaces sampled); tried again when one closes or on reload",
+            )
+            return
         except (SamplerError, OSError) as e:
             self.stats["open_failures"] += 1
             if sampler.kind == "cbpf" or tap.sampler != "auto":
@@ -234,6 +271,7 @@ class PcapModule(Module):
         counts its sample pool and drops from 0, and sequence number 1 is how sFlow tells a collector
         that the data source restarted (a pool going backwards under a running sequence looks like loss)."""
         entry = self.open.pop(ifindex)
+        self._fds_full_at = None
         try:
             entry.sampler.close(ifindex)
         except (SamplerError, OSError) as e:
