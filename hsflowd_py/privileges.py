@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 log = logging.getLogger("hsflowd.privileges")
 
 CAPABILITIES = {
-    "CAP_CHOWN": 0,
     "CAP_DAC_OVERRIDE": 1,
     "CAP_DAC_READ_SEARCH": 2,
     "CAP_NET_ADMIN": 12,
