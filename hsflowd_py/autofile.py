@@ -110,9 +110,11 @@ class AutoFile:
             except OSError as e:
                 if e.errno not in _NO_REPLACING:
                     raise
-        if self._fd is None:
-            self._keep(safefile.open_own(path))
-        safefile.rewrite(self._fd, data)  # type: ignore[arg-type]
+        fd = self._fd
+        if fd is None:
+            fd = safefile.open_own(path)
+            self._keep(fd)
+        safefile.rewrite(fd, data)
 
     def _keep(self, fd: int) -> None:
         if self._fd is not None:
