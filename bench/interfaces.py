@@ -119,7 +119,7 @@ async def measure(args: argparse.Namespace) -> None:
           f"p99 {lags[int(len(lags) * 0.99)]:.1f} ms, median {statistics.median(lags):.2f} ms, "
           f"{sum(lag > 10 for lag in lags)} wake-ups late by > 10 ms")  # fmt: skip
     print(f"one check's parts, timed alone: reading {len(infos)} interfaces {(t1 - t0) * 1000:.0f} ms (a thread), "
-          f"choosing {(t2 - t1) * 1000:.1f} ms, agent address refresh {(t3 - t2) * 1000:.1f} ms (the loop)")  # fmt: skip
+          f"choosing {(t2 - t1) * 1000:.1f} ms, agent address refresh {(t3 - t2) * 1000:.1f} ms (loop)")  # fmt: skip
 
 
 def main() -> int:
