@@ -18,12 +18,13 @@ new matching interfaces are opened, vanished ones closed (with a last counter sa
 changed rates applied in place.  An interface that cannot be opened (missing, no permission,
 no tc) is logged once per distinct reason, retried at the next check, and the others carry on.
 
-File descriptors: a classically sampled interface holds one (its socket), an eBPF-sampled one
-none of its own.  At start the module raises the soft RLIMIT_NOFILE to the hard limit (systemd's
-default hard limit is 524,288); under a hard limit of 1,024 the agent's ~40 leave room for
-about 980 classically sampled interfaces.  Past that, the fault is logged once and no new
-interface is tried until one closes or a reload comes (counted as ``fd_refusals``), rather
-than every interface failing again at every check.
+File descriptors: a classically sampled interface holds two (its socket, and the duplicate
+Python's mmap keeps of it), an eBPF-sampled one none of its own.  At start the module raises
+the soft RLIMIT_NOFILE to the hard limit (systemd's default hard limit is 524,288); under a
+hard limit of 1,024 the agent's ~40 leave room for about 490 classically sampled interfaces.
+Past that, the fault is logged once and no new interface is tried until one closes or a
+reload comes (counted as ``fd_refusals``), rather than every interface failing again at
+every check.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
 go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an

@@ -20,7 +20,8 @@ Kernel facts this relies on (REFERENCE.md section 9):
   interface's own packet counters (``statistics/rx_packets + tx_packets``), read once per
   block and spread over its samples.
 
-Cost per interface: one descriptor (the socket) and a ring sized from the interface's rate and
+Cost per interface: two descriptors (the socket, and the duplicate Python's mmap keeps of it)
+and a ring sized from the interface's rate and
 speed (:func:`ring_bytes`, 64 KB to 4 MB): 300 bridges at the default 1-in-400 take 75 MB of
 rings, where a fixed 4 MB ring took 1.2 GB.
 
@@ -191,7 +192,7 @@ class _Ring:
 
     def _packets(self) -> int:
         """The interface's packet count, read by path once per block: a descriptor kept open for
-        each counter would triple the descriptors an interface costs."""
+        each counter would double the descriptors an interface costs."""
         total = 0
         for path in self.counter_paths:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
