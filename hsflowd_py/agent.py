@@ -24,7 +24,7 @@ from typing import Any
 
 from . import module as module_api
 from . import status
-from .agent_address import local_addresses, select_agent_address
+from .agent_address import LocalAddress, local_addresses, select_agent_address
 from .autofile import AutoFile, Effective
 from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
@@ -136,14 +136,22 @@ class Agent:
             return [(host, port, None) for host, port in self.discovered.collectors]
         return [(c.ip, c.udpport, c.dev) for c in self.settings.collectors]
 
-    def refresh_agent_address(self) -> None:
-        """Pick the agent address; a change restarts datagram sequence numbers and uptime."""
-        s = self.settings
+    @staticmethod
+    def _local_addresses() -> list[LocalAddress]:
         try:
-            addresses = local_addresses()
+            return local_addresses()
         except Exception:  # psutil failure must not stop sampling
             log.exception("cannot list local addresses")
-            addresses = []
+            return []
+
+    def refresh_agent_address(self, addresses: list[LocalAddress] | None = None) -> None:
+        """Pick the agent address; a change restarts datagram sequence numbers and uptime.
+
+        The periodic check lists the addresses in a thread and passes them: with thousands of
+        interfaces the listing would otherwise stall sampling on the loop."""
+        s = self.settings
+        if addresses is None:
+            addresses = self._local_addresses()
         address = select_agent_address(addresses, s.agent_ip, s.agent_dev, s.agent_cidrs)
         if address is None:
             address = select_agent_address([], "127.0.0.1")
@@ -454,7 +462,7 @@ class Agent:
                 if time.monotonic() - last_address_check >= self.settings.check_adaptors:
                     last_address_check = time.monotonic()
                     self.receivers.refresh()
-                    self.refresh_agent_address()
+                    self.refresh_agent_address(await asyncio.to_thread(self._local_addresses))
                     self.write_autofile()
         finally:
             self._stopping.set()  # a SIGHUP from now on changes nothing (its default action would kill us)
