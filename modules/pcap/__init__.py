@@ -21,10 +21,10 @@ no tc) is logged once per distinct reason, retried at the next check, and the ot
 File descriptors: a classically sampled interface holds two (its socket, and the duplicate
 Python's mmap keeps of it), an eBPF-sampled one none of its own.  At start the module raises
 the soft RLIMIT_NOFILE to the hard limit (systemd's default hard limit is 524,288); under a
-hard limit of 1,024 the agent's ~40 leave room for about 490 classically sampled interfaces.
-Past that, the fault is logged once and no new interface is tried until one closes or a
-reload comes (counted as ``fd_refusals``), rather than every interface failing again at
-every check.
+hard limit of 1,024, with the agent's ~40 and 64 kept for the rest of the agent, about 460
+classically sampled interfaces fit.  Past that, the fault is logged once and no new
+interface is tried until one closes or a reload comes (counted as ``fd_refusals``), rather
+than every interface failing again at every check.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
 go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import resource
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -64,8 +65,22 @@ log = logging.getLogger("hsflowd.pcap")
 SAMPLER_NAMES = {"ebpf": "eBPF", "cbpf": "classic BPF"}
 
 
+DESCRIPTORS_PER_INTERFACE = 2
+"""A classic BPF ring's socket and the duplicate Python's mmap keeps of it."""
+DESCRIPTOR_RESERVE = 64
+"""Descriptors left to the rest of the agent (status connections, netlink, /proc reads, modules)."""
+
+
 def _descriptor_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _spare_descriptors() -> int:
+    """Descriptors this process may still open (listing /proc/self/fd takes one for itself)."""
+    try:
+        return _descriptor_limit() - len(os.listdir("/proc/self/fd")) + 1
+    except OSError:
+        return 0
 
 
 def _raise_descriptor_limit() -> None:
@@ -218,13 +233,18 @@ class PcapModule(Module):
                 tap = wanted.get(ifindex)
                 if tap is None or tap.name != current.tap.name or tap.sampler != current.tap.sampler:
                     self._close(ifindex, final=True)
+            spare = _spare_descriptors()
             for ifindex, tap in wanted.items():
                 current = self.open.get(ifindex)
                 if current is None:
                     if self._fds_full_at is not None and len(self.open) >= self._fds_full_at:
                         self.stats["fd_refusals"] += 1
                         continue
+                    if spare < DESCRIPTOR_RESERVE + DESCRIPTORS_PER_INTERFACE:
+                        self._out_of_descriptors(tap, f"{spare} file descriptors left, {DESCRIPTOR_RESERVE} kept")
+                        continue
                     await self._open(tap)
+                    spare -= DESCRIPTORS_PER_INTERFACE
                 elif current.tap != tap:
                     current.sampler.update(tap)
                     current.tap = tap
@@ -236,12 +256,7 @@ class PcapModule(Module):
             sampler.open(tap)
         except OutOfDescriptors as e:
             self.stats["open_failures"] += 1
-            self._fds_full_at = len(self.open)
-            self._once(
-                "fds",
-                f"cannot sample {tap.name} nor any further interface: {e} (RLIMIT_NOFILE {_descriptor_limit()}, "
-                f"{len(self.open)} interfaces sampled); tried again when one closes or on reload",
-            )
+            self._out_of_descriptors(tap, str(e))
             return
         except (SamplerError, OSError) as e:
             self.stats["open_failures"] += 1
@@ -266,6 +281,19 @@ class PcapModule(Module):
             tap.sampling_rate,
             SAMPLER_NAMES[sampler.kind],
         )
+
+    def _out_of_descriptors(self, tap: Tap, why: str) -> None:
+        """No interface more until one closes or a reload: said once, not at every check."""
+        if self._fds_full_at is None:
+            log.warning(
+                "pcap: cannot sample %s nor any further interface: %s (RLIMIT_NOFILE %d, %d interfaces sampled); "
+                "tried again when one closes or on reload",
+                tap.name,
+                why,
+                _descriptor_limit(),
+                len(self.open),
+            )
+        self._fds_full_at = len(self.open)
 
     def _close(self, ifindex: int, final: bool) -> None:
         """Stop sampling an interface.  Its flow sequence restarts too: a sampler that opens it again
