@@ -46,7 +46,7 @@ class Receiver:
     sent: int = 0
     errors: int = 0
     refused: int = 0
-    """Sends that failed because the collector's host answered ICMP port (or host) unreachable."""
+    """ICMP port unreachable answers from the collector's host (reported on a later send)."""
     failing: str | None = field(default=None)
     """The send fault being reported, so each fault is logged once, not once per datagram."""
     last_fault: float = 0.0
@@ -158,17 +158,27 @@ class Receivers:
 
     @staticmethod
     def _fault(r: Receiver, e: OSError) -> None:
-        r.errors += 1
         r.last_fault = time.monotonic()
         r.refusing = e.errno == errno.ECONNREFUSED
         if r.refusing:
             r.refused += 1
             why = f"refused (ICMP port unreachable): no collector listening there? ({e.strerror})"
         else:
+            r.errors += 1
             why = f"send failed: {e.strerror or e}"
         if r.failing != why:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
+
+    def _send(self, r: Receiver, datagram: bytes) -> None:
+        """A refusal reported by this send is about an earlier datagram (the kernel reports the ICMP
+        error on the next send and sends nothing): counted, and this datagram is sent all the same."""
+        sock = r.socket()
+        try:
+            sock.send(datagram)
+        except ConnectionRefusedError as e:
+            self._fault(r, e)
+            sock.send(datagram)
 
     def send(self, datagram: bytes) -> None:
         for r in self.receivers:
@@ -176,7 +186,7 @@ class Receivers:
                 r.errors += 1  # never resolved: counted, logged by the resolution
                 continue
             try:
-                r.socket().send(datagram)
+                self._send(r, datagram)
             except OSError as e:
                 if e.errno not in _TRANSIENT:
                     log.debug("collector %s: unexpected send error", r.label, exc_info=True)
