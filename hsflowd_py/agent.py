@@ -24,17 +24,18 @@ from typing import Any
 
 from . import module as module_api
 from . import status
-from .agent_address import local_addresses, select_agent_address
+from .agent_address import LocalAddress, local_addresses, select_agent_address
 from .autofile import AutoFile, Effective
 from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
 from .flow_path import FlowPath
 from .host_counters import HostCounters
+from .pidfile import PidFile
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
 from .sflow import records as rec
-from .sflow.assembler import DatagramAssembler
+from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_sample
 from .sflow.samples import CounterSample
 
@@ -76,6 +77,7 @@ class Agent:
         status_path: str | None = None,
         keep_root: bool = True,
         skip_unsupported: bool = False,
+        pid_path: str | None = None,
     ) -> None:
         self.file_settings = settings
         self.skip_unsupported = skip_unsupported
@@ -83,6 +85,7 @@ class Agent:
         self.root = root
         self.status_path = status_path
         self.keep_root = keep_root
+        self.pid_path = pid_path
         self.privileges_kept: Any = None
         """What the agent kept when it stopped being root; None while it is root."""
         self.rng = rng or random.Random()
@@ -103,7 +106,9 @@ class Agent:
         self._modules_lock = asyncio.Lock()
         """Held while modules start or stop, so two SIGHUPs in a row cannot start one module twice."""
         self._reloads: set[asyncio.Task[bool]] = set()
-        self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("flow_samples", "counter_samples", "enrich_timeouts", "faults", "unencodable_samples"), 0
+        )
         self.flows = FlowPath(self.stats, self.uptime_ms, self._guard, ENRICH_TIMEOUT_S)
 
     # ------------------------------------------------------------ time, identity
@@ -133,14 +138,22 @@ class Agent:
             return [(host, port, None) for host, port in self.discovered.collectors]
         return [(c.ip, c.udpport, c.dev) for c in self.settings.collectors]
 
-    def refresh_agent_address(self) -> None:
-        """Pick the agent address; a change restarts datagram sequence numbers and uptime."""
-        s = self.settings
+    @staticmethod
+    def _local_addresses() -> list[LocalAddress]:
         try:
-            addresses = local_addresses()
+            return local_addresses()
         except Exception:  # psutil failure must not stop sampling
             log.exception("cannot list local addresses")
-            addresses = []
+            return []
+
+    def refresh_agent_address(self, addresses: list[LocalAddress] | None = None) -> None:
+        """Pick the agent address; a change restarts datagram sequence numbers and uptime.
+
+        The periodic check lists the addresses in a thread and passes them: with thousands of
+        interfaces the listing would otherwise stall sampling on the loop."""
+        s = self.settings
+        if addresses is None:
+            addresses = self._local_addresses()
         address = select_agent_address(addresses, s.agent_ip, s.agent_dev, s.agent_cidrs)
         if address is None:
             address = select_agent_address([], "127.0.0.1")
@@ -297,7 +310,13 @@ class Agent:
         if self.assembler is None:
             return
         sample = CounterSample(p.ds_class, p.ds_index, records, p.next_sequence())
-        self.assembler.add(encode_sample(sample), self.uptime_ms())
+        try:
+            encoded = encode_sample(sample)
+        except UNENCODABLE as e:
+            p.sequence = (p.sequence - 1) & 0xFFFFFFFF  # no gap for collectors to count as a loss
+            unencodable(self.stats, f"counter sample of {p.name}", e)
+            return
+        self.assembler.add(encoded, self.uptime_ms())
         self.stats["counter_samples"] += 1
 
     def poll(self, p: Poller) -> None:
@@ -349,15 +368,16 @@ class Agent:
         if self.assembler:
             out["datagrams_sent"] = self.assembler.datagrams_sent
             out["samples_sent"] = self.assembler.samples_sent
-        out["collectors"] = {r.label: {"sent": r.sent, "errors": r.errors} for r in self.receivers.receivers}
+        out["collectors"] = {r.label: r.counters() for r in self.receivers.receivers}
         out["modules"] = {name: m.status() for name, m in self.modules.items()}
         return out
 
     def drop_privileges(self) -> None:
-        """Become the configured user, keeping what the running modules declare they need."""
-        import pwd
+        """Become the configured user, keeping what the running modules declare they need.
 
-        from .privileges import Privileges, drop_privileges
+        Fails closed: an agent that cannot become its user as asked exits with the reason, rather
+        than run on as root with every capability."""
+        from .privileges import DropError, Privileges, drop_privileges
 
         if self.keep_root or os.geteuid() != 0:
             return
@@ -365,13 +385,13 @@ class Agent:
         for m in self.modules.values():
             keep = keep | (self._guard(m, "privileges", m.privileges) or Privileges())
         s = self.settings
+        self.autofile.keep_for_later()
         try:
-            pw = pwd.getpwnam(s.run_as_user)
-            self.autofile.hand_over(pw.pw_uid, pw.pw_gid)
             drop_privileges(s.run_as_user, s.run_as_group, keep)
-            self.privileges_kept = keep
-        except (OSError, KeyError) as e:
-            log.error("cannot drop privileges to user %s, staying root: %s", s.run_as_user, e)
+        except DropError as e:
+            log.error("cannot drop privileges to user %s: %s; exiting rather than running on as root", s.run_as_user, e)
+            raise SystemExit(f"hsflowd-py: cannot drop privileges to user {s.run_as_user}: {e}") from None
+        self.privileges_kept = keep
 
     def _warn_if_underprivileged(self, m: module_api.Module) -> None:
         """A module started by a reload after the drop gets only what the agent kept: say what is missing."""
@@ -403,6 +423,17 @@ class Agent:
             log.error("no status socket at %s: %s", self.status_path, e)
             return None
 
+    def _write_pid_file(self) -> PidFile | None:
+        """``-p``, written before anything else while the agent is root; an agent that cannot
+        write it exits with the reason."""
+        if not self.pid_path:
+            return None
+        try:
+            return PidFile(self.pid_path)
+        except OSError as e:
+            log.error("cannot write the pid file %s: %s", self.pid_path, e)
+            raise SystemExit(f"hsflowd-py: cannot write the pid file {self.pid_path}: {e}") from None
+
     def request_stop(self) -> None:
         self._stopping.set()
 
@@ -413,6 +444,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        pid_file = self._write_pid_file()
         self.apply_settings()
         self.add_poller(*HOST_DS, self.host_records, "host")
         status_server = None
@@ -434,7 +466,7 @@ class Agent:
                 if time.monotonic() - last_address_check >= self.settings.check_adaptors:
                     last_address_check = time.monotonic()
                     self.receivers.refresh()
-                    self.refresh_agent_address()
+                    self.refresh_agent_address(await asyncio.to_thread(self._local_addresses))
                     self.write_autofile()
         finally:
             self._stopping.set()  # a SIGHUP from now on changes nothing (its default action would kill us)
@@ -446,4 +478,7 @@ class Agent:
             self.receivers.close()
             if status_server is not None:
                 status_server.close()
+            self.autofile.close()
+            if pid_file is not None:
+                pid_file.remove()
             log.info("stopped: %s", self.status())

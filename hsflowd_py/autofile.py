@@ -2,20 +2,25 @@
 
 Web-server and JVM sub-agents read this file to learn the sampling rate, the
 collectors and the agent address.  It is written only when the effective
-settings change, atomically (temporary file in the same folder, then rename)
-so a reader never sees half a file, and without following a symlink planted
-at the temporary name.
+settings change: replaced whole while the agent is root, rewritten in place
+through a descriptor it kept after that, the file staying root's
+(``safefile.py`` says how either is safe against local users and a full disk).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 from dataclasses import dataclass
 
+from . import safefile
+
 log = logging.getLogger("hsflowd.autofile")
+
+_NO_REPLACING = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EBUSY}
+"""Why a file cannot be replaced but may still be rewritten in place: a folder not writable by
+the agent, or read-only but for the file itself (a bind mount, which cannot be renamed over)."""
 
 
 @dataclass(frozen=True)
@@ -58,56 +63,33 @@ def render(e: Effective, revision: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` so readers see the old or the new file, never a mix."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_in_place(path: str, text: str) -> None:
-    """Rewrite ``path`` in place (no symlink followed): used once the agent cannot create files in
-    /etc any more. Readers detect a write in progress by ``rev_start != rev_end``."""
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "w") as f:
-        f.truncate(0)
-        f.write(text)
-
-
 class AutoFile:
-    """Writes the auto file when the effective settings differ from the last written."""
+    """Writes the auto file when the effective settings differ from the last written.
+
+    While the agent is root the file is replaced whole (``safefile.replace``).  Before the agent
+    gives up root it makes sure it holds a descriptor on the file (:meth:`keep_for_later`); from
+    then on every rewrite goes in place through that descriptor, so the file stays root's and
+    no other process of the agent's user can point sub-agents at its own collector.  The same in-place
+    path serves a root agent whose folder is read-only but for this file (the systemd unit's
+    ``ProtectSystem=strict`` with ``ReadWritePaths=/etc/hsflowd.auto``).
+    """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.revision = 0
         self._written: Effective | None = None
         self._failing = False
+        self._fd: int | None = None
+        """The file last put in place (or found there), kept open for rewriting it in place."""
+        self._may_replace = True
 
     def update(self, effective: Effective) -> bool:
-        """Write if changed; returns False (and logs once) when the write fails."""
+        """Write if changed; returns False (and logs once) when the write fails, the old file kept."""
         if not self.path or effective == self._written:
             return True
-        self.revision += 1
-        text = render(effective, self.revision)
+        data = render(effective, self.revision + 1).encode()
         try:
-            try:
-                write_atomically(self.path, text)
-            except OSError as e:
-                # EACCES once the agent is not root; EROFS under systemd's ProtectSystem=strict, which
-                # leaves only the file itself writable (ReadWritePaths=/etc/hsflowd.auto).
-                if not isinstance(e, PermissionError) and e.errno != errno.EROFS:
-                    raise
-                write_in_place(self.path, text)
+            self._write(self.path, data)
         except OSError as e:
             if not self._failing:
                 log.warning("cannot write %s: %s (will retry)", self.path, e)
@@ -117,13 +99,43 @@ class AutoFile:
             log.info("wrote %s again", self.path)
             self._failing = False
         self._written = effective
+        self.revision += 1
         return True
 
-    def hand_over(self, uid: int, gid: int) -> None:
-        """Give the file to the user the agent is about to become, so it can keep it current."""
-        if self.path and os.path.exists(self.path):
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    def _write(self, path: str, data: bytes) -> None:
+        if self._may_replace:
             try:
-                os.fchown(fd, uid, gid)
-            finally:
-                os.close(fd)
+                self._keep(safefile.replace(path, data))
+                return
+            except OSError as e:
+                if e.errno not in _NO_REPLACING:
+                    raise
+        fd = self._fd
+        if fd is None:
+            fd = safefile.open_own(path)
+            self._keep(fd)
+        safefile.rewrite(fd, data)
+
+    def _keep(self, fd: int) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+
+    def keep_for_later(self) -> None:
+        """The agent is about to stop being root: from now on rewrite in place, through a descriptor
+        opened now (on the file written so far, or an empty one made for the purpose)."""
+        self._may_replace = False
+        if not self.path or self._fd is not None:
+            return
+        try:
+            try:
+                self._keep(safefile.open_own(self.path))
+            except FileNotFoundError:
+                self._keep(safefile.create_empty(self.path))
+        except OSError as e:
+            log.warning("%s: cannot keep it open for later rewrites: %s", self.path, e)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -18,7 +17,6 @@ import sys
 from pathlib import Path
 
 from . import __version__, status
-from .autofile import write_atomically
 from .config import ConfigError, load_config
 from .config.values import parse_uuid
 from .readers import ReaderError
@@ -140,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hsflowd_py.agent").info("host UUID %s (from %s)", host_uuid, uuid_source)
     if not args.debug:
         daemonize()
-    if args.pidfile:
-        write_atomically(args.pidfile, f"{os.getpid()}\n")
     from .agent import Agent
 
     agent = Agent(
@@ -152,13 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         status_path=args.status_socket,
         keep_root=args.keep_root,
         skip_unsupported=args.skip_unsupported,
+        pid_path=args.pidfile,
     )
-    try:
-        asyncio.run(agent.run())
-    finally:
-        if args.pidfile:
-            with contextlib.suppress(OSError):
-                os.unlink(args.pidfile)
+    asyncio.run(agent.run())
     return 0
 
 

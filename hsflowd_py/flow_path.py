@@ -20,7 +20,7 @@ from . import module as module_api
 from .flow import HEADER_ETHERNET, SampledPacket, ports
 from .holds import HeldSamples
 from .sflow import records as rec
-from .sflow.assembler import DatagramAssembler
+from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_record
 from .sflow.flow_encoder import FlowEncoder
 
@@ -147,8 +147,14 @@ class FlowPath:
         inp, out = ports(ds_index, direction)
         encoder = self._encoder
         off = a.reserve(encoder.size(length) + len(extras), self.uptime_ms())
-        encoder.pack_into(
-            a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
-            header_protocol, frame_length, stripped, header, start, length, timestamp_ns, extras, extra_count,
-        )  # fmt: skip
+        try:
+            encoder.pack_into(
+                a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
+                header_protocol, frame_length, stripped, header, start, length, timestamp_ns, extras, extra_count,
+            )  # fmt: skip
+        except UNENCODABLE as e:
+            a.unreserve(off)
+            seqs[ds_index] = (seq - 1) & 0xFFFFFFFF
+            unencodable(self.stats, f"flow sample of ifIndex {ds_index}", e)
+            return
         self.stats["flow_samples"] += 1

@@ -4,7 +4,8 @@ A monitoring agent runs on every host for years: after start-up it keeps only
 the capabilities its enabled modules declare (each module's ``privileges()``)
 and becomes an unprivileged user, as the established agent does.  Linux keeps
 capabilities across setuid only with PR_SET_KEEPCAPS, and Python's standard
-library has no capset, so both go through libc.
+library has no capset, so both go through libc.  NoNewPrivs and a bounding set cut down to
+what is kept close the ways back to more (a setuid or file-capability binary run by a module).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 log = logging.getLogger("hsflowd.privileges")
 
 CAPABILITIES = {
-    "CAP_CHOWN": 0,
     "CAP_DAC_OVERRIDE": 1,
     "CAP_DAC_READ_SEARCH": 2,
     "CAP_NET_ADMIN": 12,
@@ -31,6 +31,9 @@ CAPABILITIES = {
 }
 
 _PR_SET_KEEPCAPS = 8
+_PR_CAPBSET_READ = 23
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
 _CAP_VERSION_3 = 0x20080522
 
 
@@ -94,24 +97,70 @@ def permitted_capabilities() -> set[str]:
     return set()
 
 
-def drop_privileges(user: str, group: str | None, keep: Privileges) -> None:
-    """Become ``user`` (and ``group``) keeping only ``keep``; raises OSError/KeyError on failure.
+class DropError(Exception):
+    """The agent could not become its user with just what it keeps: it must not run on as it is."""
 
-    Capabilities the process does not have (a plain ``docker run`` grants few) cannot be kept:
-    they are logged, and the agent drops root all the same rather than staying root because of them.
+
+def _status() -> dict[str, str]:
+    with open("/proc/self/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def _reduce_bounding_set(mask: int) -> bool:
+    """Drop every capability not in ``mask`` from the bounding set; False when not allowed to
+    (no CAP_SETPCAP, e.g. a unit or a container that did not grant it)."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        held = _libc.prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) == 1
+        if held and not mask >> cap & 1 and _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            return False
+    return True
+
+
+def drop_privileges(user: str, group: str | None, keep: Privileges) -> None:
+    """Become ``user`` (and ``group``) keeping only ``keep``, with NoNewPrivs set and the bounding
+    set reduced to ``keep``; raises DropError saying what failed.
+
+    All four user ids become ``user``'s: nothing lets the process become root again.  Capabilities
+    the process does not have (a plain ``docker run`` grants few) cannot be kept: they are logged,
+    and the agent drops root all the same rather than staying root because of them.
     """
     missing = keep.capabilities - permitted_capabilities()
     if missing:
         log.warning("not permitted, so not kept: %s (modules needing them may lose data)", ", ".join(sorted(missing)))
         keep = Privileges(keep.capabilities - missing, keep.groups)
-    pw = pwd.getpwnam(user)
-    gid = grp.getgrnam(group).gr_gid if group else pw.pw_gid
-    _check(_libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
-    os.setgroups(sorted(keep.groups))
-    os.setgid(gid)
-    os.setuid(pw.pw_uid)
-    set_capabilities(keep.capabilities)
-    _check(_libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    try:
+        pw = pwd.getpwnam(user)
+        gid = grp.getgrnam(group).gr_gid if group else pw.pw_gid
+    except KeyError as e:
+        raise DropError(f"no such user or group: {e.args[0]}") from None
+    mask = capability_mask(keep.capabilities)
+    try:
+        bounded = _reduce_bounding_set(mask)
+        _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _check(_libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+        os.setgroups(sorted(keep.groups))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    except OSError as e:
+        raise DropError(f"cannot become user {user}: {e}") from None
+    try:
+        set_capabilities(keep.capabilities)
+        _check(_libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    except OSError as e:
+        raise DropError(f"became user {user} but could not reduce capabilities to what is kept: {e}") from None
+    st = _status()
+    if (
+        st["Uid"].split() != [str(pw.pw_uid)] * 4
+        or st["Gid"].split() != [str(gid)] * 4
+        or int(st["CapPrm"], 16) != mask
+        or int(st["CapEff"], 16) != mask
+        or st.get("NoNewPrivs", "1").strip() != "1"
+    ):
+        raise DropError(f"after becoming user {user} the process is not what was asked: {st}")
+    if not bounded:
+        log.warning("bounding set left as it was (no CAP_SETPCAP): NoNewPrivs still stops any regain")
     log.info(
         "running as %s:%d with %s",
         user,

@@ -3,7 +3,11 @@
 Sending never blocks the agent and never raises: a collector that is
 unreachable (ICMP port unreachable surfaces as ECONNREFUSED on a later send,
 no route as ENETUNREACH) is counted and logged once per fault, and sending
-resumes by itself when the path comes back.  Collector names are resolved off
+resumes by itself when the path comes back.  Each collector has a socket of its
+own, connected to it: the kernel reports ICMP errors only on a connected UDP
+socket, and only then to the collector they are about.  A refused collector
+is logged as sending again once ``QUIET_S`` pass without a refusal (the kernel
+reports at most one refusal per ICMP error, so one good send proves nothing).  Collector names are resolved off
 the event loop: a resolver that does not answer would otherwise stall sampling
 for its whole timeout, every ``checkAdaptors`` seconds.  A collector with a
 ``dev`` is sent to through a socket bound to that device (SO_BINDTODEVICE), as
@@ -16,12 +20,15 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 
 log = logging.getLogger("hsflowd.receivers")
 
 _TRANSIENT = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.ENOBUFS, errno.EPERM}
 _UDP_HINTS = {"type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}
+QUIET_S = 10.0
+"""Seconds without a fault after which a faulty collector is logged as sending again."""
 
 Target = tuple[str, int, str | None]
 """A collector as configured: host (address or name), UDP port, device to send through or None."""
@@ -38,8 +45,15 @@ class Receiver:
     family: int = socket.AF_INET
     sent: int = 0
     errors: int = 0
+    refused: int = 0
+    """ICMP port unreachable answers from the collector's host (reported on a later send)."""
     failing: str | None = field(default=None)
     """The send fault being reported, so each fault is logged once, not once per datagram."""
+    last_fault: float = 0.0
+    refusing: bool = False
+    """The fault being reported is a refusal, which the kernel reports on every other send only."""
+    sock: socket.socket | None = None
+    """Connected to ``sockaddr``; made on the first send, remade when the address changes."""
     unresolved: str | None = field(default=None)
     """The same for name resolution, which fails and recovers independently of sending."""
     resolving: asyncio.Task[None] | None = None
@@ -49,7 +63,12 @@ class Receiver:
         address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         return f"{address}%{self.dev}" if self.dev else address
 
+    def counters(self) -> dict[str, int]:
+        return {"sent": self.sent, "errors": self.errors, "refused": self.refused}
+
     def resolved(self, family: int, sockaddr: tuple) -> None:
+        if (family, sockaddr) != (self.family, self.sockaddr):
+            self.close()
         self.family, self.sockaddr = family, sockaddr
         if self.unresolved is not None:
             log.info("collector %s: resolves again, to %s", self.label, sockaddr[0])
@@ -61,6 +80,25 @@ class Receiver:
         if self.unresolved is None:
             log.warning("collector %s: cannot resolve%s: %s", self.label, kept, e)
         self.unresolved = str(e)
+
+    def socket(self) -> socket.socket:
+        if self.sock is None:
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                if self.dev:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.dev.encode())
+                sock.connect(self.sockaddr)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+        return self.sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def resolve(host: str, port: int, flags: int = 0) -> tuple[int, tuple]:
@@ -75,13 +113,13 @@ class Receivers:
 
     def __init__(self) -> None:
         self.receivers: list[Receiver] = []
-        self._sockets: dict[tuple[int, str | None], socket.socket] = {}
 
     def configure(self, targets: list[Target]) -> None:
         """Replace the collector list, keeping counters of collectors that stay."""
         old = {(r.host, r.port, r.dev): r for r in self.receivers}
         self.receivers = [old.pop(t, None) or Receiver(*t) for t in targets]
         for gone in old.values():
+            gone.close()
             if gone.resolving is not None:
                 gone.resolving.cancel()
         self.refresh()
@@ -118,26 +156,29 @@ class Receivers:
         finally:
             r.resolving = None
 
-    def _socket(self, r: Receiver) -> socket.socket:
-        key = (r.family, r.dev)
-        sock = self._sockets.get(key)
-        if sock is None:
-            sock = socket.socket(r.family, socket.SOCK_DGRAM)
-            try:
-                sock.setblocking(False)
-                if r.dev:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, r.dev.encode())
-            except OSError:
-                sock.close()
-                raise
-            self._sockets[key] = sock
-        return sock
-
-    def _fault(self, r: Receiver, why: str) -> None:
-        r.errors += 1
+    @staticmethod
+    def _fault(r: Receiver, e: OSError) -> None:
+        r.last_fault = time.monotonic()
+        r.refusing = e.errno == errno.ECONNREFUSED
+        if r.refusing:
+            r.refused += 1
+            why = f"refused (ICMP port unreachable): no collector listening there? ({e.strerror})"
+        else:
+            r.errors += 1
+            why = f"send failed: {e.strerror or e}"
         if r.failing != why:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
+
+    def _send(self, r: Receiver, datagram: bytes) -> None:
+        """A refusal reported by this send is about an earlier datagram (the kernel reports the ICMP
+        error on the next send and sends nothing): counted, and this datagram is sent all the same."""
+        sock = r.socket()
+        try:
+            sock.send(datagram)
+        except ConnectionRefusedError as e:
+            self._fault(r, e)
+            sock.send(datagram)
 
     def send(self, datagram: bytes) -> None:
         for r in self.receivers:
@@ -145,21 +186,19 @@ class Receivers:
                 r.errors += 1  # never resolved: counted, logged by the resolution
                 continue
             try:
-                self._socket(r).sendto(datagram, r.sockaddr)
+                self._send(r, datagram)
             except OSError as e:
                 if e.errno not in _TRANSIENT:
                     log.debug("collector %s: unexpected send error", r.label, exc_info=True)
-                self._fault(r, f"send failed: {e.strerror or e}")
+                self._fault(r, e)
                 continue
             r.sent += 1
-            if r.failing is not None:
+            if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
                 log.info("collector %s: sending again", r.label)
                 r.failing = None
 
     def close(self) -> None:
         for r in self.receivers:
+            r.close()
             if r.resolving is not None:
                 r.resolving.cancel()
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()

@@ -29,7 +29,11 @@ async def serve(path: str, status: Callable[[], dict[str, Any]]) -> asyncio.Abst
         finally:
             writer.close()
 
-    server = await asyncio.start_unix_server(answer, path)
+    umask = os.umask(0o177)  # the socket is born 0600: no moment when another user may connect
+    try:
+        server = await asyncio.start_unix_server(answer, path)
+    finally:
+        os.umask(umask)
     os.chmod(path, 0o600)
     return server
 

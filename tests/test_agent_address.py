@@ -58,3 +58,18 @@ def test_live_machine_has_loopback() -> None:
     live = local_addresses()
     assert any(a.ip.is_loopback for a in live)
     assert select_agent_address(live) is not None
+
+
+def test_live_addresses_are_the_ones_iproute2_lists() -> None:
+    """The RTM_GETADDR dump against ``ip -j address``: same interfaces, indexes and addresses."""
+    import json
+    import subprocess
+
+    shown = json.loads(subprocess.run(["ip", "-j", "address"], capture_output=True, text=True, check=True).stdout)
+    expected = sorted(
+        (link["ifname"], link["ifindex"], str(ipaddress.ip_address(a["local"])))
+        for link in shown
+        for a in link.get("addr_info", [])
+        if a.get("family") in ("inet", "inet6")
+    )
+    assert sorted((a.ifname, a.ifindex, str(a.ip)) for a in local_addresses()) == expected

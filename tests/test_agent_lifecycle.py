@@ -92,8 +92,9 @@ def test_drops_root_and_keeps_sending(tmp_path: Path) -> None:
         st = proc_status(agent.p.pid)
         assert st["Uid"].split() == [str(nobody.pw_uid)] * 4
         assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0
+        assert int(st["CapBnd"], 16) == 0 and st["NoNewPrivs"] == "1"
         assert host_samples(collector, 3), "still sending after the drop"
-        assert auto.stat().st_uid == nobody.pw_uid
+        assert auto.stat().st_uid == 0, "hsflowd.auto stays root's: no other nobody process may rewrite it"
 
 
 def test_stop_flushes_pending_flow_samples(tmp_path: Path) -> None:

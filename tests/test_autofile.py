@@ -1,9 +1,11 @@
-"""hsflowd.auto: established format, atomic replace, written only on change, survives failures."""
+"""hsflowd.auto: established format, atomic replace, written only on change, survives failures,
+safe against names planted in its folder."""
 
 import os
 from pathlib import Path
 
-from hsflowd_py.autofile import AutoFile, Effective, render, write_atomically
+from hsflowd_py import safefile
+from hsflowd_py.autofile import AutoFile, Effective, render
 
 EFFECTIVE = Effective("vm", 400, 128, 1400, 30, (("127.0.0.1", 6343), ("::1", 6344)), "192.0.2.2", "eth0")
 
@@ -52,14 +54,64 @@ def test_written_only_when_changed(tmp_path: Path) -> None:
     assert "sampling=10" in path.read_text() and "rev_start=2" in path.read_text()
 
 
-def test_does_not_follow_a_symlink_at_the_temporary_name(tmp_path: Path) -> None:
+def test_names_planted_for_the_temporary_file_neither_redirect_nor_stop_the_write(tmp_path: Path) -> None:
+    """Symlinks and hard links at every name the old writer would have used (``.NAME.<pid>.tmp``
+    for the next thousands of pids): the file is written all the same, and nothing planted is
+    written through."""
     victim = tmp_path / "victim"
     victim.write_text("precious")
     path = tmp_path / "hsflowd.auto"
-    os.symlink(victim, tmp_path / f".hsflowd.auto.{os.getpid()}.tmp")
+    first = os.getpid()
+    for pid in range(max(first - 50, 1), first + 50):
+        name = tmp_path / f".hsflowd.auto.{pid}.tmp"
+        os.symlink(victim, name) if pid % 2 else os.link(victim, name)
     auto = AutoFile(str(path))
-    assert not auto.update(EFFECTIVE)
-    assert victim.read_text() == "precious"
+    assert auto.update(EFFECTIVE)
+    assert victim.read_text() == "precious" and path.read_text() == render(EFFECTIVE, 1)
+    auto.close()
+
+
+def test_rewrites_in_place_after_keep_for_later_and_never_through_a_planted_link(tmp_path: Path) -> None:
+    """Once the agent is about to give up root it rewrites its own file through the descriptor it
+    kept: the file stays the same inode (and owner); a name swapped in by someone else is not
+    written through."""
+    path = tmp_path / "hsflowd.auto"
+    auto = AutoFile(str(path))
+    assert auto.update(EFFECTIVE)
+    inode = path.stat().st_ino
+    auto.keep_for_later()
+    changed = Effective(**{**EFFECTIVE.__dict__, "sampling": 10})
+    assert auto.update(changed)
+    assert path.stat().st_ino == inode and path.read_text() == render(changed, 2)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    os.rename(path, tmp_path / "moved")
+    os.link(victim, path)  # a hard link at the name: the kept descriptor is on the agent's own file
+    assert auto.update(EFFECTIVE)
+    assert victim.read_text() == "precious" and (tmp_path / "moved").read_text() == render(EFFECTIVE, 3)
+    auto.close()
+
+
+def test_keep_for_later_makes_the_file_when_none_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "hsflowd.auto"
+    auto = AutoFile(str(path))
+    auto.keep_for_later()
+    assert path.read_text() == ""
+    assert auto.update(EFFECTIVE) and path.read_text() == render(EFFECTIVE, 1)
+    auto.close()
+
+
+def test_keep_for_later_refuses_a_symlink_or_hard_link_at_the_name(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for plant in (os.symlink, os.link):
+        path = tmp_path / f"auto-{plant.__name__}"
+        plant(victim, path)
+        auto = AutoFile(str(path))
+        auto.keep_for_later()
+        assert not auto.update(EFFECTIVE)
+        assert victim.read_text() == "precious"
+        auto.close()
 
 
 def test_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
@@ -67,7 +119,7 @@ def test_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> Non
     victim.write_text("precious")
     path = tmp_path / "hsflowd.auto"
     os.symlink(victim, path)
-    write_atomically(str(path), "new\n")
+    os.close(safefile.replace(str(path), b"new\n"))
     assert victim.read_text() == "precious" and not path.is_symlink() and path.read_text() == "new\n"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,3 +108,47 @@ def test_collector_name_that_stops_resolving(tmp_path: Path) -> None:
         kept = [line for line in agent.stderr if "cannot resolve, keeping 127.0.0.1" in line]
         assert len(kept) == 1, agent.stderr
         assert host_datagrams(collector, 3), "still sending to the last address"
+
+
+def test_disk_full_never_truncates_the_auto_file_after_the_drop(tmp_path: Path) -> None:
+    """Once nobody, the agent rewrites hsflowd.auto in place (its folder is root's). Growing it past
+    a page on a full disk used to leave the first 4,096 bytes (rev_start without rev_end); now the
+    old file stays whole until there is room, then the new one is written."""
+    full = Path(tempfile.mkdtemp(prefix="hsflowd-full-"))  # nobody must reach the config to reload it
+    sh("mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(full))
+    try:
+        port = free_udp_port()
+        conf, bigger = full / "hsflowd.conf", full / "bigger.conf"
+
+        def config(apps: int) -> str:
+            lines = "".join(f" sampling.app.application-number-{i} = {100 + i}\n" for i in range(apps))
+            collector = f" collector {{ ip = 127.0.0.1 udpport = {port} }}\n"
+            return f"sflow {{\n polling = 1\n checkAdaptors = 1\n{lines}{collector}}}\n"
+
+        conf.write_text(config(80))
+        bigger.write_text(config(140))
+        auto = full / "hsflowd.auto"
+        with start_collector(port, "-j") as collector, start_agent(conf, auto, drop_root=True) as agent:
+            assert host_datagrams(collector, 3)
+            old = auto.read_text()
+            assert 3000 < len(old) < 4096 and auto.stat().st_uid == 0
+            os.replace(bigger, conf)
+            filler = full / "filler"
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k", "count=64"], capture_output=True)
+            agent.p.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                assert auto.read_text() == old, "the old file, whole, while the disk is full"
+                time.sleep(0.05)
+            warnings = [line for line in agent.stderr if "cannot write" in line]
+            assert len(warnings) == 1 and "No space left" in warnings[0], "".join(agent.stderr)
+            filler.unlink()
+            deadline = time.monotonic() + 5  # retried on the next adapter check (checkAdaptors = 1 s)
+            while time.monotonic() < deadline and auto.read_text() == old:
+                time.sleep(0.2)
+            new = auto.read_text()
+            assert len(new) > 4096 and "application-number-139=239" in new and new.endswith("rev_end=2\n")
+            assert agent.p.poll() is None and auto.stat().st_uid == 0
+    finally:
+        sh("umount", str(full), check=False)
+        full.rmdir()

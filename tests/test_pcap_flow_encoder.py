@@ -126,3 +126,38 @@ def test_fast_and_enriched_paths_send_the_same_samples() -> None:
     assert (ip.header_protocol, ip.stripped, ip.header) == (HEADER_IPV4, 0, frame[:20])
     assert f.samples[0].records[1] == rec.ExtendedTimestamp(1_700_000_000 * 10**9)
     assert a.stats["flow_samples"] == 4
+
+
+def test_a_sample_that_cannot_be_encoded_leaves_no_hole(caplog: Any) -> None:
+    """A sampling rate above 2^32-1 (issue #21 item 3) cannot be packed: the sample is left out,
+    counted and logged once, and the datagram holds the good samples only, in sequence — it used
+    to keep a blank slot that made collectors reject the whole datagram."""
+    sent: list[bytes] = []
+    agent = _agent(sent)
+    ring = memoryview(bytes(range(90)))
+    emit = agent.flows.emit_header_sample
+    with caplog.at_level("WARNING", logger="hsflowd.assembler"):
+        for rate in (10, 2**32 + 1, 10, -1, 10):
+            emit(7, rate, 100, 0, DIRECTION_IN, 94, ring, 0, 90, 1)
+    agent.flush()
+    d = decode_datagram(sent[0])
+    assert [(s.sequence, s.sampling_rate) for s in d.samples] == [(1, 10), (2, 10), (3, 10)]
+    assert agent.stats["flow_samples"] == 3 and agent.stats["unencodable_samples"] == 2
+    assert len(caplog.messages) == 1 and "ifIndex 7" in caplog.messages[0]
+
+
+def test_a_counter_sample_that_cannot_be_encoded_is_left_out() -> None:
+    """A record with a value the codec cannot pack (a module's None where a number belongs): the
+    sample is dropped and counted, the poller's sequence has no gap, the agent's loop goes on, and
+    the other data sources' samples still go out in a valid datagram."""
+    sent: list[bytes] = []
+    agent = _agent(sent)
+    good = agent.add_poller(2, 1, lambda: [rec.HostParent(2, 1)], "good")
+    bad = agent.add_poller(2, 2, lambda: [rec.HostParent(2, None)], "bad")
+    agent.poll(good)
+    agent.poll(bad)
+    agent.poll(good)
+    agent.flush()
+    d = decode_datagram(sent[0])
+    assert [(s.ds_index, s.sequence) for s in d.samples] == [(1, 1), (1, 2)]
+    assert bad.sequence == 0 and agent.stats["unencodable_samples"] == 1

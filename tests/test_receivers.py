@@ -45,6 +45,31 @@ def test_unresolvable_collector_is_counted_and_the_others_still_get_data() -> No
     a.close()
 
 
+def test_icmp_port_unreachable_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A collector port nobody listens on (a real closed UDP port on loopback): the kernel's ICMP
+    port unreachable comes back as a refusal on the next send; every one is counted, one is logged,
+    and every datagram is still sent (a refusal is about an earlier one); the collector beside it
+    gets every datagram."""
+    closed = listener(socket.AF_INET, "127.0.0.1")
+    port = closed.getsockname()[1]
+    closed.close()
+    good = listener(socket.AF_INET, "127.0.0.1")
+    r = Receivers()
+    r.configure([("127.0.0.1", port, None), ("127.0.0.1", good.getsockname()[1], None)])
+    with caplog.at_level("INFO", logger="hsflowd.receivers"):
+        for _ in range(20):
+            r.send(b"x")
+            time.sleep(0.005)
+    refused, ok = r.receivers
+    assert refused.refused >= 5 and refused.errors == 0 and refused.sent == 20
+    assert refused.counters() == {"sent": refused.sent, "errors": refused.errors, "refused": refused.refused}
+    logged = [m for m in caplog.messages if str(port) in m]
+    assert len(logged) == 1 and "ICMP port unreachable" in logged[0], logged
+    assert ok.sent == 20 and ok.errors == 0 and [good.recv(10) for _ in range(20)] == [b"x"] * 20
+    r.close()
+    good.close()
+
+
 def test_reconfigure_keeps_counters_of_collectors_that_stay() -> None:
     a = listener(socket.AF_INET, "127.0.0.1")
     port = a.getsockname()[1]

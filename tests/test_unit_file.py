@@ -22,7 +22,7 @@ from hsflowd_py.privileges import CAPABILITIES
 # (test_deploy_ebpf.py samples with eBPF inside the unit's bounding set).
 WITHHELD = {"CAP_DAC_OVERRIDE", "CAP_PERFMON"}
 # Held only until the agent has become its unprivileged user (issue #9's drop).
-TO_DROP_ROOT = {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"}
+TO_DROP_ROOT = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
 
 
 def test_runs_the_agent_in_the_foreground_and_reloads_with_sighup() -> None:

@@ -8,14 +8,33 @@ uptime and a ``send`` callable, so tests drive it deterministically.
 The datagram is built in one preallocated buffer: ``add`` copies an encoded
 sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
-its own on its way out.
+its own on its way out.  A sample that cannot be encoded (a value out of its
+field's range) must leave no hole: the fast path gives its room back
+(``unreserve``), and the counted, once-logged drop is :func:`unencodable`.
 """
 
 from __future__ import annotations
 
+import logging
+import struct
 from collections.abc import Callable
 
 from .codec import datagram_header
+
+log = logging.getLogger("hsflowd.assembler")
+
+UNENCODABLE = (struct.error, OverflowError, ValueError, TypeError)
+"""What packing a value that does not fit its XDR field (or is not a number at all) raises."""
+
+
+def unencodable(stats: dict[str, int], what: str, error: Exception) -> None:
+    """Count a sample dropped because it cannot be encoded; the first is logged with the reason.
+
+    Sending it would corrupt the datagram (collectors reject a whole datagram with a bad sample,
+    counter samples of other sources included), so it is left out."""
+    stats["unencodable_samples"] = stats.get("unencodable_samples", 0) + 1
+    if stats["unencodable_samples"] == 1:
+        log.warning("%s cannot be encoded, left out (further ones counted, not logged): %s", what, error)
 
 
 class DatagramAssembler:
@@ -58,6 +77,12 @@ class DatagramAssembler:
             self.buffer.extend(bytes(end - len(self.buffer)))
         self._count += 1
         return off
+
+    def unreserve(self, off: int) -> None:
+        """Give back the room the last ``reserve`` returned (at ``off``): its sample could not be
+        written, and a blank sample would make collectors reject the whole datagram."""
+        self._end = off
+        self._count -= 1
 
     def flush(self, uptime_ms: int) -> None:
         """Send whatever is pending as one datagram."""

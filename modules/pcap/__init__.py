@@ -12,10 +12,19 @@ behind the same interface (``sampler.py``), picked per ``pcap {}`` block by ``sa
   loaded the reason is logged once and the classic sampler takes every interface; a block
   that asks for ``ebpf`` explicitly falls back the same way, with a warning.
 
-Every ``checkAdaptors`` seconds the interface list is read again: new matching interfaces
-are opened, vanished ones closed (with a last counter sample), changed rates applied in
-place.  An interface that cannot be opened (missing, no permission, no tc) is logged once
-per distinct reason, retried at the next check, and the others carry on.
+Every ``checkAdaptors`` seconds the interface list is read again, in a thread (2,000
+interfaces take most of a second to read from /sys, which would stall sampling on the loop):
+new matching interfaces are opened, vanished ones closed (with a last counter sample),
+changed rates applied in place.  An interface that cannot be opened (missing, no permission,
+no tc) is logged once per distinct reason, retried at the next check, and the others carry on.
+
+File descriptors: a classically sampled interface holds two (its socket, and the duplicate
+Python's mmap keeps of it), an eBPF-sampled one none of its own.  At start the module raises
+the soft RLIMIT_NOFILE to the hard limit (systemd's default hard limit is 524,288); under a
+hard limit of 1,024, with the agent's ~40 and 64 kept for the rest of the agent, about 460
+classically sampled interfaces fit.  Past that, the fault is logged once and no new
+interface is tried until one closes or a reload comes (counted as ``fd_refusals``), rather
+than every interface failing again at every check.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
 go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
@@ -30,6 +39,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import resource
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +55,7 @@ from hsflowd_py.sflow.records import Record
 from .cbpf import CbpfSampler
 from .counters import interface_records
 from .interfaces import Tap, choose
-from .sampler import Sampler, SamplerError
+from .sampler import OutOfDescriptors, Sampler, SamplerError
 
 if TYPE_CHECKING:
     from hsflowd_py.agent import Agent
@@ -52,6 +63,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("hsflowd.pcap")
 
 SAMPLER_NAMES = {"ebpf": "eBPF", "cbpf": "classic BPF"}
+
+
+DESCRIPTORS_PER_INTERFACE = 2
+"""A classic BPF ring's socket and the duplicate Python's mmap keeps of it."""
+DESCRIPTOR_RESERVE = 64
+"""Descriptors left to the rest of the agent (status connections, netlink, /proc reads, modules)."""
+
+
+def _descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _spare_descriptors() -> int:
+    """Descriptors this process may still open (listing /proc/self/fd takes one for itself)."""
+    try:
+        return _descriptor_limit() - len(os.listdir("/proc/self/fd")) + 1
+    except OSError:
+        return 0
+
+
+def _raise_descriptor_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: each classically sampled interface holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("pcap: file descriptor limit raised from %d to %d", soft, hard)
 
 
 @dataclass
@@ -82,10 +119,13 @@ class PcapModule(Module):
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._fds_full_at: int | None = None
+        """How many interfaces were open when descriptors ran out; None while there are some left."""
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        _raise_descriptor_limit()
         if any(b.sampler != "cbpf" for b in self.settings.pcap):
             await self._ebpf()  # now, while the agent may still load programs
         await self.reconcile()
@@ -109,6 +149,7 @@ class PcapModule(Module):
     def reconfigure(self, settings: Settings) -> None:
         """New rates or header size apply at once, not at the next interface check."""
         self.settings = settings
+        self._fds_full_at = None  # a reload is the operator's word to try again
         task = asyncio.get_running_loop().create_task(self._checked_reconcile())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -179,7 +220,7 @@ class PcapModule(Module):
             if self._stopped:
                 return
             try:
-                infos = read_interfaces(self.agent.root)
+                infos = await asyncio.to_thread(read_interfaces, self.agent.root)
             except ReaderError as e:
                 self._once("interfaces", f"cannot list interfaces: {e}")
                 return
@@ -192,10 +233,18 @@ class PcapModule(Module):
                 tap = wanted.get(ifindex)
                 if tap is None or tap.name != current.tap.name or tap.sampler != current.tap.sampler:
                     self._close(ifindex, final=True)
+            spare = _spare_descriptors()
             for ifindex, tap in wanted.items():
                 current = self.open.get(ifindex)
                 if current is None:
+                    if self._fds_full_at is not None and len(self.open) >= self._fds_full_at:
+                        self.stats["fd_refusals"] += 1
+                        continue
+                    if spare < DESCRIPTOR_RESERVE + DESCRIPTORS_PER_INTERFACE:
+                        self._out_of_descriptors(tap, f"{spare} file descriptors left, {DESCRIPTOR_RESERVE} kept")
+                        continue
                     await self._open(tap)
+                    spare -= DESCRIPTORS_PER_INTERFACE
                 elif current.tap != tap:
                     current.sampler.update(tap)
                     current.tap = tap
@@ -205,6 +254,10 @@ class PcapModule(Module):
         sampler = await self._sampler_for(tap)
         try:
             sampler.open(tap)
+        except OutOfDescriptors as e:
+            self.stats["open_failures"] += 1
+            self._out_of_descriptors(tap, str(e))
+            return
         except (SamplerError, OSError) as e:
             self.stats["open_failures"] += 1
             if sampler.kind == "cbpf" or tap.sampler != "auto":
@@ -229,11 +282,25 @@ class PcapModule(Module):
             SAMPLER_NAMES[sampler.kind],
         )
 
+    def _out_of_descriptors(self, tap: Tap, why: str) -> None:
+        """No interface more until one closes or a reload: said once, not at every check."""
+        if self._fds_full_at is None:
+            log.warning(
+                "pcap: cannot sample %s nor any further interface: %s (RLIMIT_NOFILE %d, %d interfaces sampled); "
+                "tried again when one closes or on reload",
+                tap.name,
+                why,
+                _descriptor_limit(),
+                len(self.open),
+            )
+        self._fds_full_at = len(self.open)
+
     def _close(self, ifindex: int, final: bool) -> None:
         """Stop sampling an interface.  Its flow sequence restarts too: a sampler that opens it again
         counts its sample pool and drops from 0, and sequence number 1 is how sFlow tells a collector
         that the data source restarted (a pool going backwards under a running sequence looks like loss)."""
         entry = self.open.pop(ifindex)
+        self._fds_full_at = None
         try:
             entry.sampler.close(ifindex)
         except (SamplerError, OSError) as e:

@@ -41,6 +41,8 @@ class Tap:
     """The interface's own MAC: a sent frame must carry it as its source (REFERENCE.md section 2)."""
     ethernet: bool
     """Frames start with a MAC header (Ethernet, and loopback's all-zero one); otherwise with IP."""
+    speed: int | None = None
+    """Link speed in bits/s, None when the interface does not say (bridges, dummies, tunnels)."""
 
 
 @lru_cache(maxsize=64)
@@ -102,5 +104,6 @@ def choose(infos: Iterable[InterfaceInfo], settings: Settings) -> dict[int, Tap]
             sampler=block.sampler,
             mac=info.mac,
             ethernet=info.arp_type in (ARPHRD_ETHER, ARPHRD_LOOPBACK),
+            speed=info.speed,
         )
     return taps

@@ -44,6 +44,10 @@ class SamplerError(Exception):
     """A sampler cannot start, or cannot open an interface; the message says why."""
 
 
+class OutOfDescriptors(SamplerError):
+    """The process has no file descriptor left (EMFILE, ENFILE) for another interface."""
+
+
 class Emit(Protocol):
     def __call__(
         self,
