@@ -36,12 +36,13 @@ reordered datagram otherwise (ignored, not counted twice).
 from __future__ import annotations
 
 import ipaddress
+import operator
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from ...counters import Monotonic
+from ...counters import step
 from ...sflow.records import SampledHeader
 from ...sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
 from .fairshare import FairShare
@@ -100,8 +101,50 @@ class SourceState:
     name: str = ""
     values: dict[MetricDef, float] = field(default_factory=dict)
     info: dict[MetricDef, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    unwrapped: Monotonic = field(default_factory=Monotonic)
+    unwrapped: dict[MetricDef, tuple[int, int]] = field(default_factory=dict)
+    """Per 32-bit counter: its last reading and its 64-bit total (``counters.step`` adds a wrap)."""
     series: int = 0
+
+    def unwrap(self, metric: MetricDef, raw: int) -> int:
+        """The 64-bit total of a 32-bit counter: from its first reading on, every step forward added."""
+        last = self.unwrapped.get(metric)
+        total = raw if last is None else last[1] + step(last[0], raw, 32)
+        self.unwrapped[metric] = (raw, total)
+        return total & _U64
+
+
+_U64 = (1 << 64) - 1
+Updater = Callable[[Any, SourceState], None]
+
+
+def _updater(kind: type) -> Updater:
+    """What one counter record sets in its data source, compiled once from the record's metric
+    plans: one attribute fetch for all its fields and a loop over plain tuples (the exporter
+    takes in every counter sample, so this is its busiest path)."""
+    plans = PLANS.get(kind, ())
+    fields = operator.attrgetter(*(p.attr for p in plans)) if plans else None
+    steps = [(p.metric, p.unknown, p.scale, p.wraps32) for p in plans]
+    name_field = NAMING.get(kind)
+    info = INFO.get(kind)
+
+    def update(record: Any, source: SourceState) -> None:
+        if fields is not None:
+            raws = fields(record) if len(plans) > 1 else (fields(record),)
+            values = source.values
+            for (metric, unknown, scale, wraps32), raw in zip(steps, raws, strict=True):
+                if raw != unknown:
+                    values[metric] = (source.unwrap(metric, raw) if wraps32 else raw) * scale
+        if name_field is not None:
+            source.name = getattr(record, name_field).split("\0", 1)[0]
+        if info is not None:
+            pairs = tuple((label, xdr.text(getattr(record, attr))) for attr, label, xdr in info.fields)
+            source.info[info.metric] = pairs
+
+    return update
+
+
+_UPDATERS: dict[type, Updater] = {kind: _updater(kind) for kind in {*PLANS, *NAMING, *INFO}}
+"""Per counter record type that the exporter takes anything from: its compiled update."""
 
 
 @dataclass
@@ -295,22 +338,10 @@ class ExportState:
         source.last_seen = now
         for record in sample.records:
             kind = type(record)
-            for plan in PLANS.get(kind, ()):
-                raw = getattr(record, plan.attr)
-                if raw == plan.unknown:
-                    continue
-                if plan.wraps32:
-                    raw = source.unwrapped.update(plan.metric, raw, bits=64, source_bits=32)
-                source.values[plan.metric] = raw * plan.scale
-            name_field = NAMING.get(kind)
-            if name_field is not None:
-                source.name = getattr(record, name_field).split("\0", 1)[0]
-            info = INFO.get(kind)
-            if info is not None:
-                source.info[info.metric] = tuple(
-                    (label, xdr.text(getattr(record, attr))) for attr, label, xdr in info.fields
-                )
-            if kind is UnknownRecord:
+            update = _UPDATERS.get(kind)
+            if update is not None:
+                update(record, source)
+            elif kind is UnknownRecord:
                 self.unknown_records += 1
         self._count_series(key, agent, source)
 
