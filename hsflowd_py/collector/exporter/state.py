@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...counters import step
-from ...sflow.records import SampledHeader
-from ...sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
+from ...sflow.records import DISCARD_REASONS, SampledHeader
+from ...sflow.samples import CounterSample, Datagram, DiscardSample, FlowSample, UnknownRecord
 from .fairshare import FairShare
 from .flowkey import flow_key, protocol_name, render_address
 from .metricspec import INFO, NAMING, PLANS, MetricDef
@@ -53,6 +53,8 @@ from .topflows import TopFlows
 __all__ = ["OTHER", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
 
 OTHER = "other"
+NOT_FOUND = "NotFound"
+"""sflowtool's ``discardReason`` for a code its drop-reason table does not name."""
 MAX_SUB_AGENTS = 64
 """Sub-agents whose sequence numbers are followed per agent; more are not sequenced."""
 
@@ -154,7 +156,11 @@ class AgentState:
     datagrams: int = 0
     flow_samples: int = 0
     counter_samples: int = 0
+    discard_samples: int = 0
     other_samples: int = 0
+    discards: dict[str, int] = field(default_factory=dict)
+    """Discarded packets per reason (sflowtool's ``discardReason``): at most one key per name in
+    the drop-reason table, plus ``NotFound``, whatever codes datagrams claim."""
     lost: int = 0
     series: int = 0
     sequences: dict[int, tuple[int, int]] = field(default_factory=dict)  # sub-agent → (sequence, uptime)
@@ -190,6 +196,7 @@ class Snapshot:
 
     sources: list[tuple[tuple[str, str, str], dict[MetricDef, float], dict[MetricDef, tuple[tuple[str, str], ...]]]]
     agents: dict[str, dict[str, int]]
+    discards: dict[str, dict[str, int]]  # agent → reason → discarded packets
     flows: dict[str, FlowSeries]
     datagrams: int
     errors: int
@@ -261,6 +268,11 @@ class ExportState:
                 elif isinstance(sample, CounterSample):
                     agent.counter_samples += 1
                     self._counters(agent_text, agent, sample, now)
+                elif isinstance(sample, DiscardSample):
+                    # One dropped packet each: sFlow gives discard samples no sampling rate to scale by.
+                    agent.discard_samples += 1
+                    reason = DISCARD_REASONS.get(sample.reason, NOT_FOUND)
+                    agent.discards[reason] = agent.discards.get(reason, 0) + 1
                 else:  # an UnknownSample: a type the decoder skipped by length
                     agent.other_samples += 1
                     self.unknown_samples += 1
@@ -312,7 +324,7 @@ class ExportState:
 
     def _flow(self, agent: str, sample: FlowSample, now: float) -> None:
         for record in sample.records:
-            if isinstance(record, SampledHeader):
+            if type(record) is SampledHeader:
                 key = flow_key(record.header_protocol, record.header)
                 if key is not None:
                     rate = sample.sampling_rate or 1
@@ -399,10 +411,12 @@ class ExportState:
                     "lost": s.lost,
                     "flow": s.flow_samples,
                     "counter": s.counter_samples,
+                    "discard": s.discard_samples,
                     "other": s.other_samples,
                 }
                 for a, s in self.agents.items()
             }
+            discards = {a: dict(s.discards) for a, s in self.agents.items() if s.discards}
             flows = {
                 name: FlowSeries(list(table.series()), table.other_bytes, table.other_packets, len(table.flows))
                 for name, table in (("ip", self.ip_flows), ("port", self.port_flows))
@@ -410,6 +424,7 @@ class ExportState:
             return Snapshot(
                 sources,
                 agents,
+                discards,
                 flows,
                 self.counts.datagrams,
                 self.counts.errors,
