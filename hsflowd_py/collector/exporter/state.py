@@ -95,6 +95,44 @@ class Counts(Protocol):
     errors: int
 
 
+_U32 = 0xFFFFFFFF
+_UNKNOWN = frozenset((_U32, 0xFFFFFFFFFFFFFFFF))
+"""sFlow's "unknown" of a 32- and a 64-bit field (all ones): such a reading is not exported."""
+
+
+class Unwrapped:
+    """One record's 32-bit counters in one data source: their last readings and 64-bit totals.
+
+    A field's total starts at its first known reading and adds every step from then on
+    (``counters.step``: a wrap, or nothing for a restart).  Kept as lists in field order so that
+    the common reading (every field known, none went back) is a few C-level maps; a total of a
+    32-bit counter cannot pass 2^64 (that takes 2^32 wraps), so it is not reduced.
+    """
+
+    __slots__ = ("lasts", "totals")
+
+    def __init__(self, fields: int) -> None:
+        self.lasts: list[int | None] = [None] * fields
+        self.totals: list[int] = [0] * fields
+
+    def update(self, raws: tuple[int, ...]) -> list[int]:
+        """Fold in one reading; the totals (meaningful where ``lasts`` is no longer None)."""
+        lasts = self.lasts
+        if _U32 not in raws and None not in lasts:
+            deltas = list(map(operator.sub, raws, lasts))  # type: ignore[arg-type]
+            if min(deltas) >= 0:  # nothing wrapped or restarted: the common reading
+                self.totals = list(map(operator.add, self.totals, deltas))
+                self.lasts = list(raws)
+                return self.totals
+        totals = self.totals
+        for i, raw in enumerate(raws):
+            if raw != _U32:
+                last = lasts[i]
+                totals[i] = raw if last is None else totals[i] + step(last, raw, 32)
+                lasts[i] = raw
+        return totals
+
+
 @dataclass
 class SourceState:
     """One data source of one agent: its latest values and its name."""
@@ -103,44 +141,74 @@ class SourceState:
     name: str = ""
     values: dict[MetricDef, float] = field(default_factory=dict)
     info: dict[MetricDef, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    unwrapped: dict[MetricDef, tuple[int, int]] = field(default_factory=dict)
-    """Per 32-bit counter: its last reading and its 64-bit total (``counters.step`` adds a wrap)."""
+    info_readings: dict[type, tuple[Any, ...]] = field(default_factory=dict)
+    """Per record type made into an ``info`` metric: the reading its labels were made from."""
+    unwrapped: dict[type, Unwrapped] = field(default_factory=dict)
+    """Per record type: its 32-bit counters unwrapped."""
     series: int = 0
 
-    def unwrap(self, metric: MetricDef, raw: int) -> int:
-        """The 64-bit total of a 32-bit counter: from its first reading on, every step forward added."""
-        last = self.unwrapped.get(metric)
-        total = raw if last is None else last[1] + step(last[0], raw, 32)
-        self.unwrapped[metric] = (raw, total)
-        return total & _U64
 
-
-_U64 = (1 << 64) - 1
 Updater = Callable[[Any, SourceState], None]
+
+
+def _getter(attrs: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """All the named attributes of a record as one tuple, in one call."""
+    if len(attrs) == 1:
+        one = operator.attrgetter(attrs[0])
+        return lambda record: (one(record),)
+    return operator.attrgetter(*attrs)
 
 
 def _updater(kind: type) -> Updater:
     """What one counter record sets in its data source, compiled once from the record's metric
-    plans: one attribute fetch for all its fields and a loop over plain tuples (the exporter
-    takes in every counter sample, so this is its busiest path)."""
+    plans: one attribute fetch per kind of field, and C-level maps over the common reading (the
+    exporter takes in every counter sample, so this is its busiest path)."""
     plans = PLANS.get(kind, ())
-    fields = operator.attrgetter(*(p.attr for p in plans)) if plans else None
-    steps = [(p.metric, p.unknown, p.scale, p.wraps32) for p in plans]
+    plain = [p for p in plans if not p.wraps32]
+    wrapping = [p for p in plans if p.wraps32]
+    plain_values = _getter([p.attr for p in plain]) if plain else None
+    plain_metrics = tuple(p.metric for p in plain)
+    plain_scales = tuple(p.scale for p in plain)
+    plain_unknown = tuple(p.unknown for p in plain)
+    wrapping_values = _getter([p.attr for p in wrapping]) if wrapping else None
+    wrapping_metrics = tuple(p.metric for p in wrapping)
+    wrapping_scales = tuple(p.scale for p in wrapping)
     name_field = NAMING.get(kind)
     info = INFO.get(kind)
+    info_values = _getter([attr for attr, _, _ in info.fields]) if info is not None else None
 
     def update(record: Any, source: SourceState) -> None:
-        if fields is not None:
-            raws = fields(record) if len(plans) > 1 else (fields(record),)
-            values = source.values
-            for (metric, unknown, scale, wraps32), raw in zip(steps, raws, strict=True):
-                if raw != unknown:
-                    values[metric] = (source.unwrap(metric, raw) if wraps32 else raw) * scale
+        values = source.values
+        if plain_values is not None:
+            raws = plain_values(record)
+            if _UNKNOWN.isdisjoint(raws):
+                values.update(zip(plain_metrics, map(operator.mul, raws, plain_scales), strict=True))
+            else:
+                for metric, unknown, scale, raw in zip(plain_metrics, plain_unknown, plain_scales, raws, strict=True):
+                    if raw != unknown:
+                        values[metric] = raw * scale
+        if wrapping_values is not None:
+            unwrapped = source.unwrapped.get(kind)
+            if unwrapped is None:
+                unwrapped = source.unwrapped[kind] = Unwrapped(len(wrapping))
+            totals = unwrapped.update(wrapping_values(record))
+            if None not in unwrapped.lasts:
+                values.update(zip(wrapping_metrics, map(operator.mul, totals, wrapping_scales), strict=True))
+            else:
+                for metric, scale, total, last in zip(
+                    wrapping_metrics, wrapping_scales, totals, unwrapped.lasts, strict=True
+                ):
+                    if last is not None:
+                        values[metric] = total * scale
         if name_field is not None:
             source.name = getattr(record, name_field).split("\0", 1)[0]
-        if info is not None:
-            pairs = tuple((label, xdr.text(getattr(record, attr))) for attr, label, xdr in info.fields)
-            source.info[info.metric] = pairs
+        if info is not None and info_values is not None:
+            raws = info_values(record)
+            if source.info_readings.get(kind) != raws:  # most readings repeat the last: no text to make
+                source.info_readings[kind] = raws
+                source.info[info.metric] = tuple(
+                    (label, xdr.text(raw)) for (_, label, xdr), raw in zip(info.fields, raws, strict=True)
+                )
 
     return update
 
