@@ -400,7 +400,7 @@ class ExportState:
                     src, dst, protocol, port = key
                     self.ip_flows.add((agent, src, dst), nbytes, rate, now)
                     self.port_flows.add((agent, src, dst, protocol, port), nbytes, rate, now)
-            elif isinstance(record, UnknownRecord):
+            elif type(record) is UnknownRecord:
                 self.unknown_records += 1
 
     def _counters(self, agent_text: str, agent: AgentState, sample: CounterSample, now: float) -> None:
