@@ -69,3 +69,29 @@ def test_lag_ethernet_processor_and_http_counters_are_exported(exporter: Exporte
         checked += 1
     assert checked >= 6
     assert value(m, "sflow_collector_decode_errors_total") == 0
+
+
+@needs_devices
+def test_discard_samples_are_counted_per_agent_and_reason(exporter: Exporter) -> None:
+    """Drops per reason: sflowtool's discardReason of each discard sample (0:5), one packet each."""
+    names = ("goflow2-3", "goflow2-4")
+    payloads = []
+    for name in names:
+        with open(DEVICES / f"{name}.pcap", "rb") as f:
+            payloads += [p.payload for p in read_pcap(f)]
+    exporter.send(payloads)
+    m = exporter.scrape()
+    expected: dict[tuple[str, str], int] = {}
+    for name in names:
+        for line in (DEVICES / f"{name}.jsonl").read_text().splitlines():
+            datagram = json.loads(line)
+            for sample in datagram["samples"]:
+                if sample["sampleType"] == "DISCARD":
+                    key = (datagram["agent"], sample["discardReason"])
+                    expected[key] = expected.get(key, 0) + 1
+    assert sum(expected.values()) >= 2
+    for (agent, reason), count in expected.items():
+        assert value(m, "sflow_discarded_packets_total", agent=agent, reason=reason) == count
+        assert value(m, "sflow_collector_agent_samples_total", agent=agent, type="discard") == count
+    assert len(m["sflow_discarded_packets_total"]) == len(expected)
+    assert value(m, "sflow_collector_unknown_samples_total") == 0

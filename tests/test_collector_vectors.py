@@ -227,14 +227,17 @@ def test_every_record_of_the_table_has_sflowtools_json(utc: None, capsys: pytest
     assert compared == 90
 
 
-def test_compact_json_is_what_json_dumps_writes_for_any_string() -> None:
-    """-j writes its objects itself (for speed); quotes, backslashes and non-ASCII stay valid JSON."""
+@pytest.mark.parametrize("name", ['a"b\\c\x01d', 'a"b', "a\\b", "a\x1fb", "é", "eth0"])
+def test_compact_json_is_what_json_dumps_writes_for_any_string(name: str) -> None:
+    """-j writes its objects itself (for speed) and checks the whole text once for anything to
+    escape; a quote, a backslash or a control character alone, or non-ASCII, stays valid JSON."""
     from hsflowd_py.collector.jsonout import format_json, json_object
     from hsflowd_py.sflow.records import PortName
 
-    records = [HostDescription('a"b\\c\x01d'), PortName("é\""), PortName("eth0")]
+    records = [HostDescription(name), PortName(name), PortName("eth0")]
     datagram = Datagram(ipaddress.ip_address("10.0.0.1"), 1, 1, 1, [CounterSample(2, 1, records)])
     view = datagram_view(datagram, 0, Received("-", 0, 0))
     line = format_json(view)
     assert line == json.dumps(json_object(view), separators=(",", ":"), ensure_ascii=False) + "\n"
-    assert json.loads(line)["samples"][0]["elements"][1]["ifName"] == 'é"'
+    shown = "".join(f"\\x{ord(c):02x}" if c < " " else "\\\\" if c == "\\" else c for c in name)  # as text shows it
+    assert json.loads(line)["samples"][0]["elements"][1]["ifName"] == shown

@@ -68,6 +68,8 @@ def test_ipv6_extension_headers_vlans_and_bare_ip() -> None:
     assert flow_key(12, _ipv6(44, first_fragment + udp))[2:] == (17, 53)  # type: ignore[index]
     ip4 = bytes.fromhex("45000028000000054006") + bytes(2) + bytes([10, 0, 0, 1, 10, 0, 0, 2]) + udp
     assert flow_key(11, ip4)[2:] == (6, 0)  # type: ignore[index]  # a later IPv4 fragment: no ports
+    assert flow_key(1, bytes(12) + b"\x08\x00" + ip4)[2:] == (6, 0)  # type: ignore[index]  # the same in Ethernet
+    assert flow_key(1, bytes(12) + b"\x08\x00" + b"\x65" + ip4[1:]) is None  # EtherType IPv4, version 6
     assert flow_key(1, bytes(12) + b"\x08\x06" + bytes(28)) is None  # ARP
     assert flow_key(15, bytes(64)) is None
     assert protocol_name(6) == "tcp" and protocol_name(47) == "47"

@@ -77,6 +77,19 @@ def test_32_bit_counters_are_unwrapped_and_unknown_values_left_out() -> None:
     assert values(state, "sflow_if_in_multicast_pkts") == {}
 
 
+def test_each_32_bit_counter_of_a_record_is_unwrapped_on_its_own() -> None:
+    """A field reading unknown keeps its total and starts at its first known reading; a step back
+    far from a wrap is a restart (adds nothing, counters.py); the record's other fields go on."""
+    state = ExportState(Counts())
+    readings = [(rec.UNKNOWN_COUNTER, 10), (100, 20), (rec.UNKNOWN_COUNTER, 30), (50, 40), (70, 50)]
+    exported = []
+    for seq, (ucast, discards) in enumerate(readings, 1):
+        _counters(state, seq, rec.GenericInterface(if_index=4, in_ucast_pkts=ucast, in_discards=discards), ds=(0, 4))
+        exported.append((values(state, "sflow_if_in_ucast_pkts"), values(state, "sflow_if_in_discards")))
+    labels = ("192.0.2.5", "0:4", "")
+    assert [(u.get(labels), d[labels]) for u, d in exported] == [(None, 10), (100, 20), (100, 30), (100, 40), (120, 50)]
+
+
 def test_units_names_and_info_labels() -> None:
     state = ExportState(Counts())
     cpu = rec.HostCpu(cpu_user=1500, load_one=0.5)

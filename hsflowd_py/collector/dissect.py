@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 
 __all__ = ["Entry", "Note", "dissect_header", "signed32"]
 
@@ -44,6 +45,9 @@ _IPV6_EXTENSIONS = frozenset((0, 43, 44, 51, 60))  # hop-by-hop, routing, fragme
 _IP_HEADER = 20
 _IPV6_HEADER = 40
 _MAX_8023_LENGTH = 1500
+_ETHERNET = struct.Struct(">6s6sH")
+_IPV4 = struct.Struct(">BBHHHBB2x4s4s")
+"""The IPv4 header's fields sflowtool prints, in one call (the id read big-endian, then swapped: see IPID above)."""
 
 
 def _mac(b: bytes) -> str:
@@ -77,9 +81,9 @@ class _Dissection:
         h = self.h
         if len(h) < 14:
             return
-        self.put("dstMAC", _mac(h[0:6]))
-        self.put("srcMAC", _mac(h[6:12]))
-        type_len, at = _u16(h, 12), 14
+        dst, src, type_len = _ETHERNET.unpack_from(h)
+        self.out += (("dstMAC", dst.hex()), ("srcMAC", src.hex()))
+        at = 14
         depth = 0
         while type_len in _VLAN_TPIDS:
             if len(h) - at < 4:
@@ -154,21 +158,21 @@ class _Dissection:
         h = self.h
         if len(h) - at < _IP_HEADER:
             return
-        protocol = h[at + 9]
+        version_length, tos, total_length, ip_id, fragment, ttl, protocol, src, dst = _IPV4.unpack_from(h, at)
         self.out += (
-            ("ip.tot_len", str(_u16(h, at + 2))),
-            ("srcIP", socket.inet_ntoa(h[at + 12 : at + 16])),
-            ("dstIP", socket.inet_ntoa(h[at + 16 : at + 20])),
+            ("ip.tot_len", str(total_length)),
+            ("srcIP", socket.inet_ntoa(src)),
+            ("dstIP", socket.inet_ntoa(dst)),
             ("IPProtocol", str(protocol)),
-            ("IPTOS", str(h[at + 1])),
-            ("IPTTL", str(h[at + 8])),
-            ("IPID", str(h[at + 4] | (h[at + 5] << 8))),
+            ("IPTOS", str(tos)),
+            ("IPTTL", str(ttl)),
+            ("IPID", str(((ip_id & 0xFF) << 8) | (ip_id >> 8))),
         )
-        fragment_offset = _u16(h, at + 6) & 0x1FFF
+        fragment_offset = fragment & 0x1FFF
         if fragment_offset:
             self.put("IPFragmentOffset", fragment_offset)
             return
-        header_bytes = (h[at] & 15) * 4
+        header_bytes = (version_length & 15) * 4
         if len(h) - at < header_bytes:
             return
         self.layer4(protocol, at + header_bytes)

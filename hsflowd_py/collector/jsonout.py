@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import chain
 from typing import Any
 
 from .dissect import Note
@@ -74,7 +75,11 @@ def _members(entries: list[ViewEntry]) -> str:
 
 def _compact(view: DatagramView) -> str:
     """``-j``: the same text ``json.dumps(json_object(view), separators=(",", ":"))`` gives, at
-    twice its speed (no dictionaries in between); the collector's busiest JSON path."""
+    several times its speed (no dictionaries in between); the collector's busiest JSON path."""
+    return _plain_compact(view) or _escaped_compact(view)
+
+
+def _escaped_compact(view: DatagramView) -> str:
     samples = []
     for sample in view.samples:
         members = _members(sample.fields)
@@ -83,6 +88,46 @@ def _compact(view: DatagramView) -> str:
             members += f',"elements":[{elements}]'
         samples.append("{" + members + "}")
     return "{" + _members(view.fields) + ',"samples":[' + ",".join(samples) + "]}"
+
+
+_pair = '":"'.join
+_pairs = '","'.join
+_PAIRS_ONLY = {tuple}
+_ESCAPED = b'"\\' + bytes(range(0x20))
+"""What JSON escapes in a string: the double quote, the backslash and control characters."""
+
+
+def _plain_compact(view: DatagramView) -> str | None:
+    """``_escaped_compact``'s text for the common datagram: every entry a (name, value) pair and no
+    value that JSON escapes.  Each object's members are one C-level join of its pairs, and the
+    escaping is checked once on the whole text: outside values it holds only the structure's own
+    quotes (table labels are plain ASCII), so any other quote, backslash or control character
+    means a value needs escaping.  None when the datagram is not of that kind."""
+    lists = [view.fields]
+    for sample in view.samples:
+        lists.append(sample.fields)
+        if sample.elements:
+            lists += sample.elements
+    sizes = list(map(len, lists))
+    if 0 in sizes or set(map(type, chain.from_iterable(lists))) != _PAIRS_ONLY:
+        return None
+    members = ['{"' + _pairs(map(_pair, entries)) + '"' for entries in lists]
+    at, keyed = 1, 1  # the datagram's object, then "samples"
+    samples = []
+    for sample in view.samples:
+        if sample.elements is None:
+            samples.append(members[at] + "}")
+            at += 1
+            continue
+        n = len(sample.elements)
+        samples.append(members[at] + ',"elements":[' + "},".join(members[at + 1 : at + 1 + n]) + ("}]}" if n else "]}"))
+        at += 1 + n
+        keyed += 1
+    text = members[0] + ',"samples":[' + ",".join(samples) + "]}"
+    encoded = text.encode()  # a byte scan is several times faster than a regular expression here
+    if len(encoded) - len(encoded.translate(None, _ESCAPED)) != 4 * sum(sizes) + 2 * keyed:
+        return None
+    return text
 
 
 def format_json(view: DatagramView, indent: bool = False) -> str:

@@ -169,26 +169,34 @@ _DECODED_CONTENT: dict[type, Callable[[Any], list[Entry]]] = {
 
 def element_entries(record: Any, kind: str) -> list[ViewEntry]:
     """One record with its ``flowBlock_tag``/``counterBlock_tag`` line first."""
-    tag_label, skipped = (
-        ("counterBlock_tag", "counters_sample_element") if kind == COUNTER else ("flowBlock_tag", "flow_sample_element")
-    )
-    if isinstance(record, UnknownRecord):
-        tag = _tag(record.tag)
-        return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag} len={len(record.data)}")]
-    if isinstance(record, BrokenRecord):
-        # What sflowtool has printed when the record's body turns out not to fit: its first lines.
-        tag = _tag(record.tag)
-        if record.record_type is None:
-            return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag}")]
-        return [(tag_label, tag), *([record.record_type.INTRO] if record.record_type.INTRO else [])]
-    out: list[ViewEntry] = [(tag_label, _tag(record.tag()))]
-    if record.INTRO:
-        out.append(record.INTRO)
-    out.extend(record.RENDER(record) if record.RENDER else struct_entries(record))
-    content = _DECODED_CONTENT.get(type(record))
-    if content:
-        out.extend(content(record))
+    plan = _ELEMENT_PLANS.get((type(record), kind))
+    if plan is None:
+        tag_label, skipped = (
+            ("counterBlock_tag", "counters_sample_element")
+            if kind == COUNTER
+            else ("flowBlock_tag", "flow_sample_element")
+        )
+        if isinstance(record, UnknownRecord):
+            tag = _tag(record.tag)
+            return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag} len={len(record.data)}")]
+        if isinstance(record, BrokenRecord):
+            # What sflowtool has printed when the record's body turns out not to fit: its first lines.
+            tag = _tag(record.tag)
+            if record.record_type is None:
+                return [(tag_label, tag), Note(f"skipping unknown {skipped}: {tag}")]
+            return [(tag_label, tag), *([record.record_type.INTRO] if record.record_type.INTRO else [])]
+        cls = type(record)
+        head = [(tag_label, _tag(cls.tag())), *([cls.INTRO] if cls.INTRO else [])]
+        plan = _ELEMENT_PLANS[(cls, kind)] = (tuple(head), cls.RENDER or struct_entries, _DECODED_CONTENT.get(cls))
+    head, render, content = plan
+    out: list[ViewEntry] = [*head, *render(record)]
+    if content is not None:
+        out += content(record)
     return out
+
+
+_ELEMENT_PLANS: dict[tuple[type, str], tuple[tuple[ViewEntry, ...], Callable[[Any], Any], Any]] = {}
+"""Per declared record type and sample kind: its first lines, its printer and any further decode."""
 
 
 def _prefixed(entries: list[ViewEntry], prefix: str) -> list[ViewEntry]:

@@ -14,6 +14,7 @@ and both directions of a connection land on the same key.
 from __future__ import annotations
 
 import socket
+import struct
 
 __all__ = ["FlowKey", "flow_key", "protocol_name", "render_address"]
 
@@ -63,8 +64,21 @@ def _ipv6(h: bytes, at: int) -> FlowKey | None:
     return src, dst, protocol, _ports(h, at, protocol)
 
 
+_ETHERNET_IPV4 = struct.Struct(">12xHB5xHxB2x4s4s")
+"""An untagged Ethernet frame's EtherType, then its IPv4 header's version and length, fragment
+offset, protocol and addresses: the common sampled header, read in one call."""
+_PORT_PAIR = struct.Struct(">HH")
+
+
 def flow_key(header_protocol: int, h: bytes) -> FlowKey | None:
     """The flow of a sampled header (0:1 record), or None when it is not IP."""
+    if header_protocol == 1 and len(h) >= _ETHERNET_IPV4.size:
+        ethertype, version_length, fragment, protocol, src, dst = _ETHERNET_IPV4.unpack_from(h)
+        if ethertype == 0x0800 and version_length >> 4 == 4:
+            at = 14 + (version_length & 15) * 4
+            if fragment & 0x1FFF or protocol not in _PORT_PROTOCOLS or len(h) < at + 4:
+                return src, dst, protocol, 0
+            return src, dst, protocol, min(_PORT_PAIR.unpack_from(h, at))
     if header_protocol == 1:
         at = 12
         while len(h) >= at + 2:

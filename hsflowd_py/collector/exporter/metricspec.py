@@ -127,8 +127,12 @@ NOT_EXPORTED: frozenset[type] = frozenset((
 ))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MetricDef:
+    """One exported metric; made once per field at import, so compared and hashed by identity (a
+    dictionary key for every value the exporter sets: a generated field-wise hash cost more than
+    the rest of its bookkeeping)."""
+
     name: str
     kind: str  # "gauge" or "counter"
     help: str

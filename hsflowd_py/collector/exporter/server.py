@@ -131,6 +131,19 @@ _HTTP_HELP = {
 }
 
 
+def _discard_family(snap: Snapshot) -> Any:
+    family = CounterMetricFamily(
+        f"{PREFIX}discarded_packets",
+        "Packets the agent reported discarded (discard samples, 0:5), per agent and reason as sflowtool names it "
+        "(discardReason); one per sample, as sFlow gives discard samples no sampling rate",
+        labels=("agent", "reason"),
+    )
+    for agent, reasons in snap.discards.items():
+        for reason, count in reasons.items():
+            family.add_metric((agent, reason), count)
+    return family
+
+
 def _collector_families(snap: Snapshot, forwarder: Forwarder | None) -> Iterator[Any]:
     def counter(name: str, help_text: str, value: float) -> Any:
         return CounterMetricFamily(f"{PREFIX}collector_{name}", help_text, value=value)
@@ -166,7 +179,7 @@ def _collector_families(snap: Snapshot, forwarder: Forwarder | None) -> Iterator
         f"{PREFIX}collector_agent_samples", "Samples decoded, per agent and type", labels=("agent", "type")
     )
     for agent, stats in snap.agents.items():
-        for kind in ("flow", "counter", "other"):
+        for kind in ("flow", "counter", "discard", "other"):
             samples.add_metric((agent, kind), stats[kind])
     yield samples
     yield GaugeMetricFamily(f"{PREFIX}collector_agents", "Agents heard from within the expiry time", len(snap.agents))
@@ -192,6 +205,7 @@ def families(
     snap = state.snapshot(time.monotonic() if now is None else now)
     yield from _source_families(snap)
     yield from _flow_families(snap)
+    yield _discard_family(snap)
     yield from _collector_families(snap, forwarder)
     if http is not None:
         for f in fields(http):

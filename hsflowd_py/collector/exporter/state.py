@@ -36,14 +36,15 @@ reordered datagram otherwise (ignored, not counted twice).
 from __future__ import annotations
 
 import ipaddress
+import operator
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from ...counters import Monotonic
-from ...sflow.records import SampledHeader
-from ...sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
+from ...counters import step
+from ...sflow.records import DISCARD_REASONS, SampledHeader
+from ...sflow.samples import CounterSample, Datagram, DiscardSample, FlowSample, UnknownRecord
 from .fairshare import FairShare
 from .flowkey import flow_key, protocol_name, render_address
 from .metricspec import INFO, NAMING, PLANS, MetricDef
@@ -52,6 +53,8 @@ from .topflows import TopFlows
 __all__ = ["OTHER", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
 
 OTHER = "other"
+NOT_FOUND = "NotFound"
+"""sflowtool's ``discardReason`` for a code its drop-reason table does not name."""
 MAX_SUB_AGENTS = 64
 """Sub-agents whose sequence numbers are followed per agent; more are not sequenced."""
 
@@ -92,6 +95,44 @@ class Counts(Protocol):
     errors: int
 
 
+_U32 = 0xFFFFFFFF
+_UNKNOWN = frozenset((_U32, 0xFFFFFFFFFFFFFFFF))
+"""sFlow's "unknown" of a 32- and a 64-bit field (all ones): such a reading is not exported."""
+
+
+class Unwrapped:
+    """One record's 32-bit counters in one data source: their last readings and 64-bit totals.
+
+    A field's total starts at its first known reading and adds every step from then on
+    (``counters.step``: a wrap, or nothing for a restart).  Kept as lists in field order so that
+    the common reading (every field known, none went back) is a few C-level maps; a total of a
+    32-bit counter cannot pass 2^64 (that takes 2^32 wraps), so it is not reduced.
+    """
+
+    __slots__ = ("lasts", "totals")
+
+    def __init__(self, fields: int) -> None:
+        self.lasts: list[int | None] = [None] * fields
+        self.totals: list[int] = [0] * fields
+
+    def update(self, raws: tuple[int, ...]) -> list[int]:
+        """Fold in one reading; the totals (meaningful where ``lasts`` is no longer None)."""
+        lasts = self.lasts
+        if _U32 not in raws and None not in lasts:
+            deltas = list(map(operator.sub, raws, lasts))  # type: ignore[arg-type]
+            if min(deltas) >= 0:  # nothing wrapped or restarted: the common reading
+                self.totals = list(map(operator.add, self.totals, deltas))
+                self.lasts = list(raws)
+                return self.totals
+        totals = self.totals
+        for i, raw in enumerate(raws):
+            if raw != _U32:
+                last = lasts[i]
+                totals[i] = raw if last is None else totals[i] + step(last, raw, 32)
+                lasts[i] = raw
+        return totals
+
+
 @dataclass
 class SourceState:
     """One data source of one agent: its latest values and its name."""
@@ -100,8 +141,80 @@ class SourceState:
     name: str = ""
     values: dict[MetricDef, float] = field(default_factory=dict)
     info: dict[MetricDef, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    unwrapped: Monotonic = field(default_factory=Monotonic)
+    info_readings: dict[type, tuple[Any, ...]] = field(default_factory=dict)
+    """Per record type made into an ``info`` metric: the reading its labels were made from."""
+    unwrapped: dict[type, Unwrapped] = field(default_factory=dict)
+    """Per record type: its 32-bit counters unwrapped."""
     series: int = 0
+
+
+Updater = Callable[[Any, SourceState], None]
+
+
+def _getter(attrs: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """All the named attributes of a record as one tuple, in one call."""
+    if len(attrs) == 1:
+        one = operator.attrgetter(attrs[0])
+        return lambda record: (one(record),)
+    return operator.attrgetter(*attrs)
+
+
+def _updater(kind: type) -> Updater:
+    """What one counter record sets in its data source, compiled once from the record's metric
+    plans: one attribute fetch per kind of field, and C-level maps over the common reading (the
+    exporter takes in every counter sample, so this is its busiest path)."""
+    plans = PLANS.get(kind, ())
+    plain = [p for p in plans if not p.wraps32]
+    wrapping = [p for p in plans if p.wraps32]
+    plain_values = _getter([p.attr for p in plain]) if plain else None
+    plain_metrics = tuple(p.metric for p in plain)
+    plain_scales = tuple(p.scale for p in plain)
+    plain_unknown = tuple(p.unknown for p in plain)
+    wrapping_values = _getter([p.attr for p in wrapping]) if wrapping else None
+    wrapping_metrics = tuple(p.metric for p in wrapping)
+    wrapping_scales = tuple(p.scale for p in wrapping)
+    name_field = NAMING.get(kind)
+    info = INFO.get(kind)
+    info_values = _getter([attr for attr, _, _ in info.fields]) if info is not None else None
+
+    def update(record: Any, source: SourceState) -> None:
+        values = source.values
+        if plain_values is not None:
+            raws = plain_values(record)
+            if _UNKNOWN.isdisjoint(raws):
+                values.update(zip(plain_metrics, map(operator.mul, raws, plain_scales), strict=True))
+            else:
+                for metric, unknown, scale, raw in zip(plain_metrics, plain_unknown, plain_scales, raws, strict=True):
+                    if raw != unknown:
+                        values[metric] = raw * scale
+        if wrapping_values is not None:
+            unwrapped = source.unwrapped.get(kind)
+            if unwrapped is None:
+                unwrapped = source.unwrapped[kind] = Unwrapped(len(wrapping))
+            totals = unwrapped.update(wrapping_values(record))
+            if None not in unwrapped.lasts:
+                values.update(zip(wrapping_metrics, map(operator.mul, totals, wrapping_scales), strict=True))
+            else:
+                for metric, scale, total, last in zip(
+                    wrapping_metrics, wrapping_scales, totals, unwrapped.lasts, strict=True
+                ):
+                    if last is not None:
+                        values[metric] = total * scale
+        if name_field is not None:
+            source.name = getattr(record, name_field).split("\0", 1)[0]
+        if info is not None and info_values is not None:
+            raws = info_values(record)
+            if source.info_readings.get(kind) != raws:  # most readings repeat the last: no text to make
+                source.info_readings[kind] = raws
+                source.info[info.metric] = tuple(
+                    (label, xdr.text(raw)) for (_, label, xdr), raw in zip(info.fields, raws, strict=True)
+                )
+
+    return update
+
+
+_UPDATERS: dict[type, Updater] = {kind: _updater(kind) for kind in {*PLANS, *NAMING, *INFO}}
+"""Per counter record type that the exporter takes anything from: its compiled update."""
 
 
 @dataclass
@@ -111,7 +224,11 @@ class AgentState:
     datagrams: int = 0
     flow_samples: int = 0
     counter_samples: int = 0
+    discard_samples: int = 0
     other_samples: int = 0
+    discards: dict[str, int] = field(default_factory=dict)
+    """Discarded packets per reason (sflowtool's ``discardReason``): at most one key per name in
+    the drop-reason table, plus ``NotFound``, whatever codes datagrams claim."""
     lost: int = 0
     series: int = 0
     sequences: dict[int, tuple[int, int]] = field(default_factory=dict)  # sub-agent → (sequence, uptime)
@@ -147,6 +264,7 @@ class Snapshot:
 
     sources: list[tuple[tuple[str, str, str], dict[MetricDef, float], dict[MetricDef, tuple[tuple[str, str], ...]]]]
     agents: dict[str, dict[str, int]]
+    discards: dict[str, dict[str, int]]  # agent → reason → discarded packets
     flows: dict[str, FlowSeries]
     datagrams: int
     errors: int
@@ -218,6 +336,11 @@ class ExportState:
                 elif isinstance(sample, CounterSample):
                     agent.counter_samples += 1
                     self._counters(agent_text, agent, sample, now)
+                elif isinstance(sample, DiscardSample):
+                    # One dropped packet each: sFlow gives discard samples no sampling rate to scale by.
+                    agent.discard_samples += 1
+                    reason = DISCARD_REASONS.get(sample.reason, NOT_FOUND)
+                    agent.discards[reason] = agent.discards.get(reason, 0) + 1
                 else:  # an UnknownSample: a type the decoder skipped by length
                     agent.other_samples += 1
                     self.unknown_samples += 1
@@ -269,7 +392,7 @@ class ExportState:
 
     def _flow(self, agent: str, sample: FlowSample, now: float) -> None:
         for record in sample.records:
-            if isinstance(record, SampledHeader):
+            if type(record) is SampledHeader:
                 key = flow_key(record.header_protocol, record.header)
                 if key is not None:
                     rate = sample.sampling_rate or 1
@@ -277,7 +400,7 @@ class ExportState:
                     src, dst, protocol, port = key
                     self.ip_flows.add((agent, src, dst), nbytes, rate, now)
                     self.port_flows.add((agent, src, dst, protocol, port), nbytes, rate, now)
-            elif isinstance(record, UnknownRecord):
+            elif type(record) is UnknownRecord:
                 self.unknown_records += 1
 
     def _counters(self, agent_text: str, agent: AgentState, sample: CounterSample, now: float) -> None:
@@ -295,22 +418,10 @@ class ExportState:
         source.last_seen = now
         for record in sample.records:
             kind = type(record)
-            for plan in PLANS.get(kind, ()):
-                raw = getattr(record, plan.attr)
-                if raw == plan.unknown:
-                    continue
-                if plan.wraps32:
-                    raw = source.unwrapped.update(plan.metric, raw, bits=64, source_bits=32)
-                source.values[plan.metric] = raw * plan.scale
-            name_field = NAMING.get(kind)
-            if name_field is not None:
-                source.name = getattr(record, name_field).split("\0", 1)[0]
-            info = INFO.get(kind)
-            if info is not None:
-                source.info[info.metric] = tuple(
-                    (label, xdr.text(getattr(record, attr))) for attr, label, xdr in info.fields
-                )
-            if kind is UnknownRecord:
+            update = _UPDATERS.get(kind)
+            if update is not None:
+                update(record, source)
+            elif kind is UnknownRecord:
                 self.unknown_records += 1
         self._count_series(key, agent, source)
 
@@ -368,10 +479,12 @@ class ExportState:
                     "lost": s.lost,
                     "flow": s.flow_samples,
                     "counter": s.counter_samples,
+                    "discard": s.discard_samples,
                     "other": s.other_samples,
                 }
                 for a, s in self.agents.items()
             }
+            discards = {a: dict(s.discards) for a, s in self.agents.items() if s.discards}
             flows = {
                 name: FlowSeries(list(table.series()), table.other_bytes, table.other_packets, len(table.flows))
                 for name, table in (("ip", self.ip_flows), ("port", self.port_flows))
@@ -379,6 +492,7 @@ class ExportState:
             return Snapshot(
                 sources,
                 agents,
+                discards,
                 flows,
                 self.counts.datagrams,
                 self.counts.errors,
