@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
 from .flow_path import FlowPath
 from .host_counters import HostCounters
+from .module_context import Discovered, ModuleContext
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
@@ -42,14 +43,6 @@ log = logging.getLogger("hsflowd")
 
 HOST_DS = (2, 1)
 ENRICH_TIMEOUT_S = 0.4
-
-
-@dataclass(frozen=True)
-class Discovered:
-    """Collectors and settings learned at run time (DNS-SD); None collectors = not in use."""
-
-    collectors: tuple[tuple[str, int], ...] | None = None
-    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def virtual_node(host_records: list[rec.Record], domains: int) -> rec.Record:
@@ -105,6 +98,8 @@ class Agent:
         self._reloads: set[asyncio.Task[bool]] = set()
         self.stats: dict[str, int] = {"flow_samples": 0, "counter_samples": 0, "enrich_timeouts": 0, "faults": 0}
         self.flows = FlowPath(self.stats, self.uptime_ms, self._guard, ENRICH_TIMEOUT_S)
+        self.context = ModuleContext(self)
+        """What modules see of the agent."""
 
     # ------------------------------------------------------------ time, identity
 
@@ -236,7 +231,7 @@ class Agent:
             wanted = self._wants(cls)
             running = self.modules.get(name)
             if wanted and running is None:
-                m = cls(self, self.settings)
+                m = cls(self.context, self.settings)
                 try:
                     await m.start()
                 except Exception as e:
