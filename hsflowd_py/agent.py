@@ -200,10 +200,13 @@ class Agent:
             return False
         for warning in new.warnings:
             log.warning("%s", warning)
-        log.info("reloaded %s", self.config_path)
-        self.file_settings = new
-        self.apply_settings()
-        await self._sync_modules()
+        async with self._modules_lock:  # a module a reload under way is starting gets these settings too
+            if self._stopping.is_set():
+                return False
+            log.info("reloaded %s", self.config_path)
+            self.file_settings = new
+            self.apply_settings()
+            await self._start_and_stop_modules()
         return True
 
     # ---------------------------------------------------------------- modules
@@ -345,8 +348,14 @@ class Agent:
             out["datagrams_sent"] = self.assembler.datagrams_sent
             out["samples_sent"] = self.assembler.samples_sent
         out["collectors"] = {r.label: {"sent": r.sent, "errors": r.errors} for r in self.receivers.receivers}
-        out["modules"] = {name: m.status() for name, m in self.modules.items()}
+        out["modules"] = {name: self._module_status(m) for name, m in self.modules.items()}
         return out
+
+    def _module_status(self, m: module_api.Module) -> dict[str, int]:
+        """A module's counters; a failing status hook shows its own failure count instead (the
+        status socket, SIGUSR1 and the last log line still answer)."""
+        counters = self._guard(m, "status", m.status)
+        return counters if counters is not None else dict(m.stats)
 
     def drop_privileges(self) -> None:
         """Become the configured user, keeping what the running modules declare they need."""
