@@ -157,11 +157,10 @@ def box(debian_systemd_image: str, tmp_path_factory: pytest.TempPathFactory) -> 
         config.write_text(
             f"""sflow {{
   polling = {POLLING_S}
-  refreshVMs = {REFRESH_S}
   collector {{ ip = {gateway} udpport = {port} }}
   pcap {{ dev = eth0 sampling = 1 }}
   tcp {{ }}
-  systemd {{ markTraffic = on }}
+  systemd {{ markTraffic = on refreshVMs = {REFRESH_S} }}
 }}
 """
         )
