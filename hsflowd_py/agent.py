@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
 from .flow_path import FlowPath
 from .host_counters import HostCounters
+from .module_context import Discovered, ModuleContext
 from .pidfile import PidFile
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
@@ -43,14 +44,6 @@ log = logging.getLogger("hsflowd")
 
 HOST_DS = (2, 1)
 ENRICH_TIMEOUT_S = 0.4
-
-
-@dataclass(frozen=True)
-class Discovered:
-    """Collectors and settings learned at run time (DNS-SD); None collectors = not in use."""
-
-    collectors: tuple[tuple[str, int], ...] | None = None
-    overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def virtual_node(host_records: list[rec.Record], domains: int) -> rec.Record:
@@ -110,6 +103,8 @@ class Agent:
             ("flow_samples", "counter_samples", "enrich_timeouts", "faults", "unencodable_samples"), 0
         )
         self.flows = FlowPath(self.stats, self.uptime_ms, self._guard, ENRICH_TIMEOUT_S)
+        self.context = ModuleContext(self)
+        """What modules see of the agent."""
 
     # ------------------------------------------------------------ time, identity
 
@@ -218,10 +213,13 @@ class Agent:
             return False
         for warning in new.warnings:
             log.warning("%s", warning)
-        log.info("reloaded %s", self.config_path)
-        self.file_settings = new
-        self.apply_settings()
-        await self._sync_modules()
+        async with self._modules_lock:  # a module a reload under way is starting gets these settings too
+            if self._stopping.is_set():
+                return False
+            log.info("reloaded %s", self.config_path)
+            self.file_settings = new
+            self.apply_settings()
+            await self._start_and_stop_modules()
         return True
 
     # ---------------------------------------------------------------- modules
@@ -249,7 +247,7 @@ class Agent:
             wanted = self._wants(cls)
             running = self.modules.get(name)
             if wanted and running is None:
-                m = cls(self, self.settings)
+                m = cls(self.context, self.settings)
                 try:
                     await m.start()
                 except Exception as e:
@@ -369,8 +367,14 @@ class Agent:
             out["datagrams_sent"] = self.assembler.datagrams_sent
             out["samples_sent"] = self.assembler.samples_sent
         out["collectors"] = {r.label: r.counters() for r in self.receivers.receivers}
-        out["modules"] = {name: m.status() for name, m in self.modules.items()}
+        out["modules"] = {name: self._module_status(m) for name, m in self.modules.items()}
         return out
+
+    def _module_status(self, m: module_api.Module) -> dict[str, int]:
+        """A module's counters; a failing status hook shows its own failure count instead (the
+        status socket, SIGUSR1 and the last log line still answer)."""
+        counters = self._guard(m, "status", m.status)
+        return counters if counters is not None else dict(m.stats)
 
     def drop_privileges(self) -> None:
         """Become the configured user, keeping what the running modules declare they need.

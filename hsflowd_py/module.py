@@ -1,7 +1,8 @@
 """The contract between the core and the agent's modules.
 
 A module is one file in ``modules/`` that subclasses :class:`Module` and
-decorates it with :func:`register`; the core imports every file there, keeps
+decorates it with :func:`register`; it sees the core only through a
+:class:`~hsflowd_py.module_context.ModuleContext`, never the agent itself; the core imports every file there, keeps
 the modules whose config block is present, and calls their hooks inside a
 guard so that one failing module is logged and counted, never fatal.
 Modules produce records and samples; they never write bytes or own the
@@ -22,8 +23,8 @@ from .privileges import Privileges
 from .sflow.records import Record
 
 if TYPE_CHECKING:
-    from .agent import Agent
     from .flow import SampledPacket
+    from .module_context import ModuleContext
 
 log = logging.getLogger("hsflowd.module")
 
@@ -37,8 +38,8 @@ class Module:
     enrich_order: ClassVar[int] = 50
     """Position among flow enrichers: tcp runs before the modules that read its answer."""
 
-    def __init__(self, agent: Agent, settings: Settings) -> None:
-        self.agent = agent
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
+        self.context = context
         self.settings = settings
         self.stats: Counter[str] = Counter()
 

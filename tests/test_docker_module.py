@@ -69,7 +69,7 @@ async def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 async def started(agent: Recorder) -> DockerModule:
-    m = DockerModule(agent, agent.settings)
+    m = DockerModule(agent.context, agent.settings)
     await m.start()
     return m
 

@@ -105,7 +105,7 @@ def test_fast_and_enriched_paths_send_the_same_samples() -> None:
     _emit_three(a, frame)
     slow: list[bytes] = []
     b = _agent(slow)
-    b.flows.enrichers = [_Marker(b, b.settings)]
+    b.flows.enrichers = [_Marker(b.context, b.settings)]
 
     async def run() -> None:
         _emit_three(b, frame)

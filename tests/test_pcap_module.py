@@ -121,7 +121,7 @@ def test_auto_falls_back_to_classic_bpf_when_the_build_process_dies(
         agent = agent_for(f"pcap {{ dev = {v.host_dev} sampling = 1 }}", sent)
 
         async def run() -> tuple[str | None, list[str]]:
-            module = PcapModule(agent, agent.settings)
+            module = PcapModule(agent.context, agent.settings)
             await module.start()
             try:
                 await ping(v, 3)
@@ -153,13 +153,13 @@ def test_an_interface_reopened_restarts_its_flow_sequence(
         agent = agent_for(f"pcap {{ dev = {v.host_dev} sampling = 1 sampler = cbpf }}", sent)
 
         async def run() -> None:
-            module = PcapModule(agent, agent.settings)
+            module = PcapModule(agent.context, agent.settings)
             await module.start()
             await ping(v, 5)
             agent.flush()
             if how == "module restart":
                 await module.stop()
-                module = PcapModule(agent, agent.settings)
+                module = PcapModule(agent.context, agent.settings)
                 await module.start()
             else:  # what a reload does: new settings, then the reconcile it schedules
                 block = replace(agent.settings.pcap[0], sampler="auto")

@@ -114,7 +114,7 @@ def test_bad_answers_are_skipped_and_a_lost_bus_is_retried(
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={socket_path}")
     settings = parse_config("sflow { collector { ip = 127.0.0.1 } systemd { refreshVMs = 60 } }")
     agent = Agent(settings, auto_path=str(tmp_path / "auto"))
-    module = SystemdModule(agent, settings)
+    module = SystemdModule(agent.context, settings)
     daemons = [Daemon(socket_path)]
 
     def warnings() -> list[str]:

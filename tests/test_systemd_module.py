@@ -16,6 +16,7 @@ from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
 from hsflowd_py.module import Module
 from hsflowd_py.modules.systemd import SystemdModule, SystemdTraffic
+from hsflowd_py.modules.systemd.owners import OWNERS
 from hsflowd_py.modules.systemd.service import service_uuid
 from hsflowd_py.sflow.codec import decode_datagram
 from hsflowd_py.sflow.records import HostCpu, HostMemory, VirtCpu, VirtMemory, VirtNode
@@ -59,7 +60,7 @@ def test_the_host_sample_counts_services_in_one_virtual_node(
     agents: list[Agent], sink: socket.socket, tmp_path: Path
 ) -> None:
     agent = agent_for(agents, sink, tmp_path)
-    module = SystemdModule(agent, agent.settings)
+    module = SystemdModule(agent.context, agent.settings)
     for name in ("a.service", "b.service", "c.service"):
         module._track(name, "")
 
@@ -79,7 +80,7 @@ def test_the_host_sample_counts_services_in_one_virtual_node(
     assert isinstance(node, VirtNode)
     assert (node.mhz, node.cpus, node.memory, node.num_domains) == (cpu.cpu_speed, cpu.cpu_num, mem.mem_total, 3)
     # with the docker module's containers: one record, both counts
-    agent.modules["four-containers"] = Containers(agent, agent.settings)
+    agent.modules["four-containers"] = Containers(agent.context, agent.settings)
     assert [r.num_domains for r in agent.host_records() if isinstance(r, VirtNode)] == [7]
 
 
@@ -90,7 +91,7 @@ def test_a_tracked_service_polls_and_sends_its_final_sample(
     try:
         cgroup.start("python3", "-c", "import time; x = b'x' * (32 << 20); print('ready', flush=True); time.sleep(60)")
         agent = agent_for(agents, sink, tmp_path)
-        module = SystemdModule(agent, agent.settings)
+        module = SystemdModule(agent.context, agent.settings)
         module._read_host()
         module._track("sleeper.service", cgroup.path)
         svc = module.services["sleeper.service"]
@@ -132,9 +133,9 @@ def test_marking_waits_for_the_earlier_enrichers(
     """tcp (order 10) fills the notes only when the kernel answers; marking must wait for its hold."""
     packets = [p for p in capture(server.port, lambda: tcp_exchange(server.port)) if expected(p, server.port)]
     agent = agent_for(agents, sink, tmp_path, "systemd { markTraffic = on }")
-    module = SystemdModule(agent, agent.settings)
-    traffic = SystemdTraffic(agent, agent.settings)
-    agent.modules["systemd"] = module
+    module = SystemdModule(agent.context, agent.settings)
+    traffic = SystemdTraffic(agent.context, agent.settings)
+    agent.context.offer(OWNERS, module.owners)  # what the module's start() does
     module.services["echo.service"] = server.service
     module.owners.set_services([server.service])
     assert server.service.dirs.unified is not None
@@ -183,7 +184,7 @@ def test_cgroup_root_picks_the_tree_to_read_when_two_are_mounted(tmp_path: Path)
         ("systemd { cgroupRoot = /nowhere }", [tmp_path / "sys/fs/cgroup", tmp_path / "host/sys/fs/cgroup"]),
     ):
         settings = parse_config(f"sflow {{ collector {{ ip = 127.0.0.1 }} {text} }}")
-        module = SystemdModule(Agent(settings, root=tmp_path, auto_path=str(tmp_path / "auto")), settings)
+        module = SystemdModule(Agent(settings, root=tmp_path, auto_path=str(tmp_path / "auto")).context, settings)
         module._read_host()
         assert [m.mount_point for m in module.mounts] == mount_points, text
         assert module.mem_total == 16318412 * 1024

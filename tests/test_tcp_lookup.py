@@ -61,7 +61,7 @@ def link() -> Iterator[VethNamespace]:
 @contextlib.asynccontextmanager
 async def tcp_module(options: str = "") -> AsyncIterator[TcpModule]:
     settings = parse_config(f"sflow {{ collector {{ ip = 127.0.0.1 }} tcp {{ {options} }} }}")
-    module = TcpModule(Agent(settings), settings)
+    module = TcpModule(Agent(settings).context, settings)
     await module.start()
     try:
         yield module

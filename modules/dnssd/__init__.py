@@ -15,9 +15,9 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from hsflowd_py.agent import Agent, Discovered
 from hsflowd_py.config import Settings
 from hsflowd_py.module import Module, register
+from hsflowd_py.module_context import Discovered, ModuleContext
 
 if TYPE_CHECKING:
     from .lookup import Found
@@ -32,8 +32,8 @@ log = logging.getLogger("hsflowd.dnssd")
 class DnsSd(Module):
     name = "dns-sd"
 
-    def __init__(self, agent: Agent, settings: Settings) -> None:
-        super().__init__(agent, settings)
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
+        super().__init__(context, settings)
         assert settings.dns_sd is not None, "started only when the config has dns-sd {}"
         self.config = settings.dns_sd
         self.interval = NO_TTL_INTERVAL_S
@@ -55,9 +55,9 @@ class DnsSd(Module):
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        if self.agent.settings.dns_sd is None:
+        if self.settings.dns_sd is None:
             # the reloaded config no longer has dns-sd {}: back to the file's collectors and settings
-            self.agent.set_discovered(Discovered())
+            self.context.set_discovered(Discovered())
 
     def reconfigure(self, settings: Settings) -> None:
         """A reload that changes ``dns-sd {}`` starts over with a first query, as at start-up."""
@@ -67,10 +67,10 @@ class DnsSd(Module):
             self.restart.set()
 
     def status(self) -> dict[str, int]:
-        return {**self.stats, "collectors": len(self.agent.discovered.collectors or ())}
+        return {**self.stats, "collectors": len(self.context.discovered.collectors or ())}
 
     async def _run(self) -> None:
-        delay = first_delay(self.config.first_query_max, self.agent.rng)
+        delay = first_delay(self.config.first_query_max, self.context.rng)
         while True:
             try:
                 await asyncio.wait_for(self.restart.wait(), delay)
@@ -78,7 +78,7 @@ class DnsSd(Module):
                 delay = await self._guarded_query()
             else:
                 self.restart.clear()
-                delay = first_delay(self.config.first_query_max, self.agent.rng)
+                delay = first_delay(self.config.first_query_max, self.context.rng)
 
     async def _guarded_query(self) -> float:
         """A bug met on some odd answer must not end discovery for good: log it once, try again later."""
@@ -125,12 +125,12 @@ class DnsSd(Module):
             problems += txt.problems
             overrides = txt.overrides
         self._report(problems)
-        previous = self.agent.discovered
+        previous = self.context.discovered
         self.overrides = overrides
-        self.agent.set_discovered(Discovered(found.collectors, overrides))
+        self.context.set_discovered(Discovered(found.collectors, overrides))
         if found.collectors != previous.collectors:
             if found.collectors:
-                log.info("DNS-SD: sending to %s", ", ".join(r.label for r in self.agent.receivers.receivers))
+                log.info("DNS-SD: sending to %s", ", ".join(self.context.collector_labels()))
             else:
                 log.warning("DNS-SD: no SRV record for %s: not sending until one appears", name)
         if overrides != previous.overrides:

@@ -52,6 +52,7 @@ from typing import Any
 from hsflowd_py.config import Settings
 from hsflowd_py.flow import DST, SRC, SampledPacket, mark_entity
 from hsflowd_py.module import Module, register
+from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
@@ -99,8 +100,8 @@ class DockerModule(Module):
     name = "docker"
     enrich_order = 5
 
-    def __init__(self, agent: Any, settings: Settings) -> None:
-        super().__init__(agent, settings)
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
+        super().__init__(context, settings)
         self.containers: dict[str, Tracked] = {}
         self.names = UniqueNames()
         self.hostnames = UniqueNames()
@@ -114,7 +115,7 @@ class DockerModule(Module):
         self._stats_tasks: set[asyncio.Task[None]] = set()
         self._logged: set[str] = set()
         self._down_since: float | None = None
-        self.prober = Prober(agent.root)
+        self.prober = Prober(context.root)
         self._disks: tuple[float, set[tuple[int, int]] | None] = (-DISKS_REFRESH_S, None)
         self._host_cpus = 1
         self._host_memory = 0
@@ -132,13 +133,13 @@ class DockerModule(Module):
     # ------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        root = self.agent.root
+        root = self.context.root
         try:
             self._host_cpus = read_cpuinfo(root).count or 1
             self._host_memory = read_meminfo(root).get("MemTotal", 0)
         except ReaderError as err:
             log.warning("docker: host CPU count or memory unknown (%s)", err)
-        self._description = self.agent.host.description(None, self.agent.uuid)
+        self._description = self.context.describe(None, self.context.host_uuid)
         self._follow_engine()
 
     def _follow_engine(self) -> None:
@@ -347,14 +348,14 @@ class DockerModule(Module):
         if cid in self.containers:  # added meanwhile (a resync raced an event)
             probe.close()
             return
-        t = Tracked(info, self.agent.ds_indexes.allocate(info.uuid), probe, info.paused)
+        t = Tracked(info, self.context.allocate_ds_index(info.uuid), probe, info.paused)
         self.containers[cid] = t
         self.names.claim(cid, info.display_name)
         self.hostnames.claim(cid, info.hostname or info.display_name)
         self._claim_interfaces(t)
         self._report_probe(t)
         self._read(t)  # the values a final sample carries if the container stops before the first poll
-        self.agent.add_poller(DS_CLASS, t.ds_index, lambda: self._collect(t), f"docker {info.name}", first_now=True)
+        self.context.add_poller(DS_CLASS, t.ds_index, lambda: self._collect(t), f"docker {info.name}", first_now=True)
         self.stats["added"] += 1
         log.debug("docker: tracking %s (%s) as 3:%d", info.name, cid[:12], t.ds_index)
 
@@ -402,8 +403,8 @@ class DockerModule(Module):
         if t is None:
             return
         records = self._records(t, STATE_SHUTDOWN) if final and t.totals.readings else None
-        self.agent.remove_poller(DS_CLASS, t.ds_index, final=records)
-        self.agent.ds_indexes.release(t.info.uuid)
+        self.context.remove_poller(DS_CLASS, t.ds_index, final=records)
+        self.context.release_ds_index(t.info.uuid)
         self.names.release(cid)
         self.hostnames.release(cid)
         self._unclaim_interfaces(t)
@@ -431,11 +432,11 @@ class DockerModule(Module):
             a.packed for i in t.probe.interfaces for a in i.addresses
         ]
         self.traffic.claim(t.info.id, Owner(t.ds_index, t.probe.netns), keys)
-        self.agent.container_ifindexes.update(i.host_ifindex for i in t.probe.interfaces if i.host_ifindex)
+        self.context.claim_container_ports(i.host_ifindex for i in t.probe.interfaces if i.host_ifindex)
 
     def _unclaim_interfaces(self, t: Tracked) -> None:
         self.traffic.release(t.info.id)
-        self.agent.container_ifindexes.difference_update(i.host_ifindex for i in t.probe.interfaces if i.host_ifindex)
+        self.context.release_container_ports(i.host_ifindex for i in t.probe.interfaces if i.host_ifindex)
 
     # ------------------------------------------------------------ counters
 
@@ -444,7 +445,7 @@ class DockerModule(Module):
         now = time.monotonic()
         if now - self._disks[0] >= DISKS_REFRESH_S:
             try:
-                self._disks = (now, read_counted_disks(self.agent.root))
+                self._disks = (now, read_counted_disks(self.context.root))
             except ReaderError:
                 self._disks = (now, None)
         return self._disks[1]

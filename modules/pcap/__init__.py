@@ -58,7 +58,7 @@ from .interfaces import Tap, choose
 from .sampler import OutOfDescriptors, Sampler, SamplerError
 
 if TYPE_CHECKING:
-    from hsflowd_py.agent import Agent
+    from hsflowd_py.module_context import ModuleContext
 
 log = logging.getLogger("hsflowd.pcap")
 
@@ -109,8 +109,8 @@ class PcapModule(Module):
     def wanted(cls, settings: Settings) -> bool:
         return bool(settings.pcap)
 
-    def __init__(self, agent: Agent, settings: Settings) -> None:
-        super().__init__(agent, settings)
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
+        super().__init__(context, settings)
         self.samplers: dict[str, Sampler] = {}
         self.ebpf_unavailable: str | None = None
         self.open: dict[int, _Open] = {}
@@ -190,7 +190,7 @@ class PcapModule(Module):
             from .ebpf import EbpfSampler  # pyroute2 and the build process only when eBPF is wanted
 
             try:
-                sampler = await EbpfSampler.create(self.agent.flows.emit_header_sample, self.agent.root)
+                sampler = await EbpfSampler.create(self.context.emit_header_sample, self.context.root)
                 self.samplers["ebpf"] = sampler
             except (SamplerError, OSError) as e:
                 self.ebpf_unavailable = str(e)
@@ -209,7 +209,7 @@ class PcapModule(Module):
     def _cbpf(self) -> Sampler:
         sampler = self.samplers.get("cbpf")
         if sampler is None:
-            sampler = self.samplers["cbpf"] = CbpfSampler(self.agent.flows.emit_header_sample, self.agent.root)
+            sampler = self.samplers["cbpf"] = CbpfSampler(self.context.emit_header_sample, self.context.root)
         return sampler
 
     # ---------------------------------------------------------------- interfaces
@@ -220,7 +220,7 @@ class PcapModule(Module):
             if self._stopped:
                 return
             try:
-                infos = await asyncio.to_thread(read_interfaces, self.agent.root)
+                infos = await asyncio.to_thread(read_interfaces, self.context.root)
             except ReaderError as e:
                 self._once("interfaces", f"cannot list interfaces: {e}")
                 return
@@ -273,7 +273,7 @@ class PcapModule(Module):
         self._logged.pop(f"open {tap.ifindex}", None)
         self._logged.pop(f"dev {tap.name}", None)
         entry = self.open[tap.ifindex] = _Open(tap, sampler)
-        self.agent.add_poller(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}")
+        self.context.add_poller(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}")
         log.info(
             "pcap: sampling %s (ifIndex %d) 1-in-%d with the %s sampler",
             tap.name,
@@ -305,14 +305,14 @@ class PcapModule(Module):
             entry.sampler.close(ifindex)
         except (SamplerError, OSError) as e:
             log.warning("pcap: closing %s: %s", entry.tap.name, e)
-        self.agent.flows.sequences.pop(ifindex, None)
-        self.agent.remove_poller(0, ifindex, final=entry.last_records if final else None)
+        self.context.restart_flow_sequence(ifindex)
+        self.context.remove_poller(0, ifindex, final=entry.last_records if final else None)
         log.info("pcap: stopped sampling %s (ifIndex %d)", entry.tap.name, ifindex)
 
     def _collect(self, entry: _Open) -> list[Record] | None:
         """The interface's counter sample; None (skip the round) if it is gone or was renamed."""
         try:
-            info = read_interface(self.agent.root, entry.tap.name)
+            info = read_interface(self.context.root, entry.tap.name)
         except ReaderError as e:
             self._once(f"counters {entry.tap.ifindex}", f"counters of {entry.tap.name}: {e}")
             return None

@@ -45,13 +45,13 @@ from hsflowd_py.readers.cgroup import CgroupMount, read_mounts
 from hsflowd_py.readers.meminfo import read_meminfo
 
 from .bus import BusFailure, CallError, SystemdBus
-from .owners import Owners
+from .owners import OWNERS, Owners
 from .service import Service, service_uuid
 from .traffic import PROCESS_READING, SystemdTraffic
 from .units import Malformed, Unit
 
 if TYPE_CHECKING:
-    from hsflowd_py.agent import Agent
+    from hsflowd_py.module_context import ModuleContext
 
 __all__ = ["SystemdModule", "SystemdTraffic"]
 
@@ -72,9 +72,9 @@ class SystemdModule(Module):
     def wanted(cls, settings: Settings) -> bool:
         return settings.systemd is not None
 
-    def __init__(self, agent: Agent, settings: Settings) -> None:
-        super().__init__(agent, settings)
-        self.root: Path = agent.root
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
+        super().__init__(context, settings)
+        self.root: Path = context.root
         self.services: dict[str, Service] = {}
         self.owners = Owners(self.root)
         self.mounts: list[CgroupMount] = []
@@ -107,8 +107,10 @@ class SystemdModule(Module):
         except Exception:  # the loop retries and logs
             log.debug("systemd: first D-Bus connection failed", exc_info=True)
         self.task = asyncio.ensure_future(self._run())
+        self.context.offer(OWNERS, self.owners)
 
     async def stop(self) -> None:
+        self.context.withdraw(OWNERS, self.owners)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -117,8 +119,8 @@ class SystemdModule(Module):
             await self.bus.close()
             self.bus = None
         for svc in list(self.services.values()):
-            self.agent.remove_poller(DS_CLASS, svc.ds_index)
-            self.agent.ds_indexes.release(svc.uuid.bytes)
+            self.context.remove_poller(DS_CLASS, svc.ds_index)
+            self.context.release_ds_index(svc.uuid.bytes)
         self.services.clear()
 
     def privileges(self) -> Privileges:
@@ -233,25 +235,25 @@ class SystemdModule(Module):
     # ------------------------------------------------------- data sources
 
     def _track(self, name: str, cgroup: str) -> None:
-        svc_uuid = service_uuid(self.agent.uuid, name)
+        svc_uuid = service_uuid(self.context.host_uuid, name)
         svc = Service(
             name=name,
             uuid=svc_uuid,
-            ds_index=self.agent.ds_indexes.allocate(svc_uuid.bytes),
+            ds_index=self.context.allocate_ds_index(svc_uuid.bytes),
             root=self.root,
-            describe=self.agent.host.description,
+            describe=self.context.describe,
             host_memory=lambda: self.mem_total,
             logged=self.read_faults,
         )
         svc.place(self.mounts, cgroup)
         self.services[name] = svc
-        self.agent.add_poller(DS_CLASS, svc.ds_index, svc.records, f"systemd {name}", first_now=self.listed_once)
+        self.context.add_poller(DS_CLASS, svc.ds_index, svc.records, f"systemd {name}", first_now=self.listed_once)
         log.debug("systemd: tracking %s as 3:%d (cgroup %r)", name, svc.ds_index, cgroup)
 
     def _forget(self, name: str) -> None:
         svc = self.services.pop(name)
-        self.agent.remove_poller(DS_CLASS, svc.ds_index, final=svc.final_records())
-        self.agent.ds_indexes.release(svc.uuid.bytes)
+        self.context.remove_poller(DS_CLASS, svc.ds_index, final=svc.final_records())
+        self.context.release_ds_index(svc.uuid.bytes)
         log.debug("systemd: %s stopped; final sample sent for 3:%d", name, svc.ds_index)
 
     def virtual_domains(self) -> int:

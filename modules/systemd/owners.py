@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DST, SRC, SampledPacket, mark_entity
+from hsflowd_py.module_context import ServiceKey
 from hsflowd_py.netns import in_new_thread
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
 from hsflowd_py.readers import ReaderError
@@ -47,6 +48,8 @@ SCAN_MIN_S = 1.0
 UNOWNED_TTL_S = 30.0
 End = tuple[int, bytes, int, bytes, int]
 """(proto, local address, local port, remote address, remote port)."""
+OWNERS: ServiceKey[Owners] = ServiceKey("systemd.owners")
+"""The running systemd module's maps, offered through the module context to systemd-traffic."""
 
 
 def local_ends(flow: Flow, direction: int) -> list[tuple[int, End]]:

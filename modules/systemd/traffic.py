@@ -1,7 +1,8 @@
 """systemd { markTraffic = on }: 0:2210 naming the service that sent or received a sampled packet.
 
 The services, their cgroups and the socket maps belong to the ``systemd``
-module (owners.py); this one only looks packets up in them.
+module (owners.py), which offers them through the module context under
+``OWNERS``; this one only looks packets up in them.
 
 The tcp module (enrich_order 10) may still be asking the kernel about the
 packet's socket when this one is called: the core lists the holds of the
@@ -14,15 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hsflowd_py.config import Settings
 from hsflowd_py.flow import SampledPacket
 from hsflowd_py.module import Module, register
 from hsflowd_py.privileges import Privileges
 
-if TYPE_CHECKING:
-    from .owners import Owners
+from .owners import OWNERS, Owners
 
 PROCESS_READING = frozenset(("CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"))
 """What reading another user's /proc/<pid>/fd and /proc/<pid>/io takes: the directory and files are
@@ -43,8 +43,7 @@ class SystemdTraffic(Module):
         return Privileges(set(PROCESS_READING))
 
     def _owners(self) -> Owners | None:
-        systemd = self.agent.modules.get("systemd")
-        owners: Owners | None = getattr(systemd, "owners", None)
+        owners = self.context.service(OWNERS)
         return owners if owners is not None and owners.services else None
 
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:

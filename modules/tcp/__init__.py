@@ -51,7 +51,7 @@ from .inet_diag import SocketKey
 from .lookup import DIRN_RECEIVED, DIRN_SENT, Namespace, Namespaces, log
 
 if TYPE_CHECKING:
-    from hsflowd_py.agent import Agent
+    from hsflowd_py.module_context import ModuleContext
 
 PRUNE_S = 5.0
 
@@ -67,8 +67,8 @@ class TcpModule(Module):
     def wanted(cls, settings: Settings) -> bool:
         return settings.tcp is not None
 
-    def __init__(self, agent: Agent, settings: Settings) -> None:
-        super().__init__(agent, settings)
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
+        super().__init__(context, settings)
         self._prune_handle: asyncio.TimerHandle | None = None
         self._apply(settings)
 

@@ -1,0 +1,157 @@
+"""What a module may use of the core: a narrow, typed face of the agent.
+
+A module gets a :class:`ModuleContext`, never the :class:`~hsflowd_py.agent.Agent`, so a change
+inside the agent or the flow path cannot break a module without a type error here first.  Modules
+that share something (the systemd services that ``systemd-traffic`` looks packets up in) do it
+through a :class:`ServiceKey` that one offers and the other looks up, so neither knows the other's
+class or reaches into it.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+
+from .pollers import Collect
+from .sflow.records import HostDescription, Record
+
+if TYPE_CHECKING:
+    from .ds_index import DsIndexes
+    from .flow_path import FlowPath
+    from .host_counters import HostCounters
+    from .receivers import Receivers
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """Collectors and settings learned at run time (DNS-SD); None collectors = not in use."""
+
+    collectors: tuple[tuple[str, int], ...] | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceKey(Generic[T]):
+    """The name of something one module offers to others, with the type they get back."""
+
+    name: str
+
+
+class Core(Protocol):
+    """The parts of the agent the context stands for (the Agent has them)."""
+
+    root: Path
+    uuid: uuid.UUID
+    rng: random.Random
+    host: HostCounters
+    ds_indexes: DsIndexes
+    flows: FlowPath
+    receivers: Receivers
+    discovered: Discovered
+    container_ifindexes: set[int]
+
+    def add_poller(self, ds_class: int, ds_index: int, collect: Collect, name: str, first_now: bool = False) -> Any: ...
+
+    def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None: ...
+
+    def set_discovered(self, discovered: Discovered) -> None: ...
+
+
+class ModuleContext:
+    """Everything a module may ask of the core; one per agent, shared by its modules."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._services: dict[ServiceKey[Any], Any] = {}
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def root(self) -> Path:
+        """Where /proc and /sys are read from (a test's fake tree, or /)."""
+        return self._core.root
+
+    @property
+    def host_uuid(self) -> uuid.UUID:
+        return self._core.uuid
+
+    @property
+    def rng(self) -> random.Random:
+        """The agent's random source, so tests can make phases and delays repeatable."""
+        return self._core.rng
+
+    def describe(self, hostname: str | None, host_uuid: uuid.UUID) -> HostDescription:
+        """A 2000 record: the host's (``host_uuid``), or a data source's of this host with its own
+        hostname or UUID (a container, a systemd service); None takes the kernel's hostname."""
+        return self._core.host.description(hostname, host_uuid)
+
+    # -------------------------------------------------------- data sources
+
+    def add_poller(self, ds_class: int, ds_index: int, collect: Collect, name: str, first_now: bool = False) -> None:
+        """Poll ``collect`` every interval as data source ``ds_class:ds_index``; ``first_now`` on the next tick."""
+        self._core.add_poller(ds_class, ds_index, collect, name, first_now)
+
+    def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None:
+        """Stop polling a data source, sending ``final`` as its last counter sample first."""
+        self._core.remove_poller(ds_class, ds_index, final)
+
+    def allocate_ds_index(self, source_uuid: bytes) -> int:
+        """A dsIndex for a virtual data source, the same one again for the same UUID while remembered."""
+        return self._core.ds_indexes.allocate(source_uuid)
+
+    def release_ds_index(self, source_uuid: bytes) -> None:
+        """The data source is gone; its dsIndex is kept for it a while, then reused."""
+        self._core.ds_indexes.release(source_uuid)
+
+    def claim_container_ports(self, ifindexes: Iterable[int]) -> None:
+        """These host interfaces are containers' ports: the host sample's adaptors leave them out."""
+        self._core.container_ifindexes.update(ifindexes)
+
+    def release_container_ports(self, ifindexes: Iterable[int]) -> None:
+        self._core.container_ifindexes.difference_update(ifindexes)
+
+    # --------------------------------------------------------------- flows
+
+    @property
+    def emit_header_sample(self) -> Callable[..., None]:
+        """The flow path's entry for samplers (``FlowPath.emit_header_sample``), bound once by the sampler."""
+        return self._core.flows.emit_header_sample
+
+    def restart_flow_sequence(self, ifindex: int) -> None:
+        """The interface stopped being sampled: its next flow sample starts a new sequence."""
+        self._core.flows.sequences.pop(ifindex, None)
+
+    # ----------------------------------------------- collectors (DNS-SD)
+
+    @property
+    def discovered(self) -> Discovered:
+        return self._core.discovered
+
+    def set_discovered(self, discovered: Discovered) -> None:
+        """Collectors and settings learned at run time; a change is applied at once."""
+        self._core.set_discovered(discovered)
+
+    def collector_labels(self) -> list[str]:
+        """The collectors datagrams now go to, as ``host:port`` for logs."""
+        return [r.label for r in self._core.receivers.receivers]
+
+    # ------------------------------------------------------ shared services
+
+    def offer(self, key: ServiceKey[T], service: T) -> None:
+        """Make ``service`` what other modules get for ``key`` (until withdrawn)."""
+        self._services[key] = service
+
+    def withdraw(self, key: ServiceKey[T], service: T) -> None:
+        """Stop offering ``service``; a later offer by another module under the same key stays."""
+        if self._services.get(key) is service:
+            del self._services[key]
+
+    def service(self, key: ServiceKey[T]) -> T | None:
+        """What some module offers under ``key``, or None while nobody does."""
+        return cast("T | None", self._services.get(key))

@@ -1,0 +1,75 @@
+"""The module context: what modules share goes through it, and no module reaches the agent."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from hsflowd_py.agent import Agent
+from hsflowd_py.config import parse_config
+from hsflowd_py.module_context import ServiceKey
+
+MODULES = Path(__file__).resolve().parent.parent / "modules"
+
+
+def agent(tmp_path: Path) -> Agent:
+    return Agent(parse_config("sflow { collector { ip = 127.0.0.1 } }"), auto_path=str(tmp_path / "auto"))
+
+
+def test_a_service_is_found_under_its_key_until_its_provider_withdraws_it(tmp_path: Path) -> None:
+    context = agent(tmp_path).context
+    key: ServiceKey[list[int]] = ServiceKey("test.numbers")
+    first, second = [1], [2]
+    assert context.service(key) is None
+    context.offer(key, first)
+    assert context.service(key) is first
+    assert context.service(ServiceKey[list[int]]("test.numbers")) is first  # the key is its name
+    context.offer(key, second)  # a restarted provider: its new service replaces the old one
+    context.withdraw(key, first)  # the old one going away leaves the new one offered
+    assert context.service(key) is second
+    context.withdraw(key, second)
+    assert context.service(key) is None
+
+
+def test_context_acts_on_the_agent(tmp_path: Path) -> None:
+    a = agent(tmp_path)
+    context = a.context
+    context.claim_container_ports([7, 8])
+    context.release_container_ports([8])
+    assert a.container_ifindexes == {7}
+    index = context.allocate_ds_index(b"u" * 16)
+    assert index == a.ds_indexes.allocate(b"u" * 16)
+    context.add_poller(3, index, list, "test")
+    assert (3, index) in a.pollers
+    context.remove_poller(3, index)
+    assert (3, index) not in a.pollers
+    a.flows.sequences[5] = 41
+    context.restart_flow_sequence(5)
+    assert 5 not in a.flows.sequences
+    assert context.describe(None, context.host_uuid) == a.host.description(None, a.uuid)
+
+
+def module_files() -> list[Path]:
+    return sorted(MODULES.rglob("*.py"))
+
+
+def test_no_module_imports_the_agent_or_another_module() -> None:
+    """A module sees the core through its context; what modules share goes through typed keys."""
+    assert module_files()
+    for path in module_files():
+        package = path.relative_to(MODULES).parts[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                depth = len(path.relative_to(MODULES).parts) - 1
+                assert node.level <= depth, f"{path} imports from outside its module"
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                assert name != "hsflowd_py.agent", f"{path} imports the agent"
+                parts = name.split(".")
+                if parts[:2] == ["hsflowd_py", "modules"] and len(parts) > 2:
+                    assert parts[2] == package, f"{path} imports module {parts[2]}"
+        assert "self.agent" not in path.read_text(), f"{path} reaches into the agent"
