@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -75,3 +77,15 @@ class CollectorProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def spoofed_loopback_senders(count: int, seed: int) -> list[socket.socket]:
+    """UDP sockets bound to random addresses of 127.0.0.0/8: as many apparent senders as asked,
+    all on this machine (the same seed gives the same addresses, run after run)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}", 0))
+        out.append(s)
+    return out

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import random
-import socket
 import struct
 import sys
 import threading
@@ -34,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collector_proc import CollectorProcess
+from collector_proc import CollectorProcess, spoofed_loopback_senders
 
 from hsflowd_py.collector.pcapfile import read_pcap
 from hsflowd_py.sflow.codec import decode_datagram, encode_datagram
@@ -67,15 +65,6 @@ def spoofed(template: bytes, mode: str, n: int) -> bytes:
     return bytes(data)
 
 
-def senders(count: int) -> list[socket.socket]:
-    rng = random.Random(7)
-    out = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((f"127.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}", 0))
-        out.append(s)
-    return out
-
 
 def scrape_at_once(collector: CollectorProcess, count: int) -> tuple[list[bytes], float]:
     bodies: list[bytes] = []
@@ -93,7 +82,7 @@ def run(mode: str, total: int, scrapes: int, flags: list[str]) -> None:
     collector.body()
     before = collector.status_kib("VmRSS")
     template = host_counters()
-    socks = senders(1 if mode == "sources" else 256)
+    socks = spoofed_loopback_senders(1 if mode == "sources" else 256, seed=7)
     target = ("127.0.0.1", collector.udp)
     drops = collector.udp_drops()
     start = time.perf_counter()

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collector_proc import CollectorProcess
+from collector_proc import CollectorProcess, spoofed_loopback_senders
 
 from hsflowd_py.collector.pcapfile import read_pcap
 from hsflowd_py.sflow.codec import decode_datagram
@@ -57,15 +57,6 @@ def garbage_payloads(valid: list[bytes], count: int = 3000) -> list[bytes]:
     return out
 
 
-def spoofing_sockets(count: int = 64) -> list[socket.socket]:
-    rng = random.Random(5)
-    out = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((f"127.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}", 0))
-        out.append(s)
-    return out
-
 
 def run(
     valid: list[bytes], agents: set[str], garbage: list[bytes], rate: float, garbage_rate: float | None, seconds: float
@@ -74,7 +65,7 @@ def run(
     collector = CollectorProcess(cpu=0)
     target = ("127.0.0.1", collector.udp)
     agent_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    flood = spoofing_sockets()
+    flood = spoofed_loopback_senders(64, seed=5)
     cpu_before, drops_before = collector.cpu_seconds(), collector.udp_drops()
     sent_valid = sent_garbage = 0
     start = time.perf_counter()
