@@ -6,13 +6,17 @@ file the entrypoint wrote and print its effective settings, which is what these 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from deploy import ENTRYPOINT, entrypoint_variables
+
+from hsflowd_py import module
 
 MARK = "# Written by hsflowd-py-entrypoint from the environment; rewritten at each start."
 
@@ -22,7 +26,7 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
     base = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HSFLOWD_CONFIG": str(tmp_path / "hsflowd.conf"),
-        "DOCKER_SOCKET": str(tmp_path / "no-docker.sock"),
+        "HOST_RUN": str(tmp_path / "no-run"),
     }
     return subprocess.run(
         ["sh", str(ENTRYPOINT), "--check", *args], env={**base, **env}, capture_output=True, text=True, timeout=30
@@ -75,6 +79,64 @@ def test_a_mounted_docker_socket_adds_the_docker_module(tmp_path: Path) -> None:
     assert f"docker {{ hostname = off markTraffic = off socket = {path} }}" in lines
 
 
+@contextlib.contextmanager
+def bound(*paths: Path) -> Iterator[None]:
+    """Unix sockets at ``paths`` (what ``[ -S ]`` finds where a runtime listens), gone afterwards."""
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(socket.socket(socket.AF_UNIX)).bind(str(path))
+            stack.callback(path.unlink)
+        yield
+
+
+def test_the_hosts_run_folder_is_searched_for_both_sockets(tmp_path: Path) -> None:
+    """The DaemonSet's layout: the node's /run mounted at HOST_RUN, docker.sock found there."""
+    run_dir = tmp_path / "host-run"
+    with bound(run_dir / "docker.sock"):
+        lines = effective(tmp_path, HOST_RUN=str(run_dir))
+    assert f"docker {{ hostname = off markTraffic = off socket = {run_dir / 'docker.sock'} }}" in lines
+    assert not [x for x in lines if x.startswith("k8s")]
+
+
+def k8s_registered() -> bool:
+    return "k8s" in module.discover()
+
+
+@pytest.mark.parametrize(
+    ("present", "chosen"),
+    [
+        (["containerd/containerd.sock"], "containerd/containerd.sock"),
+        (["k3s/containerd/containerd.sock"], "k3s/containerd/containerd.sock"),
+        (["crio/crio.sock"], "crio/crio.sock"),
+        (["crio/crio.sock", "containerd/containerd.sock"], "containerd/containerd.sock"),
+    ],
+)
+def test_a_mounted_cri_socket_adds_the_k8s_module(tmp_path: Path, present: list[str], chosen: str) -> None:
+    """The config text the entrypoint writes names the first runtime socket found; the agent
+    accepts it once the k8s module is registered (until then it refuses the block by name)."""
+    run_dir = tmp_path / "host-run"
+    with bound(*(run_dir / p for p in present)):
+        r = run(tmp_path, HOST_RUN=str(run_dir))
+    written = (tmp_path / "hsflowd.conf").read_text().splitlines()
+    assert [x.strip() for x in written if "k8s" in x] == [f'k8s {{ unixsock = "{run_dir / chosen}" }}']
+    if k8s_registered():
+        assert r.returncode == 0, r.stderr
+        assert any(x.strip().startswith("k8s {") and str(run_dir / chosen) in x for x in r.stdout.splitlines())
+    else:
+        assert r.returncode == 1 and "block 'k8s' is not supported" in r.stderr
+
+
+def test_cri_socket_names_the_runtime_socket(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere" / "cri.sock"
+    with bound(path):
+        run(tmp_path, CRI_SOCKET=str(path))
+    written = (tmp_path / "hsflowd.conf").read_text()
+    assert f'  k8s {{ unixsock = "{path}" }}\n' in written
+    run(tmp_path, CRI_SOCKET=str(path))  # gone: no k8s {} on the next start
+    assert "k8s" not in (tmp_path / "hsflowd.conf").read_text()
+
+
 def test_a_mounted_config_is_used_as_it_is(tmp_path: Path) -> None:
     mine = "sflow {\n  polling = 7\n  collector { ip = 192.0.2.7 }\n}\n"
     (tmp_path / "hsflowd.conf").write_text(mine)
@@ -107,4 +169,4 @@ def test_bad_values_are_refused_by_the_agent_with_the_line(tmp_path: Path) -> No
 def test_documented_variables_are_the_ones_read() -> None:
     read, documented = entrypoint_variables()
     assert read == documented
-    assert {"COLLECTOR", "PORT", "SAMPLING", "POLLING", "NET", "DEBUG"} <= read
+    assert {"COLLECTOR", "PORT", "SAMPLING", "POLLING", "NET", "DEBUG", "HOST_RUN", "CRI_SOCKET"} <= read

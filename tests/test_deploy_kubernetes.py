@@ -19,7 +19,7 @@ import pytest
 import yaml
 from deploy import DAEMONSET, DOCKERFILE, ENTRYPOINT, entrypoint_variables, unit_capabilities
 
-from hsflowd_py import __version__, cli
+from hsflowd_py import __version__, cli, privileges
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install -e '.[test]'")
 
@@ -85,7 +85,7 @@ def test_environment_is_what_the_entrypoint_reads_and_makes_a_valid_config(tmp_p
             **env,
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
             "HSFLOWD_CONFIG": str(tmp_path / "hsflowd.conf"),
-            "DOCKER_SOCKET": str(tmp_path / "absent.sock"),
+            "HOST_RUN": str(tmp_path / "no-run"),
         },
         capture_output=True,
         text=True,
@@ -95,19 +95,45 @@ def test_environment_is_what_the_entrypoint_reads_and_makes_a_valid_config(tmp_p
     assert f"collector {{ ip = {env['COLLECTOR']} udpport = {env['PORT']} }}" in r.stdout
 
 
-def test_docker_socket_is_mounted_where_the_entrypoint_looks() -> None:
-    default = re.search(r"\$\{DOCKER_SOCKET:-([^}]+)\}", ENTRYPOINT.read_text()).group(1)
-    mounts = {m["name"]: m for m in container()["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod()["volumes"]}
-    assert mounts["docker-sock"]["mountPath"] == default and mounts["docker-sock"]["readOnly"]
-    assert volumes["docker-sock"]["hostPath"] == {"path": "/var/run/docker.sock", "type": "Socket"}
-    assert mounts["machine-id"]["mountPath"] == volumes["machine-id"]["hostPath"]["path"] == "/etc/machine-id"
+def mounts() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """mountPath → (the container's volumeMount, the pod's hostPath of that volume)."""
+    volumes = {v["name"]: v["hostPath"] for v in pod()["volumes"]}
+    return {m["mountPath"]: (m, volumes[m["name"]]) for m in container()["volumeMounts"]}
 
 
-def test_capabilities_are_the_units_but_bpf() -> None:
-    """The image has no bcc (python3-bpfcc is only recommended and the image skips
-    recommends), so it samples with classic BPF and needs no CAP_BPF."""
-    assert "--no-install-recommends" in DOCKERFILE.read_text()
+def test_every_mount_is_on_every_node_and_read_only() -> None:
+    """A node without Docker (or without any one runtime) starts the pod: each hostPath is a folder
+    or file that every Linux node has, of a type the kubelet checks without creating anything
+    (a missing docker.sock of type Socket stopped the pod; an unchecked type makes the runtime
+    create a folder in its place)."""
+    got = {
+        path: (m.get("readOnly"), m.get("mountPropagation"), h["path"], h["type"]) for path, (m, h) in mounts().items()
+    }
+    assert got == {
+        "/host/run": (True, None, "/run", "Directory"),
+        "/sys/fs/cgroup": (True, None, "/sys/fs/cgroup", "Directory"),
+        "/etc/machine-id": (True, None, "/etc/machine-id", "File"),
+    }
+
+
+def test_the_nodes_run_is_where_the_entrypoint_looks_for_sockets(tmp_path: Path) -> None:
+    """HOST_RUN names the mount of the node's /run, and the entrypoint finds Docker's and the CRI
+    runtime's sockets at their places on the node, under it."""
+    env = {e["name"]: e["value"] for e in container()["env"]}
+    _, host = mounts()[env["HOST_RUN"]]
+    assert host["path"] == "/run"
+    for name in ("docker.sock", "containerd/containerd.sock", "crio/crio.sock"):
+        assert f"$run/{name}" in ENTRYPOINT.read_text()
+    assert "DOCKER_SOCKET" not in env and "CRI_SOCKET" not in env, "found under HOST_RUN, whichever the node runs"
+
+
+def test_capabilities_are_the_units() -> None:
+    """The image samples with the eBPF sampler's prebuilt object through libbpf (the deb ships it
+    and depends on libbpf1), so it needs CAP_BPF as the unit does; nothing opens perf events, so
+    no CAP_PERFMON, and nothing beyond the capabilities the agent's modules can keep."""
     caps = container()["securityContext"]["capabilities"]
     assert caps["drop"] == ["ALL"]
-    assert set(caps["add"]) == {c.removeprefix("CAP_") for c in unit_capabilities()} - {"BPF"}
+    assert set(caps["add"]) == {c.removeprefix("CAP_") for c in unit_capabilities()}
+    kept = {c.removeprefix("CAP_") for c in privileges.CAPABILITIES} | {"SETUID", "SETGID", "SETPCAP"}
+    assert set(caps["add"]) <= kept and "PERFMON" not in caps["add"]
+    assert container()["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

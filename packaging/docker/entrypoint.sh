@@ -13,7 +13,12 @@
 #                    host     every link of 1 Gbit/s or faster, and TCP performance (tcp {})
 #                    other    each device whose name matches it (a regular expression)
 #   DEBUG          none, info, fine, finer or finest                 (none)
-#   DOCKER_SOCKET  docker {} is added when this is a socket          (/var/run/docker.sock)
+#   HOST_RUN       where the host's /run is (the DaemonSet mounts it   (/var/run)
+#                    at /host/run): the two sockets below are looked for there
+#   DOCKER_SOCKET  docker {} is added when this is a socket          ($HOST_RUN/docker.sock)
+#   CRI_SOCKET     k8s {} is added, on this socket, when it is one   (the first socket of
+#                    $HOST_RUN/containerd/containerd.sock, $HOST_RUN/k3s/containerd/containerd.sock,
+#                    $HOST_RUN/crio/crio.sock: containerd, k3s's containerd, CRI-O)
 #   HSFLOWD_CONFIG the config file                                   (/etc/hsflowd.conf)
 # Arguments go to hsflowd-py: `docker run IMAGE --check` prints the effective settings.
 set -eu
@@ -29,6 +34,16 @@ case "${DEBUG:-none}" in
     exit 1
     ;;
 esac
+
+run=${HOST_RUN:-/var/run}
+docker_socket=${DOCKER_SOCKET:-$run/docker.sock}
+cri_socket=
+for socket in ${CRI_SOCKET:-$run/containerd/containerd.sock $run/k3s/containerd/containerd.sock $run/crio/crio.sock}; do
+  if [ -S "$socket" ]; then
+    cri_socket=$socket
+    break
+  fi
+done
 
 write_config() {
   echo "$MARK"
@@ -51,8 +66,11 @@ write_config() {
       ;;
     *) echo "  pcap { dev.pattern = \"$NET\" }" ;;
   esac
-  if [ -S "${DOCKER_SOCKET:-/var/run/docker.sock}" ]; then
-    echo "  docker { socket = \"${DOCKER_SOCKET:-/var/run/docker.sock}\" }"
+  if [ -S "$docker_socket" ]; then
+    echo "  docker { socket = \"$docker_socket\" }"
+  fi
+  if [ -n "$cri_socket" ]; then
+    echo "  k8s { unixsock = \"$cri_socket\" }"
   fi
   echo "}"
 }
