@@ -32,6 +32,10 @@ DEBIAN_LIBRARIES = {
     "python3-pyroute2",
     "libbpf1",
 }
+RECOMMENDED = ("python3-bpfcc", "python3-grpcio", "python3-protobuf")
+"""What the agent runs without: bcc (eBPF where the packaged object is refused), gRPC (k8s {} only)."""
+DEBIAN_PYTHON3 = {"3.9.2-3": False, "3.11.2-1+b1": True, "3.12.6-1": True}
+"""Debian's python3 (bullseye, bookworm, trixie) and whether the agent runs on it: 3.11 or newer."""
 # Fedora's names for the same libraries.
 RPM_NAMES = {"python3-dnspython": "python3-dns", "python3-bpfcc": "python3-bcc", "libbpf1": "libbpf"}
 BPF_OBJECTS = ("sampler_core.bpfel.o", "sampler_core.bpfeb.o")
@@ -119,12 +123,27 @@ def test_deb_depends_on_debians_own_libraries() -> None:
     deb = packages().deb
     depends = {d.split()[0] for d in sh("dpkg-deb", "-f", str(deb), "Depends").split(",")}
     assert depends == DEBIAN_LIBRARIES | {"python3:any"}
-    assert sh("dpkg-deb", "-f", str(deb), "Recommends").strip() == "python3-bpfcc"
+    assert relations(deb, "Recommends") == set(RECOMMENDED)
     # the systemd maintainer scripts: enabled and started on install, stopped on removal
     postinst = sh("dpkg-deb", "-I", str(deb), "postinst")
     assert "deb-systemd-helper enable 'hsflowd-py.service'" in postinst
     assert "systemd-tmpfiles" in postinst and "--create hsflowd-py.conf" in postinst
     assert "deb-systemd-invoke stop 'hsflowd-py.service'" in sh("dpkg-deb", "-I", str(deb), "prerm")
+
+
+def relations(deb: Path, field: str) -> set[str]:
+    return {d.strip() for d in sh("dpkg-deb", "-f", str(deb), field).split(",") if d.strip()}
+
+
+def test_deb_requires_python3_3_11() -> None:
+    """The deb's python3 relation, put to dpkg against Debian's own python3 versions and this
+    machine's: bullseye's 3.9 refused, bookworm's 3.11 and later accepted."""
+    (relation,) = [d for d in relations(packages().deb, "Depends") if d.startswith("python3:any")]
+    (version,) = re.fullmatch(r"python3:any \(>= (\S+)\)", relation).groups()
+    installed = sh("dpkg-query", "-W", "-f", "${Version}", "python3")
+    for candidate, runs in {**DEBIAN_PYTHON3, installed: True}.items():
+        ok = subprocess.run(["dpkg", "--compare-versions", candidate, "ge", version], check=False).returncode == 0
+        assert ok == runs, f"python3 {candidate} against {relation}"
 
 
 def test_rpm_lists_the_same_files_and_requirements() -> None:
@@ -148,7 +167,7 @@ def test_rpm_lists_the_same_files_and_requirements() -> None:
     assert {RPM_NAMES.get(d, d) for d in DEBIAN_LIBRARIES} <= requires
     assert "python(abi)" not in requires
     assert {"python3 >= 3.11", "/usr/bin/python3"} <= set(sh("rpm", "-qpR", rpm).splitlines())
-    assert sh("rpm", "-qp", "--recommends", rpm).split() == [RPM_NAMES["python3-bpfcc"]]
+    assert set(sh("rpm", "-qp", "--recommends", rpm).split()) == {RPM_NAMES.get(d, d) for d in RECOMMENDED}
     files = rpm_files(packages().rpm)
     assert python_files(files, RPM_SITE) == python_files(deb_files(packages().deb), DEB_SITE)
     check_bpf_objects(files, RPM_SITE)
