@@ -30,6 +30,8 @@ PACKAGES = [
     "python3-dnspython",
     "python3-dbus-next",
     "libbpf1",
+    "python3-grpcio",  # the container image's k8s {} libraries (packaging/docker/Dockerfile)
+    "python3-protobuf",
 ]
 IMAGE = "hsflowd-test/bookworm-systemd:" + hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12]
 CACHE = dockerd.STATE / "rootfs"

@@ -17,8 +17,10 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dockerd
+import yaml
 from procs import ROOT
 
 UNIT = ROOT / "systemd" / "hsflowd-py.service"
@@ -97,3 +99,17 @@ def bridge_network(tag: str, subnet: int) -> Iterator[tuple[str, str]]:
         yield name, bridge
     finally:
         dockerd.docker("network", "rm", name, check=False)
+
+
+def daemonset() -> dict[str, Any]:
+    (manifest,) = yaml.safe_load_all(DAEMONSET.read_text())
+    return manifest
+
+
+def daemonset_pod() -> dict[str, Any]:
+    return daemonset()["spec"]["template"]["spec"]
+
+
+def daemonset_container() -> dict[str, Any]:
+    (c,) = daemonset_pod()["containers"]
+    return c

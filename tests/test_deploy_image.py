@@ -1,4 +1,5 @@
-"""The container image, built from the deb and run the way the established image is run.
+"""The container image, built from the deb and run the way the established image is run, and the
+way the DaemonSet runs it.
 
 No registry is reachable, so the image is built FROM the debootstrapped bookworm of
 tests/debian_image.py (``BASE=`` replaces debian:bookworm-slim); it already holds Debian's
@@ -6,23 +7,29 @@ python3-* libraries, so the build needs no network either. The container then ru
 ``docker run --net=host -v /var/run/docker.sock:/var/run/docker.sock:ro -e COLLECTOR=… -e SAMPLING=10``
 with the test engine's socket, and this host's collector hears the host, the engine's
 containers, and this test's pings to a container, sampled on that container's bridge (NET=pattern).
+The DaemonSet's pod is run with ``docker run`` given exactly what the manifest gives the container
+(tests/deploy.py ``daemonset_run_args``), on this host, which has no /run/docker.sock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import daemonset_pod as daemonset_pod_runtime
 import dockerd
 import pytest
-from deploy import bridge_network, build
+from deploy import bridge_network, build, daemonset_container, daemonset_pod
 from procs import free_udp_port, json_datagrams, start_collector
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
@@ -120,3 +127,77 @@ def test_image_sends_host_container_and_flow_samples(image: str, workload: tuple
 
 def pinged(sample: dict[str, Any], ip: str) -> bool:
     return any(e.get("IPProtocol") == "1" and ip in (e.get("srcIP"), e.get("dstIP")) for e in sample["elements"])
+
+
+CRI_SOCKETS = ("containerd/containerd.sock", "k3s/containerd/containerd.sock", "crio/crio.sock")
+
+
+def test_daemonset_pod_on_a_node_without_docker(image: str, workload: tuple[str, str]) -> None:
+    """The pod as the DaemonSet makes it (tests/daemonset_pod.py: containerd runs it with exactly the
+    manifest's namespaces, capabilities, seccomp, limits, mounts and environment), on a node with no
+    docker.sock: it starts, samples with the packaged BPF object through libbpf, drops to nobody
+    keeping CAP_BPF, sends flow samples of this test's pings to the collector on loopback, answers
+    its liveness probe, runs on, and stops cleanly within its grace period.
+
+    Not yet here: the same pod against the test containerd's CRI plugin, seeing pods (k8s {} is
+    being written on another branch; the entrypoint already adds it where a CRI socket is under
+    HOST_RUN, which tests/test_deploy_entrypoint.py checks)."""
+    if Path("/run/docker.sock").exists():
+        pytest.skip("this host has /run/docker.sock: it is not a node without Docker")
+    if present := [s for s in CRI_SOCKETS if Path("/run", s).exists()]:
+        pytest.skip(f"this host has a CRI socket (/run/{present[0]}): the entrypoint would add k8s {{}}")
+    container, bridge = workload
+    name = f"hsflowd-deploy-ds-{os.getpid()}"
+    port = free_udp_port()
+    networks = json.loads(dockerd.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"]
+    (container_ip,) = [n["IPAddress"] for n in networks.values()]
+    bridge_ds = f"0:{Path(f'/sys/class/net/{bridge}/ifindex').read_text().strip()}"
+    env = {"COLLECTOR": "127.0.0.1", "PORT": str(port), "SAMPLING": "2", "POLLING": "2", "NET": f"^{bridge}$"}
+    grace = daemonset_pod()["terminationGracePeriodSeconds"]
+    probe_command = daemonset_container()["livenessProbe"]["exec"]["command"]
+    with daemonset_pod_runtime.containerd() as runtime, start_collector(port, "-j") as collector:
+        started = time.monotonic()
+        runtime.import_from_docker(image)
+        print(f"image imported into containerd in {time.monotonic() - started:.1f} s")
+        pod = runtime.run(name, f"docker.io/{image}", daemonset_pod_runtime.ctr_run_args(env))
+        try:
+            got = []
+            for d in json_datagrams(collector, 30):
+                got.append(d)
+                if any(s["sourceId"] == bridge_ds for s in d["samples"]):
+                    break  # the bridge's sampler is attached
+            subprocess.run(["ping", "-c", "200", "-i", "0.01", "-q", container_ip], capture_output=True, check=True)
+            got += list(json_datagrams(collector, 6))
+            probe, config, status = (
+                runtime.ctr("tasks", "exec", "--exec-id", f"x{n}", name, *command, check=False)
+                for n, command in enumerate([probe_command, ["cat", "/etc/hsflowd.conf"], ["cat", "/proc/self/status"]])
+            )
+            running = pod.p.poll() is None
+            task = runtime.ctr("tasks", "list").stdout.split("\n", 1)[1].split()
+            rss = next(ln for ln in Path(f"/proc/{task[1]}/status").read_text().splitlines() if ln.startswith("VmRSS"))
+            print(f"agent in the DaemonSet's pod: {rss.split(':')[1].strip()} resident")
+            exit_code = pod.stop(timeout=grace)
+        finally:
+            pod.stop(signal.SIGKILL)
+        logs = "".join(pod.stderr)
+
+    assert running and exit_code == 0, logs[-3000:]
+    assert "Traceback" not in logs
+    assert config.returncode == status.returncode == 0, config.stderr + status.stderr + logs[-3000:]
+    config, status = config.stdout, status.stdout
+    bounding = int(re.search(r"^CapBnd:\s+(\w+)$", status, re.M).group(1), 16)
+    assert bounding == daemonset_pod_runtime.capability_mask(daemonset_pod_runtime.granted_capabilities()), status
+    assert "docker {" not in config and "k8s {" not in config, config
+    endian = "bpfel" if sys.byteorder == "little" else "bpfeb"
+    assert f"pcap: the eBPF sampler is its BPF object sampler_core.{endian}.o loaded through libbpf" in logs, logs
+    assert f"pcap: sampling {bridge} (ifIndex {bridge_ds[2:]}) 1-in-2 with the eBPF sampler" in logs, logs
+    (dropped,) = [ln for ln in logs.splitlines() if "running as nobody" in ln]
+    assert "CAP_BPF" in dropped and "not permitted, so not kept" not in logs, logs
+    assert probe.returncode == 0 and json.loads(probe.stdout)["datagrams_sent"] > 0, probe.stderr
+    every = samples(got)
+    assert any(s["sourceId"] == "2:1" for s in every), f"no host samples; agent log:\n{logs[-2000:]}"
+    flows = [s for s in every if s["sourceId"] == bridge_ds and s["sampleType"] == "FLOWSAMPLE"]
+    pings = [s for s in flows if pinged(s, container_ip)]
+    # 400 packets (pings and replies) crossed the bridge, sampled 1-in-2
+    print(f"{len(pings)} flow samples of 400 ping packets sampled 1-in-2; {dropped.split('] ')[-1].strip()}")
+    assert 130 <= len(pings) <= 270, f"{len(pings)} flow samples of the pings; agent log:\n{logs[-2000:]}"

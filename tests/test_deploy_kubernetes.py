@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from deploy import DAEMONSET, DOCKERFILE, ENTRYPOINT, entrypoint_variables, unit_capabilities
+from deploy import (
+    DOCKERFILE,
+    ENTRYPOINT,
+    daemonset,
+    daemonset_container,
+    daemonset_pod,
+    entrypoint_variables,
+    unit_capabilities,
+)
 
 from hsflowd_py import __version__, cli, privileges
 
@@ -26,39 +33,25 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip ins
 OLDEST_KUBERNETES = "1.25.0"
 
 
-def manifest() -> dict[str, Any]:
-    (daemonset,) = yaml.safe_load_all(DAEMONSET.read_text())
-    return daemonset
-
-
-def pod() -> dict[str, Any]:
-    return manifest()["spec"]["template"]["spec"]
-
-
-def container() -> dict[str, Any]:
-    (c,) = pod()["containers"]
-    return c
-
-
 @pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kubernetes_validate.latest_version()])
 def test_manifest_passes_the_api_schema(version: str) -> None:
-    assert manifest()["kind"] == "DaemonSet"
-    kubernetes_validate.validate(manifest(), version, strict=True)
+    assert daemonset()["kind"] == "DaemonSet"
+    kubernetes_validate.validate(daemonset(), version, strict=True)
 
 
 def test_a_typo_fails_the_schema() -> None:
     """The check above can fail: strict validation refuses fields the API does not have."""
-    broken = manifest()
+    broken = daemonset()
     broken["spec"]["template"]["spec"]["hostNetwrok"] = True
     with pytest.raises(kubernetes_validate.ValidationError, match="hostNetwrok"):
         kubernetes_validate.validate(broken, OLDEST_KUBERNETES, strict=True)
 
 
 def test_runs_on_every_node_in_the_nodes_namespaces() -> None:
-    spec = pod()
+    spec = daemonset_pod()
     assert spec["hostNetwork"] is True and spec["hostPID"] is True
     assert spec["tolerations"] == [{"operator": "Exists"}]
-    resources = container()["resources"]
+    resources = daemonset_container()["resources"]
     for kind in ("requests", "limits"):
         assert set(resources[kind]) == {"cpu", "memory"}
 
@@ -67,7 +60,7 @@ def test_container_runs_the_images_entrypoint() -> None:
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", DOCKERFILE.read_text(), re.M).group(1))
     assert entrypoint == ["/usr/local/bin/hsflowd-py-entrypoint"]
     assert f"/tmp/hsflowd-py/{ENTRYPOINT.name} {entrypoint[0]}" in DOCKERFILE.read_text()
-    c = container()
+    c = daemonset_container()
     assert "command" not in c and "args" not in c, "the image's ENTRYPOINT writes the config: keep it"
     assert c["image"] == f"hsflowd-py:{__version__}"
     probe = c["livenessProbe"]["exec"]["command"]
@@ -75,7 +68,7 @@ def test_container_runs_the_images_entrypoint() -> None:
 
 
 def test_environment_is_what_the_entrypoint_reads_and_makes_a_valid_config(tmp_path: Path) -> None:
-    env = {e["name"]: e["value"] for e in container()["env"]}
+    env = {e["name"]: e["value"] for e in daemonset_container()["env"]}
     read, _ = entrypoint_variables()
     assert set(env) <= read
     assert {"COLLECTOR", "SAMPLING", "POLLING", "NET"} <= set(env)
@@ -97,8 +90,8 @@ def test_environment_is_what_the_entrypoint_reads_and_makes_a_valid_config(tmp_p
 
 def mounts() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """mountPath → (the container's volumeMount, the pod's hostPath of that volume)."""
-    volumes = {v["name"]: v["hostPath"] for v in pod()["volumes"]}
-    return {m["mountPath"]: (m, volumes[m["name"]]) for m in container()["volumeMounts"]}
+    volumes = {v["name"]: v["hostPath"] for v in daemonset_pod()["volumes"]}
+    return {m["mountPath"]: (m, volumes[m["name"]]) for m in daemonset_container()["volumeMounts"]}
 
 
 def test_every_mount_is_on_every_node_and_read_only() -> None:
@@ -119,7 +112,7 @@ def test_every_mount_is_on_every_node_and_read_only() -> None:
 def test_the_nodes_run_is_where_the_entrypoint_looks_for_sockets(tmp_path: Path) -> None:
     """HOST_RUN names the mount of the node's /run, and the entrypoint finds Docker's and the CRI
     runtime's sockets at their places on the node, under it."""
-    env = {e["name"]: e["value"] for e in container()["env"]}
+    env = {e["name"]: e["value"] for e in daemonset_container()["env"]}
     _, host = mounts()[env["HOST_RUN"]]
     assert host["path"] == "/run"
     for name in ("docker.sock", "containerd/containerd.sock", "crio/crio.sock"):
@@ -131,9 +124,9 @@ def test_capabilities_are_the_units() -> None:
     """The image samples with the eBPF sampler's prebuilt object through libbpf (the deb ships it
     and depends on libbpf1), so it needs CAP_BPF as the unit does; nothing opens perf events, so
     no CAP_PERFMON, and nothing beyond the capabilities the agent's modules can keep."""
-    caps = container()["securityContext"]["capabilities"]
+    caps = daemonset_container()["securityContext"]["capabilities"]
     assert caps["drop"] == ["ALL"]
     assert set(caps["add"]) == {c.removeprefix("CAP_") for c in unit_capabilities()}
     kept = {c.removeprefix("CAP_") for c in privileges.CAPABILITIES} | {"SETUID", "SETGID", "SETPCAP"}
     assert set(caps["add"]) <= kept and "PERFMON" not in caps["add"]
-    assert container()["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert daemonset_container()["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
