@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from ...packet import LATER_FRAGMENT, addresses, walk
+from ...packet import LATER_FRAGMENT, walk
 
 __all__ = ["FlowKey", "flow_key", "protocol_name", "render_address"]
 
@@ -26,16 +26,17 @@ FlowKey = tuple[bytes, bytes, int, int]
 _PORT_PROTOCOLS = frozenset((6, 17, 132))  # TCP, UDP, SCTP: ports in the first 4 bytes
 _PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp"}
 _PORT_PAIR = struct.Struct(">HH")
+_ADDRESSES = {4: struct.Struct("12x4s4s").unpack_from, 6: struct.Struct("8x16s16s").unpack_from}
+"""Per IP version, the source and destination addresses read in one call from the IP header's start."""
 
 
 def flow_key(header_protocol: int, h: bytes) -> FlowKey | None:
     """The flow of a sampled header (0:1 record), or None when it is not IP."""
-    layers = walk(h, header_protocol)
-    protocol, at = layers.proto, layers.l4
+    _, _, l3, version, protocol, at, fragment = walk(h, header_protocol)
     if protocol < 0:
         return None
-    src, dst = addresses(h, layers)
-    if protocol not in _PORT_PROTOCOLS or layers.fragment == LATER_FRAGMENT or len(h) < at + 4:
+    src, dst = _ADDRESSES[version](h, l3)
+    if fragment == LATER_FRAGMENT or protocol not in _PORT_PROTOCOLS or len(h) < at + 4:
         return src, dst, protocol, 0
     return src, dst, protocol, min(_PORT_PAIR.unpack_from(h, at))
 
