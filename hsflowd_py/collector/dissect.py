@@ -49,6 +49,8 @@ _NO_DECODE = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 16, 17, 18))
 _IP_HEADER = 20
 _IPV6_HEADER = 40
 _ETHERNET = struct.Struct(">6s6sH")
+_PORTS = struct.Struct(">HH")
+_UDP = struct.Struct(">HHH")
 _IPV4 = struct.Struct(">BBHHHBB2x4s4s")
 """The IPv4 header's fields sflowtool prints, in one call (the id read big-endian, then swapped: see IPID above)."""
 
@@ -69,6 +71,8 @@ def signed32(n: int) -> int:
 class _Dissection:
     """State of one header decode: the bytes, what was printed, the layers found."""
 
+    __slots__ = ("extensions", "h", "layers", "out")
+
     def __init__(self, header: bytes) -> None:
         self.h = header
         self.out: list[Entry] = []
@@ -79,9 +83,6 @@ class _Dissection:
     def put(self, name: str, value: object) -> None:
         self.out.append((name, str(value)))
 
-    def walk(self, protocol: int) -> Layers:
-        return walk(self.h, protocol, rules=SFLOWTOOL, chain=self.extensions)
-
     # ------------------------------------------------------------ link layer
 
     def ethernet(self) -> None:
@@ -90,27 +91,26 @@ class _Dissection:
             return
         dst, src, _ = _ETHERNET.unpack_from(h)
         self.out += (("dstMAC", dst.hex()), ("srcMAC", src.hex()))
-        layers = self.walk(HEADER_ETHERNET)
-        for depth in range(layers.tags):
+        layers = walk(h, HEADER_ETHERNET, 0, len(h), SFLOWTOOL, self.extensions)
+        type_len, tags, at, version, _, _, _ = layers
+        for depth in range(tags):
             tci = _u16(h, 14 + 4 * depth)
             suffix = f".{depth}" if depth else ""
             self.put("decodedVLAN" + suffix, tci & 0x0FFF)
             self.put("decodedPriority" + suffix, tci >> 13)
-        if layers.l3 < 0 or len(h) < _IP_HEADER:
+        if at < 0 or len(h) < _IP_HEADER:
             return  # the header ends inside a tag, or is too short for sflowtool to go on
-        type_len, at = layers.ethertype, layers.l3
-        after_tags = 14 + 4 * layers.tags
-        if type_len in (0x0200, 0x0201, 0x0600) and self._is_ipx(after_tags):
-            return
-        if type_len <= MAX_8023_LENGTH and at == after_tags:  # 802.2 LLC that does not carry IP
-            oui = h[at + 3 : at + 6]
-            if h[at : at + 3] == b"\xaa\xaa\x03" and len(oui) == 3 and oui != b"\0\0\0":
-                self.put("VSNAP_OUI", "-".join(f"{x:02X}" for x in oui))
-            return
-        self.put("ethernet_type", type_len)
-        if (type_len == ETH_P_IP and layers.version == 4) or (
-            type_len == ETH_P_IPV6 and at < len(h) and h[at] >> 4 == 6
-        ):
+        after_tags = 14 + 4 * tags
+        if type_len <= MAX_8023_LENGTH or type_len == 0x0600:
+            if type_len in (0x0200, 0x0201, 0x0600) and self._is_ipx(after_tags):
+                return
+            if at == after_tags and type_len != 0x0600:  # 802.2 LLC that does not carry IP
+                oui = h[at + 3 : at + 6]
+                if h[at : at + 3] == b"\xaa\xaa\x03" and len(oui) == 3 and oui != b"\0\0\0":
+                    self.put("VSNAP_OUI", "-".join(f"{x:02X}" for x in oui))
+                return
+        self.out.append(("ethernet_type", str(type_len)))
+        if (type_len == ETH_P_IP and version == 4) or (type_len == ETH_P_IPV6 and at < len(h) and h[at] >> 4 == 6):
             self.layers = layers
 
     def _is_ipx(self, at: int) -> bool:
@@ -143,8 +143,8 @@ class _Dissection:
 
     # ------------------------------------------------------------ IP layers
 
-    def ipv4(self, layers: Layers) -> None:
-        h, at = self.h, layers.l3
+    def ipv4(self, at: int, l4: int) -> None:
+        h = self.h
         if len(h) - at < _IP_HEADER:
             return
         _, tos, total_length, ip_id, fragment, ttl, protocol, src, dst = _IPV4.unpack_from(h, at)
@@ -161,8 +161,8 @@ class _Dissection:
         if fragment_offset:
             self.put("IPFragmentOffset", fragment_offset)
             return
-        if layers.l4 <= len(h):
-            self.layer4(protocol, layers.l4)
+        if l4 <= len(h):
+            self.layer4(protocol, l4)
 
     def ipv6(self, layers: Layers) -> None:
         h, at = self.h, layers.l3
@@ -192,13 +192,13 @@ class _Dissection:
             self.put("ICMPType", h[at])
             self.put("ICMPCode", h[at + 1])
         elif protocol == 6:
-            self.out += (("TCPSrcPort", str(_u16(h, at))), ("TCPDstPort", str(_u16(h, at + 2))))
+            source, destination = _PORTS.unpack_from(h, at)
+            self.out += (("TCPSrcPort", str(source)), ("TCPDstPort", str(destination)))
             if len(h) - at > 13:
                 self.out.append(("TCPFlags", str(h[at + 13])))
         elif protocol == 17:
-            self.put("UDPSrcPort", _u16(h, at))
-            self.put("UDPDstPort", _u16(h, at + 2))
-            self.put("UDPBytes", _u16(h, at + 4))
+            source, destination, length = _UDP.unpack_from(h, at)
+            self.out += (("UDPSrcPort", str(source)), ("UDPDstPort", str(destination)), ("UDPBytes", str(length)))
 
 
 def dissect_header(protocol: int, frame_length: int, stripped: int, header: bytes) -> list[Entry]:
@@ -207,7 +207,7 @@ def dissect_header(protocol: int, frame_length: int, stripped: int, header: byte
     if protocol == HEADER_ETHERNET:
         d.ethernet()
     elif protocol in (HEADER_IPV4, HEADER_IPV6):
-        d.layers = d.walk(protocol)
+        d.layers = walk(d.h, protocol, 0, len(d.h), SFLOWTOOL, d.extensions)
     elif protocol == HEADER_80211:
         d.ieee80211()
     elif protocol in _NO_DECODE:
@@ -216,9 +216,10 @@ def dissect_header(protocol: int, frame_length: int, stripped: int, header: byte
         d.out.append(Note(f"UNKNOWN headerProtocol={signed32(protocol)}"))
     layers = d.layers
     if layers is not None:
-        d.put("IPSize", signed32(frame_length - stripped - layers.l3))
-        if layers.ethertype == ETH_P_IP:
-            d.ipv4(layers)
+        ethertype, _, at, _, _, l4, _ = layers
+        d.out.append(("IPSize", str(signed32(frame_length - stripped - at))))
+        if ethertype == ETH_P_IP:
+            d.ipv4(at, l4)
         else:
             d.ipv6(layers)
     return d.out
