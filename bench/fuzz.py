@@ -1,6 +1,8 @@
 """Fuzz the two parsers that read bytes from outside: the collector's datagram decoder (with every
 output it feeds: text, -g, -j/-J, -l, -t pcap, -T pcapng, also for the part of a malformed datagram
-decoded before its fault) and the agent's sampled-header parser.
+decoded before its fault) and the packet walker (``hsflowd_py/packet.py``) with every user of it: the
+agent's flow parser (tunnels followed), the GSO offsets, the Prometheus flow key, under both walker
+rules.
 
 Seeds: the C agent's captures, the switch/router/discard datagrams of ../shared/vectors/devices
 (compact and discard samples) and tests/fixtures/sflowtool-6.11/records.pcap (every record of the
@@ -26,13 +28,14 @@ import sys
 import time
 from pathlib import Path
 
+from hsflowd_py.collector.exporter.flowkey import flow_key
 from hsflowd_py.collector.jsonout import format_json
 from hsflowd_py.collector.lines import format_lines
 from hsflowd_py.collector.pcapfile import read_pcap
 from hsflowd_py.collector.pcapout import PcapNgWriter, PcapWriter
 from hsflowd_py.collector.text import Received, datagram_view, format_grep, format_text
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
-from hsflowd_py.packet import parse
+from hsflowd_py.packet import LINK_IP, SFLOWTOOL, STANDARD, ip_end, parse, payload_offset, tcp_sequence_at, walk
 from hsflowd_py.sflow.codec import decode_datagram
 from hsflowd_py.sflow.records import SampledHeader
 from hsflowd_py.sflow.xdr import DecodeError
@@ -116,8 +119,14 @@ def fuzz_decoder(data: bytes) -> None:
 
 
 def fuzz_header(data: bytes) -> None:
-    for proto in (HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6):
-        parse(data, proto, tunnel=True)
+    for link in (HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6, LINK_IP):
+        parse(data, link, tunnel=True)
+        flow_key(link, data)
+        for rules in (STANDARD, SFLOWTOOL):
+            layers = walk(data, link, rules=rules, chain=[])
+            payload_offset(data, layers)
+            tcp_sequence_at(layers, len(data))
+            ip_end(data, layers, len(data))
 
 
 def rss_mb() -> float:
@@ -140,7 +149,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     datagrams, headers = seeds()
     failures = 0
-    for name, target, pool in (("decoder", fuzz_decoder, datagrams), ("header parser", fuzz_header, headers)):
+    for name, target, pool in (("decoder", fuzz_decoder, datagrams), ("packet walker", fuzz_header, headers)):
         start_rss, t0 = rss_mb(), time.perf_counter()
         for i in range(args.count):
             data = rng.randbytes(rng.randint(0, 300)) if i % 10 == 0 else mutate(rng, rng.choice(pool), pool)

@@ -11,6 +11,10 @@ so this module reproduces its field names, order and quirks, among them:
   as a signed 32-bit number.
 * ``ethernet_type`` (sflowtool 6.x) comes once the EtherType is known, after
   any VLAN tags and 802.2/SNAP encapsulation.
+* IPv6 extension headers are walked the way sflowtool walks them (AH's length
+  read in 8-byte units): the agent's walker (``hsflowd_py/packet.py``) with its
+  :data:`~hsflowd_py.packet.SFLOWTOOL` rules finds every layer; this module
+  only prints.
 
 Unlike the C original it never reads past the captured bytes: a field whose
 bytes were not captured is not printed (sflowtool would print whatever
@@ -23,6 +27,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+
+from ..packet import ETH_P_IP, ETH_P_IPV6, MAX_8023_LENGTH, SFLOWTOOL, Layers, walk
 
 __all__ = ["Entry", "Note", "dissect_header", "signed32"]
 
@@ -40,12 +46,11 @@ HEADER_80211 = 15
 
 _NO_DECODE = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 16, 17, 18))
 """Header protocols sflowtool knows but does not decode (token ring ... InfiniBand); others are UNKNOWN."""
-_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
-_IPV6_EXTENSIONS = frozenset((0, 43, 44, 51, 60))  # hop-by-hop, routing, fragment, auth, dest options
 _IP_HEADER = 20
 _IPV6_HEADER = 40
-_MAX_8023_LENGTH = 1500
 _ETHERNET = struct.Struct(">6s6sH")
+_PORTS = struct.Struct(">HH")
+_UDP = struct.Struct(">HHH")
 _IPV4 = struct.Struct(">BBHHHBB2x4s4s")
 """The IPv4 header's fields sflowtool prints, in one call (the id read big-endian, then swapped: see IPID above)."""
 
@@ -64,13 +69,16 @@ def signed32(n: int) -> int:
 
 
 class _Dissection:
-    """State of one header decode: the bytes, what was printed, where IP starts."""
+    """State of one header decode: the bytes, what was printed, the layers found."""
+
+    __slots__ = ("extensions", "h", "layers", "out")
 
     def __init__(self, header: bytes) -> None:
         self.h = header
         self.out: list[Entry] = []
-        self.ip4_at: int | None = None
-        self.ip6_at: int | None = None
+        self.layers: Layers | None = None
+        """Set when sflowtool would go on to decode an IP header (at ``layers.l3``)."""
+        self.extensions: list[int] = []
 
     def put(self, name: str, value: object) -> None:
         self.out.append((name, str(value)))
@@ -81,54 +89,35 @@ class _Dissection:
         h = self.h
         if len(h) < 14:
             return
-        dst, src, type_len = _ETHERNET.unpack_from(h)
+        dst, src, _ = _ETHERNET.unpack_from(h)
         self.out += (("dstMAC", dst.hex()), ("srcMAC", src.hex()))
-        at = 14
-        depth = 0
-        while type_len in _VLAN_TPIDS:
-            if len(h) - at < 4:
-                return
-            tci = _u16(h, at)
+        layers = walk(h, HEADER_ETHERNET, 0, len(h), SFLOWTOOL, self.extensions)
+        type_len, tags, at, version, _, _, _ = layers
+        for depth in range(tags):
+            tci = _u16(h, 14 + 4 * depth)
             suffix = f".{depth}" if depth else ""
             self.put("decodedVLAN" + suffix, tci & 0x0FFF)
             self.put("decodedPriority" + suffix, tci >> 13)
-            type_len, at = _u16(h, at + 2), at + 4
-            depth += 1
-        if len(h) < _IP_HEADER:
-            return
-        if type_len in (0x0200, 0x0201, 0x0600) and self._is_ipx(at):
-            return
-        if type_len <= _MAX_8023_LENGTH:
-            found = self._llc(at)
-            if found is None:
+        if at < 0 or len(h) < _IP_HEADER:
+            return  # the header ends inside a tag, or is too short for sflowtool to go on
+        after_tags = 14 + 4 * tags
+        if type_len <= MAX_8023_LENGTH or type_len == 0x0600:
+            if type_len in (0x0200, 0x0201, 0x0600) and self._is_ipx(after_tags):
                 return
-            type_len, at = found
-        self.put("ethernet_type", type_len)
-        if type_len == 0x0800 and len(h) - at >= _IP_HEADER and h[at] >> 4 == 4 and h[at] & 15 >= 5:
-            self.ip4_at = at
-        elif type_len == 0x86DD and at < len(h) and h[at] >> 4 == 6:
-            self.ip6_at = at
+            if at == after_tags and type_len != 0x0600:  # 802.2 LLC that does not carry IP
+                oui = h[at + 3 : at + 6]
+                if h[at : at + 3] == b"\xaa\xaa\x03" and len(oui) == 3 and oui != b"\0\0\0":
+                    self.put("VSNAP_OUI", "-".join(f"{x:02X}" for x in oui))
+                return
+        self.out.append(("ethernet_type", str(type_len)))
+        if (type_len == ETH_P_IP and version == 4) or (type_len == ETH_P_IPV6 and at < len(h) and h[at] >> 4 == 6):
+            self.layers = layers
 
     def _is_ipx(self, at: int) -> bool:
         h = self.h
         if len(h) - at < 4:
             return False
         return h[at] == 0xFF and h[at + 1] == 0xFF and 30 <= _u16(h, at + 2) <= 30 + 546
-
-    def _llc(self, at: int) -> tuple[int, int] | None:
-        """802.2 after an 802.3 length: SNAP with a zero OUI or IP over 802.2 give an EtherType."""
-        h = self.h
-        if h[at : at + 3] == b"\xaa\xaa\x03":
-            oui = h[at + 3 : at + 6]
-            if len(oui) < 3:
-                return None
-            if oui != b"\0\0\0":
-                self.put("VSNAP_OUI", "-".join(f"{x:02X}" for x in oui))
-                return None
-            return (_u16(h, at + 6), at + 8) if len(h) - at >= 8 else None
-        if len(h) - at >= 3 and h[at] == 0x06 and h[at + 1] == 0x06 and h[at + 2] & 1:
-            return 0x0800, at + 3
-        return None
 
     def ieee80211(self) -> None:
         """Only data frames carry addresses sflowtool prints; their meaning depends on ToDS/FromDS."""
@@ -154,11 +143,11 @@ class _Dissection:
 
     # ------------------------------------------------------------ IP layers
 
-    def ipv4(self, at: int) -> None:
+    def ipv4(self, at: int, l4: int) -> None:
         h = self.h
         if len(h) - at < _IP_HEADER:
             return
-        version_length, tos, total_length, ip_id, fragment, ttl, protocol, src, dst = _IPV4.unpack_from(h, at)
+        _, tos, total_length, ip_id, fragment, ttl, protocol, src, dst = _IPV4.unpack_from(h, at)
         self.out += (
             ("ip.tot_len", str(total_length)),
             ("srcIP", socket.inet_ntoa(src)),
@@ -172,13 +161,11 @@ class _Dissection:
         if fragment_offset:
             self.put("IPFragmentOffset", fragment_offset)
             return
-        header_bytes = (version_length & 15) * 4
-        if len(h) - at < header_bytes:
-            return
-        self.layer4(protocol, at + header_bytes)
+        if l4 <= len(h):
+            self.layer4(protocol, l4)
 
-    def ipv6(self, at: int) -> None:
-        h = self.h
+    def ipv6(self, layers: Layers) -> None:
+        h, at = self.h, layers.l3
         if len(h) - at < _IPV6_HEADER:
             return
         if h[at] >> 4 != 6:
@@ -188,20 +175,14 @@ class _Dissection:
         self.put("IP6_label", f"0x{((h[at + 1] & 15) << 16) + _u16(h, at + 2):x}")
         payload_length = _u16(h, at + 4)
         self.put("IPV6_payloadLen", payload_length or "<jumbo>")
-        next_header = h[at + 6]
         self.put("IPTTL", h[at + 7])
         self.put("srcIP6", ipaddress.IPv6Address(h[at + 8 : at + 24]).exploded)
         self.put("dstIP6", ipaddress.IPv6Address(h[at + 24 : at + 40]).exploded)
-        at += _IPV6_HEADER
-        while next_header in _IPV6_EXTENSIONS:
-            self.put("IP6HeaderExtension", next_header)
-            if len(h) - at < 2:
-                return
-            next_header, at = h[at], at + 8 * (h[at + 1] + 1)
-            if at > len(h):
-                return
-        self.put("IPProtocol", next_header)
-        self.layer4(next_header, at)
+        self.out += (("IP6HeaderExtension", str(e)) for e in self.extensions)
+        if layers.proto < 0:
+            return  # an extension header ran off the end of the captured bytes
+        self.put("IPProtocol", layers.proto)
+        self.layer4(layers.proto, layers.l4)
 
     def layer4(self, protocol: int, at: int) -> None:
         h = self.h
@@ -211,13 +192,13 @@ class _Dissection:
             self.put("ICMPType", h[at])
             self.put("ICMPCode", h[at + 1])
         elif protocol == 6:
-            self.out += (("TCPSrcPort", str(_u16(h, at))), ("TCPDstPort", str(_u16(h, at + 2))))
+            source, destination = _PORTS.unpack_from(h, at)
+            self.out += (("TCPSrcPort", str(source)), ("TCPDstPort", str(destination)))
             if len(h) - at > 13:
                 self.out.append(("TCPFlags", str(h[at + 13])))
         elif protocol == 17:
-            self.put("UDPSrcPort", _u16(h, at))
-            self.put("UDPDstPort", _u16(h, at + 2))
-            self.put("UDPBytes", _u16(h, at + 4))
+            source, destination, length = _UDP.unpack_from(h, at)
+            self.out += (("UDPSrcPort", str(source)), ("UDPDstPort", str(destination)), ("UDPBytes", str(length)))
 
 
 def dissect_header(protocol: int, frame_length: int, stripped: int, header: bytes) -> list[Entry]:
@@ -225,21 +206,20 @@ def dissect_header(protocol: int, frame_length: int, stripped: int, header: byte
     d = _Dissection(bytes(header))
     if protocol == HEADER_ETHERNET:
         d.ethernet()
-    elif protocol == HEADER_IPV4:
-        d.ip4_at = 0
-    elif protocol == HEADER_IPV6:
-        d.ip6_at = 0
+    elif protocol in (HEADER_IPV4, HEADER_IPV6):
+        d.layers = walk(d.h, protocol, 0, len(d.h), SFLOWTOOL, d.extensions)
     elif protocol == HEADER_80211:
         d.ieee80211()
     elif protocol in _NO_DECODE:
         d.out.append(Note(f"NO_DECODE headerProtocol={protocol}"))
     else:
         d.out.append(Note(f"UNKNOWN headerProtocol={signed32(protocol)}"))
-    ip_at = d.ip4_at if d.ip4_at is not None else d.ip6_at
-    if ip_at is not None:
-        d.put("IPSize", signed32(frame_length - stripped - ip_at))
-        if d.ip4_at is not None:
-            d.ipv4(ip_at)
+    layers = d.layers
+    if layers is not None:
+        ethertype, _, at, _, _, l4, _ = layers
+        d.out.append(("IPSize", str(signed32(frame_length - stripped - at))))
+        if ethertype == ETH_P_IP:
+            d.ipv4(at, l4)
         else:
-            d.ipv6(ip_at)
+            d.ipv6(layers)
     return d.out

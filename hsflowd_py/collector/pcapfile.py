@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from ..flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
+from ..packet import IPPROTO_UDP, LINK_IP, NOT_FRAGMENT, UDP_HEADER, Layers, addresses, ip_end, network, walk
+
 __all__ = ["PcapError", "PcapPacket", "read_pcap"]
 
 _MAGIC_USEC = 0xA1B2C3D4
@@ -31,9 +34,6 @@ LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_LINUX_SLL2 = 276
 
-_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
-_IPV6_SKIPPABLE = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
-_UDP = 17
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -94,78 +94,48 @@ _Found = tuple[IPAddress, int, bytes, bool]
 
 
 def _ethernet(frame: memoryview) -> _Found | None:
-    at = 12
-    while len(frame) >= at + 2:
-        ethertype = (frame[at] << 8) | frame[at + 1]
-        if ethertype not in _VLAN_TPIDS:
-            return _by_ethertype(ethertype, frame[at + 2 :])
-        at += 4
-    return None
+    return _udp(frame, walk(frame, HEADER_ETHERNET))
 
 
 def _linux_sll(frame: memoryview) -> _Found | None:
     if len(frame) < 16:
         return None
-    return _by_ethertype((frame[14] << 8) | frame[15], frame[16:])
+    return _udp(frame, network(frame, (frame[14] << 8) | frame[15], 16, len(frame)))
 
 
 def _linux_sll2(frame: memoryview) -> _Found | None:
     if len(frame) < 20:
         return None
-    return _by_ethertype((frame[0] << 8) | frame[1], frame[20:])
+    return _udp(frame, network(frame, (frame[0] << 8) | frame[1], 20, len(frame)))
 
 
 def _raw(frame: memoryview) -> _Found | None:
-    version = frame[0] >> 4 if len(frame) else 0
-    return _ipv4(frame) if version == 4 else _ipv6(frame) if version == 6 else None
+    return _udp(frame, walk(frame, LINK_IP))
 
 
-def _by_ethertype(ethertype: int, packet: memoryview) -> _Found | None:
-    if ethertype == 0x0800:
-        return _ipv4(packet)
-    if ethertype == 0x86DD:
-        return _ipv6(packet)
-    return None
+def _ipv4(frame: memoryview) -> _Found | None:
+    return _udp(frame, walk(frame, HEADER_IPV4))
 
 
-def _ipv4(packet: memoryview) -> _Found | None:
-    if len(packet) < 20 or packet[0] >> 4 != 4:
-        return None
-    header_length = (packet[0] & 15) * 4
-    flags_offset = (packet[6] << 8) | packet[7]
-    if header_length < 20 or packet[9] != _UDP or flags_offset & 0x3FFF:
+def _ipv6(frame: memoryview) -> _Found | None:
+    return _udp(frame, walk(frame, HEADER_IPV6))
+
+
+def _udp(frame: memoryview, layers: Layers) -> _Found | None:
+    """The datagram of a whole (unfragmented) UDP packet, cut to its IP and UDP lengths."""
+    if layers.proto != IPPROTO_UDP or layers.fragment != NOT_FRAGMENT:
         return None  # not UDP, or a fragment: a whole datagram is not in this packet
-    total_length = (packet[2] << 8) | packet[3]
-    end = min(len(packet), total_length) if total_length >= header_length else len(packet)
-    source = ipaddress.IPv4Address(bytes(packet[12:16]))
-    return _udp(source, packet[header_length:end])
-
-
-def _ipv6(packet: memoryview) -> _Found | None:
-    if len(packet) < 40 or packet[0] >> 4 != 6:
+    segment = frame[layers.l4 : ip_end(frame, layers, len(frame))]
+    if len(segment) < UDP_HEADER:
         return None
-    payload_length = (packet[4] << 8) | packet[5]
-    next_header = packet[6]
-    source = ipaddress.IPv6Address(bytes(packet[8:24]))
-    body = packet[40 : 40 + payload_length] if payload_length else packet[40:]
-    while next_header in _IPV6_SKIPPABLE:
-        if len(body) < 8:
-            return None
-        next_header, body = body[0], body[8 * (body[1] + 1) :]
-    if next_header != _UDP:
-        return None  # includes fragment headers: the datagram is not whole here
-    return _udp(source, body)
-
-
-def _udp(source: IPAddress, segment: memoryview) -> _Found | None:
-    if len(segment) < 8:
-        return None
+    packed = bytes(addresses(frame, layers)[0])
+    source = ipaddress.IPv4Address(packed) if len(packed) == 4 else ipaddress.IPv6Address(packed)
     port = (segment[0] << 8) | segment[1]
     length = (segment[4] << 8) | segment[5]
-    if length < 8:
+    if length < UDP_HEADER:
         return None
-    payload = bytes(segment[8:length])
-    return source, port, payload, len(payload) < length - 8
+    payload = bytes(segment[UDP_HEADER:length])
+    return source, port, payload, len(payload) < length - UDP_HEADER
 
 
 _LINK_DECODERS = {

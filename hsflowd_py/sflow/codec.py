@@ -144,27 +144,36 @@ class _Stop(DecodeError):
         self.partial = partial
 
 
+def _where(index: int, tag: int) -> str:
+    """How an error names a sample: made only when there is an error to report, not for every sample."""
+    return f"sample {index} ({tag >> 12}:{tag & 0xFFF})"
+
+
 def _decode_records(
-    buf: memoryview, off: int, end: int, count: int, table: dict[int, _Fast], where: str, records: list[AnyRecord]
+    buf: memoryview, off: int, end: int, count: int, table: dict[int, _Fast], index: int, sample_tag: int,
+    records: list[AnyRecord],
 ) -> int:
     """Decode ``count`` records into ``records``; returns the offset after them.
 
     On a fault the records before it are already in ``records`` (with a
     BrokenRecord for a record whose body did not fit), so the caller can
-    still print them as sflowtool does.
+    still print them as sflowtool does.  The sample's ``index`` and ``sample_tag`` name it in an error.
     """
     if count > MAX_RECORDS_PER_SAMPLE:
+        where = _where(index, sample_tag)
         raise DecodeError(f"{where}: {count} records exceeds the limit of {MAX_RECORDS_PER_SAMPLE} at offset {off}")
     append = records.append
     unpack_tl = _TL.unpack_from
     for i in range(count):
         if off + 8 > end:
+            where = _where(index, sample_tag)
             raise DecodeError(f"{where}, record {i}: truncated record header at offset {off}")
         tag, length = unpack_tl(buf, off)
         off += 8
         rec_end = off + ((length + 3) & ~3)
         if rec_end > end:
             append(BrokenRecord(tag, table[tag][0] if tag in table else None))
+            where = _where(index, sample_tag)
             raise DecodeError(
                 f"{where}, record {i} ({tag >> 12}:{tag & 0xFFF}): length {length} overruns the sample at offset {off}"
             )
@@ -189,11 +198,13 @@ def _decode_records(
                 values, used = cls.LAYOUT.unpack(buf, off, rec_end)
             except DecodeError as e:
                 records.append(BrokenRecord(tag, cls))
+                where = _where(index, sample_tag)
                 raise DecodeError(
                     f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: {e}"
                 ) from None
             if pad4(used - off) != pad4(length):
                 records.append(BrokenRecord(tag, cls))
+                where = _where(index, sample_tag)
                 raise DecodeError(
                     f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
                     f"declared {length} bytes, layout uses {used - off}"
@@ -212,11 +223,12 @@ _FLOW_FAST = _fast(FLOW_RECORDS)
 _COUNTER_FAST = _fast(COUNTER_RECORDS)
 
 
-def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, where: str) -> Sample:
+def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, index: int) -> Sample:
     """One known sample; on a fault raises _Stop with the sample as far as it decoded."""
     if tag in _HEADS:
         head = _HEADS[tag]
         if s_end - start < head.size:
+            where = _where(index, tag)
             raise _Stop(f"{where}: {s_end - start} bytes is shorter than its header at offset {start}", start, None)
         fields = head.unpack_from(buf, start)
     sample: Sample
@@ -246,12 +258,13 @@ def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, where: str) 
     else:
         return UnknownSample(tag, bytes(buf[start:s_end]))
     try:
-        off = _decode_records(buf, start + head.size, s_end, n, table, where, sample.records)
+        off = _decode_records(buf, start + head.size, s_end, n, table, index, tag, sample.records)
     except DecodeError as e:
         sample.complete = False
         raise _Stop(str(e), start, sample) from None
     if off != s_end:
         sample.complete = False
+        where = _where(index, tag)
         raise _Stop(f"{where}: {s_end - off} bytes left over after {n} records at offset {off}", off, sample)
     return sample
 
@@ -260,21 +273,21 @@ def _decode_sample(buf: memoryview, off: int, end: int, index: int) -> Sample:
     tag, length = _TL.unpack_from(buf, off)
     start = off + 8
     s_end = start + length
-    where = f"sample {index} ({tag >> 12}:{tag & 0xFFF})"
     if length % 4 or s_end > end:
         # sflowtool reads the sample's header before it checks the length: do the same for known types.
         partial = None
         if tag in _HEADS and end - start >= _HEADS[tag].size:
             try:
-                partial = _sample_body(tag, buf, start, end, where)
+                partial = _sample_body(tag, buf, start, end, index)
             except _Stop as stop:
                 partial = stop.partial
             if partial is not None and not isinstance(partial, UnknownSample):
                 partial.complete = False
+        where = _where(index, tag)
         raise _Stop(
             f"{where}: length {length} overruns the datagram or is not a multiple of 4 at offset {off}", off, partial
         )
-    return _sample_body(tag, buf, start, s_end, where)
+    return _sample_body(tag, buf, start, s_end, index)
 
 
 def decode_datagram(data: bytes | memoryview) -> Datagram:

@@ -213,13 +213,25 @@ def _pack_address(addr: Any) -> bytes:
     return _U32.pack(1 if ip.version == 4 else 2) + ip.packed
 
 
+_ADDRESS_SIZES = {1: 4, 2: 16}
+_ADDRESSES: dict[bytes, Any] = {}
+"""Packed address → its (immutable) address object: every datagram names its agent, and making
+the object costs more than the rest of the datagram header.  Cleared when it reaches 4,096."""
+
+
 def _unpack_address(buf: memoryview, off: int, end: int) -> tuple[Any, int]:
     kind, off = read_u32(buf, off, end)
-    size = {1: 4, 2: 16}.get(kind)
+    size = _ADDRESS_SIZES.get(kind)
     if size is None:
         raise DecodeError(f"address type {kind} is neither 1 (IPv4) nor 2 (IPv6)")
     _need(buf, off, size, end)
-    return ipaddress.ip_address(bytes(buf[off : off + size])), off + size
+    packed = bytes(buf[off : off + size])
+    address = _ADDRESSES.get(packed)
+    if address is None:
+        if len(_ADDRESSES) >= 4096:
+            _ADDRESSES.clear()
+        address = _ADDRESSES[packed] = ipaddress.ip_address(packed)
+    return address, off + size
 
 
 ADDRESS = Variable(

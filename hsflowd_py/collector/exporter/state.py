@@ -316,12 +316,19 @@ class ExportState:
         self.refused = 0
         self.evicted = {"agent": 0, "source": 0}
         self.last_tick = now
+        self.agent_texts: dict[object, str] = {}
+        """Agent address → its text, made once: ``str`` of an address costs more than the rest of a
+        datagram's bookkeeping.  Cleared when it outgrows the agents the limits allow."""
 
     # ------------------------------------------------------------ writing
 
     def observe(self, datagram: Datagram, now: float, sender: str = "") -> None:
         """Take in one decoded datagram that ``sender`` (its UDP source address) sent."""
-        agent_text = str(datagram.agent)
+        agent_text = self.agent_texts.get(datagram.agent)
+        if agent_text is None:
+            if len(self.agent_texts) > 2 * self.limits.agents:
+                self.agent_texts.clear()
+            agent_text = self.agent_texts[datagram.agent] = str(datagram.agent)
         with self.lock:
             agent = self._agent(datagram, agent_text, sender, now)
             if agent is None:
@@ -392,7 +399,8 @@ class ExportState:
 
     def _flow(self, agent: str, sample: FlowSample, now: float) -> None:
         for record in sample.records:
-            if type(record) is SampledHeader:
+            kind = type(record)
+            if kind is SampledHeader:
                 key = flow_key(record.header_protocol, record.header)
                 if key is not None:
                     rate = sample.sampling_rate or 1
@@ -400,7 +408,7 @@ class ExportState:
                     src, dst, protocol, port = key
                     self.ip_flows.add((agent, src, dst), nbytes, rate, now)
                     self.port_flows.add((agent, src, dst, protocol, port), nbytes, rate, now)
-            elif type(record) is UnknownRecord:
+            elif kind is UnknownRecord:
                 self.unknown_records += 1
 
     def _counters(self, agent_text: str, agent: AgentState, sample: CounterSample, now: float) -> None:
