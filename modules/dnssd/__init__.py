@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .lookup import Found
 
 from .schedule import NO_TTL_INTERVAL_S, first_delay, next_interval, retry_delay
+from .settings import DnsSdSettings
 from .txt import parse_txt
 
 log = logging.getLogger("hsflowd.dnssd")
@@ -31,6 +32,7 @@ log = logging.getLogger("hsflowd.dnssd")
 @register
 class DnsSd(Module):
     name = "dns-sd"
+    settings_type = DnsSdSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -42,10 +44,6 @@ class DnsSd(Module):
         self.problems: set[str] = set()
         self.restart = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.dns_sd is not None
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="dns-sd")

@@ -73,6 +73,7 @@ from .inspect import ContainerInfo, parse_inspect
 from .marking import Owner, TrafficMap
 from .names import UniqueNames
 from .probe import Probe, Prober
+from .settings import DockerSettings
 
 log = logging.getLogger("hsflowd.docker")
 
@@ -99,6 +100,7 @@ class Tracked:
 class DockerModule(Module):
     name = "docker"
     enrich_order = 5
+    settings_type = DockerSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -121,10 +123,6 @@ class DockerModule(Module):
         self._host_memory = 0
         self._description = HostDescription()
         """The host's 2000, whose machine type and OS release containers share (read once)."""
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.docker is not None
 
     @property
     def socket_path(self) -> str:

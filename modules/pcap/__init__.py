@@ -56,6 +56,7 @@ from .cbpf import CbpfSampler
 from .counters import interface_records
 from .interfaces import Tap, choose
 from .sampler import OutOfDescriptors, Sampler, SamplerError
+from .settings import PcapSettings
 
 if TYPE_CHECKING:
     from hsflowd_py.module_context import ModuleContext
@@ -104,10 +105,7 @@ class _Open:
 @register
 class PcapModule(Module):
     name = "pcap"
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return bool(settings.pcap)
+    settings_type = PcapSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)

@@ -47,6 +47,7 @@ from hsflowd_py.readers.meminfo import read_meminfo
 from .bus import BusFailure, CallError, SystemdBus
 from .owners import OWNERS, Owners
 from .service import Service, service_uuid
+from .settings import SystemdSettings
 from .traffic import PROCESS_READING, SystemdTraffic
 from .units import Malformed, Unit
 
@@ -67,10 +68,7 @@ RETRY_MAX_S = 60.0
 @register
 class SystemdModule(Module):
     name = "systemd"
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.systemd is not None
+    settings_type = SystemdSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
