@@ -11,13 +11,13 @@ stops sending, while a query that gets no answer keeps everything as it was
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.config import Settings
 from hsflowd_py.module import Module, register
 from hsflowd_py.module_context import Discovered, ModuleContext
+from hsflowd_py.tasks import cancel
 
 if TYPE_CHECKING:
     from .lookup import Found
@@ -49,10 +49,7 @@ class DnsSd(Module):
         self.task = asyncio.create_task(self._run(), name="dns-sd")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
         if self.settings.dns_sd is None:
             # the reloaded config no longer has dns-sd {}: back to the file's collectors and settings
             self.context.set_discovered(Discovered())

@@ -53,7 +53,6 @@ from hsflowd_py.config import Settings
 from hsflowd_py.flow import DST, SRC, SampledPacket, mark_entity
 from hsflowd_py.module import Module, register
 from hsflowd_py.module_context import ModuleContext
-from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
@@ -66,6 +65,7 @@ from hsflowd_py.sflow.records import (
     HostParent,
     Record,
 )
+from hsflowd_py.tasks import cancel, owned_by_thread
 
 from .counters import Totals, parse_stats
 from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refused, valid_id
@@ -145,7 +145,7 @@ class DockerModule(Module):
         self._task = asyncio.create_task(self._follow(self.engine), name="docker-follow")
 
     async def _unfollow_engine(self) -> None:
-        await _cancel(self._task)
+        await cancel(self._task)
         self._task = None
         if self.engine is not None:
             self.engine.shutdown()
@@ -153,11 +153,10 @@ class DockerModule(Module):
 
     async def stop(self) -> None:
         self._stopped = True
-        await _cancel(self._reconnecting)
+        await cancel(self._reconnecting)
         self._reconnecting = None
         await self._unfollow_engine()
-        for task in list(self._stats_tasks):
-            task.cancel()
+        await cancel(*self._stats_tasks)
         for cid in list(self.containers):
             self._forget(cid, final=False)
 
@@ -175,7 +174,7 @@ class DockerModule(Module):
     async def _reconnect(self, previous: asyncio.Task[None] | None) -> None:
         """Follow the engine at the new socket; ``previous`` (a move still under way) is cancelled
         first, so that two quick changes leave one follower, on the last socket."""
-        await _cancel(previous)
+        await cancel(previous)
         await self._unfollow_engine()
         if self._stopped:
             return  # stop() forgets the containers
@@ -340,7 +339,7 @@ class DockerModule(Module):
             return
         if info is None or not self._wanted(info):
             return
-        probe = await in_new_thread(self.prober.probe, info)
+        probe = await owned_by_thread(self.prober.probe, info, release=Probe.close, name="docker-probe")
         if probe.pid_missing and not await self._still_running(info):
             return  # it exited between the inspect and the probe: too short-lived to measure
         if cid in self.containers:  # added meanwhile (a resync raced an event)
@@ -386,7 +385,7 @@ class DockerModule(Module):
             await self._reprobe(t)
 
     async def _reprobe(self, t: Tracked) -> None:
-        probe = await in_new_thread(self.prober.probe, t.info)
+        probe = await owned_by_thread(self.prober.probe, t.info, release=Probe.close, name="docker-probe")
         if self.containers.get(t.info.id) is not t:
             probe.close()
             return
@@ -522,20 +521,6 @@ class DockerModule(Module):
         if netns:
             packet.notes.setdefault("netns", netns)
         return None
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel a task and wait until it has finished.
-
-    Waiting with asyncio.wait rather than awaiting the task under suppress(CancelledError) lets a
-    cancellation of the caller itself through: a reconnection cancelled while it waits here must
-    not carry on.  A failure of the task is logged, not raised: it was being ended anyway."""
-    if task is None:
-        return
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and (err := task.exception()) is not None:
-        log.error("docker: %s failed: %r", task.get_name(), err)
 
 
 def _event_fields(event: Any) -> tuple[str | None, str, str, dict[str, str]]:

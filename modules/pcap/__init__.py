@@ -36,7 +36,6 @@ collections stay rare and short.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -51,6 +50,7 @@ from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.netclass import read_interface, read_interfaces
 from hsflowd_py.sflow.records import Record
+from hsflowd_py.tasks import cancel
 
 from .cbpf import CbpfSampler
 from .counters import interface_records
@@ -132,11 +132,7 @@ class PcapModule(Module):
 
     async def stop(self) -> None:
         self._stopped = True  # a reconcile still pending (SIGHUP) must not reopen anything
-        for task in [self._watch, *self._tasks]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel(self._watch, *self._tasks)
         async with self._lock:
             for ifindex in list(self.open):
                 self._close(ifindex, final=False)
