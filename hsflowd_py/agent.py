@@ -31,7 +31,7 @@ from .ds_index import DsIndexes
 from .flow_path import FlowPath
 from .host_counters import HostCounters
 from .module_context import Discovered, ModuleContext
-from .pidfile import PidFile
+from .pidfile import AlreadyRunning, InstanceLock, PidFile
 from .pollers import Collect, Poller
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
@@ -99,6 +99,8 @@ class Agent:
         self._modules_lock = asyncio.Lock()
         """Held while modules start or stop, so two SIGHUPs in a row cannot start one module twice."""
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._pending_apply: asyncio.Task[None] | None = None
+        """Discovered settings waiting for the module lock (``set_discovered``)."""
         self.stats: dict[str, int] = dict.fromkeys(
             ("flow_samples", "counter_samples", "enrich_timeouts", "faults", "unencodable_samples"), 0
         )
@@ -198,9 +200,24 @@ class Agent:
             self._guard(m, "reconfigure", m.reconfigure, self.settings)
 
     def set_discovered(self, discovered: Discovered) -> None:
-        if discovered != self.discovered:
-            self.discovered = discovered
+        """Collectors and settings learned at run time (DNS-SD), applied under the module lock.
+
+        Free, the lock is not needed: applying runs to its end without yielding to the loop.  Held,
+        a reload or module start is under way, and a module being started would miss the new settings
+        (it is not among ``self.modules`` yet): the apply waits for the lock instead."""
+        if discovered == self.discovered:
+            return
+        self.discovered = discovered
+        if not self._modules_lock.locked():
             self.apply_settings()
+        elif self._pending_apply is None:
+            self._pending_apply = asyncio.get_running_loop().create_task(self._apply_when_unlocked())
+
+    async def _apply_when_unlocked(self) -> None:
+        async with self._modules_lock:
+            self._pending_apply = None
+            if not self._stopping.is_set():
+                self.apply_settings()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; a bad file is reported and the running settings stay."""
@@ -393,7 +410,10 @@ class Agent:
         try:
             drop_privileges(s.run_as_user, s.run_as_group, keep)
         except DropError as e:
-            log.error("cannot drop privileges to user %s: %s; exiting rather than running on as root", s.run_as_user, e)
+            instead = "with capabilities it was to give up" if e.became_user else "as root"
+            log.error(
+                "cannot drop privileges to user %s: %s; exiting rather than running on %s", s.run_as_user, e, instead
+            )
             raise SystemExit(f"hsflowd-py: cannot drop privileges to user {s.run_as_user}: {e}") from None
         self.privileges_kept = keep
 
@@ -427,6 +447,21 @@ class Agent:
             log.error("no status socket at %s: %s", self.status_path, e)
             return None
 
+    def _lock_instance(self) -> InstanceLock | None:
+        """One agent per status socket (and pid file): the lock beside them is taken first, while
+        root, and held until they are gone; a second agent exits with the reason and touches neither."""
+        anchor = self.status_path or self.pid_path
+        if not anchor:
+            return None
+        try:
+            return InstanceLock(f"{anchor}.lock")
+        except AlreadyRunning as e:
+            log.error("%s: not starting, the running agent keeps its status socket and pid file", e)
+            raise SystemExit(f"hsflowd-py: {e}: not starting") from None
+        except OSError as e:
+            log.error("cannot take the lock %s.lock: %s", anchor, e)
+            raise SystemExit(f"hsflowd-py: cannot take the lock {anchor}.lock: {e}") from None
+
     def _write_pid_file(self) -> PidFile | None:
         """``-p``, written before anything else while the agent is root; an agent that cannot
         write it exits with the reason."""
@@ -448,6 +483,14 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        instance = self._lock_instance()
+        try:
+            await self._run_locked()
+        finally:
+            if instance is not None:
+                instance.release()
+
+    async def _run_locked(self) -> None:
         pid_file = self._write_pid_file()
         self.apply_settings()
         self.add_poller(*HOST_DS, self.host_records, "host")
