@@ -28,13 +28,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hsflowd_py import netlink as nl
 from hsflowd_py.flow import SampledPacket
 from hsflowd_py.netns import enter_namespace, namespace_id
 from hsflowd_py.sflow.records import ExtendedTcpInfo
 from hsflowd_py.tasks import owned_by_thread
 
 from . import inet_diag as diag
-from . import netlink as nl
 from .addresses import LocalAddresses, open_route_socket
 
 log = logging.getLogger("hsflowd.tcp")
