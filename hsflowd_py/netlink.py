@@ -11,12 +11,14 @@ rather than raising (the caller counts it).
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -35,6 +37,7 @@ ERRNO = struct.Struct("=i")
 
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
+RTMGRP_LINK = 0x1
 IFADDRMSG = struct.Struct("=BBBBI")
 """ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index."""
 IFA_ADDRESS = 1
@@ -146,3 +149,46 @@ def dump_addresses(timeout: float = 2.0) -> list[tuple[int, bytes]]:
                     raise OSError(code, f"RTM_GETADDR refused: {os.strerror(code)}")
                 if msg_type == RTM_NEWADDR and (entry := decode_address(data, start, end)) is not None:
                     out.append(entry)
+
+
+class LinkChanges:
+    """Whether the kernel announced a link change (RTM_NEWLINK/RTM_DELLINK: an interface added,
+    removed, renamed, up or down, enslaved) since the last question: a check of the interfaces
+    reads /sys only then, not every ``checkAdaptors`` (40 files per interface, container veths
+    included).
+
+    The first question answers yes, so the socket may open after a first full read; so does one
+    after ``refresh_s`` without any (the established agent's ``refreshAdaptors``: what no event
+    announces, such as a speed renegotiated without a carrier change, is read then), one after
+    the socket overran (lost announcements), and every one when the interfaces are read from a
+    tree other than ``/`` (a test's), which no kernel announces changes of.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._sock = open_socket(NETLINK_ROUTE, RTMGRP_LINK) if root == Path("/") else None
+        self._read_at: float | None = None
+
+    def changed(self, refresh_s: float) -> bool:
+        now = time.monotonic()
+        changed = self._sock is None or self._read_at is None or now - self._read_at >= refresh_s or self._drain()
+        if changed:
+            self._read_at = now
+        return changed
+
+    def _drain(self) -> bool:
+        assert self._sock is not None
+        announced = False
+        while True:
+            try:
+                self._sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                return announced
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    raise
+            announced = True  # a message on this group is a link change; an overrun lost some
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -41,9 +41,9 @@ class Settings:
     ``sampling_bps_ratio`` None means "not set", which differs from 0 (use
     ``sampling`` on every link; see REFERENCE.md section 4).  ``run_as_user``
     and ``run_as_group`` (additions, keys ``user``/``group``) are what the agent
-    drops to after opening its privileged sockets.  ``refresh_adaptors`` is
-    accepted so the established agent's files load, and does nothing: its full
-    re-read of the interfaces is what every ``check_adaptors`` check does here.
+    drops to after opening its privileged sockets.  ``check_adaptors``: how often
+    the interfaces are checked, read only when the kernel announced a link change since;
+    ``refresh_adaptors``: how often they are read regardless (``netlink.LinkChanges``).
 
     Ranges are the established agent's (it refuses a file with a value outside them, and so
     does this parser).  Legacy keys it still reads: ``packetSamplingRate`` and

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from hsflowd_py.config import Settings
 from hsflowd_py.counters import Monotonic
 from hsflowd_py.module import Module, register
+from hsflowd_py.netlink import LinkChanges
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.netclass import read_interface, read_interfaces
@@ -149,9 +150,14 @@ class PcapModule(Module):
         task.add_done_callback(self._tasks.discard)
 
     async def _watch_interfaces(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.check_adaptors)
-            await self._checked_reconcile()
+        links = LinkChanges(self.context.root)
+        try:
+            while True:
+                await asyncio.sleep(self.settings.check_adaptors)
+                if links.changed(self.settings.refresh_adaptors):
+                    await self._checked_reconcile()
+        finally:
+            links.close()
 
     async def _checked_reconcile(self) -> None:
         try:
