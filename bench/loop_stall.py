@@ -1,0 +1,139 @@
+"""How long the agent's loop stalls with many containers, packet sampling under load and tcp on.
+
+Starts N busybox containers (default 200, ``sleep``) in the test engine (``tests/dockerd.py``), a
+veth pair into a namespace of its own, and the agent in this process with
+``docker { }``, ``pcap { dev = <the root end> sampling = --sampling }``, ``tcp { udp = on }``,
+``polling = --polling`` and ``checkAdaptors = 1``; iperf3 sends ``--pps`` packets/s of 64-byte
+UDP frames across the pair while a task that asks to wake every millisecond records how late each
+wake-up is.  Printed once every container is tracked and a polling round has passed: the worst
+stall, the 99th percentile and the median, how many wake-ups were late by more than 10 and 50 ms,
+and what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held
+for tcp that the agent's own stall made late).
+
+To compare two revisions, run it again with the other one first on the path (a checkout with
+``hsflowd_py/modules`` linked to its ``modules``)::
+
+    git archive REV | tar -x -C /tmp/before && ln -s ../modules /tmp/before/hsflowd_py/modules
+    PYTHONPATH=/tmp/before flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py
+
+Needs root, iperf3 and Debian's docker.io.  Run under the heavy lock on a shared machine; it
+removes its containers (by id) and its namespace at the end.
+
+    flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py [--containers 200]
+        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(1, str(ROOT / "bench"))
+
+import dockerd  # noqa: E402 - the test engine lives beside the tests
+from containers import start_containers  # noqa: E402
+from pcap_netns import veth_pair  # noqa: E402
+from sampling import PORT, traffic  # noqa: E402
+
+
+async def lateness(until: float) -> list[float]:
+    """Milliseconds each 1 ms sleep overran, until ``until`` (monotonic)."""
+    lags = []
+    while (start := time.monotonic()) < until:
+        await asyncio.sleep(0.001)
+        lags.append((time.monotonic() - start - 0.001) * 1000)
+    return lags
+
+
+async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) -> None:
+    import hsflowd_py
+    from hsflowd_py.agent import Agent
+    from hsflowd_py.config import parse_config
+
+    conf = (
+        f"sflow {{ polling = {args.polling} checkAdaptors = 1 collector {{ ip = 127.0.0.1 udpport = 9 }}"
+        f" docker {{ socket = {engine.socket} }} pcap {{ dev = {dev} sampling = {args.sampling} }}"
+        " tcp { udp = on } }"
+    )
+    agent = Agent(parse_config(conf))
+    task = asyncio.create_task(agent.run())
+    began = time.monotonic()
+    while time.monotonic() - began < 300:
+        await asyncio.sleep(0.5)
+        docker = agent.modules.get("docker")
+        if docker is not None and len(docker.containers) >= args.containers:
+            break
+    docker = agent.modules["docker"]
+    tracked = time.monotonic() - began
+    await asyncio.sleep(args.polling)  # one round: every container polled once on its phase
+    before = dict(agent.stats)
+    until = time.monotonic() + args.seconds
+    sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
+    sender.start()
+    lags = await lateness(until)
+    sender.join()
+    after = dict(agent.stats)
+    agent.request_stop()
+    await task
+    lags.sort()
+    delta = {key: after[key] - before.get(key, 0) for key in ("counter_samples", "flow_samples", "enrich_timeouts")}
+    print(f"agent code: {Path(hsflowd_py.__file__).parent}")
+    print(f"{len(docker.containers)} containers tracked {tracked:.1f} s after the start; "
+          f"polling = {args.polling}; {args.pps} packets/s sampled 1-in-{args.sampling} with tcp {{ udp = on }}; "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"loop stall over {args.seconds:g} s: worst {lags[-1]:.1f} ms, p99 {lags[int(len(lags) * 0.99)]:.1f} ms, "
+          f"median {statistics.median(lags):.2f} ms; {sum(lag > 10 for lag in lags)} wake-ups late by > 10 ms, "
+          f"{sum(lag > 50 for lag in lags)} by > 50 ms")  # fmt: skip
+    print(f"meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
+          f"{delta['enrich_timeouts']} enrich timeouts")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--containers", type=int, default=200)
+    p.add_argument("--pps", type=int, default=100_000)
+    p.add_argument("--sampling", type=int, default=100)
+    p.add_argument("--polling", type=int, default=10)
+    p.add_argument("--seconds", type=float, default=30)
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("needs root: namespaces, raw sockets, the Docker engine")
+    engine = dockerd.Engine()
+    engine.start()
+    dockerd.ensure_busybox_image(engine)
+    ids: list[str] = []
+    try:
+        started = time.monotonic()
+        started_ids = start_containers(engine, f"stall-{os.getpid()}", args.containers, ["sleep", "3600"])
+        ids += [cid for cid, _ in started_ids.values()]
+        print(f"started {len(ids)} containers in {time.monotonic() - started:.0f} s")
+        others = len(engine.docker("ps", "-q").stdout.split()) - len(ids)
+        args.containers += others
+        with veth_pair("stal", ipv6=False) as v:
+            args.v = v
+            server = subprocess.Popen(
+                v.exec("iperf3", "-s", "-p", str(PORT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                time.sleep(0.5)
+                asyncio.run(measure(args, engine, v.host_dev))
+            finally:
+                server.terminate()
+                server.wait(10)
+    finally:
+        for i in range(0, len(ids), 50):
+            engine.docker("rm", "-f", *ids[i : i + 50], check=False)
+        engine.stop()
+
+
+if __name__ == "__main__":
+    main()
