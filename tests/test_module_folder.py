@@ -60,6 +60,7 @@ def blink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     folder.mkdir(parents=True)
     (folder / "settings.py").write_text(textwrap.dedent(SETTINGS))
     (folder / "__init__.py").write_text(textwrap.dedent(MODULE))
+    blocks.declared_blocks()  # the real modules' blocks first, so the copy restored afterwards has them
     monkeypatch.setattr(blocks, "_DECLARED", dict(blocks._DECLARED))
     monkeypatch.setattr(module, "MODULES", dict(module.MODULES))
     monkeypatch.setattr(modules, "__path__", [*modules.__path__, str(folder.parent)])
