@@ -43,8 +43,9 @@ class ModuleBlock(Block):
     ``--skip-unsupported``).  ``samples_packets``: a file with this block samples packets, which sets
     the datagram sub-agent id (REFERENCE.md 1).  ``supplies_collectors``: this block can stand in for
     ``collector { }`` (``sflow {}`` needs one or the other).  ``legacy`` is a dataclass of
-    ``sflow {}``-level keys (old spellings) that configure this block, and ``fold`` turns their
-    values (by field name) and the block as parsed (None if absent) into the block to keep.
+    ``sflow {}``-level keys (old spellings) that configure this block, its field names unlike the
+    core's, and ``fold`` turns their values (by field name) and the block as parsed (None if
+    absent) into the block to keep.
     """
 
     attr: str = ""
