@@ -78,6 +78,8 @@ def module_block(
     """Class decorator on a module's settings dataclass: it is the ``key { ... }`` block of ``sflow {}``."""
 
     def declare(cls: type[T]) -> type[T]:
+        if key.lower() in _DECLARED:
+            return cls  # the folder imported again under another name (``modules.pcap``): the first stays
         _DECLARED[key.lower()] = ModuleBlock(
             key, cls, repeat, key.replace("-", "_"), frozenset(k.lower() for k in unsupported),
             samples_packets, supplies_collectors, legacy, fold,
