@@ -45,13 +45,20 @@ from pcap_netns import veth_pair  # noqa: E402
 from sampling import PORT, traffic  # noqa: E402
 
 
-async def lateness(until: float) -> list[float]:
-    """Milliseconds each 1 ms sleep overran, until ``until`` (monotonic)."""
-    lags = []
+async def lateness(until: float, lags: list[float]) -> list[float]:
+    """Milliseconds each 1 ms sleep overran, added to ``lags`` until ``until`` (monotonic)."""
     while (start := time.monotonic()) < until:
         await asyncio.sleep(0.001)
         lags.append((time.monotonic() - start - 0.001) * 1000)
     return lags
+
+
+def summary(lags: list[float]) -> str:
+    """Worst, p99 and median lateness of the wake-ups, and how many were late by > 10 and > 50 ms."""
+    lags = sorted(lags)
+    worst, p99, median = lags[-1], lags[int(len(lags) * 0.99)], statistics.median(lags)
+    late10, late50 = sum(lag > 10 for lag in lags), sum(lag > 50 for lag in lags)
+    return f"worst {worst:.1f} ms, p99 {p99:.1f} ms, median {median:.2f} ms; late > 10 ms {late10}, > 50 ms {late50}"
 
 
 async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) -> None:
@@ -67,6 +74,8 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     agent = Agent(parse_config(conf))
     task = asyncio.create_task(agent.run())
     began = time.monotonic()
+    starting_lags: list[float] = []
+    starting = asyncio.create_task(lateness(began + 300, starting_lags))
     while time.monotonic() - began < 300:
         await asyncio.sleep(0.5)
         docker = agent.modules.get("docker")
@@ -74,25 +83,24 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
             break
     docker = agent.modules["docker"]
     tracked = time.monotonic() - began
+    starting.cancel()
+    start_lags = list(starting_lags)
     await asyncio.sleep(args.polling)  # one round: every container polled once on its phase
     before = dict(agent.stats)
     until = time.monotonic() + args.seconds
     sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
     sender.start()
-    lags = await lateness(until)
+    lags = await lateness(until, [])
     sender.join()
     after = dict(agent.stats)
     agent.request_stop()
     await task
-    lags.sort()
     delta = {key: after[key] - before.get(key, 0) for key in ("counter_samples", "flow_samples", "enrich_timeouts")}
     print(f"agent code: {Path(hsflowd_py.__file__).parent}")
-    print(f"{len(docker.containers)} containers tracked {tracked:.1f} s after the start; "
-          f"polling = {args.polling}; {args.pps} packets/s sampled 1-in-{args.sampling} with tcp {{ udp = on }}; "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
-    print(f"loop stall over {args.seconds:g} s: worst {lags[-1]:.1f} ms, p99 {lags[int(len(lags) * 0.99)]:.1f} ms, "
-          f"median {statistics.median(lags):.2f} ms; {sum(lag > 10 for lag in lags)} wake-ups late by > 10 ms, "
-          f"{sum(lag > 50 for lag in lags)} by > 50 ms")  # fmt: skip
+    print(f"{len(docker.containers)} containers tracked {tracked:.1f} s after the start; polling = {args.polling}; "
+          f"{args.pps} packets/s sampled 1-in-{args.sampling}, tcp {{ udp = on }}; {os.cpu_count()} CPUs")  # fmt: skip
+    print(f"loop stall while the containers were being tracked: {summary(start_lags)}")
+    print(f"loop stall over {args.seconds:g} s after one more polling round: {summary(lags)}")
     print(f"meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
           f"{delta['enrich_timeouts']} enrich timeouts")  # fmt: skip
 
@@ -116,8 +124,7 @@ def main() -> None:
         started_ids = start_containers(engine, f"stall-{os.getpid()}", args.containers, ["sleep", "3600"])
         ids += [cid for cid, _ in started_ids.values()]
         print(f"started {len(ids)} containers in {time.monotonic() - started:.0f} s")
-        others = len(engine.docker("ps", "-q").stdout.split()) - len(ids)
-        args.containers += others
+        args.containers = len(ids)  # tracked: at least these (other sessions' containers are tracked too)
         with veth_pair("stal", ipv6=False) as v:
             args.v = v
             server = subprocess.Popen(
