@@ -5,10 +5,11 @@ veth pair into a namespace of its own, and the agent in this process with
 ``docker { }``, ``pcap { dev = <the root end> sampling = --sampling }``, ``tcp { udp = on }``,
 ``polling = --polling`` and ``checkAdaptors = 1``; iperf3 sends ``--pps`` packets/s of 64-byte
 UDP frames across the pair while a task that asks to wake every millisecond records how late each
-wake-up is.  Printed once every container is tracked and a polling round has passed: the worst
-stall, the 99th percentile and the median, how many wake-ups were late by more than 10 and 50 ms,
-and what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held
-for tcp that the agent's own stall made late).
+wake-up is, and a watchdog thread notes where the loop was in each stall over 50 ms.  Printed: the
+stall while the containers are being tracked, and over ``--seconds`` after one more polling round
+(worst, 99th percentile, median, wake-ups late by more than 10 and 50 ms, where the loop was), and
+what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held for tcp
+that the agent's own stall made late).
 
 To compare two revisions, run it again with the other one first on the path (a checkout with
 ``hsflowd_py/modules`` linked to its ``modules``)::
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +47,35 @@ from pcap_netns import veth_pair  # noqa: E402
 from sampling import PORT, traffic  # noqa: E402
 
 
-async def lateness(until: float, lags: list[float]) -> list[float]:
+class Watchdog:
+    """A thread that, when the loop has not beaten for 50 ms, notes where the loop's thread is
+    (its three innermost frames), once per stall: what the worst stalls were doing."""
+
+    def __init__(self) -> None:
+        self.beat = time.monotonic()
+        self.where: dict[str, int] = {}
+        self._loop_thread = threading.get_ident()
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        noted = 0.0
+        while not self._stop.wait(0.01):
+            if time.monotonic() - self.beat > 0.05 and noted != self.beat:
+                noted = self.beat
+                frame = sys._current_frames().get(self._loop_thread)
+                stack = traceback.extract_stack(frame)[-3:] if frame is not None else []
+                key = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)) or "?"
+                self.where[key] = self.where.get(key, 0) + 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def lateness(until: float, lags: list[float], dog: Watchdog) -> list[float]:
     """Milliseconds each 1 ms sleep overran, added to ``lags`` until ``until`` (monotonic)."""
     while (start := time.monotonic()) < until:
+        dog.beat = start
         await asyncio.sleep(0.001)
         lags.append((time.monotonic() - start - 0.001) * 1000)
     return lags
@@ -75,7 +103,8 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     task = asyncio.create_task(agent.run())
     began = time.monotonic()
     starting_lags: list[float] = []
-    starting = asyncio.create_task(lateness(began + 300, starting_lags))
+    dog = Watchdog()
+    starting = asyncio.create_task(lateness(began + 300, starting_lags, dog))
     while time.monotonic() - began < 300:
         await asyncio.sleep(0.5)
         docker = agent.modules.get("docker")
@@ -84,13 +113,14 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     docker = agent.modules["docker"]
     tracked = time.monotonic() - began
     starting.cancel()
-    start_lags = list(starting_lags)
+    start_lags, start_where, dog.where = list(starting_lags), dog.where, {}
     await asyncio.sleep(args.polling)  # one round: every container polled once on its phase
     before = dict(agent.stats)
     until = time.monotonic() + args.seconds
     sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
     sender.start()
-    lags = await lateness(until, [])
+    lags = await lateness(until, [], dog)
+    dog.stop()
     sender.join()
     after = dict(agent.stats)
     agent.request_stop()
@@ -100,7 +130,11 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     print(f"{len(docker.containers)} containers tracked {tracked:.1f} s after the start; polling = {args.polling}; "
           f"{args.pps} packets/s sampled 1-in-{args.sampling}, tcp {{ udp = on }}; {os.cpu_count()} CPUs")  # fmt: skip
     print(f"loop stall while the containers were being tracked: {summary(start_lags)}")
+    for where, count in sorted(start_where.items(), key=lambda item: -item[1])[:5]:
+        print(f"  stalled > 50 ms {count}x in {where}")
     print(f"loop stall over {args.seconds:g} s after one more polling round: {summary(lags)}")
+    for where, count in sorted(dog.where.items(), key=lambda item: -item[1])[:5]:
+        print(f"  stalled > 50 ms {count}x in {where}")
     print(f"meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
           f"{delta['enrich_timeouts']} enrich timeouts")  # fmt: skip
 
