@@ -111,7 +111,7 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
         if docker is not None and len(docker.containers) >= args.containers:
             break
     docker = agent.modules["docker"]
-    tracked = time.monotonic() - began
+    tracked, count = time.monotonic() - began, len(docker.containers)
     starting.cancel()
     start_lags, start_where, dog.where = list(starting_lags), dog.where, {}
     await asyncio.sleep(args.polling)  # one round: every container polled once on its phase
@@ -127,7 +127,7 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     await task
     delta = {key: after[key] - before.get(key, 0) for key in ("counter_samples", "flow_samples", "enrich_timeouts")}
     print(f"agent code: {Path(hsflowd_py.__file__).parent}")
-    print(f"{len(docker.containers)} containers tracked {tracked:.1f} s after the start; polling = {args.polling}; "
+    print(f"{count} containers tracked {tracked:.1f} s after the start; polling = {args.polling}; "
           f"{args.pps} packets/s sampled 1-in-{args.sampling}, tcp {{ udp = on }}; {os.cpu_count()} CPUs")  # fmt: skip
     print(f"loop stall while the containers were being tracked: {summary(start_lags)}")
     for where, count in sorted(start_where.items(), key=lambda item: -item[1])[:5]:
