@@ -11,9 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from hsflowd_py.agent import READS_PER_TICK, Agent
 from hsflowd_py.config import parse_config
-from hsflowd_py.sflow.records import HostParent, Record
+from hsflowd_py.sflow.records import HostAdapters, HostParent, Record
 
 CONFIG = "sflow { polling = 10 collector { ip = 127.0.0.1 udpport = 9 } }"
 
@@ -68,3 +70,21 @@ def test_reads_run_off_the_loop_within_the_budget_and_spread_over_ticks(tmp_path
     assert broken.collected_on == [] and dropped.read_on and dropped.collected_on == []
     assert agent.stats["faults"] == 1 and agent.stats["counter_samples"] == total
     assert all(later), "each polled once, next due an interval after its own tick"
+
+
+def test_the_host_sample_is_read_off_the_loop_with_container_ports_left_out(tmp_path: Path) -> None:
+    """The host poller declares its read: the records read on another thread make the next host
+    sample, the ports containers claimed by then left out as on the loop."""
+    agent = Agent(parse_config(CONFIG), auto_path=str(tmp_path / "auto"))
+    on_loop = agent.host_records()
+    adapters = next(r for r in on_loop if isinstance(r, HostAdapters)).adapters
+    if not adapters:
+        pytest.skip("no adapter in this host's sample to leave out")
+    agent.context.claim_container_ports([adapters[0].if_index])
+    reader = threading.Thread(target=agent.read_host)
+    reader.start()
+    reader.join()
+    off_loop = agent.host_records()
+    assert [type(r) for r in off_loop] == [type(r) for r in on_loop]
+    ported = next(r for r in off_loop if isinstance(r, HostAdapters)).adapters
+    assert [a.if_index for a in ported] == [a.if_index for a in adapters[1:]]
