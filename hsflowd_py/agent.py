@@ -31,8 +31,9 @@ from .ds_index import DsIndexes
 from .flow_path import FlowPath
 from .host_counters import HostCounters
 from .module_context import Discovered, ModuleContext
-from .pidfile import PidFile
-from .pollers import Collect, Poller
+from .netns import in_new_thread
+from .pidfile import AlreadyRunning, InstanceLock, PidFile
+from .pollers import Collect, Poller, Read
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
 from .sflow import records as rec
@@ -44,6 +45,10 @@ log = logging.getLogger("hsflowd")
 
 HOST_DS = (2, 1)
 ENRICH_TIMEOUT_S = 0.4
+READS_PER_TICK = 40
+"""Pollers whose blocking ``read`` runs in one tick's batch; more due wait for the next tick (each
+read holds the interpreter lock for a fraction of a millisecond, and 200 containers read in
+one batch were a 140 ms stall of the loop)."""
 
 
 def virtual_node(host_records: list[rec.Record], domains: int) -> rec.Record:
@@ -93,12 +98,16 @@ class Agent:
         self.pollers: dict[tuple[int, int], Poller] = {}
         self.modules: dict[str, module_api.Module] = {}
         self.container_ifindexes: set[int] = set()
+        self._host_read: list[rec.Record] | None = None
+        """The host's own records read off the loop for the next host sample (``read_host``)."""
         self.agent_address: Any = None
         self.agent_dev: str | None = None
         self._stopping = asyncio.Event()
         self._modules_lock = asyncio.Lock()
         """Held while modules start or stop, so two SIGHUPs in a row cannot start one module twice."""
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._pending_apply: asyncio.Task[None] | None = None
+        """Discovered settings waiting for the module lock (``set_discovered``)."""
         self.stats: dict[str, int] = dict.fromkeys(
             ("flow_samples", "counter_samples", "enrich_timeouts", "faults", "unencodable_samples"), 0
         )
@@ -198,9 +207,24 @@ class Agent:
             self._guard(m, "reconfigure", m.reconfigure, self.settings)
 
     def set_discovered(self, discovered: Discovered) -> None:
-        if discovered != self.discovered:
-            self.discovered = discovered
+        """Collectors and settings learned at run time (DNS-SD), applied under the module lock.
+
+        Free, the lock is not needed: applying runs to its end without yielding to the loop.  Held,
+        a reload or module start is under way, and a module being started would miss the new settings
+        (it is not among ``self.modules`` yet): the apply waits for the lock instead."""
+        if discovered == self.discovered:
+            return
+        self.discovered = discovered
+        if not self._modules_lock.locked():
             self.apply_settings()
+        elif self._pending_apply is None:
+            self._pending_apply = asyncio.get_running_loop().create_task(self._apply_when_unlocked())
+
+    async def _apply_when_unlocked(self) -> None:
+        async with self._modules_lock:
+            self._pending_apply = None
+            if not self._stopping.is_set():
+                self.apply_settings()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config; a bad file is reported and the running settings stay."""
@@ -279,9 +303,18 @@ class Agent:
 
     # ---------------------------------------------------------------- pollers
 
-    def add_poller(self, ds_class: int, ds_index: int, collect: Collect, name: str, first_now: bool = False) -> Poller:
-        """Register a data source; ``first_now`` sends its first sample on the next tick."""
-        p = Poller(ds_class, ds_index, collect, name)
+    def add_poller(
+        self,
+        ds_class: int,
+        ds_index: int,
+        collect: Collect,
+        name: str,
+        first_now: bool = False,
+        read: Read | None = None,
+    ) -> Poller:
+        """Register a data source; ``first_now`` sends its first sample on the next tick; ``read``
+        is its blocking part, run off the loop before ``collect`` (``pollers.py``)."""
+        p = Poller(ds_class, ds_index, collect, name, read)
         now = time.monotonic()
         if first_now:
             p.next_due = now
@@ -327,10 +360,18 @@ class Agent:
         if records:
             self._send_counters(p, records)
 
+    def read_host(self) -> None:
+        """The host poller's read, off the loop: the host's own records, whose interface part reads
+        some 40 files per interface, containers' veths included (a 200 ms stall with 200
+        containers).  ``frozenset`` copies the container ports in one step of the interpreter."""
+        self._host_read = self.host.records(adapters_exclude=frozenset(self.container_ifindexes))
+
     def host_records(self) -> list[rec.Record]:
-        """The host sample: the core's records, then whatever the modules add (2100)."""
+        """The host sample: the core's records (as read off the loop, or read now), then whatever the
+        modules add (2100)."""
         records: list[rec.Record] = [self.host.description(None, self.uuid)]
-        records += self.host.records(adapters_exclude=self.container_ifindexes)
+        own, self._host_read = self._host_read, None
+        records += own if own is not None else self.host.records(adapters_exclude=self.container_ifindexes)
         domains: int | None = None
         for m in self.modules.values():
             if module_api.implements(m, "host_counters"):
@@ -344,15 +385,44 @@ class Agent:
         return records
 
     def tick(self) -> None:
-        """Once a second: fire due pollers, then flush what is pending."""
+        """Once a second: fire due pollers (those with a blocking read in a batch off the loop, up
+        to the tick's budget), then flush what is pending."""
         now = time.monotonic()
         interval = self.settings.polling
         if interval > 0:
+            batch: list[Poller] = []
             for p in list(self.pollers.values()):
-                step = p.interval or interval
-                if p.due(now):
-                    p.advance(now, step)
+                if p.reading or not p.due(now):
+                    continue
+                if p.read is not None and len(batch) >= READS_PER_TICK:
+                    p.postpone(now)
+                    continue
+                p.advance(now, p.interval or interval)
+                if p.read is None:
                     self.poll(p)
+                else:
+                    batch.append(p)
+            if batch:
+                self._read_off_loop(batch)
+        self.flush()
+
+    def _read_off_loop(self, batch: list[Poller]) -> None:
+        """The batch's reads on a thread started from the loop's (it has the capabilities the
+        agent kept, which a pool thread made before the drop would not); each collect follows on
+        the loop, for the pollers still registered by then."""
+        for p in batch:
+            p.reading = True
+        done = in_new_thread(_read_all, batch, name="hsflowd-read")
+        done.add_done_callback(lambda fut: self._collect_read(batch, fut))
+
+    def _collect_read(self, batch: list[Poller], fut: asyncio.Future[list[bool]]) -> None:
+        read_ok = fut.result() if not fut.cancelled() and fut.exception() is None else [False] * len(batch)
+        for p, ok in zip(batch, read_ok, strict=True):
+            p.reading = False
+            if not ok:
+                self.stats["faults"] += 1
+            elif self.pollers.get((p.ds_class, p.ds_index)) is p:
+                self.poll(p)
         self.flush()
 
     def flush(self) -> None:
@@ -393,7 +463,10 @@ class Agent:
         try:
             drop_privileges(s.run_as_user, s.run_as_group, keep)
         except DropError as e:
-            log.error("cannot drop privileges to user %s: %s; exiting rather than running on as root", s.run_as_user, e)
+            instead = "with capabilities it was to give up" if e.became_user else "as root"
+            log.error(
+                "cannot drop privileges to user %s: %s; exiting rather than running on %s", s.run_as_user, e, instead
+            )
             raise SystemExit(f"hsflowd-py: cannot drop privileges to user {s.run_as_user}: {e}") from None
         self.privileges_kept = keep
 
@@ -427,6 +500,21 @@ class Agent:
             log.error("no status socket at %s: %s", self.status_path, e)
             return None
 
+    def _lock_instance(self) -> InstanceLock | None:
+        """One agent per status socket (and pid file): the lock beside them is taken first, while
+        root, and held until they are gone; a second agent exits with the reason and touches neither."""
+        anchor = self.status_path or self.pid_path
+        if not anchor:
+            return None
+        try:
+            return InstanceLock(f"{anchor}.lock")
+        except AlreadyRunning as e:
+            log.error("%s: not starting, the running agent keeps its status socket and pid file", e)
+            raise SystemExit(f"hsflowd-py: {e}: not starting") from None
+        except OSError as e:
+            log.error("cannot take the lock %s.lock: %s", anchor, e)
+            raise SystemExit(f"hsflowd-py: cannot take the lock {anchor}.lock: {e}") from None
+
     def _write_pid_file(self) -> PidFile | None:
         """``-p``, written before anything else while the agent is root; an agent that cannot
         write it exits with the reason."""
@@ -448,9 +536,17 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        instance = self._lock_instance()
+        try:
+            await self._run_locked()
+        finally:
+            if instance is not None:
+                instance.release()
+
+    async def _run_locked(self) -> None:
         pid_file = self._write_pid_file()
         self.apply_settings()
-        self.add_poller(*HOST_DS, self.host_records, "host")
+        self.add_poller(*HOST_DS, self.host_records, "host", read=self.read_host)
         status_server = None
         try:
             await self._sync_modules()
@@ -486,3 +582,17 @@ class Agent:
             if pid_file is not None:
                 pid_file.remove()
             log.info("stopped: %s", self.status())
+
+
+def _read_all(batch: list[Poller]) -> list[bool]:
+    """Each poller's read (on the batch's thread); False where one failed (logged)."""
+    ok = []
+    for p in batch:
+        try:
+            assert p.read is not None
+            p.read()
+            ok.append(True)
+        except Exception:
+            log.exception("poller %s: reading failed", p.name)
+            ok.append(False)
+    return ok

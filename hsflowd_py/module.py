@@ -1,12 +1,32 @@
 """The contract between the core and the agent's modules.
 
-A module is one file in ``modules/`` that subclasses :class:`Module` and
-decorates it with :func:`register`; it sees the core only through a
-:class:`~hsflowd_py.module_context.ModuleContext`, never the agent itself; the core imports every file there, keeps
-the modules whose config block is present, and calls their hooks inside a
-guard so that one failing module is logged and counted, never fatal.
-Modules produce records and samples; they never write bytes or own the
-collectors' sockets.
+A module is one folder in ``modules/`` whose package subclasses :class:`Module` and decorates it
+with :func:`register`; it sees the core only through a
+:class:`~hsflowd_py.module_context.ModuleContext`, never the agent itself; the core imports every
+folder there, keeps the modules whose config block is present, and calls their hooks inside a
+guard so that one failing module is logged and counted, never fatal.  Modules produce records and
+samples; they never write bytes or own the collectors' sockets.
+
+Adding a module is adding a folder, nothing else:
+
+``modules/<name>/settings.py``
+    The module's config block: a frozen dataclass whose fields declare their keys
+    (``field(default=..., metadata=conf_key("key", values.CODEC))``), decorated with
+    ``@module_block("name")`` (``hsflowd_py.config.blocks``; ``repeat=True`` for a block that may
+    appear more than once, ``unsupported=(...)`` for keys of the established agent's block left
+    out).  The parser reads this file alone, before any module is imported, so it imports only
+    ``hsflowd_py.config``.  The block then parses, prints in ``--check`` and gets its errors named
+    like the core's own, and ``settings.<name>`` (``-`` spelled ``_``) is the block as parsed: None,
+    or ``()`` for a repeated block, when the file has none.  A block the established agent knows
+    and this one did not (``k8s``, ``dropmon``) takes over from the "not supported" refusal once a
+    folder declares it.
+``modules/<name>/__init__.py``
+    The :class:`Module` subclass, with ``settings_type`` naming that dataclass: the module runs
+    while the file has the block (override :meth:`Module.wanted` for more, like ``markTraffic``).
+
+Porting a module whose block is a field of the core's ``Settings``: move the dataclass to its
+folder's ``settings.py`` with the decorator, delete the field from ``config/settings.py``, set
+``settings_type``, and drop the block's name from ``UNSUPPORTED_BLOCKS`` in ``config/parser.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +39,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, ClassVar
 
 from .config import Settings
+from .config.blocks import block_of
 from .privileges import Privileges
 from .sflow.records import Record
 
@@ -35,6 +56,8 @@ class Module:
     """Base class of the agent's modules; every hook is optional."""
 
     name: ClassVar[str]
+    settings_type: ClassVar[type | None] = None
+    """The dataclass of the module's config block (``@module_block``); the module runs while it is there."""
     enrich_order: ClassVar[int] = 50
     """Position among flow enrichers: tcp runs before the modules that read its answer."""
 
@@ -45,8 +68,9 @@ class Module:
 
     @classmethod
     def wanted(cls, settings: Settings) -> bool:
-        """Whether the config enables this module."""
-        return False
+        """Whether the config enables this module: by default, whether it has the module's block."""
+        block = block_of(cls.settings_type)
+        return block is not None and bool(settings.blocks.get(block.attr))
 
     async def start(self) -> None:
         """Open sockets, subscribe to sources, add pollers."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
-from .pollers import Collect
+from .pollers import Collect, Read
 from .sflow.records import HostDescription, Record
 
 if TYPE_CHECKING:
@@ -56,7 +56,15 @@ class Core(Protocol):
     discovered: Discovered
     container_ifindexes: set[int]
 
-    def add_poller(self, ds_class: int, ds_index: int, collect: Collect, name: str, first_now: bool = False) -> Any: ...
+    def add_poller(
+        self,
+        ds_class: int,
+        ds_index: int,
+        collect: Collect,
+        name: str,
+        first_now: bool = False,
+        read: Read | None = None,
+    ) -> Any: ...
 
     def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None: ...
 
@@ -93,9 +101,21 @@ class ModuleContext:
 
     # -------------------------------------------------------- data sources
 
-    def add_poller(self, ds_class: int, ds_index: int, collect: Collect, name: str, first_now: bool = False) -> None:
-        """Poll ``collect`` every interval as data source ``ds_class:ds_index``; ``first_now`` on the next tick."""
-        self._core.add_poller(ds_class, ds_index, collect, name, first_now)
+    def add_poller(
+        self,
+        ds_class: int,
+        ds_index: int,
+        collect: Collect,
+        name: str,
+        first_now: bool = False,
+        read: Read | None = None,
+    ) -> None:
+        """Poll ``collect`` every interval as data source ``ds_class:ds_index``; ``first_now`` on the next tick.
+
+        ``read``: the blocking part (files of /proc, /sys, cgroups), run off the loop, in a batch
+        with other pollers' and within a per-tick budget, right before ``collect``; it may run on
+        any thread, so it only stores what it read where ``collect`` takes it."""
+        self._core.add_poller(ds_class, ds_index, collect, name, first_now, read)
 
     def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None:
         """Stop polling a data source, sending ``final`` as its last counter sample first."""

@@ -98,7 +98,14 @@ def permitted_capabilities() -> set[str]:
 
 
 class DropError(Exception):
-    """The agent could not become its user with just what it keeps: it must not run on as it is."""
+    """The agent could not become its user with just what it keeps: it must not run on as it is.
+
+    ``became_user``: the user ids had changed already (a failure after the setuid): the process is
+    no longer root, but it may hold capabilities it was to give up."""
+
+    def __init__(self, message: str, became_user: bool = False) -> None:
+        super().__init__(message)
+        self.became_user = became_user
 
 
 def _status() -> dict[str, str]:
@@ -149,7 +156,7 @@ def drop_privileges(user: str, group: str | None, keep: Privileges) -> None:
         set_capabilities(keep.capabilities)
         _check(_libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
     except OSError as e:
-        raise DropError(f"became user {user} but could not reduce capabilities to what is kept: {e}") from None
+        raise DropError(f"became user {user} but could not reduce capabilities to what is kept: {e}", True) from None
     st = _status()
     if (
         st["Uid"].split() != [str(pw.pw_uid)] * 4
@@ -158,7 +165,7 @@ def drop_privileges(user: str, group: str | None, keep: Privileges) -> None:
         or int(st["CapEff"], 16) != mask
         or st.get("NoNewPrivs", "1").strip() != "1"
     ):
-        raise DropError(f"after becoming user {user} the process is not what was asked: {st}")
+        raise DropError(f"after becoming user {user} the process is not what was asked: {st}", True)
     if not bounded:
         log.warning("bounding set left as it was (no CAP_SETPCAP): NoNewPrivs still stops any regain")
     log.info(

@@ -180,3 +180,52 @@ def test_two_reloads_at_once_start_a_module_once_and_none_after_stop(tmp_path: P
         asyncio.run(scenario())
     finally:
         module_api.MODULES.pop(SlowStart.name, None)
+
+
+def test_settings_discovered_while_a_module_starts_reach_that_module(tmp_path: Path) -> None:
+    """DNS-SD learns a setting while a reload is starting a module: the module, not yet among the
+    running ones when the news comes, gets it as soon as the reload lets go of the module lock."""
+    import asyncio
+
+    from hsflowd_py import module as module_api
+    from hsflowd_py.agent import Agent
+    from hsflowd_py.config import Settings, load_config
+    from hsflowd_py.module_context import Discovered
+
+    gate = asyncio.Event()
+    starting = asyncio.Event()
+
+    class SlowStart(module_api.Module):
+        name = "slow-start-discovered-test"
+
+        @classmethod
+        def wanted(cls, settings: Settings) -> bool:
+            return settings.polling == 7
+
+        async def start(self) -> None:
+            starting.set()
+            await gate.wait()
+
+    conf = tmp_path / "hsflowd.conf"
+    conf.write_text(CONFIG.format(polling=30, port=9))
+    module_api.register(SlowStart)
+    try:
+        agent = Agent(load_config(conf), config_path=str(conf), auto_path=str(tmp_path / "auto"))
+
+        async def scenario() -> None:
+            conf.write_text(CONFIG.format(polling=7, port=9))
+            reload = asyncio.create_task(agent.reload())
+            await starting.wait()
+            agent.set_discovered(Discovered(overrides=(("sampling", 77),)))
+            gate.set()
+            assert await reload
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if agent.modules[SlowStart.name].settings.sampling == 77:
+                    break
+            assert agent.settings.sampling == 77
+            assert agent.modules[SlowStart.name].settings.sampling == 77
+
+        asyncio.run(scenario())
+    finally:
+        module_api.MODULES.pop(SlowStart.name, None)

@@ -15,8 +15,9 @@ import pytest
 from test_pcap_interfaces import iface
 
 from hsflowd_py.cli import main
-from hsflowd_py.config import ConfigError, DnsSdSettings, Settings, parse_config
+from hsflowd_py.config import ConfigError, Settings, parse_config
 from hsflowd_py.config.parser import UNSUPPORTED_BLOCKS
+from hsflowd_py.modules.dnssd.settings import DnsSdSettings
 from hsflowd_py.modules.pcap.interfaces import choose
 
 C = "collector { ip = 127.0.0.1 }"

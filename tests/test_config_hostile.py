@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hsflowd_py.cli import main
 from hsflowd_py.config import ConfigError, parse_config
 from hsflowd_py.config import values as v
-from modules.dnssd.txt import parse_txt
+from hsflowd_py.modules.dnssd.txt import parse_txt
 
 C = "collector { ip = 127.0.0.1 }"
 MEGABYTE = "1" * 1_000_000

@@ -10,19 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from hsflowd_py.config import (
-    AgentCidr,
-    CollectorSettings,
-    DnsSdSettings,
-    DockerSettings,
-    PcapSettings,
-    Settings,
-    SystemdSettings,
-    TcpSettings,
-    load_config,
-    parse_config,
-)
+from hsflowd_py.config import AgentCidr, CollectorSettings, Settings, load_config, parse_config
+from hsflowd_py.config.blocks import declared_blocks
 from hsflowd_py.config.schema import Block, config_fields
+from hsflowd_py.modules.dnssd.settings import DnsSdSettings
+from hsflowd_py.modules.docker.settings import DockerSettings
+from hsflowd_py.modules.pcap.settings import PcapSettings
+from hsflowd_py.modules.systemd.settings import SystemdSettings
+from hsflowd_py.modules.tcp.settings import TcpSettings
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO.parent / "shared" / "vectors"
@@ -196,7 +191,8 @@ def test_example_file_parses_and_talks_to_loopback() -> None:
 
 def test_example_file_documents_every_key() -> None:
     text = EXAMPLE.read_text()
-    missing = [key for key in _all_keys(Settings) if not re.search(rf"^\s*#?\s*{re.escape(key)}\s*[={{]", text, re.M)]
+    keys = _all_keys(Settings) + [key for block in declared_blocks() for key in [block.key, *_all_keys(block.cls)]]
+    missing = [key for key in keys if not re.search(rf"^\s*#?\s*{re.escape(key)}\s*[={{]", text, re.M)]
     assert missing == []
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from dnsmasq import Dnsmasq, Zone, available
 
-from hsflowd_py.config import DnsSdSettings
 from hsflowd_py.modules.dnssd.lookup import Found, LookupFailed, lookup, make_resolver
+from hsflowd_py.modules.dnssd.settings import DnsSdSettings
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian's dnsmasq")
 

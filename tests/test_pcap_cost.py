@@ -18,8 +18,8 @@ from netns import ns_exec, sh
 from pcap_netns import veth_pair
 from procs import Proc, free_udp_port, python
 
-from modules.pcap.cbpf import CbpfSampler
-from modules.pcap.interfaces import Tap
+from hsflowd_py.modules.pcap.cbpf import CbpfSampler
+from hsflowd_py.modules.pcap.interfaces import Tap
 
 pytestmark = pytest.mark.root
 

@@ -163,7 +163,7 @@ def test_an_interface_reopened_restarts_its_flow_sequence(
                 await module.start()
             else:  # what a reload does: new settings, then the reconcile it schedules
                 block = replace(agent.settings.pcap[0], sampler="auto")
-                module.reconfigure(replace(agent.settings, pcap=[block]))
+                module.reconfigure(agent.settings.with_block("pcap", (block,)))
                 await module.reconcile()
             try:
                 assert len(module.open) == 1

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from test_systemd_service import HOST_MEMORY, LiveCgroup, describe
 
+from hsflowd_py import netlink as nl
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, DST, SRC, SampledPacket, mark_entity
 from hsflowd_py.modules.systemd.owners import SCAN_MIN_S, Owners, scan
 from hsflowd_py.modules.systemd.service import Service
 from hsflowd_py.modules.tcp import inet_diag
-from hsflowd_py.modules.tcp import netlink as nl
 from hsflowd_py.packet import IPPROTO_TCP, parse
 from hsflowd_py.readers.cgroup import read_mounts
 from hsflowd_py.sflow.records import ExtendedEntities

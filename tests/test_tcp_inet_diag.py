@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tcp_traffic import packed
 
+from hsflowd_py import netlink as nl
 from hsflowd_py.modules.tcp import inet_diag as diag
-from hsflowd_py.modules.tcp import netlink as nl
 
 TCP_INFO_OPT = 11
 

@@ -15,7 +15,7 @@ import pytest
 from netns import VethNamespace
 from tcp_traffic import packed
 
-from hsflowd_py.modules.tcp import netlink as nl
+from hsflowd_py import netlink as nl
 from hsflowd_py.modules.tcp.addresses import open_route_socket
 from hsflowd_py.modules.tcp.lookup import Namespace, Namespaces
 

@@ -3,7 +3,8 @@
 The grammar is tiny -- ``sflow { (key value | block { ... })* }`` -- so this is a
 recursive descent over the token list, driven by the key tables that the
 settings dataclasses declare (``schema.py``).  Adding a key means adding one
-field; nothing here changes.
+field; nothing here changes.  Modules' blocks are declared in their own folders
+(``blocks.py``) and read from there at each parse.
 
 Blocks of the established agent that hsflowd-py does not implement are refused
 with their own message rather than skipped: an operator who configured
@@ -17,7 +18,6 @@ skipped and named in ``Settings.warnings``, which ``--check`` prints and the age
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Iterator
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import values as v
+from .blocks import ModuleBlock, declared_blocks
 from .errors import ConfigError, excerpt
 from .lexer import Kind, Token, tokenize
 from .schema import Block, Family, Option, config_fields, parse_suffix, suffix_families
-from .settings import DnsSdSettings, Settings
+from .settings import Settings
 
 UNSUPPORTED_BLOCKS = frozenset(
     "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp json"
@@ -54,9 +55,9 @@ _SKIP_HINT = "start with --skip-unsupported to skip it with a warning"
 _MAX_FILE_BYTES = 1 << 20
 """A config file larger than this is refused unread: real ones are a few kilobytes."""
 
-UNSUPPORTED_KEYS = {"collector": frozenset({"namespace"}), "pcap": frozenset({"vport"})}
-"""Keys of the established agent's blocks that hsflowd-py does not implement: ``namespace`` (send
-from another network namespace) and ``vport`` (the device faces a VM or container)."""
+UNSUPPORTED_KEYS = {"collector": frozenset({"namespace"})}
+"""Keys of the established agent's core blocks that hsflowd-py does not implement: ``namespace``
+(send from another network namespace).  A module's own are in its declaration (``pcap``'s ``vport``)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,17 @@ def _table(cls: type) -> _Table:
         for spelling in (spec.key, *(spec.aliases if isinstance(spec, Option) else ()))
     }
     return _Table(exact, suffix_families(cls))
+
+
+def _top_table(blocks: tuple[ModuleBlock, ...]) -> _Table:
+    """The keys of ``sflow {}``: the core's, each module's block and the legacy keys it declares."""
+    core = _table(Settings)
+    exact = dict(core.exact)
+    for block in blocks:
+        exact[block.key.lower()] = (block.attr, block)
+        if block.legacy is not None:
+            exact.update(_table(block.legacy).exact)
+    return _Table(exact, core.families)
 
 
 def parse_config(text: str, source: str = "<string>", skip_unsupported: bool = False) -> Settings:
@@ -98,23 +110,6 @@ def load_config(path: str | os.PathLike[str], skip_unsupported: bool = False) ->
     return parse_config(text, source, skip_unsupported)
 
 
-def _fold_dnssd(found: dict[str, Any]) -> None:
-    """The legacy ``DNSSD = on|off`` and ``DNSSD_domain`` into ``dns_sd``, as the established agent
-    reads them: ``on`` is an empty ``dns-sd {}``, ``off`` turns DNS-SD off (whatever the order of
-    lines, where there the last one wins); ``DNSSD_domain`` is the domain unless the block sets one."""
-    switch, domain = found.pop("dnssd", None), found.pop("dnssd_domain", None)
-    block = found.get("dns_sd")
-    if switch is False:
-        found.pop("dns_sd", None)
-        return
-    if block is None and switch:
-        block = DnsSdSettings()
-    if block is not None and domain is not None and not block.domain:
-        block = dataclasses.replace(block, domain=domain)
-    if block is not None:
-        found["dns_sd"] = block
-
-
 class _Parser:
     """One pass over the tokens; every error names the source and the line."""
 
@@ -123,6 +118,8 @@ class _Parser:
         self._source = source
         self._skip_unsupported = skip_unsupported
         self._warnings: list[str] = []
+        self._modules = declared_blocks()
+        self._by_key = {block.key.lower(): block for block in self._modules}
 
     def parse(self) -> Settings:
         head = next(self._tokens, None)
@@ -131,21 +128,36 @@ class _Parser:
         if head.kind is not Kind.WORD or head.text.lower() != "sflow":
             raise self._error(f"the file must start with 'sflow {{', found {excerpt(head.text)}", head.line, head.text)
         self._expect_open(head)
-        fields = self._block(Settings, head, top=True)
+        top = _top_table(self._modules)
+        fields = self._block(Settings, head, top)
         extra = next(self._tokens, None)
         if extra is not None:
             raise self._error(f"unexpected {excerpt(extra.text)} after the closing brace of {head.text!r}",
                               extra.line, extra.text)
-        _fold_dnssd(fields)
-        self._check_required(Settings, _table(Settings), fields, head)
-        return Settings(**fields, source=self._source, warnings=tuple(self._warnings))
+        blocks = self._module_blocks(fields)
+        needed = (*Settings.REQUIRES_ONE_OF, *(b.key for b in self._modules if b.supplies_collectors))
+        self._check_required(needed, top, {**fields, **blocks}, head)
+        return Settings(**fields, blocks=blocks, source=self._source, warnings=tuple(self._warnings))
+
+    def _module_blocks(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The modules' blocks taken out of ``fields`` (with their legacy keys folded in), by attr."""
+        blocks = {}
+        for block in self._modules:
+            value = fields.pop(block.attr, None)
+            if block.legacy is not None and block.fold is not None:
+                legacy = {name: fields.pop(name) for name, _ in config_fields(block.legacy) if name in fields}
+                value = block.fold(value, legacy)
+            if value is not None:
+                blocks[block.attr] = value
+        return blocks
 
     def _error(self, message: str, line: int, key: str | None = None) -> ConfigError:
         return ConfigError(message, self._source, line, key)
 
-    def _block(self, cls: type, opener: Token, top: bool = False) -> dict[str, Any]:
-        """Keyword arguments for ``cls`` from the tokens up to the brace that closes ``opener``."""
-        table = _table(cls)
+    def _block(self, cls: type, opener: Token, top: _Table | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``cls`` from the tokens up to the brace that closes ``opener``;
+        ``top`` is the table of ``sflow {}`` itself, which has the modules' blocks too."""
+        table = top or _table(cls)
         found: dict[str, Any] = {}
         while True:
             token = next(self._tokens, None)
@@ -156,22 +168,24 @@ class _Parser:
                 break
             if token.kind is Kind.OPEN:
                 raise self._error(f"unexpected '{{' in block {opener.text!r}, expected a key", token.line)
-            if not self._unsupported(token, opener, top):
+            if not self._unsupported(token, opener, top is not None):
                 self._entry(token, opener, table, found)
-        if not top:
-            self._check_required(cls, table, found, opener)
+        if top is None:
+            self._check_required(getattr(cls, "REQUIRES_ONE_OF", ()), table, found, opener)
         return {name: tuple(value) if isinstance(value, list) else value for name, value in found.items()}
 
     def _unsupported(self, token: Token, opener: Token, top: bool) -> bool:
         """True if ``token`` starts a block or key this agent lacks and it was skipped (with a
         warning); a ConfigError naming it unless skipping was asked for; False for any other key."""
         lowered = token.text.lower()
+        if top and lowered in self._by_key:
+            return False  # a module here declares it (k8s, dropmon once they exist)
         if top and lowered in UNSUPPORTED_BLOCKS:
             what = f"block {token.text!r} is not supported by hsflowd-py"
         elif top and lowered in UNSUPPORTED_LEGACY_KEYS:
             module = UNSUPPORTED_LEGACY_KEYS[lowered]
             what = f"key {token.text!r} configures block {module!r}, which is not supported by hsflowd-py"
-        elif lowered in UNSUPPORTED_KEYS.get(opener.text.lower(), ()):
+        elif lowered in self._unsupported_keys(opener.text.lower()):
             what = f"key {token.text!r} in block {opener.text!r} is not supported by hsflowd-py"
         else:
             return False
@@ -183,6 +197,10 @@ class _Parser:
             self._skip_value(token, opener)
         self._warnings.append(f"{self._source}:{token.line}: {what}; skipped")
         return True
+
+    def _unsupported_keys(self, block: str) -> frozenset[str]:
+        declared = self._by_key.get(block)
+        return declared.unsupported if declared is not None else UNSUPPORTED_KEYS.get(block, frozenset())
 
     def _skip_block(self, opener: Token) -> None:
         """Consume ``{ ... }`` after ``opener``, nested blocks included (``opx { port { } }``)."""
@@ -264,8 +282,7 @@ class _Parser:
             raise self._error(f"{key.text!r} is a block: expected '{{' after it, found {found}",
                               key.line if token is None else token.line, key.text)
 
-    def _check_required(self, cls: type, table: _Table, found: dict[str, Any], opener: Token) -> None:
-        needed: tuple[str, ...] = getattr(cls, "REQUIRES_ONE_OF", ())
+    def _check_required(self, needed: tuple[str, ...], table: _Table, found: dict[str, Any], opener: Token) -> None:
         if needed and not any(table.exact[key.lower()][0] in found for key in needed):
             names = " or ".join(repr(key) for key in needed)
             raise self._error(f"block {opener.text!r} needs {names}", opener.line, needed[0])

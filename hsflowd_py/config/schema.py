@@ -10,7 +10,7 @@ a key is declared exactly once, and parsing and printing cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,17 +95,23 @@ def parse_suffix(family: Family, text: str) -> tuple[str, Option, Any]:
     raise ValueError("; ".join(reasons))
 
 
-def render(obj: Any, name: str) -> list[str]:
-    """``obj`` as a block of hsflowd.conf, one key per line and each nested block on one line."""
-    return [f"{name} {{", *(f"  {item}" for item in _items(obj)), "}"]
+def render(obj: Any, name: str, blocks: Iterable[tuple[Block, Any]] = ()) -> list[str]:
+    """``obj`` as a block of hsflowd.conf, one key per line and each nested block on one line;
+    ``blocks`` (spec, value) are more nested blocks, printed after ``obj``'s own fields."""
+    items = [*_items(obj), *(item for spec, value in blocks for item in _nested(spec, value))]
+    return [f"{name} {{", *(f"  {item}" for item in items), "}"]
+
+
+def _nested(spec: Block, value: Any) -> Iterator[str]:
+    for child in _occurrences(value, spec.repeat):
+        yield " ".join([spec.key, "{", *_items(child), "}"])
 
 
 def _items(obj: Any) -> Iterator[str]:
     for field_name, spec in config_fields(type(obj)):
         value = getattr(obj, field_name)
         if isinstance(spec, Block):
-            for child in _occurrences(value, spec.repeat):
-                yield " ".join([spec.key, "{", *_items(child), "}"])
+            yield from _nested(spec, value)
         elif spec.suffix is not None:
             for suffix, item in value.items():
                 yield f"{spec.key}.{spec.suffix.show(suffix)} = {quote(spec.codec.show(item))}"

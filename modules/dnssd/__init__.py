@@ -11,18 +11,19 @@ stops sending, while a query that gets no answer keeps everything as it was
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.config import Settings
 from hsflowd_py.module import Module, register
 from hsflowd_py.module_context import Discovered, ModuleContext
+from hsflowd_py.tasks import cancel
 
 if TYPE_CHECKING:
     from .lookup import Found
 
 from .schedule import NO_TTL_INTERVAL_S, first_delay, next_interval, retry_delay
+from .settings import DnsSdSettings
 from .txt import parse_txt
 
 log = logging.getLogger("hsflowd.dnssd")
@@ -31,6 +32,7 @@ log = logging.getLogger("hsflowd.dnssd")
 @register
 class DnsSd(Module):
     name = "dns-sd"
+    settings_type = DnsSdSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -43,18 +45,11 @@ class DnsSd(Module):
         self.restart = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.dns_sd is not None
-
     async def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="dns-sd")
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
         if self.settings.dns_sd is None:
             # the reloaded config no longer has dns-sd {}: back to the file's collectors and settings
             self.context.set_discovered(Discovered())

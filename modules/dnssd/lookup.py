@@ -27,7 +27,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
-from hsflowd_py.config.settings import DnsSdSettings
+from .settings import DnsSdSettings
 
 SERVICE = "_sflow._udp"
 TIMEOUT_S = 2.0

@@ -44,6 +44,7 @@ import contextlib
 import grp
 import logging
 import os
+import threading
 import time
 from copy import copy
 from dataclasses import dataclass, field
@@ -66,13 +67,15 @@ from hsflowd_py.sflow.records import (
     HostParent,
     Record,
 )
+from hsflowd_py.tasks import cancel, owned_by_thread
 
-from .counters import Totals, parse_stats
+from .counters import Reading, Totals, parse_stats
 from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refused, valid_id
 from .inspect import ContainerInfo, parse_inspect
 from .marking import Owner, TrafficMap
 from .names import UniqueNames
 from .probe import Probe, Prober
+from .settings import DockerSettings
 
 log = logging.getLogger("hsflowd.docker")
 
@@ -86,6 +89,9 @@ MAX_LOGGED_KINDS = 100
 
 @dataclass
 class Tracked:
+    """A container followed; its counters are read off the loop (``_read_counters``, on the core's
+    reading thread), taken on it (``_take``)."""
+
     info: ContainerInfo
     ds_index: int
     probe: Probe
@@ -93,12 +99,20 @@ class Tracked:
     totals: Totals = field(default_factory=Totals)
     stats_pending: bool = False
     logged: set[str] = field(default_factory=set)
+    fresh: tuple[Reading, list[ReaderError]] | None = None
+    """The last reading made off the loop, not yet added to the totals."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by a read under way and by the loop to swap or close the probe, so a read never uses a
+    closed /proc/<pid> descriptor (or whatever took its number)."""
+    gone: bool = False
+    """Forgotten: a read still queued finds nothing to do."""
 
 
 @register
 class DockerModule(Module):
     name = "docker"
     enrich_order = 5
+    settings_type = DockerSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -122,10 +136,6 @@ class DockerModule(Module):
         self._description = HostDescription()
         """The host's 2000, whose machine type and OS release containers share (read once)."""
 
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.docker is not None
-
     @property
     def socket_path(self) -> str:
         return self.settings.docker.socket if self.settings.docker else "/var/run/docker.sock"
@@ -147,7 +157,7 @@ class DockerModule(Module):
         self._task = asyncio.create_task(self._follow(self.engine), name="docker-follow")
 
     async def _unfollow_engine(self) -> None:
-        await _cancel(self._task)
+        await cancel(self._task)
         self._task = None
         if self.engine is not None:
             self.engine.shutdown()
@@ -155,11 +165,10 @@ class DockerModule(Module):
 
     async def stop(self) -> None:
         self._stopped = True
-        await _cancel(self._reconnecting)
+        await cancel(self._reconnecting)
         self._reconnecting = None
         await self._unfollow_engine()
-        for task in list(self._stats_tasks):
-            task.cancel()
+        await cancel(*self._stats_tasks)
         for cid in list(self.containers):
             self._forget(cid, final=False)
 
@@ -177,7 +186,7 @@ class DockerModule(Module):
     async def _reconnect(self, previous: asyncio.Task[None] | None) -> None:
         """Follow the engine at the new socket; ``previous`` (a move still under way) is cancelled
         first, so that two quick changes leave one follower, on the last socket."""
-        await _cancel(previous)
+        await cancel(previous)
         await self._unfollow_engine()
         if self._stopped:
             return  # stop() forgets the containers
@@ -277,7 +286,7 @@ class DockerModule(Module):
             self._forget(cid, final=True)
         known = [cid for cid in running if cid in self.containers]
         for cid in running:
-            await (self._refresh(cid) if cid in self.containers else self._add(cid))
+            await (self._refresh(cid) if cid in self.containers else self._add(cid, first_now=False))
         log.info(
             "docker: %d containers tracked (%d kept, %d stopped meanwhile)", len(self.containers), len(known), len(gone)
         )
@@ -335,14 +344,16 @@ class DockerModule(Module):
             return False
         return info.running and info.pid > 0
 
-    async def _add(self, cid: str) -> None:
+    async def _add(self, cid: str, first_now: bool = True) -> None:
+        """Follow a container; its first sample on the next tick (a start event), or at a random
+        phase (the containers listed at a connection, so that hundreds do not poll in step)."""
         try:
             info = await self._inspect(cid)
         except Gone:
             return
         if info is None or not self._wanted(info):
             return
-        probe = await in_new_thread(self.prober.probe, info)
+        probe = await owned_by_thread(self.prober.probe, info, release=Probe.close, name="docker-probe")
         if probe.pid_missing and not await self._still_running(info):
             return  # it exited between the inspect and the probe: too short-lived to measure
         if cid in self.containers:  # added meanwhile (a resync raced an event)
@@ -354,8 +365,19 @@ class DockerModule(Module):
         self.hostnames.claim(cid, info.hostname or info.display_name)
         self._claim_interfaces(t)
         self._report_probe(t)
-        self._read(t)  # the values a final sample carries if the container stops before the first poll
-        self.context.add_poller(DS_CLASS, t.ds_index, lambda: self._collect(t), f"docker {info.name}", first_now=True)
+        # the values a final sample carries if the container stops before the first poll
+        await in_new_thread(self._read_counters, t, name="docker-read")
+        if self.containers.get(cid) is not t:
+            return  # forgotten meanwhile (stop)
+        self._take(t)
+        self.context.add_poller(
+            DS_CLASS,
+            t.ds_index,
+            lambda: self._collect(t),
+            f"docker {info.name}",
+            first_now=first_now,
+            read=lambda: self._read_counters(t),
+        )
         self.stats["added"] += 1
         log.debug("docker: tracking %s (%s) as 3:%d", info.name, cid[:12], t.ds_index)
 
@@ -388,13 +410,14 @@ class DockerModule(Module):
             await self._reprobe(t)
 
     async def _reprobe(self, t: Tracked) -> None:
-        probe = await in_new_thread(self.prober.probe, t.info)
+        probe = await owned_by_thread(self.prober.probe, t.info, release=Probe.close, name="docker-probe")
         if self.containers.get(t.info.id) is not t:
             probe.close()
             return
         self._unclaim_interfaces(t)
-        t.probe.close()
-        t.probe = probe
+        with t.lock:
+            t.probe.close()
+            t.probe = probe
         self._claim_interfaces(t)
         self._report_probe(t)
 
@@ -408,7 +431,9 @@ class DockerModule(Module):
         self.names.release(cid)
         self.hostnames.release(cid)
         self._unclaim_interfaces(t)
-        t.probe.close()
+        with t.lock:
+            t.gone = True
+            t.probe.close()
         self.stats["forgotten"] += 1
         log.debug("docker: %s (%s) stopped; 3:%d released", t.info.name, cid[:12], t.ds_index)
 
@@ -450,16 +475,26 @@ class DockerModule(Module):
                 self._disks = (now, None)
         return self._disks[1]
 
-    def _read(self, t: Tracked) -> None:
-        source = t.probe.source
-        if source is None:
+    def _read_counters(self, t: Tracked) -> None:
+        """Blocking (cgroup and /proc files): on the core's reading thread, or a thread of its own."""
+        with t.lock:
+            if not t.gone and t.probe.source is not None:
+                t.fresh = t.probe.source.read(self._counted_disks())
+
+    def _take(self, t: Tracked) -> None:
+        """On the loop: the reading made off it into the totals; without a kernel source, ask the
+        engine's stats (answered later)."""
+        if t.probe.source is None:
             if not t.stats_pending:
                 t.stats_pending = True
                 task = asyncio.ensure_future(self._fetch_stats(t))
                 self._stats_tasks.add(task)
                 task.add_done_callback(self._stats_tasks.discard)
             return
-        reading, errors = source.read(self._counted_disks())
+        fresh, t.fresh = t.fresh, None
+        if fresh is None:
+            return
+        reading, errors = fresh
         t.totals.add(reading)
         for err in errors:
             if not err.missing and err.reason not in t.logged:  # missing: the container is going away
@@ -486,7 +521,7 @@ class DockerModule(Module):
             t.stats_pending = False
 
     def _collect(self, t: Tracked) -> list[Record] | None:
-        self._read(t)
+        self._take(t)
         if not t.totals.readings:
             return None  # stats fallback: nothing yet
         return self._records(t, STATE_PAUSED if t.paused else STATE_RUNNING)
@@ -524,20 +559,6 @@ class DockerModule(Module):
         if netns:
             packet.notes.setdefault("netns", netns)
         return None
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    """Cancel a task and wait until it has finished.
-
-    Waiting with asyncio.wait rather than awaiting the task under suppress(CancelledError) lets a
-    cancellation of the caller itself through: a reconnection cancelled while it waits here must
-    not carry on.  A failure of the task is logged, not raised: it was being ended anyway."""
-    if task is None:
-        return
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and (err := task.exception()) is not None:
-        log.error("docker: %s failed: %r", task.get_name(), err)
 
 
 def _event_fields(event: Any) -> tuple[str | None, str, str, dict[str, str]]:

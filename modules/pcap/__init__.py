@@ -36,7 +36,6 @@ collections stay rare and short.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -47,15 +46,18 @@ from typing import TYPE_CHECKING, Any
 from hsflowd_py.config import Settings
 from hsflowd_py.counters import Monotonic
 from hsflowd_py.module import Module, register
+from hsflowd_py.netlink import LinkChanges
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.netclass import read_interface, read_interfaces
 from hsflowd_py.sflow.records import Record
+from hsflowd_py.tasks import cancel
 
 from .cbpf import CbpfSampler
 from .counters import interface_records
 from .interfaces import Tap, choose
 from .sampler import OutOfDescriptors, Sampler, SamplerError
+from .settings import PcapSettings
 
 if TYPE_CHECKING:
     from hsflowd_py.module_context import ModuleContext
@@ -104,10 +106,7 @@ class _Open:
 @register
 class PcapModule(Module):
     name = "pcap"
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return bool(settings.pcap)
+    settings_type = PcapSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -134,11 +133,7 @@ class PcapModule(Module):
 
     async def stop(self) -> None:
         self._stopped = True  # a reconcile still pending (SIGHUP) must not reopen anything
-        for task in [self._watch, *self._tasks]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel(self._watch, *self._tasks)
         async with self._lock:
             for ifindex in list(self.open):
                 self._close(ifindex, final=False)
@@ -155,9 +150,14 @@ class PcapModule(Module):
         task.add_done_callback(self._tasks.discard)
 
     async def _watch_interfaces(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.check_adaptors)
-            await self._checked_reconcile()
+        links = LinkChanges(self.context.root)
+        try:
+            while True:
+                await asyncio.sleep(self.settings.check_adaptors)
+                if links.changed(self.settings.refresh_adaptors):
+                    await self._checked_reconcile()
+        finally:
+            links.close()
 
     async def _checked_reconcile(self) -> None:
         try:

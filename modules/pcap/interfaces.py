@@ -18,8 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hsflowd_py.config import PcapSettings, Settings
+from hsflowd_py.config import Settings
 from hsflowd_py.readers.netclass import ARPHRD_ETHER, ARPHRD_LOOPBACK, InterfaceInfo
+
+from .settings import PcapSettings
 
 SPEED_SAMPLING_RATIO = 1_000_000
 """Default bits/s per sampled packet when the link speed is known (1G → 1-in-1000)."""

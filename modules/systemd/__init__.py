@@ -32,7 +32,6 @@ this); otherwise those figures stay at their last value and are logged once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,10 +42,12 @@ from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cgroup import CgroupMount, read_mounts
 from hsflowd_py.readers.meminfo import read_meminfo
+from hsflowd_py.tasks import cancel
 
 from .bus import BusFailure, CallError, SystemdBus
 from .owners import OWNERS, Owners
 from .service import Service, service_uuid
+from .settings import SystemdSettings
 from .traffic import PROCESS_READING, SystemdTraffic
 from .units import Malformed, Unit
 
@@ -67,10 +68,7 @@ RETRY_MAX_S = 60.0
 @register
 class SystemdModule(Module):
     name = "systemd"
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.systemd is not None
+    settings_type = SystemdSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -111,10 +109,7 @@ class SystemdModule(Module):
 
     async def stop(self) -> None:
         self.context.withdraw(OWNERS, self.owners)
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
         if self.bus is not None:  # cancelled before the task ever ran
             await self.bus.close()
             self.bus = None

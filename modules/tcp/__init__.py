@@ -49,6 +49,7 @@ from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
 from .lookup import DIRN_RECEIVED, DIRN_SENT, Namespace, Namespaces, log
+from .settings import TcpSettings
 
 if TYPE_CHECKING:
     from hsflowd_py.module_context import ModuleContext
@@ -60,12 +61,9 @@ PRUNE_S = 5.0
 class TcpModule(Module):
     name = "tcp"
     enrich_order = 10
+    settings_type = TcpSettings
 
     namespaces: Namespaces
-
-    @classmethod
-    def wanted(cls, settings: Settings) -> bool:
-        return settings.tcp is not None
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)

@@ -18,48 +18,18 @@ from __future__ import annotations
 import os
 import select
 import socket
-import struct
 import time
 
-from . import netlink as nl
+from hsflowd_py import netlink as nl
+from hsflowd_py.netlink import RTM_NEWADDR, decode_address, dump_request
 
-RTM_NEWADDR = 20
 RTM_DELADDR = 21
-RTM_GETADDR = 22
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
-
-IFADDRMSG = struct.Struct("=BBBBI")
-"""ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index."""
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
 
 
 def open_route_socket() -> socket.socket:
     return nl.open_socket(nl.NETLINK_ROUTE, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
-
-
-def dump_request(seq: int) -> bytes:
-    body = IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return nl.header(len(body), RTM_GETADDR, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq) + body
-
-
-def decode_address(data: bytes, start: int, end: int) -> tuple[int, bytes] | None:
-    """(ifindex, packed address) of an RTM_NEWADDR/RTM_DELADDR payload.
-
-    IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on a
-    point-to-point link and the only one sent for most IPv6 addresses.
-    """
-    if end - start < IFADDRMSG.size:
-        return None
-    family, _, _, _, index = IFADDRMSG.unpack_from(data, start)
-    width = 4 if family == socket.AF_INET else 16 if family == socket.AF_INET6 else 0
-    found: dict[int, bytes] = {}
-    for attr, a, b in nl.attributes(data, start + IFADDRMSG.size, end):
-        if attr in (IFA_ADDRESS, IFA_LOCAL) and width and b - a == width:
-            found[attr] = bytes(data[a:b])
-    address = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
-    return None if address is None else (index, address)
 
 
 class LocalAddresses:

@@ -37,7 +37,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-from . import netlink as nl
+from hsflowd_py import netlink as nl
 
 SOCK_DIAG_BY_FAMILY = 20
 

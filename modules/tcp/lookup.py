@@ -28,12 +28,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hsflowd_py import netlink as nl
 from hsflowd_py.flow import SampledPacket
-from hsflowd_py.netns import enter_namespace, in_new_thread, namespace_id
+from hsflowd_py.netns import enter_namespace, namespace_id
 from hsflowd_py.sflow.records import ExtendedTcpInfo
+from hsflowd_py.tasks import owned_by_thread
 
 from . import inet_diag as diag
-from . import netlink as nl
 from .addresses import LocalAddresses, open_route_socket
 
 log = logging.getLogger("hsflowd.tcp")
@@ -284,10 +285,9 @@ def open_sockets_in(path: str) -> tuple[socket.socket, socket.socket, LocalAddre
     return open_sockets()
 
 
-def close_opened(fut: asyncio.Future[tuple[socket.socket, socket.socket, LocalAddresses]]) -> None:
-    if not fut.cancelled() and fut.exception() is None:
-        for s in fut.result()[:2]:
-            s.close()
+def close_opened(opened: tuple[socket.socket, socket.socket, LocalAddresses]) -> None:
+    for s in opened[:2]:
+        s.close()
 
 
 class Namespace:
@@ -371,18 +371,14 @@ class Namespaces:
             ident = namespace_id(path)
             ns = self.root if ident == self.root_ident else self.by_ident.get(ident)
             if ns is None:
-                opened = in_new_thread(open_sockets_in, path)
-                try:
-                    sockets = await asyncio.wait_for(asyncio.shield(opened), OPEN_TIMEOUT_S)
-                except (asyncio.CancelledError, TimeoutError):  # stopping, or stuck: close what it opens later
-                    opened.add_done_callback(close_opened)
-                    raise
+                opening = owned_by_thread(open_sockets_in, path, release=close_opened, name="hsflowd-netns")
+                sockets = await asyncio.wait_for(opening, OPEN_TIMEOUT_S)  # stopping, or stuck: closed later
                 ns = self.by_ident.get(ident)  # another path to it may have opened meanwhile
                 if ns is None:
                     ns = self.by_ident[ident] = Namespace(path, ident, sockets, self.stats, self.dump)
                     self.stats["namespaces_opened"] += 1
                 else:
-                    close_opened(opened)
+                    close_opened(sockets)
         except Exception as e:
             self.failed[path] = time.monotonic() + RETRY_S
             self.stats["namespace_errors"] += 1
