@@ -82,8 +82,7 @@ def test_gathered_samples_make_the_same_datagrams_as_whole_ones(limit: int) -> N
             b.add(sample, uptime_ms=seq)
             continue
         outside = bytearray(sample)
-        off = b.reserve_gathered(32, memoryview(outside)[32:], uptime_ms=seq)
-        b.buffer[off : off + 32] = sample[:32]
+        b.add_pieces(sample[:32], memoryview(outside)[32:], uptime_ms=seq)
         if seq % 3 == 0:
             a.flush(seq)
             b.flush(seq)

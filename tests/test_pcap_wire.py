@@ -174,4 +174,4 @@ def test_loopback_counts_each_packet_once_as_it_comes_in(loaded: _Loaded) -> Non
 def test_the_ring_record_size_follows_the_header_bytes() -> None:
     """A record is the sample and no more: the ring's size estimate in ebpf.py's docstring holds."""
     assert wire.HEAD_BYTES + 128 + wire.TIMESTAMP_BYTES + 8 == 228
-    assert ebpf.RING_BYTES >= 150_000 * 0.1 * 228
+    assert ebpf.RING_BYTES >= 150_000 * 0.06 * 228

@@ -10,7 +10,7 @@ sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
 kernel) hands over each one as a few bytes written here and the rest left where it lies
-(``reserve_gathered``): the datagram then goes out as a list of pieces, in one ``sendmsg``,
+(``add_pieces``): the datagram then goes out as a list of pieces, in one ``sendmsg``,
 and ``keep_pieces`` copies what is still pending in before the sampler lets that memory go.
 A sample that cannot be encoded (a value out of its
 field's range) must leave no hole: the fast path gives its room back
@@ -61,9 +61,9 @@ class DatagramAssembler:
         self._end = self._header_bytes
         self._count = 0
         self._pieces: list[Any] = []
-        """Outside buffers (memoryviews) and the (start, end) runs of ``buffer`` before each, in order."""
+        """Outside pieces (bytes, memoryviews) and, as (start, end), the runs of ``buffer`` between them."""
         self._run = self._header_bytes
-        """Where the run of ``buffer`` after the last outside piece starts."""
+        """Where the run of ``buffer`` not yet in ``_pieces`` starts."""
         self._outside = 0
         """Bytes of the datagram held in outside pieces."""
 
@@ -91,23 +91,26 @@ class DatagramAssembler:
         self._count += 1
         return off
 
-    def reserve_gathered(self, size: int, rest: Any, uptime_ms: int) -> int:
-        """Room for a sample whose first ``size`` bytes the caller writes into ``buffer`` at the returned
-        offset and whose remaining bytes are ``rest`` (a buffer that must stay as it is until the
-        datagram is sent or ``keep_pieces`` is called)."""
-        off = self.reserve(size + len(rest), uptime_ms)
-        self._end = end = off + size
-        self._pieces.append((self._run, end))
-        self._pieces.append(rest)
-        self._run = end
-        self._outside += len(rest)
-        return off
+    def add_pieces(self, head: bytes, rest: Any, uptime_ms: int) -> None:
+        """Queue a sample given as two pieces, sent as they are: ``head`` (its first words, made by
+        the caller) and ``rest`` (a memoryview that must stay as it is until the datagram is sent or
+        ``keep_pieces`` is called).  The eBPF sampler's hot path: kept short."""
+        size = len(head) + len(rest)
+        if self._count and self._end + self._outside + size >= self.max_bytes:
+            self.flush(uptime_ms)
+        if self._end != self._run:  # whole samples added since the last pieces
+            self._pieces.append((self._run, self._end))
+            self._run = self._end
+        self._pieces += (head, rest)
+        self._outside += size
+        self._count += 1
 
     def _gather(self) -> list[Any]:
-        """The pending samples as pieces: runs of ``buffer`` and outside buffers, in order."""
+        """The pending samples as pieces: outside pieces and runs of ``buffer``, in order."""
         view = memoryview(self.buffer)
         pieces = [view[p[0] : p[1]] if type(p) is tuple else p for p in self._pieces]
-        pieces.append(view[self._run : self._end])
+        if self._end != self._run:
+            pieces.append(view[self._run : self._end])
         return pieces
 
     def keep_pieces(self) -> None:
@@ -118,8 +121,7 @@ class DatagramAssembler:
         start = self._header_bytes
         self._pieces.clear()
         self._outside = 0
-        self._run = start
-        self._end = start + len(data)
+        self._run, self._end = start, start + len(data)
         if self._end > len(self.buffer):
             self.buffer.extend(bytes(self._end - len(self.buffer)))
         self.buffer[start : self._end] = data
@@ -142,11 +144,10 @@ class DatagramAssembler:
             datagram = [memoryview(self.buffer)[: self._header_bytes], *self._gather()]
             self._pieces.clear()
             self._outside = 0
-            self._run = self._header_bytes
         else:
             datagram = bytes(self.buffer[: self._end])
         self.samples_sent += self._count
         self.datagrams_sent += 1
         self._count = 0
-        self._end = self._header_bytes
+        self._end = self._run = self._header_bytes
         self.send(datagram)

@@ -22,16 +22,17 @@ Samples come out of the kernel as the flow samples the agent sends (``sampler.bp
 ``wire.py``).  While no enricher needs the packets, the drain fills in each one's sequence
 number, pool and drops (the first 32 bytes, written into the datagram being built) and adds
 the rest as it lies in the ring to the datagram, which goes out as one ``sendmsg`` of those
-pieces (``DatagramAssembler.reserve_gathered``): nothing of the sample is decoded or copied
+pieces (``DatagramAssembler.add_pieces``): nothing of the sample is decoded or copied
 in Python.  With an enricher active the same records are read back into the flow path's
 usual entry (``emit``) and encoded there with the enrichers' records.
 
 Ring sizing (REFERENCE.md section 9): a record is 8 bytes of ring header and the sample,
-92 bytes plus the header bytes (228 with the default 128); 150 k samples/s and a 100 ms
-stall of the agent need about 3.4 MB.  ``RING_BYTES`` is 4 MB; a sample the full ring
-refuses counts as a drop of that interface, reported in the flow samples' ``drops``.  The
-kernel maps the data area twice in a row and populates the mapping at once, so the ring
-shows as 8 MB of the agent's resident (file) memory although it exists once, in the kernel.
+92 bytes plus the header bytes (228 with the default 128).  ``RING_BYTES`` is 2 MB: 60 ms of
+the agent not draining at 150 k samples/s of 128-byte headers, 85 ms with 64-byte packets;
+a sample the full ring refuses counts as a drop of that interface, reported in the flow
+samples' ``drops``.  The kernel maps the data area twice in a row and populates the mapping
+at once, so the ring shows as 4 MB of the agent's resident (file) memory although it exists
+once, in the kernel: the ring is the agent's largest single cost in memory, hence no larger.
 
 Per-CPU map look-ups return one value per *possible* CPU, summed here.  The counters are
 read once per drain, after the producer position, so that every drained sample's packet is
@@ -72,7 +73,7 @@ SOURCE = Path(__file__).with_name("sampler.bpf.c")
 BUILDER = ebpf_build.__file__
 """The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
-RING_BYTES = 4 << 20
+RING_BYTES = 2 << 20
 DRAIN_S = 0.01
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
@@ -84,8 +85,15 @@ _CONFIG = struct.Struct("=II6sBBB3x")
 """struct tap_config: rate, header_bytes, mac, check_source, ethernet, loopback."""
 _COUNTS = struct.Struct("=QQQ")
 """struct tap_counts: packets in, packets out, drops."""
-_RING_LENGTH = struct.Struct("=I")
-"""A ring record's header starts with its length and the busy and discard bits."""
+_RECORD = struct.Struct(">I4x8I")
+"""A ring record: its header's first word (native order; only its busy and discard bits are used: the
+length is the sample's own, kept in its second word plus 8), then ``wire.PATCHED``."""
+_BUSY, _DISCARD = (
+    (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT)
+    if sys.byteorder == "big"
+    else (socket.ntohl(BPF_RINGBUF_BUSY_BIT), socket.ntohl(BPF_RINGBUF_DISCARD_BIT))
+)
+"""The busy and discard bits of the header's first word as ``_RECORD`` (big-endian) reads it."""
 _WIRE = struct.Struct(">19I")
 """A sample's words up to its header bytes (``wire.HEAD_BYTES``): head, input, output, 0:1's fixed words."""
 _TIMESTAMP = struct.Struct(">8xQ")
@@ -357,41 +365,50 @@ class EbpfSampler(Sampler):
         flows = self.flows
         assembler = flows.assembler if flows is not None and not flows.enrichers else None
         first, span = cons, prod - cons
-        m, view, mask, base = ring.data_map, ring.view, ring.mask, ring.data_offset
-        length_of, words, taps = _RING_LENGTH.unpack_from, wire.PATCHED.unpack_from, self.taps
-        pack, size = wire.PATCHED.pack_into, wire.PATCHED.size
-        if assembler is not None:
-            assert flows is not None
-            seqs, uptime, reserve = flows.sequences, flows.uptime_ms(), assembler.reserve_gathered
+        m, view, taps, record = ring.data_map, ring.view, self.taps, _RECORD.unpack_from
+        mask, base, pack, head = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ, wire.PATCHED.pack, wire.PATCHED.size
+        seqs, uptime, add = {}, 0, None
+        if assembler is not None and flows is not None:
+            seqs, uptime, add = flows.sequences, flows.uptime_ms(), assembler.add_pieces
+        # the interface of the last record, and its running values as locals (most runs are of one interface)
+        current, state, seq, last, before, spread, drops = -1, None, 0, 0, 0, 0, 0
         samples = 0
         try:
             while cons < prod:
                 pos = base + (cons & mask)
-                length = length_of(m, pos)[0]
-                if length & BPF_RINGBUF_BUSY_BIT:
+                bits, tag, body, _, ds_class, ifindex, rate, _, _ = record(m, pos - BPF_RINGBUF_HDR_SZ)
+                if bits & _BUSY:
                     break
-                cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
-                pos += BPF_RINGBUF_HDR_SZ
-                tag, body, _, ds_class, ifindex, rate, _, _ = words(m, pos)
-                state = taps.get(ifindex)
-                if state is None or length & BPF_RINGBUF_DISCARD_BIT:
+                cons += body + 23 & ~7  # ring header, sample (8 + body), padded to 8
+                if bits & _DISCARD:
                     continue
-                pool = state.before + state.spread * (cons - first) // span
-                if pool <= state.last:
-                    pool = state.last + 1
-                state.last = pool
+                if ifindex != current:
+                    if state is not None:
+                        state.last, seqs[current] = last, seq
+                    state = taps.get(ifindex)
+                    if state is None:
+                        current = -1
+                        continue
+                    current, seq, last = ifindex, seqs.get(ifindex, 0), state.last
+                    before, spread, drops = state.before, state.spread, state.drops
+                pool = before + spread * (cons - first) // span
+                if pool <= last:
+                    pool = last + 1
+                last = pool
                 samples += 1
-                if assembler is None:
-                    self._emit_record(pos, ifindex, rate, pool, state.drops)
+                if add is None:
+                    self._emit_record(pos, ifindex, rate, pool, drops)
                     continue
-                seq = seqs[ifindex] = (seqs.get(ifindex, 0) + 1) & 0xFFFFFFFF
-                off = reserve(size, view[pos + size : pos + 8 + body], uptime)
-                drops = state.drops & 0xFFFFFFFF
-                pack(assembler.buffer, off, tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops)
+                seq = seq + 1 & 0xFFFFFFFF
+                add(pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),
+                    view[pos + head : pos + 8 + body], uptime)  # fmt: skip
         finally:  # a record that failed is not read again
-            if assembler is not None:
+            if state is not None:
+                state.last = last
+                if add is not None:
+                    seqs[current] = seq
+            if assembler is not None and flows is not None:  # the flow path's assembler, not an emit
                 assembler.keep_pieces()  # before the kernel may write over them
-                assert flows is not None
                 flows.stats["flow_samples"] += samples
             ring.consumer_pos[0] = cons
             self.samples += samples
