@@ -91,19 +91,20 @@ class DatagramAssembler:
         self._count += 1
         return off
 
-    def add_pieces(self, head: bytes, rest: Any, uptime_ms: int) -> None:
-        """Queue a sample given as two pieces, sent as they are: ``head`` (its first words, made by
-        the caller) and ``rest`` (a memoryview that must stay as it is until the datagram is sent or
-        ``keep_pieces`` is called).  The eBPF sampler's hot path: kept short."""
-        size = len(head) + len(rest)
-        if self._count and self._end + self._outside + size >= self.max_bytes:
-            self.flush(uptime_ms)
+    def room(self) -> int:
+        """Bytes the samples added next may have in all and still join the datagram being built."""
+        return self.max_bytes - 1 - self._end - self._outside
+
+    def add_pieces(self, pieces: list[Any], count: int, size: int) -> None:
+        """Queue ``count`` samples of ``size`` bytes in all, given as ``pieces`` sent as they are (bytes,
+        memoryviews that must stay as they are until the datagram is sent or ``keep_pieces`` is
+        called).  The caller keeps to ``room`` (the eBPF sampler's hot path: one call per datagram)."""
         if self._end != self._run:  # whole samples added since the last pieces
             self._pieces.append((self._run, self._end))
             self._run = self._end
-        self._pieces += (head, rest)
+        self._pieces += pieces
         self._outside += size
-        self._count += 1
+        self._count += count
 
     def _gather(self) -> list[Any]:
         """The pending samples as pieces: outside pieces and runs of ``buffer``, in order."""

@@ -367,9 +367,11 @@ class EbpfSampler(Sampler):
         first, span = cons, prod - cons
         m, view, taps, record = ring.data_map, ring.view, self.taps, _RECORD.unpack_from
         mask, base, pack, head = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ, wire.PATCHED.pack, wire.PATCHED.size
-        seqs, uptime, add = {}, 0, None
+        seqs, uptime, room = {}, 0, 0
         if assembler is not None and flows is not None:
-            seqs, uptime, add = flows.sequences, flows.uptime_ms(), assembler.add_pieces
+            seqs, uptime, room = flows.sequences, flows.uptime_ms(), assembler.room()
+        pieces: list[Any] = []  # of the samples that fit in the datagram being built, and their bytes
+        count = size = 0
         # the interface of the last record, and its running values as locals (most runs are of one interface)
         current, state, seq, last, before, spread, drops = -1, None, 0, 0, 0, 0, 0
         samples = 0
@@ -396,18 +398,27 @@ class EbpfSampler(Sampler):
                     pool = last + 1
                 last = pool
                 samples += 1
-                if add is None:
+                if assembler is None:
                     self._emit_record(pos, ifindex, rate, pool, drops)
                     continue
+                if size + body + 8 > room and (count or assembler.pending):  # the datagram is full
+                    assembler.add_pieces(pieces, count, size)
+                    assembler.flush(uptime)
+                    pieces, count, size, room = [], 0, 0, assembler.room()
                 seq = seq + 1 & 0xFFFFFFFF
-                add(pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),
-                    view[pos + head : pos + 8 + body], uptime)  # fmt: skip
+                pieces += (
+                    pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),
+                    view[pos + head : pos + 8 + body],
+                )
+                count += 1
+                size += body + 8
         finally:  # a record that failed is not read again
             if state is not None:
                 state.last = last
-                if add is not None:
+                if assembler is not None:
                     seqs[current] = seq
             if assembler is not None and flows is not None:  # the flow path's assembler, not an emit
+                assembler.add_pieces(pieces, count, size)
                 assembler.keep_pieces()  # before the kernel may write over them
                 flows.stats["flow_samples"] += samples
             ring.consumer_pos[0] = cons
