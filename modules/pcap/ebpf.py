@@ -1,4 +1,5 @@
-"""The eBPF sampler: one tc program per direction on each interface, samples through a BPF ring buffer.
+"""The eBPF sampler: one tc program per direction on each interface (tcx where the kernel has it,
+``tc.py``), samples through a BPF ring buffer.
 
 ``sampler.bpf.h`` counts every packet per CPU, interface and direction (the true sample
 pool), keeps 1 in N and writes it to a ring buffer without waking anyone; the agent drains
