@@ -74,7 +74,7 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
                     pytest.skip(f"eBPF sampler unavailable here: {line}")
                 time.sleep(0.5)
                 before = counters(v.host_dev)
-                subprocess.run(["iperf3", "-c", v.ns_ip, "-p", str(IPERF_PORT), "-n", "300M"], check=True,
+                subprocess.run(["iperf3", "-c", v.ns_ip, "-p", str(IPERF_PORT), "-n", "300M", "-b", "1G"], check=True,
                                capture_output=True)  # fmt: skip
                 time.sleep(0.5)
                 after = counters(v.host_dev)
