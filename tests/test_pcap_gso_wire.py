@@ -11,7 +11,9 @@ and the packet and byte totals that collectors estimate from the samples must ma
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from itertools import pairwise
@@ -63,7 +65,7 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
             f"pcap {{ dev = {v.host_dev} sampling = {RATE} sampler = ebpf }} }}"
         )
         pmacct = subprocess.Popen(["sfacctd", "-f", str(tmp_path / "sfacctd.conf")], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)  # fmt: skip
+                                  stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
         server = subprocess.Popen(
             v.exec("iperf3", "-s", "-1", "-p", str(IPERF_PORT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -82,7 +84,12 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
                 agent.stop()
                 datagrams = list(json_datagrams(collector, 3))
         finally:
-            pmacct.terminate()  # sfacctd writes its CSV as it exits
+            pmacct.send_signal(signal.SIGINT)  # sfacctd writes its CSV on SIGINT (SIGTERM is ignored)
+            end = time.monotonic() + 15
+            while not csv.exists() and time.monotonic() < end:
+                time.sleep(0.2)
+            time.sleep(0.5)
+            os.killpg(pmacct.pid, signal.SIGKILL)  # its core and plugin processes, its own session
             pmacct.wait(10)
             server.wait(10)
     packets, octets = after[0] - before[0], after[1] - before[1]

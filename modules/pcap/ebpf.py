@@ -139,6 +139,7 @@ async def build() -> _Loaded:
     """Compile and load the programs in a child process; raises SamplerError saying why not."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     cflags = [f"-I{SOURCE.parent}", f"-DHEADER_MAX={HEADER_MAX}", f"-DRING_PAGES={RING_BYTES // mmap.PAGESIZE}"]
+    cflags.append("-DNO_BPF_LOOP")  # bcc cannot pass bpf_loop its callback
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -42,7 +42,13 @@
 #ifndef HEADER_MAX
 #define HEADER_MAX 256
 #endif
+/* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
+ * the verifier walks once per turn, so it takes at most 4 samples of one packet. */
+#ifdef NO_BPF_LOOP
+#define SEGMENT_SAMPLES_MAX 4
+#else
 #define SEGMENT_SAMPLES_MAX 64
+#endif
 
 #define DIRECTION_UNKNOWN 0
 #define DIRECTION_IN 1
@@ -374,7 +380,12 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     }
     u32 wanted = (segments - first + rate - 1) / rate;
     u32 loops = wanted < SEGMENT_SAMPLES_MAX ? wanted : SEGMENT_SAMPLES_MAX;
+#ifdef NO_BPF_LOOP
+    for (u32 c = 0; c < SEGMENT_SAMPLES_MAX && c < loops; c++)
+        segment_callback(c, &l);
+#else
     bpf_loop(loops, segment_callback, &l, 0);
+#endif
     /* a packet standing for more segments than this takes samples of: the rest are lost samples */
     if (wanted > loops)
         cnt->drops += wanted - loops;
