@@ -58,6 +58,7 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
     with veth_pair("pcgw", ipv6=False) as v:
         for cmd in (["ethtool", "-K", v.host_dev], v.exec("ethtool", "-K", v.ns_dev)):
             sh(*cmd, "tso", "off", "gso", "off", "gro", "off")
+        ifindex = v.host_ifindex
         conf = tmp_path / "hsflowd.conf"
         conf.write_text(
             f"sflow {{ polling = 0 collector {{ ip = 127.0.0.1 udpport = {port} }} "
@@ -93,7 +94,7 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
             pmacct.wait(10)
             server.wait(10)
     packets, octets = after[0] - before[0], after[1] - before[1]
-    samples = flow_samples(datagrams, v.host_ifindex)
+    samples = flow_samples(datagrams, ifindex)
     pools = [int(s["samplePool"]) for s in samples]
     assert all(b > a for a, b in pairwise(pools)), "pools must strictly increase"
     frames = [int(header_of(s)["sampledPacketSize"]) for s in samples]
