@@ -109,5 +109,6 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
     assert abs(est_packets - packets) <= 0.01 * packets, (est_packets, packets)
     assert abs(est_bytes - octets) <= 0.01 * octets, (est_bytes, octets)
     pm_packets, pm_bytes = pmacct_totals(csv)
+    print(f"/sys {packets} packets {octets} bytes; collector {est_packets} {est_bytes}; pmacct {pm_packets} {pm_bytes}")
     assert abs(pm_packets - packets) <= 0.01 * packets, ("pmacct", pm_packets, packets)
     assert abs(pm_bytes - octets) <= 0.01 * octets, ("pmacct", pm_bytes, octets)
