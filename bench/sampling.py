@@ -24,12 +24,17 @@ Other processes on the machine add noise to the machine's total; runs vary by ab
 Needs root, iperf3, the built BPF object for ``core``, bcc with the running kernel's headers
 for ``ebpf``.
 
+With ``--old DIR`` each case also runs the agent from another source tree (``git archive`` of an
+earlier commit, with ``hsflowd_py/modules`` a symlink to its ``modules`` and its BPF object
+built), rows marked (old): old and new figures from one run, on the same traffic.
+
 With ``--tcp`` each case also runs with ``tcp { udp = on }`` added (rows marked +tcp): the tcp
 module then parses every sample and looks its socket up over sock_diag (the iperf3 client's UDP
 socket; UDP sockets have no tcp_info, so no 0:2209 is added, but the look-up, its merging and the
 sample's hold cost the same as for TCP).  ``bench/tcp_lookup.py`` measures TCP traffic with 2209.
 
     .venv/bin/python bench/sampling.py [--seconds 20] [--pps 104000] [--samplers cbpf,core,ebpf] [--rates 10,2] [--tcp]
+        [--old DIR]
 """
 
 from __future__ import annotations
@@ -157,13 +162,16 @@ def wait_for(proc: subprocess.Popen[str], log: Path, text: str, timeout: float =
     sys.exit(f"the agent never logged {text!r}:\n{log.read_text()[-2000:]}")
 
 
-def measure(v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tmp: Path, tcp: bool = False) -> Run:
+def measure(
+    v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tmp: Path, tcp: bool = False, tree: Path = ROOT
+) -> Run:
     """One run: the same traffic without the agent (the machine's baseline), then with it."""
     _, baseline_busy = baseline(v, seconds, pps)
     sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
     assert sink.stdout is not None
     port = int(sink.stdout.readline())
-    name = f"{kind}-{rate}{'-tcp' if tcp else ''}"
+    old = " (old)" if tree != ROOT else ""
+    name = f"{kind}-{rate}{'-tcp' if tcp else ''}{'-old' if old else ''}"
     conf = tmp / f"{name}.conf"
     conf.write_text(
         f"sflow {{ polling = 0 collector {{ ip = 127.0.0.1 udpport = {port} }} "
@@ -176,7 +184,7 @@ def measure(v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tm
     if kind in EBPF_LOADERS:
         env["HSFLOWD_PY_EBPF_LOADER"] = EBPF_LOADERS[kind][0]
     with open(log, "w") as err:
-        agent = subprocess.Popen([sys.executable, *args], stderr=err, cwd=ROOT, text=True, env=env)
+        agent = subprocess.Popen([sys.executable, *args], stderr=err, cwd=tree, text=True, env=env)
     try:
         line = wait_for(agent, log, f"sampling {v.host_dev} ")
         if kind in EBPF_LOADERS and ("eBPF" not in line or EBPF_LOADERS[kind][1] not in log.read_text()):
@@ -201,7 +209,7 @@ def measure(v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tm
         s.sendto(b"stop", ("127.0.0.1", port))
     delivered, pool, drops = (int(x) for x in sink.communicate(timeout=30)[0].split())
     return Run(
-        f"{kind} 1-in-{rate}{' +tcp' if tcp else ''}",
+        f"{kind} 1-in-{rate}{' +tcp' if tcp else ''}{old}",
         count,
         pool,
         count / rate,
@@ -223,6 +231,7 @@ def main() -> None:
     p.add_argument("--samplers", default="cbpf,core,ebpf")
     p.add_argument("--rates", default="10,2")
     p.add_argument("--tcp", action="store_true", help="also run each case with tcp { udp = on }")
+    p.add_argument("--old", type=Path, help="also run each case with the agent from this source tree")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: namespaces, raw sockets, BPF")
@@ -234,16 +243,17 @@ def main() -> None:
             time.sleep(0.5)
             print(f"{a.pps} packets/s of 64-byte UDP for {a.seconds:g} s across a veth pair; {os.cpu_count()} CPUs\n")
             runs = [
-                measure(v, kind, int(rate), a.seconds, a.pps, Path(tmp), tcp)
+                measure(v, kind, int(rate), a.seconds, a.pps, Path(tmp), tcp, tree)
                 for kind in a.samplers.split(",")
                 for rate in a.rates.split(",")
                 for tcp in ((False, True) if a.tcp else (False,))
+                for tree in ([a.old.resolve(), ROOT] if a.old else [ROOT])
             ]
         finally:
             server.terminate()
             server.wait(10)
     head = (
-        f"{'run':<20}{'packets':>9}{'pool':>9}{'expected':>9}{'±sd':>6}{'sent':>8}{'delivered':>10}{'%':>8}"
+        f"{'run':<26}{'packets':>9}{'pool':>9}{'expected':>9}{'±sd':>6}{'sent':>8}{'delivered':>10}{'%':>8}"
         f"{'drops':>6}{'agent CPU s':>12}{'µs/sample':>10}{'RSS MB':>7}{'machine CPU s':>14}{'baseline':>9}"
         f"{'sink CPU s':>11}"
     )
@@ -252,7 +262,7 @@ def main() -> None:
         rate = r.packets / r.expected
         sigma = math.sqrt(r.packets * (1 / rate) * (1 - 1 / rate))
         print(
-            f"{r.label:<20}{r.packets:>9}{r.pool:>9}{r.expected:>9.0f}{sigma:>6.0f}{r.sent:>8}{r.delivered:>10}"
+            f"{r.label:<26}{r.packets:>9}{r.pool:>9}{r.expected:>9.0f}{sigma:>6.0f}{r.sent:>8}{r.delivered:>10}"
             f"{100 * r.delivered / r.expected:>7.2f}%{r.drops:>6}{r.agent_cpu_s:>12.3f}"
             f"{1e6 * r.agent_cpu_s / max(r.delivered, 1):>10.2f}{r.rss_mb:>7.1f}{r.machine_cpu_s:>14.2f}"
             f"{r.baseline_cpu_s:>9.2f}{r.sink_cpu_s:>11.3f}"

@@ -143,6 +143,12 @@ class ModuleContext:
         """The flow path's entry for samplers (``FlowPath.emit_header_sample``), bound once by the sampler."""
         return self._core.flows.emit_header_sample
 
+    @property
+    def flow_path(self) -> FlowPath:
+        """The flow path, for a sampler that encodes samples itself (eBPF, in the kernel): it numbers
+        them in the path's sequences and adds them to its datagrams while no enricher needs the packet."""
+        return self._core.flows
+
     def restart_flow_sequence(self, ifindex: int) -> None:
         """The interface stopped being sampled: its next flow sample starts a new sequence."""
         self._core.flows.sequences.pop(ifindex, None)

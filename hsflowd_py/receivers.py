@@ -22,6 +22,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("hsflowd.receivers")
 
@@ -170,23 +171,26 @@ class Receivers:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
 
-    def _send(self, r: Receiver, datagram: bytes) -> None:
+    def _send(self, r: Receiver, pieces: list[Any] | tuple[Any]) -> None:
         """A refusal reported by this send is about an earlier datagram (the kernel reports the ICMP
         error on the next send and sends nothing): counted, and this datagram is sent all the same."""
         sock = r.socket()
         try:
-            sock.send(datagram)
+            sock.sendmsg(pieces)
         except ConnectionRefusedError as e:
             self._fault(r, e)
-            sock.send(datagram)
+            sock.sendmsg(pieces)
 
-    def send(self, datagram: bytes) -> None:
+    def send(self, datagram: Any) -> None:
+        """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather: the eBPF
+        sampler's samples still in its ring), in one system call per collector."""
+        pieces = datagram if isinstance(datagram, list) else (datagram,)
         for r in self.receivers:
             if r.sockaddr is None:
                 r.errors += 1  # never resolved: counted, logged by the resolution
                 continue
             try:
-                self._send(r, datagram)
+                self._send(r, pieces)
             except OSError as e:
                 if e.errno not in _TRANSIENT:
                     log.debug("collector %s: unexpected send error", r.label, exc_info=True)

@@ -58,3 +58,40 @@ def test_a_sample_that_would_reach_the_limit_starts_a_new_datagram() -> None:
     a.add(one, 0)
     a.add(flow(2), 0)  # header + 2 samples == limit: must not be packed together
     assert len(sent) == 1 and len(decode_datagram(sent[0]).samples) == 1
+
+
+@pytest.mark.parametrize("limit", [400, 1400])
+def test_gathered_samples_make_the_same_datagrams_as_whole_ones(limit: int) -> None:
+    """Samples added as 32 bytes written here and the rest left in an outside buffer (the eBPF ring),
+    mixed with whole ones, some sent while still outside, some copied in before their outside buffer
+    was reused: the datagrams are byte for byte those of the same samples added whole."""
+    whole: list[bytes] = []
+    gathered: list[bytes] = []
+    pieces: list[int] = []
+
+    def send(datagram: bytes | list) -> None:
+        """As sendmsg: the pieces are read at once."""
+        pieces.append(1 if isinstance(datagram, bytes) else len(datagram))
+        gathered.append(datagram if isinstance(datagram, bytes) else b"".join(datagram))
+
+    a, b = DatagramAssembler(AGENT4, 1, limit, whole.append), DatagramAssembler(AGENT4, 1, limit, send)
+    for seq in range(1, 60):
+        sample = flow(seq, 16 * (seq % 5))
+        a.add(sample, uptime_ms=seq)
+        if seq % 7 == 0:
+            b.add(sample, uptime_ms=seq)
+            continue
+        outside = bytearray(sample)
+        if len(sample) > b.room() and b.pending:
+            b.flush(seq)
+        b.add_pieces([sample[:32], memoryview(outside)[32:]], 1, len(sample))
+        if seq % 3 == 0:
+            a.flush(seq)
+            b.flush(seq)
+        else:
+            b.keep_pieces()
+            outside[:] = bytes(len(outside))  # the ring reused
+    a.flush(1000)
+    b.flush(1000)
+    assert gathered == whole
+    assert max(pieces) > 3  # some went out in pieces

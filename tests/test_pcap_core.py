@@ -26,7 +26,7 @@ from netns import VethNamespace
 from pcap_netns import veth_pair
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT
-from hsflowd_py.modules.pcap import ebpf, ebpf_core
+from hsflowd_py.modules.pcap import ebpf, ebpf_core, wire
 from hsflowd_py.modules.pcap.sampler import SamplerError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +68,8 @@ asyncio.run(main())
 
 def test_the_shipped_object_is_a_fresh_build_of_the_source(tmp_path: Path) -> None:
     """What the agent loads is what setup.py builds from today's source (a stale object would test old code),
-    and its sample record is the size ebpf.py reads: 32 bytes of fields and HEADER_MAX header bytes."""
+    and its scratch sample is what wire.py says: the head, twice HEADER_MAX (room the verifier needs) and
+    the timestamp."""
     if shutil.which("clang") is None:
         pytest.skip("clang is not installed (scripts/debian-packages.txt: building the CO-RE eBPF object)")
     out = tmp_path / "lib"
@@ -78,11 +79,11 @@ def test_the_shipped_object_is_a_fresh_build_of_the_source(tmp_path: Path) -> No
     for name in ("sampler_core.bpfel.o", "sampler_core.bpfeb.o"):
         assert (built / name).read_bytes() == ebpf_core.OBJECT.with_name(name).read_bytes(), f"{name} is stale"
     dwarf = subprocess.run(
-        ["llvm-dwarfdump", "--name=sample", str(ebpf_core.OBJECT)], check=True, capture_output=True, text=True
+        ["llvm-dwarfdump", "--name=wire", str(ebpf_core.OBJECT)], check=True, capture_output=True, text=True
     ).stdout
     size = re.search(r"DW_AT_byte_size\s+\((0x[0-9a-f]+)\)", dwarf)
     assert size is not None, dwarf
-    assert int(size.group(1), 16) == ebpf._RECORD.size - 8 + ebpf.HEADER_MAX
+    assert int(size.group(1), 16) == wire.HEAD_BYTES + 2 * ebpf.HEADER_MAX + wire.TIMESTAMP_BYTES
 
 
 def burst(v: VethNamespace, env: dict[str, str], block_bcc: bool, wrapper: tuple[str, ...] = ()) -> dict:

@@ -4,8 +4,11 @@ collector's JSON as the judge, the kernel's counters and the traffic we sent as 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import signal
+import struct
 import subprocess
 import time
 from collections import Counter
@@ -17,6 +20,8 @@ import pytest
 from netns import VethNamespace, sh
 from pcap_netns import veth_pair
 from procs import Proc, free_udp_port, json_datagrams, start_agent, start_collector
+
+from hsflowd_py.modules.pcap import bpf
 
 pytestmark = pytest.mark.root
 INTERNAL = "1073741823"
@@ -285,34 +290,61 @@ def test_a_reload_changes_the_rate_in_place(tmp_path: Path, kind: str) -> None:
     assert "".join(agent.stderr).count(f"pcap: sampling {v.host_dev} (ifIndex") == 1, "not reopened"
 
 
-def test_when_tc_refuses_the_ebpf_filter_auto_falls_back_to_classic(tmp_path: Path) -> None:
-    """Another tool's tc filter of another kind holds the priority the eBPF filter needs: an interface
-    whose block says ``auto`` is sampled by classic BPF instead, one whose block says ``ebpf`` is not."""
+def full_tcx_hook(ifindex: int) -> list[int]:
+    """Fill the interface's tcx ingress hook with the programs it takes (up to BPF_MPROG_MAX), each a
+    program of two instructions that returns TC_ACT_UNSPEC; returns their links' descriptors."""
+    insns = struct.pack("<BBhiBBhi", 0xB7, 0, 0, -1, 0x95, 0, 0, 0)  # r0 = -1; exit
+    code, license_ = ctypes.create_string_buffer(insns, len(insns)), ctypes.create_string_buffer(b"GPL")
+    attr = struct.pack("=IIQQ", 3, 2, ctypes.addressof(code), ctypes.addressof(license_)) + bytes(96)
+    links: list[int] = []
+    try:
+        while len(links) < 64:
+            prog = bpf._bpf(5, attr)  # BPF_PROG_LOAD of a BPF_PROG_TYPE_SCHED_CLS program
+            try:
+                links.append(bpf.tcx_attach(prog, ifindex, bpf.BPF_TCX_INGRESS))
+            finally:
+                os.close(prog)  # the link holds the program
+    except OSError as e:
+        if e.errno != errno.ERANGE or not links:  # ERANGE: the hook is full
+            for link in links:
+                os.close(link)
+            raise
+    return links
+
+
+def test_when_the_hook_refuses_the_ebpf_program_auto_falls_back_to_classic(tmp_path: Path) -> None:
+    """Other tools' programs fill the tcx hook the eBPF sampler needs: an interface whose block says
+    ``auto`` is sampled by classic BPF instead, one whose block says ``ebpf`` is not."""
     port = free_udp_port()
     with veth_pair("pctc") as a, veth_pair("pctd") as b:
-        for v in (a, b):
-            sh("tc", "qdisc", "add", "dev", v.host_dev, "clsact")
-            u32 = ("u32", "match", "u32", "0", "0", "classid", "1:1")
-            sh("tc", "filter", "add", "dev", v.host_dev, "ingress", "pref", "1", "protocol", "all", *u32)
-        conf = write_config(
-            tmp_path,
-            port,
-            f"pcap {{ dev = {a.host_dev} sampling = 1 }}\npcap {{ dev = {b.host_dev} sampling = 1 sampler = ebpf }}",
-        )
-        with start_collector(port, "-j") as collector, start_agent(conf, tmp_path / "auto") as agent:
-            fallback = wait_for_log(agent, f"{a.host_dev}: eBPF cannot sample it")
-            if "eBPF sampler is unavailable" in "".join(agent.stderr):
-                pytest.skip("eBPF sampler unavailable here")
-            assert "classic BPF" in wait_for_log(agent, f"sampling {a.host_dev} ")
-            refused = wait_for_log(agent, f"cannot sample {b.host_dev}")
-            for v in (a, b):
-                subprocess.run(["ping", "-c", "5", "-i", "0.05", v.ns_ip], check=True, capture_output=True)
-            time.sleep(1.5)
-            agent.stop()
-            datagrams = list(json_datagrams(collector, 4))
-        assert (
-            len([h for h in map(header_of, flow_samples(datagrams, a.host_ifindex)) if h.get("IPProtocol") == "1"])
-            == 10
-        )
-        assert flow_samples(datagrams, b.host_ifindex) == []
-        assert "tc bpf filter" in fallback and "tc bpf filter" in refused
+        try:
+            links = [link for v in (a, b) for link in full_tcx_hook(v.host_ifindex)]
+        except OSError as e:
+            pytest.skip(f"no tcx here: {e}")
+        try:
+            conf = write_config(
+                tmp_path,
+                port,
+                f"pcap {{ dev = {a.host_dev} sampling = 1 }}\n"
+                f"pcap {{ dev = {b.host_dev} sampling = 1 sampler = ebpf }}",
+            )
+            with start_collector(port, "-j") as collector, start_agent(conf, tmp_path / "auto") as agent:
+                fallback = wait_for_log(agent, f"{a.host_dev}: eBPF cannot sample it")
+                if "eBPF sampler is unavailable" in "".join(agent.stderr):
+                    pytest.skip("eBPF sampler unavailable here")
+                assert "classic BPF" in wait_for_log(agent, f"sampling {a.host_dev} ")
+                refused = wait_for_log(agent, f"cannot sample {b.host_dev}")
+                for v in (a, b):
+                    subprocess.run(["ping", "-c", "5", "-i", "0.05", v.ns_ip], check=True, capture_output=True)
+                time.sleep(1.5)
+                agent.stop()
+                datagrams = list(json_datagrams(collector, 4))
+            assert (
+                len([h for h in map(header_of, flow_samples(datagrams, a.host_ifindex)) if h.get("IPProtocol") == "1"])
+                == 10
+            )
+            assert flow_samples(datagrams, b.host_ifindex) == []
+            assert "tcx" in fallback and "tcx" in refused
+        finally:
+            for link in links:
+                os.close(link)

@@ -1,56 +1,17 @@
-"""The samplers' shared pieces: VLAN tag restoration, GSO frame lengths, running totals, 0:2 counters."""
+"""The samplers' shared pieces: VLAN tag restoration (classic BPF), running totals, 0:2 counters."""
 
 from __future__ import annotations
 
-import struct
 from dataclasses import replace
 
 from test_pcap_interfaces import iface
 
 from hsflowd_py.counters import Monotonic
 from hsflowd_py.modules.pcap.counters import ethernet_counters, interface_records
-from hsflowd_py.modules.pcap.sampler import (
-    RunningTotal,
-    header_bytes_before_payload,
-    restore_vlan_tag,
-    segment_frame_length,
-)
+from hsflowd_py.modules.pcap.sampler import RunningTotal, restore_vlan_tag
 from hsflowd_py.sflow.records import UNKNOWN_COUNTER, EthernetInterface, GenericInterface, PortName
 
 MACS = bytes.fromhex("020000000001020000000002")
-
-
-def ipv4(proto: int, ihl: int = 5) -> bytes:
-    return bytes([0x40 | ihl, 0]) + struct.pack(">HHHBB", 1500, 0, 0, 64, proto) + bytes(2 + 8 + (ihl - 5) * 4)
-
-
-def tcp(doff: int = 8) -> bytes:
-    return struct.pack(">HHIIBB", 1, 2, 0, 0, doff << 4, 0x10) + bytes(doff * 4 - 14)
-
-
-ETH_TCP = MACS + b"\x08\x00" + ipv4(6) + tcp()
-ETH_TCP6 = MACS + b"\x86\xdd" + bytes([0x60, 0, 0, 0, 0, 0, 6, 64]) + bytes(32) + tcp(5)
-ETH_UDP_VLAN = MACS + b"\x81\x00\x00\x07\x08\x00" + ipv4(17, ihl=6) + bytes(8)
-
-
-def test_header_lengths_of_tcp_udp_ipv6_vlan_and_ip_only_frames() -> None:
-    assert header_bytes_before_payload(ETH_TCP, 0, len(ETH_TCP), True) == 14 + 20 + 32
-    assert header_bytes_before_payload(ETH_TCP6, 0, len(ETH_TCP6), True) == 14 + 40 + 20
-    assert header_bytes_before_payload(ETH_UDP_VLAN, 0, len(ETH_UDP_VLAN), True) == 18 + 24 + 8
-    ip_only = ETH_TCP[14:]
-    assert header_bytes_before_payload(b"xx" + ip_only, 2, len(ip_only), False) == 20 + 32
-    assert header_bytes_before_payload(ETH_TCP, 0, 30, True) is None  # cut inside the IP header
-    assert header_bytes_before_payload(MACS + b"\x08\x06" + bytes(28), 0, 42, True) is None  # ARP
-
-
-def test_a_gso_packet_reports_the_average_wire_frame_of_its_segments() -> None:
-    headers = 14 + 20 + 32
-    # 10 full segments of 1448 bytes of payload: each one a 1514-byte frame
-    assert segment_frame_length(headers + 14480, 10, ETH_TCP, 0, len(ETH_TCP), True) == 1514
-    # the last segment shorter: the average rounds up
-    assert segment_frame_length(headers + 14000, 10, ETH_TCP, 0, len(ETH_TCP), True) == headers + 1400
-    # headers that do not parse: the plain share
-    assert segment_frame_length(10000, 4, b"", 0, 0, True) == 2500
 
 
 def test_restore_vlan_tag_inserts_after_the_macs_and_respects_the_limit() -> None:

@@ -9,6 +9,7 @@ the kernel's own counters and the packets that were sent.  Offloads are off on t
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import subprocess
@@ -277,3 +278,48 @@ def test_ebpf_counts_gso_packets_as_their_wire_segments() -> None:
     assert len(data) > 0.9 * len(sink.samples)
     assert data[len(data) // 2] == 14 + 20 + 32 + mss + 4  # a full segment on the wire, FCS included
     assert data[-1] <= 1518
+
+
+LOOPBACK = """
+import asyncio, json, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_pcap_samplers import Sink, rx_packets, tx_packets
+from hsflowd_py.modules.pcap.ebpf import EbpfSampler
+from hsflowd_py.modules.pcap.interfaces import Tap
+
+async def main():
+    sink = Sink()
+    sampler = await EbpfSampler.create(sink, Path("/"))
+    sampler.open(Tap("lo", 1, 1, 128, False, "ebpf", bytes(6), True, loopback=True))
+    rx, tx = rx_packets("lo"), tx_packets("lo")
+    subprocess.run(["ping", "-q", "-c", "20", "-i", "0.01", "127.0.0.1"], check=True, capture_output=True)
+    await asyncio.sleep(0.3)
+    counted = (rx_packets("lo") - rx, tx_packets("lo") - tx)
+    sampler.stop()
+    print(json.dumps({"counted": counted, "samples": [[s.pool, s.direction, s.header.hex()] for s in sink.samples]}))
+
+asyncio.run(main())
+"""
+
+
+def tx_packets(dev: str) -> int:
+    return int(Path("/sys/class/net", dev, "statistics", "tx_packets").read_text())
+
+
+def test_ebpf_counts_loopback_once_as_it_comes_in() -> None:
+    """On lo every packet leaves and comes back: the eBPF sampler counts and samples it once, as it
+    comes in, so that the pool is lo's packet count (rx_packets, equal to tx_packets) and each ping
+    is one sample.  In a namespace of its own, whose lo carries nothing else."""
+    with veth_pair("pclo") as v:
+        script = v.exec(sys.executable, "-c", LOOPBACK, str(Path(__file__).parent))
+        out = subprocess.run(script, capture_output=True, text=True, timeout=60)
+    if "SamplerError" in out.stderr:
+        pytest.skip(f"eBPF sampler unavailable here: {out.stderr.strip().splitlines()[-1]}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    rx, tx = result["counted"]
+    assert rx == tx == 40  # 20 echo requests and 20 replies, each through lo once
+    samples = result["samples"]
+    assert [pool for pool, _, _ in samples] == list(range(1, 41))
+    assert {direction for _, direction, _ in samples} == {DIRECTION_IN}

@@ -8,7 +8,11 @@ uptime and a ``send`` callable, so tests drive it deterministically.
 The datagram is built in one preallocated buffer: ``add`` copies an encoded
 sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
-its own on its way out.  A sample that cannot be encoded (a value out of its
+its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
+kernel) hands over each one as a few bytes written here and the rest left where it lies
+(``add_pieces``): the datagram then goes out as a list of pieces, in one ``sendmsg``,
+and ``keep_pieces`` copies what is still pending in before the sampler lets that memory go.
+A sample that cannot be encoded (a value out of its
 field's range) must leave no hole: the fast path gives its room back
 (``unreserve``), and the counted, once-logged drop is :func:`unencodable`.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from .codec import datagram_header
 
@@ -40,7 +45,9 @@ def unencodable(stats: dict[str, int], what: str, error: Exception) -> None:
 class DatagramAssembler:
     """Accumulates encoded samples; hands complete datagrams to ``send``."""
 
-    def __init__(self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[bytes | list[Any]], None]
+    ) -> None:
         self.agent = agent
         self.sub_agent_id = sub_agent_id
         self.max_bytes = max_bytes
@@ -53,6 +60,12 @@ class DatagramAssembler:
         """The datagram being built: header space, then ``pending`` samples up to ``_end``."""
         self._end = self._header_bytes
         self._count = 0
+        self._pieces: list[Any] = []
+        """Outside pieces (bytes, memoryviews) and, as (start, end), the runs of ``buffer`` between them."""
+        self._run = self._header_bytes
+        """Where the run of ``buffer`` not yet in ``_pieces`` starts."""
+        self._outside = 0
+        """Bytes of the datagram held in outside pieces."""
 
     @property
     def pending(self) -> int:
@@ -69,7 +82,7 @@ class DatagramAssembler:
         The caller writes the sample into ``buffer`` at the returned offset before anything
         else touches the assembler.  A sample larger than the limit travels alone.
         """
-        if self._count and self._end + size >= self.max_bytes:
+        if self._count and self._end + self._outside + size >= self.max_bytes:
             self.flush(uptime_ms)
         off = self._end
         self._end = end = off + size
@@ -77,6 +90,42 @@ class DatagramAssembler:
             self.buffer.extend(bytes(end - len(self.buffer)))
         self._count += 1
         return off
+
+    def room(self) -> int:
+        """Bytes the samples added next may have in all and still join the datagram being built."""
+        return self.max_bytes - 1 - self._end - self._outside
+
+    def add_pieces(self, pieces: list[Any], count: int, size: int) -> None:
+        """Queue ``count`` samples of ``size`` bytes in all, given as ``pieces`` sent as they are (bytes,
+        memoryviews that must stay as they are until the datagram is sent or ``keep_pieces`` is
+        called).  The caller keeps to ``room`` (the eBPF sampler's hot path: one call per datagram)."""
+        if self._end != self._run:  # whole samples added since the last pieces
+            self._pieces.append((self._run, self._end))
+            self._run = self._end
+        self._pieces += pieces
+        self._outside += size
+        self._count += count
+
+    def _gather(self) -> list[Any]:
+        """The pending samples as pieces: outside pieces and runs of ``buffer``, in order."""
+        view = memoryview(self.buffer)
+        pieces = [view[p[0] : p[1]] if type(p) is tuple else p for p in self._pieces]
+        if self._end != self._run:
+            pieces.append(view[self._run : self._end])
+        return pieces
+
+    def keep_pieces(self) -> None:
+        """Copy the pending samples' outside pieces into ``buffer``: their owner is about to reuse them."""
+        if not self._pieces:
+            return
+        data = b"".join(self._gather())  # the samples, after the header
+        start = self._header_bytes
+        self._pieces.clear()
+        self._outside = 0
+        self._run, self._end = start, start + len(data)
+        if self._end > len(self.buffer):
+            self.buffer.extend(bytes(self._end - len(self.buffer)))
+        self.buffer[start : self._end] = data
 
     def unreserve(self, off: int) -> None:
         """Give back the room the last ``reserve`` returned (at ``off``): its sample could not be
@@ -91,9 +140,15 @@ class DatagramAssembler:
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF
         header = datagram_header(self.agent, self.sub_agent_id, self.sequence, uptime_ms, self._count)
         self.buffer[: self._header_bytes] = header
-        datagram = bytes(self.buffer[: self._end])
+        datagram: bytes | list[Any]
+        if self._pieces:
+            datagram = [memoryview(self.buffer)[: self._header_bytes], *self._gather()]
+            self._pieces.clear()
+            self._outside = 0
+        else:
+            datagram = bytes(self.buffer[: self._end])
         self.samples_sent += self._count
         self.datagrams_sent += 1
         self._count = 0
-        self._end = self._header_bytes
+        self._end = self._run = self._header_bytes
         self.send(datagram)

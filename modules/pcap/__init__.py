@@ -28,7 +28,8 @@ than every interface failing again at every check.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
 go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
-enricher is active.  After start-up the module freezes the garbage collector's view of
+enricher is active; the eBPF sampler's, encoded in the kernel, go from its ring straight into
+the datagram (``ebpf.py``).  After start-up the module freezes the garbage collector's view of
 everything allocated so far (``gc.freeze``): the hot path allocates nothing that lives, so
 collections stay rare and short.
 """
@@ -190,7 +191,8 @@ class PcapModule(Module):
             from .ebpf import EbpfSampler  # pyroute2 and the build process only when eBPF is wanted
 
             try:
-                sampler = await EbpfSampler.create(self.context.emit_header_sample, self.context.root)
+                context = self.context
+                sampler = await EbpfSampler.create(context.emit_header_sample, context.root, context.flow_path)
                 self.samplers["ebpf"] = sampler
             except (SamplerError, OSError) as e:
                 self.ebpf_unavailable = str(e)

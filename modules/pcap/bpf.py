@@ -31,14 +31,31 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-def _bpf(cmd: int, attr: bytes) -> None:
+def _bpf(cmd: int, attr: bytes) -> int:
+    """bpf(cmd, attr); its result (a new descriptor for the commands that make one)."""
     number = _SYSCALL_BPF.get(platform.machine())
     if number is None:
         raise OSError(0, f"bpf() system call number unknown on {platform.machine()}")
     buf = ctypes.create_string_buffer(attr, len(attr))
-    if _libc.syscall(number, cmd, buf, len(attr)) < 0:
+    result = _libc.syscall(number, cmd, buf, len(attr))
+    if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+    return int(result)
+
+
+BPF_LINK_CREATE = 28
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+_LINK_CREATE = struct.Struct("=IIII16x")
+"""union bpf_attr for BPF_LINK_CREATE: prog_fd, target_ifindex, attach_type, flags; tcx's relative
+descriptor and expected revision left 0 (append after the programs already there)."""
+
+
+def tcx_attach(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    """Attach a program to an interface's tcx hook (kernel 6.6+); returns the link's descriptor, whose
+    closing (or the process's end) detaches it.  EINVAL from a kernel without tcx."""
+    return _bpf(BPF_LINK_CREATE, _LINK_CREATE.pack(prog_fd, ifindex, attach_type, 0))
 
 
 def possible_cpus(root: Path = Path("/")) -> int:

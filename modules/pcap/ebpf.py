@@ -1,4 +1,5 @@
-"""The eBPF sampler: one tc program per direction on each interface, samples through a BPF ring buffer.
+"""The eBPF sampler: one tc program per direction on each interface (tcx where the kernel has it,
+``tc.py``), samples through a BPF ring buffer.
 
 ``sampler.bpf.h`` counts every packet per CPU, interface and direction (the true sample
 pool), keeps 1 in N and writes it to a ring buffer without waking anyone; the agent drains
@@ -18,17 +19,27 @@ Loading, in this order (``load``), each failure logged with its reason:
 loader (benchmarks and tests compare them).  Either way the agent keeps the same descriptors:
 the two programs, the ring buffer and two small hash maps.
 
-Ring sizing (REFERENCE.md section 9): a record is 296 bytes (8-byte ring header, 32 bytes
-of fields, ``HEADER_MAX`` header bytes); 150 k samples/s and a 100 ms stall of the agent
-need about 4.5 MB.  ``RING_BYTES`` is 8 MB; a reservation the full ring refuses counts as
-a drop of that interface, reported in the flow samples' ``drops``.  The kernel maps the
-data area twice in a row and populates the mapping at once, so the ring shows as 16 MB
-of the agent's resident (file) memory although it exists once, in the kernel.
+Samples come out of the kernel as the flow samples the agent sends (``sampler.bpf.h``,
+``wire.py``).  While no enricher needs the packets, the drain fills in each one's sequence
+number, pool and drops (the first 32 bytes, written into the datagram being built) and adds
+the rest as it lies in the ring to the datagram, which goes out as one ``sendmsg`` of those
+pieces (``DatagramAssembler.add_pieces``): nothing of the sample is decoded or copied
+in Python.  With an enricher active the same records are read back into the flow path's
+usual entry (``emit``) and encoded there with the enrichers' records.
+
+Ring sizing (REFERENCE.md section 9): a record is 8 bytes of ring header and the sample,
+92 bytes plus the header bytes (228 with the default 128).  ``RING_BYTES`` is 2 MB: 60 ms of
+the agent not draining at 150 k samples/s of 128-byte headers, 85 ms with 64-byte packets;
+a sample the full ring refuses counts as a drop of that interface, reported in the flow
+samples' ``drops``.  The kernel maps the data area twice in a row and populates the mapping
+at once, so the ring shows as 4 MB of the agent's resident (file) memory although it exists
+once, in the kernel: the ring is the agent's largest single cost in memory, hence no larger.
 
 Per-CPU map look-ups return one value per *possible* CPU, summed here.  The counters are
 read once per drain, after the producer position, so that every drained sample's packet is
-already counted; the samples of one drain get pools spread evenly between the previous
-reading and this one, the last one equal to the count.
+already counted; the samples of one drain get pools spread over the packets counted since the
+previous reading by their place in the ring, strictly increasing per interface, the last one
+equal to the count.
 """
 
 from __future__ import annotations
@@ -44,22 +55,17 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN
 
-from . import ebpf_build, ebpf_core
+if TYPE_CHECKING:
+    from hsflowd_py.flow_path import FlowPath
+
+from . import ebpf_build, ebpf_core, wire
 from .bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer, possible_cpus
 from .interfaces import Tap
-from .sampler import (
-    FCS_BYTES,
-    VLAN_TAG_BYTES,
-    Emit,
-    Sampler,
-    SamplerError,
-    restore_vlan_tag,
-    segment_frame_length,
-)
+from .sampler import Emit, Sampler, SamplerError
 from .tc import TcHooks
 
 log = logging.getLogger("hsflowd.pcap")
@@ -68,19 +74,32 @@ SOURCE = Path(__file__).with_name("sampler.bpf.c")
 BUILDER = ebpf_build.__file__
 """The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
-RING_BYTES = 8 << 20
+RING_BYTES = 2 << 20
 DRAIN_S = 0.01
+CLOCK_S = 1.0
+"""How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
 LOADERS = ("libbpf", "bcc")
 """In the order tried; ``HSFLOWD_PY_EBPF_LOADER`` picks one."""
 
-_CONFIG = struct.Struct("=II6sBx")
-"""struct tap_config: rate, header_bytes, mac, check_source."""
+_CONFIG = struct.Struct("=II6sBBB3x")
+"""struct tap_config: rate, header_bytes, mac, check_source, ethernet, loopback."""
 _COUNTS = struct.Struct("=QQQ")
 """struct tap_counts: packets in, packets out, drops."""
-_RECORD = struct.Struct("=I4xQIIIHHBBHH2x")
-"""Ring record header (length) then struct sample up to its header bytes."""
+_RECORD = struct.Struct(">I4x8I")
+"""A ring record: its header's first word (native order; only its busy and discard bits are used: the
+length is the sample's own, kept in its second word plus 8), then ``wire.PATCHED``."""
+_BUSY, _DISCARD = (
+    (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT)
+    if sys.byteorder == "big"
+    else (socket.ntohl(BPF_RINGBUF_BUSY_BIT), socket.ntohl(BPF_RINGBUF_DISCARD_BIT))
+)
+"""The busy and discard bits of the header's first word as ``_RECORD`` (big-endian) reads it."""
+_WIRE = struct.Struct(">19I")
+"""A sample's words up to its header bytes (``wire.HEAD_BYTES``): head, input, output, 0:1's fixed words."""
+_TIMESTAMP = struct.Struct(">8xQ")
 _KEY = struct.Struct("=I")
+_CLOCK = struct.Struct("=Q")
 
 
 class _Loaded:
@@ -94,6 +113,7 @@ class _Loaded:
         self.fds = fds
         self.loader = loader
         self.config, self.counts, self.samples = by_name["config"], by_name["counts"], by_name["samples"]
+        self.clock = by_name["clock"]
 
     def close(self) -> None:
         for fd in self.fds:
@@ -119,6 +139,7 @@ async def build() -> _Loaded:
     """Compile and load the programs in a child process; raises SamplerError saying why not."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     cflags = [f"-I{SOURCE.parent}", f"-DHEADER_MAX={HEADER_MAX}", f"-DRING_PAGES={RING_BYTES // mmap.PAGESIZE}"]
+    cflags.append("-DNO_BPF_LOOP")  # bcc cannot pass bpf_loop its callback
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -197,7 +218,7 @@ async def load() -> _Loaded:
 class _TapState:
     """An open interface: its settings, whether its clsact qdisc is ours, its running totals."""
 
-    __slots__ = ("before", "created_qdisc", "drops", "pool", "spread", "tap")
+    __slots__ = ("before", "created_qdisc", "drops", "last", "pool", "spread", "tap")
 
     def __init__(self, tap: Tap, created_qdisc: bool) -> None:
         self.tap = tap
@@ -206,6 +227,8 @@ class _TapState:
         self.drops = 0
         self.before = 0
         self.spread = 0
+        self.last = 0
+        """The last sample's pool."""
 
 
 class EbpfSampler(Sampler):
@@ -213,8 +236,10 @@ class EbpfSampler(Sampler):
 
     kind = "ebpf"
 
-    def __init__(self, emit: Emit, root: Path, loaded: _Loaded) -> None:
+    def __init__(self, emit: Emit, root: Path, loaded: _Loaded, flows: FlowPath | None = None) -> None:
         self.emit = emit
+        self.flows = flows
+        """Where samples go as the kernel wrote them; None: always through ``emit``."""
         self.loaded = loaded
         maps = loaded.maps
         self.config = Map(loaded.config, maps["config"]["key_size"], maps["config"]["value_size"])
@@ -226,15 +251,17 @@ class EbpfSampler(Sampler):
         self.taps: dict[int, _TapState] = {}
         self.samples = 0
         self.read_errors = 0
-        self.vlan_scratch = bytearray(HEADER_MAX + VLAN_TAG_BYTES)
+        self.clock = Map(loaded.clock, maps["clock"]["key_size"], maps["clock"]["value_size"])
+        self._clock_set = 0.0
+        self._set_clock()
         self.loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
 
     @classmethod
-    async def create(cls, emit: Emit, root: Path) -> EbpfSampler:
+    async def create(cls, emit: Emit, root: Path, flows: FlowPath | None = None) -> EbpfSampler:
         loaded = await load()
         try:
-            return cls(emit, root, loaded)
+            return cls(emit, root, loaded, flows)
         except BaseException:
             loaded.close()
             raise
@@ -243,7 +270,9 @@ class EbpfSampler(Sampler):
 
     def _configure(self, tap: Tap) -> None:
         mac = tap.mac if tap.ethernet and tap.mac else b""
-        value = _CONFIG.pack(tap.sampling_rate, min(tap.header_bytes, HEADER_MAX), mac, 1 if mac else 0)
+        value = _CONFIG.pack(
+            tap.sampling_rate, min(tap.header_bytes, HEADER_MAX), mac, 1 if mac else 0, tap.ethernet, tap.loopback
+        )
         self.config.update(_KEY.pack(tap.ifindex), value)
 
     def open(self, tap: Tap) -> None:
@@ -305,6 +334,11 @@ class EbpfSampler(Sampler):
             if self._timer is not None:
                 self._timer = self.loop.call_later(DRAIN_S, self._tick)
 
+    def _set_clock(self) -> None:
+        """The offset the kernel adds to its CLOCK_MONOTONIC reading for a sample's time since the epoch."""
+        self._clock_set = time.monotonic()
+        self.clock.update(_KEY.pack(0), _CLOCK.pack(time.time_ns() - time.monotonic_ns()))
+
     def _read_totals(self) -> None:
         """Fold every CPU's counters of each interface into its pool and drop totals."""
         for ifindex, state in self.taps.items():
@@ -320,50 +354,84 @@ class EbpfSampler(Sampler):
             state.pool, state.drops = packets, drops
 
     def _drain(self) -> None:
+        """Everything the kernel has written so far: into the datagram as it lies in the ring, or,
+        while an enricher needs the packets (or there is no flow path), through ``emit``."""
         ring = self.ring
         cons = ring.consumer_pos[0]
         prod = ring.producer_pos[0]
         if cons == prod:
             return
         self._read_totals()
-        epoch_offset = time.time_ns() - time.monotonic_ns()
-        m, view, mask, base = ring.data_map, ring.view, ring.mask, ring.data_offset
-        unpack, taps, emit = _RECORD.unpack_from, self.taps, self.emit
-        records = max((prod - cons) // (_RECORD.size + HEADER_MAX), 1)
-        k = 0
+        if time.monotonic() - self._clock_set >= CLOCK_S:
+            self._set_clock()
+        flows = self.flows
+        assembler = flows.assembler if flows is not None and not flows.enrichers else None
+        first, span = cons, prod - cons
+        m, view, taps, record = ring.data_map, ring.view, self.taps, _RECORD.unpack_from
+        mask, base, pack, head = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ, wire.PATCHED.pack, wire.PATCHED.size
+        seqs, uptime, room = {}, 0, 0
+        if assembler is not None and flows is not None:
+            seqs, uptime, room = flows.sequences, flows.uptime_ms(), assembler.room()
+        pieces: list[Any] = []  # of the samples that fit in the datagram being built, and their bytes
+        count = size = 0
+        # the interface of the last record, and its running values as locals (most runs are of one interface)
+        current, state, seq, last, before, spread, drops = -1, None, 0, 0, 0, 0, 0
+        samples = 0
         try:
             while cons < prod:
                 pos = base + (cons & mask)
-                length, ktime, ifindex, skb_len, segments, hlen, copies, direction, vlan, tci, tpid = unpack(m, pos)
-                if length & BPF_RINGBUF_BUSY_BIT:
+                bits, tag, body, _, ds_class, ifindex, rate, _, _ = record(m, pos - BPF_RINGBUF_HDR_SZ)
+                if bits & _BUSY:
                     break
-                cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
-                state = taps.get(ifindex)
-                if state is None or length & BPF_RINGBUF_DISCARD_BIT:
+                cons += body + 23 & ~7  # ring header, sample (8 + body), padded to 8
+                if bits & _DISCARD:
                     continue
-                k += 1
-                tap = state.tap
-                start = pos + _RECORD.size
-                if tap.ethernet:
-                    protocol, fcs = HEADER_ETHERNET, FCS_BYTES
-                else:
-                    protocol, fcs = HEADER_IPV4 if hlen and m[start] >> 4 == 4 else HEADER_IPV6, 0
-                if segments > 1:
-                    frame = segment_frame_length(skb_len, segments, m, start, hlen, tap.ethernet) + fcs
-                else:
-                    frame = skb_len + fcs
-                src = view
-                if vlan and tap.ethernet:
-                    hlen = restore_vlan_tag(
-                        self.vlan_scratch, view, start, hlen, socket.ntohs(tpid), tci, tap.header_bytes
-                    )
-                    src, start, frame = self.vlan_scratch, 0, frame + VLAN_TAG_BYTES
-                rate, drops, ts = tap.sampling_rate, state.drops, ktime + epoch_offset
-                pool = state.before + state.spread * min(k, records) // records
-                emit(ifindex, rate, pool, drops, direction, frame, src, start, hlen, ts, protocol)
-                if copies > 1:  # a GSO packet that stood for more than N wire packets
-                    for _ in range(copies - 1):
-                        emit(ifindex, rate, pool, drops, direction, frame, src, start, hlen, ts, protocol)
-                self.samples += copies
+                if ifindex != current:
+                    if state is not None:
+                        state.last, seqs[current] = last, seq
+                    state = taps.get(ifindex)
+                    if state is None:
+                        current = -1
+                        continue
+                    current, seq, last = ifindex, seqs.get(ifindex, 0), state.last
+                    before, spread, drops = state.before, state.spread, state.drops
+                pool = before + spread * (cons - first) // span
+                if pool <= last:
+                    pool = last + 1
+                last = pool
+                samples += 1
+                if assembler is None:
+                    self._emit_record(pos, ifindex, rate, pool, drops)
+                    continue
+                if size + body + 8 > room and (count or assembler.pending):  # the datagram is full
+                    assembler.add_pieces(pieces, count, size)
+                    assembler.flush(uptime)
+                    pieces, count, size, room = [], 0, 0, assembler.room()
+                seq = seq + 1 & 0xFFFFFFFF
+                pieces += (
+                    pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),
+                    view[pos + head : pos + 8 + body],
+                )
+                count += 1
+                size += body + 8
         finally:  # a record that failed is not read again
+            if state is not None:
+                state.last = last
+                if assembler is not None:
+                    seqs[current] = seq
+            if assembler is not None and flows is not None:  # the flow path's assembler, not an emit
+                assembler.add_pieces(pieces, count, size)
+                assembler.keep_pieces()  # before the kernel may write over them
+                flows.stats["flow_samples"] += samples
             ring.consumer_pos[0] = cons
+            self.samples += samples
+
+    def _emit_record(self, pos: int, ifindex: int, rate: int, pool: int, drops: int) -> None:
+        """A sample read back from its wire form, for the flow path's usual entry."""
+        m = self.ring.data_map
+        w = _WIRE.unpack_from(m, pos)
+        inp, out, protocol, frame, hlen = w[9], w[11], w[15], w[16], w[18]
+        direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
+        start = pos + wire.HEAD_BYTES
+        (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
+        self.emit(ifindex, rate, pool, drops, direction, frame, self.ring.view, start, hlen, timestamp, protocol)

@@ -5,7 +5,9 @@ order.  At start-up libbpf (Debian's ``libbpf1``, ``libbpf.so.1``) opens the hos
 the ring buffer, creates the maps and loads both programs; no compiler, no kernel headers and
 no child process are involved, so this costs the agent the library's own few hundred kB.
 The object reads only the stable ``__sk_buff`` context, so it loads on kernels with or
-without BTF (``/sys/kernel/btf/vmlinux``), from 5.8 on (BPF ring buffers).
+without BTF (``/sys/kernel/btf/vmlinux``), from 5.17 on (BPF ring buffers, and ``bpf_loop`` for the
+samples of a GSO packet); older kernels refuse it, and bcc's build of the same program, and the agent
+falls back to classic BPF.
 
 The binding is ctypes over the dozen libbpf calls used here, so the deb depends on
 ``libbpf1`` alone, with no compiled Python extension to build per Python version.  Programs

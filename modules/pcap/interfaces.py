@@ -45,6 +45,8 @@ class Tap:
     """Frames start with a MAC header (Ethernet, and loopback's all-zero one); otherwise with IP."""
     speed: int | None = None
     """Link speed in bits/s, None when the interface does not say (bridges, dummies, tunnels)."""
+    loopback: bool = False
+    """Each packet passes twice (out, then in): counted once, as it comes in."""
 
 
 @lru_cache(maxsize=64)
@@ -107,5 +109,6 @@ def choose(infos: Iterable[InterfaceInfo], settings: Settings) -> dict[int, Tap]
             mac=info.mac,
             ethernet=info.arp_type in (ARPHRD_ETHER, ARPHRD_LOOPBACK),
             speed=info.speed,
+            loopback=info.loopback,
         )
     return taps

@@ -11,6 +11,8 @@
 BPF_HASH(config, u32, struct tap_config, 4096);
 BPF_PERCPU_HASH(counts, u32, struct tap_counts, 4096);
 BPF_RINGBUF_OUTPUT(samples, RING_PAGES);
+BPF_PERCPU_ARRAY(scratch, struct wire, 1);
+BPF_ARRAY(clock, u64, 1);
 
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
@@ -22,12 +24,20 @@ static __always_inline struct tap_counts *counts_of(u32 *ifindex)
     return counts.lookup(ifindex);
 }
 
-static __always_inline struct sample *reserve_sample(void)
+static __always_inline struct wire *scratch_of(void)
 {
-    return samples.ringbuf_reserve(sizeof(struct sample));
+    u32 zero = 0;
+    return scratch.lookup(&zero);
 }
 
-static __always_inline void submit_sample(struct sample *s)
+static __always_inline u64 epoch_offset(void)
 {
-    samples.ringbuf_submit(s, BPF_RB_NO_WAKEUP);
+    u32 zero = 0;
+    u64 *offset = clock.lookup(&zero);
+    return offset ? *offset : 0;
+}
+
+static __always_inline long output_sample(struct wire *w, u32 size)
+{
+    return samples.ringbuf_output(w, size, BPF_RB_NO_WAKEUP);
 }

@@ -8,42 +8,68 @@
  *                       (ebpf_build.py), the path for hosts without libbpf.
  *
  * The front end defines PROGRAM(name) before including this file, then the maps and the
- * four accessors declared below.
+ * accessors declared below.
  *
- * Per packet: count it (per CPU, per interface and direction: the true sample pool),
- * draw a random number, and 1 time in N copy the first header_bytes bytes with the
- * packet's length, direction, interface and time into a BPF ring buffer.  A reservation
- * the full ring refuses is counted as a drop.  Samples are submitted without waking the
- * reader (BPF_RB_NO_WAKEUP): the agent drains the ring on a timer, which bounds its
- * wake-ups whatever the packet rate.
+ * Per packet: count it (per CPU, per interface and direction: the true sample pool), draw a
+ * random number, and 1 time in N write the flow sample as it goes on the wire to sFlow
+ * collectors (sampler_wire.h, from the agent's record table: sample head, 0:1 sampled header,
+ * 0:1043 timestamp) into a BPF ring buffer.  The agent fills in only the sequence number,
+ * sample pool and drops, which must be per data source and in order, and sends the rest from
+ * the ring as it is.  A sample the full ring refuses is counted as a drop.  Samples are
+ * written without waking the reader (BPF_RB_NO_WAKEUP): the agent drains the ring on a
+ * timer, which bounds its wake-ups whatever the packet rate.
  *
- * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on
- * the way in: skb->gso_segs).  It counts as that many packets in the pool, and is sampled
- * as that many draws would sample it: `copies` is segments / N plus one more with
- * probability (segments % N) / N.  User space sends that many samples of it, each with the
- * average wire length of its segments.
+ * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on the
+ * way in: skb->gso_segs segments of skb->gso_size payload bytes).  It counts as that many
+ * packets in the pool, and its segments are drawn as wire packets would be: from a random
+ * first one, every Nth.  Each sampled segment becomes a sample of that segment as the wire
+ * carries it: its frame length, IPv4 total length (and identification and checksum) or IPv6
+ * payload length, UDP length, TCP sequence number and flags, and its own payload bytes.  At
+ * most SEGMENT_SAMPLES_MAX samples are taken of one packet; any more are counted as drops.
+ *
+ * Loopback (config.loopback): every packet leaves and comes back through the device; it is
+ * counted and sampled once, as it comes in (lo's rx_packets), and never segmented (lo
+ * carries the super-packet whole).
  *
  * The program reads only struct __sk_buff, the context's stable ABI that the verifier
  * rewrites for each kernel, so the object needs no relocation against kernel types.
- *
- * The program never changes a packet and returns TC_ACT_UNSPEC, so that the filters after
- * it on the same hook still run.
+ * It never changes a packet and returns TC_ACT_UNSPEC, so that the filters after it on the
+ * same hook still run.
  */
+
+#include "sampler_wire.h"
 
 #ifndef HEADER_MAX
 #define HEADER_MAX 256
+#endif
+/* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
+ * the verifier walks once per turn, so it takes at most 4 samples of one packet. */
+#ifdef NO_BPF_LOOP
+#define SEGMENT_SAMPLES_MAX 4
+#else
+#define SEGMENT_SAMPLES_MAX 64
 #endif
 
 #define DIRECTION_UNKNOWN 0
 #define DIRECTION_IN 1
 #define DIRECTION_OUT 2
 
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define WIRE32(x) __builtin_bswap32(x)
+#define HOST16(x) __builtin_bswap16(x)
+#else
+#define WIRE32(x) (x)
+#define HOST16(x) (x)
+#endif
+
 struct tap_config {
     u32 rate;           /* 1-in-N */
     u32 header_bytes;   /* bytes of each sampled packet to copy */
     u8 mac[6];          /* the interface's own MAC: a sent frame carries it as its source */
     u8 check_source;    /* compare the source MAC of egress frames with mac */
-    u8 pad;
+    u8 ethernet;        /* frames start with an Ethernet header (else with the IP header) */
+    u8 loopback;        /* count on ingress only, never segment */
+    u8 pad[3];
 };
 
 struct tap_counts {
@@ -51,26 +77,209 @@ struct tap_counts {
     u64 drops;          /* samples lost because the ring was full */
 };
 
-struct sample {
-    u64 ktime_ns;       /* CLOCK_MONOTONIC; user space adds the offset to the epoch */
-    u32 ifindex;
-    u32 skb_len;
-    u32 segments;
-    u16 header_length;
-    u16 copies;
-    u8 direction;
-    u8 vlan_present;
-    u16 vlan_tci;
-    u16 vlan_proto;
-    u16 pad;
-    u8 header[HEADER_MAX];
+/* The flow sample's words up to the header bytes, in wire order (big-endian on the wire). */
+enum {
+    W_TAG, W_LENGTH, W_SEQUENCE, W_SOURCE_CLASS, W_SOURCE_INDEX, W_RATE, W_POOL, W_DROPS,
+    W_INPUT_FORMAT, W_INPUT, W_OUTPUT_FORMAT, W_OUTPUT, W_RECORDS,
+    W_HEADER_TAG, W_HEADER_LENGTH, W_PROTOCOL, W_FRAME_LENGTH, W_STRIPPED, W_HEADER_BYTES,
+    W_WORDS
+};
+_Static_assert(W_WORDS * 4 == SFLOW_HEAD_BYTES, "sampler_wire.h and the word list disagree");
+
+/* One sample being written (a per-CPU scratch value): the header area has room past HEADER_MAX
+ * so that the verifier can prove every variable-offset access in bounds. */
+struct wire {
+    u32 word[W_WORDS];
+    u8 header[2 * HEADER_MAX + SFLOW_TIMESTAMP_BYTES];
 };
 
 /* Defined by the front end, after its maps. */
 static __always_inline struct tap_config *config_of(u32 *ifindex);
 static __always_inline struct tap_counts *counts_of(u32 *ifindex);
-static __always_inline struct sample *reserve_sample(void);
-static __always_inline void submit_sample(struct sample *s);
+static __always_inline struct wire *scratch_of(void);
+static __always_inline u64 epoch_offset(void);
+static __always_inline long output_sample(struct wire *w, u32 size);
+
+/* v & mask in an instruction of its own: the compiler, knowing v is smaller already, would drop a
+ * plain mask, and the verifier, which tracks less than the compiler, needs it to bound v. */
+#define MASKED(v, mask) ({ u32 m_ = (v); asm volatile("%[x] &= " #mask : [x] "+r"(m_)); m_; })
+
+/* A length for bpf_skb_load_bytes, which the verifier must see as at least 1: only where v >= 1. */
+#define LOAD_LENGTH(v, mask) (MASKED((v) - 1, mask) + 1)
+
+#define ETH_P_IP_ 0x0800
+#define ETH_P_IPV6_ 0x86DD
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+#define TCP_FIN 0x01
+#define TCP_PSH 0x08
+#define TCP_CWR 0x80
+
+static __always_inline u32 get16(u8 *h, u32 o)
+{
+    return (u32)h[o] << 8 | h[o + 1];
+}
+
+static __always_inline void put16(u8 *h, u32 o, u32 v)
+{
+    h[o] = v >> 8;
+    h[o + 1] = v;
+}
+
+static __always_inline void put32(u8 *h, u32 o, u32 v)
+{
+    h[o] = v >> 24;
+    h[o + 1] = v >> 16;
+    h[o + 2] = v >> 8;
+    h[o + 3] = v;
+}
+
+/* The headers of a sampled frame: where IP and the transport header start, what follows the
+ * headers (hdrs, 0 when they do not parse within the bytes copied). */
+struct parsed {
+    u32 l3;
+    u32 l4;
+    u32 hdrs;
+    u32 proto;
+    u32 ipv4;
+};
+
+static __always_inline void parse(u8 *h, u32 n, int ethernet, struct parsed *p)
+{
+    u32 l3 = 0, ethertype = 0;
+    p->hdrs = 0;
+    if (ethernet) {
+        if (n < 14)
+            return;
+        l3 = 14;
+        ethertype = get16(h, 12);
+        if ((ethertype == ETH_P_8021Q_ || ethertype == ETH_P_8021AD_) && n >= 18) {
+            ethertype = get16(h, 16);
+            l3 = 18;
+            if ((ethertype == ETH_P_8021Q_) && n >= 22) {
+                ethertype = get16(h, 20);
+                l3 = 22;
+            }
+        }
+    } else if (n > 0) {
+        ethertype = h[0] >> 4 == 4 ? ETH_P_IP_ : h[0] >> 4 == 6 ? ETH_P_IPV6_ : 0;
+    }
+    u32 l4, proto;
+    if (ethertype == ETH_P_IP_ && n >= l3 + 20) {
+        l4 = l3 + (h[l3] & 0x0F) * 4;
+        proto = h[l3 + 9];
+        p->ipv4 = 1;
+    } else if (ethertype == ETH_P_IPV6_ && n >= l3 + 40) {
+        l4 = l3 + 40;
+        proto = h[l3 + 6];
+        p->ipv4 = 0;
+    } else {
+        return;
+    }
+    p->l3 = l3;
+    p->l4 = l4;
+    p->proto = proto;
+    if (proto == 6 && n >= l4 + 20)
+        p->hdrs = l4 + (h[l4 + 12] >> 4) * 4;
+    else if (proto == 17 && n >= l4 + 8)
+        p->hdrs = l4 + 8;
+    if (p->hdrs > n)
+        p->hdrs = 0;
+}
+
+/* Rewrite the copied headers as those of segment i: lengths, IPv4 identification and checksum,
+ * TCP sequence number and the flags only the first or last segment carries. */
+static __always_inline void segment_headers(u8 *h, struct parsed *p, u32 i, u32 last, u32 gso_size, u32 seg,
+                                            u32 ip_id, u32 tcp_seq, u32 tcp_flags)
+{
+    u32 l3 = p->l3 & 0x1F, l4 = p->l4 & 0x7F;
+    if (p->ipv4) {
+        put16(h, l3 + 2, p->hdrs - l3 + seg);
+        put16(h, l3 + 4, ip_id + i);
+        if (l4 == l3 + 20) {  /* no options: the checksum is that of ten words */
+            u32 sum = 0;
+            put16(h, l3 + 10, 0);
+            for (int k = 0; k < 20; k += 2)
+                sum += get16(h, l3 + k);
+            sum = (sum & 0xFFFF) + (sum >> 16);
+            sum = (sum & 0xFFFF) + (sum >> 16);
+            put16(h, l3 + 10, ~sum & 0xFFFF);
+        }
+    } else {
+        put16(h, l3 + 4, p->hdrs - l4 + seg);
+    }
+    if (p->proto == 6) {
+        put32(h, l4 + 4, tcp_seq + i * gso_size);
+        u32 flags = tcp_flags;
+        if (i != last)
+            flags &= ~(TCP_FIN | TCP_PSH);
+        if (i != 0)
+            flags &= ~TCP_CWR;
+        h[l4 + 13] = flags;
+    } else if (p->proto == 17) {
+        put16(h, l4 + 4, 8 + seg);
+    }
+}
+
+/* What every sample of one packet shares, for sample_segment (called once, or by bpf_loop per sample). */
+struct segments {
+    struct __sk_buff *skb;
+    struct tap_counts *cnt;
+    struct wire *w;
+    struct parsed p;
+    u64 now;
+    u32 first, rate, segments, n, vlan, len, fcs;
+    u32 gso_size, payload, ip_id, tcp_seq, tcp_flags;
+};
+
+/* Write the sample of segment i (0 for a packet that is one segment) and hand it to the ring. */
+static __always_inline void sample_segment(struct segments *l, u32 i)
+{
+    struct wire *w = l->w;
+    u8 *h = w->header;
+    u32 hlen = l->n, frame = l->len + l->vlan;
+    if (l->segments > 1) {
+        if (l->p.hdrs) {
+            u32 hdrs = MASKED(l->p.hdrs, 0xFF);
+            u32 seg = i == l->segments - 1 ? l->payload - i * l->gso_size : l->gso_size;
+            frame = hdrs + seg;
+            if (hlen > frame)
+                hlen = frame;
+            segment_headers(h, &l->p, i, l->segments - 1, l->gso_size, seg, l->ip_id, l->tcp_seq, l->tcp_flags);
+            /* this segment's own payload bytes */
+            if (i > 0 && hlen > hdrs &&
+                bpf_skb_load_bytes(l->skb, hdrs - l->vlan + i * l->gso_size, h + hdrs, LOAD_LENGTH(hlen - hdrs, 0xFF)) < 0)
+                hlen = hdrs;
+        } else {
+            frame = (l->len + l->segments - 1) / l->segments + l->vlan;
+        }
+    }
+    if (hlen > HEADER_MAX)
+        hlen = HEADER_MAX;
+    hlen = MASKED(hlen, 0x1FF);
+    u32 padded = MASKED((hlen + 3) & ~3, 0x1FC);
+    h[hlen] = 0;  /* the padding; what lies past it is the timestamp, written next */
+    h[hlen + 1] = 0;
+    h[hlen + 2] = 0;
+    w->word[W_LENGTH] = WIRE32(SFLOW_HEAD_BYTES - 8 + padded + SFLOW_TIMESTAMP_BYTES);
+    w->word[W_HEADER_LENGTH] = WIRE32(16 + padded);
+    w->word[W_FRAME_LENGTH] = WIRE32(frame + l->fcs);
+    w->word[W_HEADER_BYTES] = WIRE32(hlen);
+    u32 *ts = (u32 *)(h + padded);
+    ts[0] = WIRE32(SFLOW_TIMESTAMP);
+    ts[1] = WIRE32(8);
+    ts[2] = WIRE32((u32)(l->now >> 32));
+    ts[3] = WIRE32((u32)l->now);
+    if (output_sample(w, SFLOW_HEAD_BYTES + padded + SFLOW_TIMESTAMP_BYTES) < 0)
+        l->cnt->drops += 1;
+}
+
+static long segment_callback(u32 index, void *ctx)
+{
+    struct segments *l = ctx;
+    sample_segment(l, l->first + index * l->rate);
+    return 0;
+}
 
 static __always_inline int take(struct __sk_buff *skb, int egress)
 {
@@ -78,57 +287,108 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     struct tap_config *cfg = config_of(&ifindex);
     if (!cfg)
         return TC_ACT_UNSPEC;
+    if (cfg->loopback && egress)
+        return TC_ACT_UNSPEC;
     struct tap_counts *cnt = counts_of(&ifindex);
     if (!cnt)
         return TC_ACT_UNSPEC;
     u32 segments = skb->gso_segs;
-    if (segments == 0)
+    if (segments == 0 || cfg->loopback)
         segments = 1;
     cnt->packets[egress ? 1 : 0] += segments;
 
     u32 rate = cfg->rate;
     if (rate == 0)
         return TC_ACT_UNSPEC;
-    u32 copies = segments / rate;
-    if (bpf_get_prandom_u32() % rate < segments % rate)
-        copies++;
-    if (copies == 0)
+    u32 first = bpf_get_prandom_u32() % rate;
+    if (first >= segments)
         return TC_ACT_UNSPEC;
+    struct wire *w = scratch_of();
+    if (!w)
+        return TC_ACT_UNSPEC;
+    u8 *h = w->header;
 
-    struct sample *s = reserve_sample();
-    if (!s) {
-        cnt->drops += copies;
-        return TC_ACT_UNSPEC;
+    /* The frame's first bytes, with an 802.1Q tag the NIC took out put back after the MACs. */
+    int ethernet = cfg->ethernet;
+    u32 len = skb->len;
+    u32 vlan = ethernet && skb->vlan_present ? 4 : 0;
+    u32 limit = cfg->header_bytes;
+    if (limit > HEADER_MAX)
+        limit = HEADER_MAX;
+    u32 n = len + vlan;
+    if (n > limit)
+        n = limit;
+    if (vlan && n >= 16) {
+        if (bpf_skb_load_bytes(skb, 0, h, 12) < 0)
+            return TC_ACT_UNSPEC;
+        u32 tpid = HOST16((u16)skb->vlan_proto);
+        put16(h, 12, tpid ? tpid : ETH_P_8021Q_);
+        put16(h, 14, skb->vlan_tci);
+        if (n > 16 && bpf_skb_load_bytes(skb, 12, h + 16, LOAD_LENGTH(n - 16, 0xFF)) < 0)
+            return TC_ACT_UNSPEC;
+    } else {
+        vlan = 0;
+        if (n > 0 && bpf_skb_load_bytes(skb, 0, h, LOAD_LENGTH(n, 0x1FF)) < 0)
+            n = 0;
     }
-    u32 n = skb->len;
-    if (n > cfg->header_bytes)
-        n = cfg->header_bytes;
-    if (n > HEADER_MAX)
-        n = HEADER_MAX;
-    /* bpf_skb_load_bytes needs a length the verifier can prove non-zero and bounded */
-    if (n < 1 || bpf_skb_load_bytes(skb, 0, s->header, n & 0x1ff) < 0)
-        n = 0;
 
-    u8 direction = egress ? DIRECTION_OUT : DIRECTION_IN;
+    u32 direction = egress ? DIRECTION_OUT : DIRECTION_IN;
     if (!egress && skb->pkt_type == PACKET_OTHERHOST)
         direction = DIRECTION_UNKNOWN;  /* not addressed to this host: seen in promiscuous mode */
     if (egress && cfg->check_source && n >= 12 &&
-        (s->header[6] != cfg->mac[0] || s->header[7] != cfg->mac[1] || s->header[8] != cfg->mac[2] ||
-         s->header[9] != cfg->mac[3] || s->header[10] != cfg->mac[4] || s->header[11] != cfg->mac[5]))
+        (h[6] != cfg->mac[0] || h[7] != cfg->mac[1] || h[8] != cfg->mac[2] ||
+         h[9] != cfg->mac[3] || h[10] != cfg->mac[4] || h[11] != cfg->mac[5]))
         direction = DIRECTION_UNKNOWN;  /* forwarded through this interface, not sent by the host */
 
-    s->ktime_ns = bpf_ktime_get_ns();
-    s->ifindex = ifindex;
-    s->skb_len = skb->len;
-    s->segments = segments;
-    s->header_length = n;
-    s->copies = copies > 0xffff ? 0xffff : copies;
-    s->direction = direction;
-    s->vlan_present = skb->vlan_present;
-    s->vlan_tci = skb->vlan_tci;
-    s->vlan_proto = skb->vlan_proto;
-    s->pad = 0;
-    submit_sample(s);
+    u32 protocol = ethernet ? SFLOW_HEADER_ETHERNET : n && h[0] >> 4 == 4 ? SFLOW_HEADER_IPV4 : SFLOW_HEADER_IPV6;
+    u32 fcs = ethernet ? SFLOW_FCS_BYTES : 0;
+    w->word[W_TAG] = WIRE32(SFLOW_FLOW_SAMPLE_EXPANDED);
+    w->word[W_SEQUENCE] = 0;
+    w->word[W_SOURCE_CLASS] = 0;
+    w->word[W_SOURCE_INDEX] = WIRE32(ifindex);
+    w->word[W_RATE] = WIRE32(rate);
+    w->word[W_POOL] = 0;
+    w->word[W_DROPS] = 0;
+    w->word[W_INPUT_FORMAT] = 0;
+    w->word[W_INPUT] = WIRE32(direction == DIRECTION_IN ? ifindex : direction == DIRECTION_OUT ? SFLOW_INTERNAL_PORT : 0);
+    w->word[W_OUTPUT_FORMAT] = 0;
+    w->word[W_OUTPUT] = WIRE32(direction == DIRECTION_OUT ? ifindex : direction == DIRECTION_IN ? SFLOW_INTERNAL_PORT : 0);
+    w->word[W_RECORDS] = WIRE32(2);
+    w->word[W_HEADER_TAG] = WIRE32(SFLOW_SAMPLED_HEADER);
+    w->word[W_PROTOCOL] = WIRE32(protocol);
+    w->word[W_STRIPPED] = WIRE32(fcs);
+
+    struct segments l = {.skb = skb, .cnt = cnt, .w = w, .first = first, .rate = rate, .segments = segments,
+                         .n = n, .vlan = vlan, .len = len, .fcs = fcs};
+    l.now = bpf_ktime_get_ns() + epoch_offset();
+    if (segments == 1) {
+        sample_segment(&l, first);
+        return TC_ACT_UNSPEC;
+    }
+    parse(h, n, ethernet, &l.p);
+    if (l.p.hdrs) {
+        u32 l3 = l.p.l3 & 0x1F, l4 = l.p.l4 & 0x7F;
+        l.payload = len + vlan - l.p.hdrs;
+        l.gso_size = skb->gso_size;
+        if (l.gso_size == 0 || (segments - 1) * l.gso_size >= l.payload)
+            l.gso_size = (l.payload + segments - 1) / segments;
+        l.ip_id = l.p.ipv4 ? get16(h, l3 + 4) : 0;
+        if (l.p.proto == 6) {
+            l.tcp_seq = (u32)get16(h, l4 + 4) << 16 | get16(h, l4 + 6);
+            l.tcp_flags = h[l4 + 13];
+        }
+    }
+    u32 wanted = (segments - first + rate - 1) / rate;
+    u32 loops = wanted < SEGMENT_SAMPLES_MAX ? wanted : SEGMENT_SAMPLES_MAX;
+#ifdef NO_BPF_LOOP
+    for (u32 c = 0; c < SEGMENT_SAMPLES_MAX && c < loops; c++)
+        segment_callback(c, &l);
+#else
+    bpf_loop(loops, segment_callback, &l, 0);
+#endif
+    /* a packet standing for more segments than this takes samples of: the rest are lost samples */
+    if (wanted > loops)
+        cnt->drops += wanted - loops;
     return TC_ACT_UNSPEC;
 }
 

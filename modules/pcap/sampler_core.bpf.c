@@ -36,6 +36,20 @@ struct {
     __uint(max_entries, 1 << 22);  /* replaced by ebpf.RING_BYTES before loading */
 } samples SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct wire);
+} scratch SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, u64);
+} clock SEC(".maps");
+
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
     return bpf_map_lookup_elem(&config, ifindex);
@@ -46,14 +60,22 @@ static __always_inline struct tap_counts *counts_of(u32 *ifindex)
     return bpf_map_lookup_elem(&counts, ifindex);
 }
 
-static __always_inline struct sample *reserve_sample(void)
+static __always_inline struct wire *scratch_of(void)
 {
-    return bpf_ringbuf_reserve(&samples, sizeof(struct sample), 0);
+    u32 zero = 0;
+    return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-static __always_inline void submit_sample(struct sample *s)
+static __always_inline u64 epoch_offset(void)
 {
-    bpf_ringbuf_submit(s, BPF_RB_NO_WAKEUP);
+    u32 zero = 0;
+    u64 *offset = bpf_map_lookup_elem(&clock, &zero);
+    return offset ? *offset : 0;
+}
+
+static __always_inline long output_sample(struct wire *w, u32 size)
+{
+    return bpf_ringbuf_output(&samples, w, size, BPF_RB_NO_WAKEUP);
 }
 
 char LICENSE[] SEC("license") = "GPL";
