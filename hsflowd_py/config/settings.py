@@ -102,6 +102,21 @@ class DockerSettings:
 
 
 @dataclass(frozen=True)
+class K8sSettings:
+    """``k8s { }`` (modules/k8s/): pods through the runtime's CRI socket.  ``unixsock`` unset: the
+    containerd, CRI-O and k3s sockets are tried in that order.  ``eof`` (the established agent's
+    helper-restart switch), ``setIfAlias`` and ``setIfName`` are accepted and not used yet."""
+
+    REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
+
+    mark_traffic: bool = field(default=False, metadata=conf_key("markTraffic", v.BOOL))
+    eof: bool = field(default=False, metadata=conf_key("eof", v.BOOL))
+    set_if_alias: bool = field(default=False, metadata=conf_key("setIfAlias", v.BOOL))
+    set_if_name: bool = field(default=False, metadata=conf_key("setIfName", v.BOOL))
+    unixsock: str | None = field(default=None, metadata=conf_key("unixsock", v.TEXT))
+
+
+@dataclass(frozen=True)
 class SystemdSettings:
     """``refresh_vms`` None means the global ``refreshVMs``; ``cgroup_root`` (addition) is for test roots.
 
@@ -181,6 +196,7 @@ class Settings:
     tcp: TcpSettings | None = field(default=None, metadata=conf_block("tcp", TcpSettings))
     docker: DockerSettings | None = field(default=None, metadata=conf_block("docker", DockerSettings))
     systemd: SystemdSettings | None = field(default=None, metadata=conf_block("systemd", SystemdSettings))
+    k8s: K8sSettings | None = field(default=None, metadata=conf_block("k8s", K8sSettings))
     source: str = "<string>"
     warnings: tuple[str, ...] = ()
     """What the parser skipped (unsupported blocks and keys, when told to skip them), one line each."""
