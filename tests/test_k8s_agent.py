@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -140,4 +141,47 @@ def test_runtime_restart_loses_and_duplicates_nothing(cri: Cri, agent: Any, runt
         assert after and {s.ds_index for s in after} == {indexes[hostname(p)]}
         assert all(s.state == 1 for s in run.of(hostname(p))), "no final sample for a pod that kept running"
     assert len({s.ds_index for s in run.samples if s.hostname in indexes}) == 3
+    assert "Traceback" not in run.stderr()
+
+
+def host_veth(pod: Pod) -> str:
+    """The host end of the pod's eth0 (its peer's ifindex, as the pod sees it, named on the host)."""
+    (eth0,) = pod_links(pod)
+    return socket.if_indextoname(int(eth0["link_index"]))
+
+
+def pod_ip(pod: Pod) -> str:
+    out = subprocess.run(
+        ["nsenter", f"--net=/proc/{sandbox_pid(pod)}/ns/net", "ip", "-j", "-4", "addr", "show", "eth0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return str(json.loads(out)[0]["addr_info"][0]["local"])
+
+
+def test_pod_to_pod_traffic_is_marked_on_both_sides(cri: Cri, agent: Any) -> None:
+    b = cri.run_pod(f"mb-{TAG}", "shop", ("sleep", "3600"))
+    b_ip = pod_ip(b)
+    a = cri.run_pod(f"ma-{TAG}", "shop", ("ping", "-i", "0.1", b_ip))
+    a_ip, veth = pod_ip(a), host_veth(a)
+    run = agent(k8s="markTraffic = on", polling=1, extra=f"pcap {{ dev = {veth} sampler = cbpf sampling = 1 }}")
+    ds = run.wait_for("both pods", 10, lambda: (run.of(hostname(a)) and run.of(hostname(b))) and True)
+    assert ds
+    ds_a, ds_b = run.of(hostname(a))[0].ds_index, run.of(hostname(b))[0].ds_index
+
+    def marked() -> list[tuple[str, int, int]]:
+        out = []
+        for f in run.flows:
+            el = {e["flowBlock_tag"]: e for e in f["elements"]}
+            h = el.get("0:1", {})
+            if {h.get("srcIP"), h.get("dstIP")} == {a_ip, b_ip} and "0:2210" in el:
+                e = el["0:2210"]
+                assert (e["entities_src_class"], e["entities_dst_class"]) == ("3", "3")
+                out.append((h["srcIP"], int(e["entities_src_index"]), int(e["entities_dst_index"])))
+        return out
+
+    got = run.wait_for("marked samples both ways", 15, lambda: len({m[0] for m in marked()}) == 2 and marked())
+    for src_ip, src, dst in got:
+        assert (src, dst) == ((ds_a, ds_b) if src_ip == a_ip else (ds_b, ds_a))
     assert "Traceback" not in run.stderr()
