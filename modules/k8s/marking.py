@@ -12,7 +12,7 @@ one piece to the enricher objects of issue #16.
 
 from __future__ import annotations
 
-from hsflowd_py.flow import DST, SRC, SampledPacket, mark_entity
+from hsflowd_py.flow import SampledPacket
 from hsflowd_py.modules.docker.marking import Owner, TrafficMap
 
 from .pod import PodProbe
@@ -30,11 +30,4 @@ class PodMarker:
         self.traffic.release(sandbox_id)
 
     def mark(self, packet: SampledPacket) -> None:
-        src, dst = self.traffic.sides(packet)
-        if src is not None:
-            mark_entity(packet, SRC, src.ds_index)
-        if dst is not None:
-            mark_entity(packet, DST, dst.ds_index)
-        netns = (src.netns if src else None) or (dst.netns if dst else None)
-        if netns:
-            packet.notes.setdefault("netns", netns)
+        self.traffic.mark(packet)
