@@ -4,6 +4,7 @@ and the pod cgroup found in the layouts of both kubelet cgroup drivers, v1 and v
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from hsflowd_py.modules.k8s import cri
 from hsflowd_py.modules.k8s.pod import MAX_HOSTNAME_BYTES, PodProber, names_pod, pod_hostname
-from hsflowd_py.modules.k8s.proto import ProtoError
+from hsflowd_py.modules.k8s.proto import Field, Message, ProtoError
 
 pb = pytest.importorskip("google.protobuf.descriptor_pb2", reason="python3-protobuf is the codec's ground truth")
 
@@ -104,13 +105,20 @@ def test_list_reply_encoded_by_protobuf_decodes_to_the_same_pods() -> None:
         item.metadata.name, item.metadata.uid, item.metadata.namespace, item.metadata.attempt = f"p{i}", UID, ns, i
         item.labels.add(key="app", value=f"v{i}")
         item.runtime_handler = "runc"  # a field the module's schema leaves out: skipped
-    reply.items.add(id="no-metadata")  # not a pod the module can name: left out
-    pods = cri.parse_sandboxes(reply.SerializeToString())
+    reply.items.add(id="no-metadata")  # not a pod the module can name
+    listing = cri.parse_listing(reply.SerializeToString())
+    assert list(listing) == [*(f"{i:064x}" for i in range(3)), "no-metadata"]
+    pods = [cri.parse_sandbox(listing[f"{i:064x}"]) for i in range(3)]
     assert pods == [
         cri.Sandbox(f"{i:064x}", f"p{i}", ns, UID, i) for i, ns in enumerate(["default", "kube-system", "é-ns"])
     ]
-    decoded = cri.LIST_POD_SANDBOX_RESPONSE.decode(reply.SerializeToString())
-    assert decoded["items"][1]["created_at"] == -5 and decoded["items"][0]["labels"] == {"app": "v0"}
+    with pytest.raises(cri.Malformed, match="without id or name"):
+        cri.parse_sandbox(listing["no-metadata"])
+    wider = Message("PodSandbox", (Field(4, "created_at", "int"), Field(5, "labels", "map")))
+    assert [wider.decode(listing[f"{i:064x}"]) for i in (0, 1)] == [
+        {"created_at": 1_700_000_000_000_000_000, "labels": {"app": "v0"}},
+        {"created_at": -5, "labels": {"app": "v1"}},
+    ]
 
 
 def test_status_reply_gives_pid_and_addresses() -> None:
@@ -137,24 +145,24 @@ def test_list_request_parses_in_protobuf_with_the_ready_filter() -> None:
     [
         (b"\x0a\x05ab", "ListPodSandboxResponse.items: length 5 past the end"),
         (b"\x0a\x01\x0a", "PodSandbox: truncated"),
-        (b"\x08\x01", "ListPodSandboxResponse.items: wire type 0 for a message"),
+        (b"\x0a\x03\x12\x01\x0a", "ListPodSandbox item: PodSandboxMetadata: truncated"),
+        (b"\x08\x01", "ListPodSandboxResponse.items: wire type 0 for a bytes"),
         (b"\x0a\x03\x0a\x01\xff", "PodSandbox.id: not UTF-8"),
         (b"\x0b", "ListPodSandboxResponse: field 1 has wire type 3"),
     ],
 )
 def test_garbage_is_named(data: bytes, where: str) -> None:
     with pytest.raises(cri.Malformed, match=where.replace(".", r"\.")):
-        cri.parse_sandboxes(data)
+        for item in cri.parse_listing(data).values():
+            cri.parse_sandbox(item)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_or_raise_malformed(data: bytes) -> None:
-    try:
-        cri.parse_sandboxes(data)
-        cri.parse_status(data)
-    except cri.Malformed:
-        pass
+    for parse in (cri.parse_listing, cri.parse_sandbox, cri.parse_status):
+        with contextlib.suppress(cri.Malformed):
+            parse(data)
 
 
 def test_codec_errors_are_value_errors() -> None:
@@ -263,3 +271,35 @@ def test_a_cgroup_outside_the_pod_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "proc/4242/cgroup", f"0::/system.slice/other.service/{SANDBOX_ID}\n")
     probe = PodProber(tmp_path).probe(cri.Sandbox(SANDBOX_ID, "web", "shop", UID, 0), 4242)
     assert probe.source is None and f"not in a cgroup of pod {UID}" in probe.error
+
+
+def test_v1_block_io_without_throttle_statistics_sums_every_containers_processes(tmp_path: Path) -> None:
+    """v1 blkio keeps no statistics for devices without throttle rules (cgroup.py): the pod's I/O is
+    then its processes', and they live in the containers' child cgroups, not in the pod's own."""
+    pod_path = f"/kubepods/besteffort/pod{UID}"
+    write(tmp_path / "proc/self/mountinfo", V1_MOUNTS)
+    write(
+        tmp_path / "proc/4242/cgroup",
+        "".join(f"{n}:{c}:{pod_path}/{SANDBOX_ID}\n" for n, c in ((3, "cpu,cpuacct"), (4, "memory"), (5, "blkio"))),
+    )
+    cpu, mem, blk = (tmp_path / "sys/fs/cgroup" / c / pod_path.lstrip("/") for c in ("cpu,cpuacct", "memory", "blkio"))
+    write(cpu / "cpuacct.usage", "1\n")
+    write(mem / "memory.usage_in_bytes", "1\n")
+    write(mem / "memory.limit_in_bytes", "9223372036854771712\n")
+    for name in ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"):
+        write(blk / name, "Total 0\n")
+    for hierarchy in (cpu, mem, blk):  # every v1 hierarchy lists the same processes
+        write(hierarchy / "cgroup.procs", "")
+        write(hierarchy / SANDBOX_ID / "cgroup.procs", "4242\n")
+        write(hierarchy / "c1" / "cgroup.procs", "5000\n5001\n")
+    for pid, (rd, wr, cancelled) in {4242: (0, 0, 0), 5000: (4096, 65536, 4096), 5001: (8192, 0, 0)}.items():
+        write(
+            tmp_path / f"proc/{pid}/io",
+            f"syscr 1\nsyscw 1\nread_bytes {rd}\nwrite_bytes {wr}\ncancelled_write_bytes {cancelled}\n",
+        )
+    probe = PodProber(tmp_path).probe(cri.Sandbox(SANDBOX_ID, "web", "shop", UID, 0), 4242)
+    assert probe.source is not None, probe.error
+    reading, _ = probe.source.read(None)
+    probe.close()
+    assert reading.io == {"rd_bytes": 4096 + 8192, "wr_bytes": 65536 - 4096}
+    assert reading.memory_limit is None

@@ -98,11 +98,15 @@ class ProcDir:
 class KernelSource:
     """Reads a container's figures from its cgroup and its /proc entry."""
 
-    def __init__(self, root: Path, proc: ProcDir, dirs: cg.CgroupDirs, *, own_netns: bool) -> None:
+    def __init__(
+        self, root: Path, proc: ProcDir, dirs: cg.CgroupDirs, *, own_netns: bool, descendants: bool = False
+    ) -> None:
         self.root = root
         self.proc = proc
         self.dirs = dirs
         self.own_netns = own_netns
+        self.descendants = descendants
+        """The processes are in child cgroups (a pod's containers), not in ``dirs`` itself."""
         """False when the container shares the host's network namespace: its traffic is the host's."""
         self.io_from_tasks: bool | None = None
         """Where block I/O comes from: None until the first reading decides."""
@@ -152,7 +156,7 @@ class KernelSource:
             if self.io_from_tasks is False:
                 return {}
             self.io_from_tasks = True
-        tasks = cg.read_tasks_io(self.root, cg.read_procs(self.dirs)).values()
+        tasks = cg.read_tasks_io(self.root, cg.read_procs(self.dirs, descendants=self.descendants)).values()
         return {
             "rd_bytes": sum(t.get("read_bytes", 0) for t in tasks),
             "wr_bytes": sum(max(t.get("write_bytes", 0) - t.get("cancelled_write_bytes", 0), 0) for t in tasks),

@@ -49,7 +49,7 @@ from hsflowd_py.readers.diskstats import read_counted_disks
 from hsflowd_py.readers.meminfo import read_meminfo
 from hsflowd_py.sflow.records import HostAdapter, HostAdapters, HostDescription, HostParent, Record
 
-from .cri import DEFAULT_SOCKETS, Malformed, Runtime, Sandbox
+from .cri import DEFAULT_SOCKETS, Malformed, Runtime, Sandbox, parse_sandbox
 from .marking import PodMarker
 from .pod import PodProbe, PodProber, pod_hostname, pod_uuid
 
@@ -185,7 +185,7 @@ class K8sModule(Module):
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _list(self) -> list[Sandbox]:
+    async def _list(self) -> dict[str, bytes]:
         assert self.runtime is not None
         try:
             return await self.runtime.list_ready()
@@ -194,11 +194,17 @@ class K8sModule(Module):
         except Exception as err:  # grpc's AioRpcError and whatever its channel raises
             raise Unavailable(_rpc_error(err, self.runtime.socket_path)) from None
 
-    async def _sync(self, listed: list[Sandbox]) -> None:
-        ids = {s.id for s in listed}
-        for sid in [sid for sid in self.pods if sid not in ids]:
+    async def _sync(self, listed: dict[str, bytes]) -> None:
+        for sid in [sid for sid in self.pods if sid not in listed]:
             self._forget(sid, final=True)
-        new = [s for s in listed if s.id not in self.pods and s.id not in self._adding]
+        new = []
+        for sid, item in listed.items():
+            if sid in self.pods or sid in self._adding:
+                continue
+            try:
+                new.append(parse_sandbox(item))
+            except Malformed as err:
+                self._once("malformed_replies", "k8s: %s; skipped", err)
         if new:
             await asyncio.gather(*(self._add(s) for s in new))
 

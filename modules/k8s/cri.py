@@ -39,9 +39,6 @@ POD_SANDBOX = Message(
     (
         Field(1, "id", "string"),
         Field(2, "metadata", "message", message=POD_METADATA),
-        Field(3, "state", "uint"),
-        Field(4, "created_at", "int"),
-        Field(5, "labels", "map"),
     ),
 )
 LIST_POD_SANDBOX_REQUEST = Message(
@@ -58,7 +55,9 @@ LIST_POD_SANDBOX_REQUEST = Message(
         ),
     ),
 )
-LIST_POD_SANDBOX_RESPONSE = Message("ListPodSandboxResponse", (Field(1, "items", "message", True, POD_SANDBOX),))
+LIST_POD_SANDBOX_RESPONSE = Message("ListPodSandboxResponse", (Field(1, "items", "bytes", True),))
+"""Items kept raw: each listing (every 0.5 s) reads only their ids, and only a new pod's item in full."""
+POD_SANDBOX_ID = Message("PodSandbox", (Field(1, "id", "string"),))
 POD_SANDBOX_STATUS_REQUEST = Message(
     "PodSandboxStatusRequest", (Field(1, "pod_sandbox_id", "string"), Field(2, "verbose", "bool"))
 )
@@ -115,19 +114,25 @@ class SandboxStatus:
     ips: tuple[str, ...]
 
 
-def parse_sandboxes(reply: bytes) -> list[Sandbox]:
-    """ListPodSandbox's reply; items without an id or metadata are left out (counted by the caller as
-    the difference)."""
+def parse_listing(reply: bytes) -> dict[str, bytes]:
+    """ListPodSandbox's reply as sandbox id → the item's bytes, for :func:`parse_sandbox`."""
     try:
         items = LIST_POD_SANDBOX_RESPONSE.decode(reply)["items"]
+        return {POD_SANDBOX_ID.decode(item)["id"]: item for item in items}
     except ProtoError as err:
         raise Malformed(f"ListPodSandbox reply: {err}") from None
-    out = []
-    for item in items:
-        meta = item["metadata"]
-        if item["id"] and meta and meta["name"]:
-            out.append(Sandbox(item["id"], meta["name"], meta["namespace"], meta["uid"], meta["attempt"]))
-    return out
+
+
+def parse_sandbox(item: bytes) -> Sandbox:
+    """One listed item in full; an item without an id or a name is Malformed (not a pod to report)."""
+    try:
+        sandbox = POD_SANDBOX.decode(item)
+    except ProtoError as err:
+        raise Malformed(f"ListPodSandbox item: {err}") from None
+    meta = sandbox["metadata"]
+    if not sandbox["id"] or not meta or not meta["name"]:
+        raise Malformed(f"ListPodSandbox item {sandbox['id'][:12]!r} without id or name")
+    return Sandbox(sandbox["id"], meta["name"], meta["namespace"], meta["uid"], meta["attempt"])
 
 
 def parse_status(reply: bytes) -> SandboxStatus:
@@ -165,9 +170,10 @@ class Runtime:
         reply: bytes = await rpc(request, timeout=self.timeout_s)
         return reply
 
-    async def list_ready(self) -> list[Sandbox]:
+    async def list_ready(self) -> dict[str, bytes]:
+        """The ready pod sandboxes (:func:`parse_listing`)."""
         request = LIST_POD_SANDBOX_REQUEST.encode({"filter": {"state": {"state": SANDBOX_READY}}})
-        return parse_sandboxes(await self.call("ListPodSandbox", request))
+        return parse_listing(await self.call("ListPodSandbox", request))
 
     async def status(self, sandbox_id: str) -> SandboxStatus:
         request = POD_SANDBOX_STATUS_REQUEST.encode({"pod_sandbox_id": sandbox_id, "verbose": True})

@@ -124,7 +124,7 @@ class PodProber:
             dirs = cg.locate(self._mounts, pod_paths)
             cg.read_cpu_ns(dirs)
             own_netns = not same_namespace(proc.path / "ns/net", self.root / "proc/self/ns/net")
-            return KernelSource(self.root, proc, dirs, own_netns=own_netns)
+            return KernelSource(self.root, proc, dirs, own_netns=own_netns, descendants=True)
         except BaseException:
             proc.close()
             raise
