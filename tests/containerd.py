@@ -46,9 +46,13 @@ PAUSE_IMAGE = "docker.io/hsflowd-test/pause:1"
 BUSYBOX_IMAGE = "docker.io/hsflowd-test/busybox:1"
 CGROUP_TOP = "kubepods"
 """Pods' cgroups go under /kubepods/<qos>/pod<uid> (kubelet's cgroupfs driver layout)."""
+PLAIN_CGROUP_TOP = "hsflowd-ctr"
+"""Containers run with ``ctr`` (containerd { }) go under /hsflowd-ctr/<id>."""
+PLAIN_NAMESPACE = "hsflowd-test"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SHIM_SOCKETS = Path("/run/containerd/s")
-"""Where containerd 1.6's shims put their sockets whatever the config says (removed if made here)."""
+"""Where containerd 1.6's shims put their sockets whatever the config says, beside ``ctr``'s fifo
+folder (removed if the run made them and they are empty: another session's containerd may use them)."""
 
 PAUSE_C = r"""
 #include <signal.h>
@@ -160,8 +164,39 @@ class Containerd:
         self.folder = folder
         self.socket = folder / "containerd.sock"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.cgroups_at_start = set(CGROUP_ROOT.glob(f"*/{CGROUP_TOP}"))
+        self.cgroups_at_start = self.cgroup_tops()
         self.run_dir_at_start = SHIM_SOCKETS.parent.exists()
+
+    @staticmethod
+    def cgroup_tops() -> set[Path]:
+        return {p for top in (CGROUP_TOP, PLAIN_CGROUP_TOP) for p in CGROUP_ROOT.glob(f"*/{top}")}
+
+    def ctr_run(self, cid: str, *command: str) -> int:
+        """A plain containerd container (not a pod) in PLAIN_NAMESPACE, as ``ctr run`` makes it; its pid."""
+        self.ctr(
+            "run",
+            "-d",
+            "--snapshotter",
+            "native",
+            "--cgroup",
+            f"/{PLAIN_CGROUP_TOP}/{cid}",
+            BUSYBOX_IMAGE,
+            cid,
+            *command,
+            namespace=PLAIN_NAMESPACE,
+        )
+        out = self.ctr("task", "ls", namespace=PLAIN_NAMESPACE).stdout
+        return next(int(line.split()[1]) for line in out.splitlines() if line.split()[:1] == [cid])
+
+    def ctr_remove(self, cid: str) -> None:
+        for args in (
+            ("task", "kill", "-s", "SIGKILL", cid),
+            ("task", "delete", "-f", cid),
+            ("container", "delete", cid),
+        ):
+            subprocess.run(
+                ["ctr", "--address", str(self.socket), "-n", PLAIN_NAMESPACE, *args], capture_output=True, check=False
+            )
 
     def config(self) -> str:
         f = self.folder
@@ -213,9 +248,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             ],
         }
 
-    def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def ctr(self, *args: str, timeout: float = 120, namespace: str = "k8s.io") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
+            ["ctr", "--address", str(self.socket), "-n", namespace, *args],
             capture_output=True,
             text=True,
             check=True,
@@ -231,7 +266,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         work.mkdir(exist_ok=True)
         for name, data in (("pause.tar", pause_archive(work)), ("busybox.tar", busybox_archive())):
             (work / name).write_bytes(data)
-            self.ctr("images", "import", "--snapshotter", "native", str(work / name))
+            for namespace in ("k8s.io", PLAIN_NAMESPACE):
+                self.ctr("images", "import", "--snapshotter", "native", str(work / name), namespace=namespace)
 
     def launch(self, timeout: float = 60) -> None:
         log = open(self.folder / "containerd.log", "ab")  # noqa: SIM115 - kept open for the daemon's life
@@ -283,11 +319,11 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                 os.kill(pid, signal.SIGKILL)
         unmount_under(self.folder)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
-        for top in set(CGROUP_ROOT.glob(f"*/{CGROUP_TOP}")) - self.cgroups_at_start:
+        for top in self.cgroup_tops() - self.cgroups_at_start:
             remove_cgroup_tree(top)
         shutil.rmtree(self.folder, ignore_errors=True)
         if not self.run_dir_at_start:
-            for d in (SHIM_SOCKETS, SHIM_SOCKETS.parent):
+            for d in (SHIM_SOCKETS, SHIM_SOCKETS.parent / "fifo", SHIM_SOCKETS.parent):
                 with contextlib.suppress(OSError):
                     d.rmdir()
 

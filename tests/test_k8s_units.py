@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hsflowd_py.modules.k8s import cri
-from hsflowd_py.modules.k8s.pod import MAX_HOSTNAME_BYTES, PodProber, names_pod, pod_hostname
+from hsflowd_py.modules.k8s import containerd_api, cri
+from hsflowd_py.modules.k8s.pod import MAX_HOSTNAME_BYTES, PodProber, cut_hostname, names_pod, pod_hostname
 from hsflowd_py.modules.k8s.proto import Field, Message, ProtoError
 
 pb = pytest.importorskip("google.protobuf.descriptor_pb2", reason="python3-protobuf is the codec's ground truth")
@@ -86,9 +86,20 @@ def google_messages() -> dict[str, type]:
     message("PodSandboxStateValue", [("state", 1, T.TYPE_UINT32, "", False)])
     message("PodSandboxFilter", [("state", 2, T.TYPE_MESSAGE, ".runtime.v1.PodSandboxStateValue", False)])
     message("ListPodSandboxRequest", [("filter", 1, T.TYPE_MESSAGE, ".runtime.v1.PodSandboxFilter", False)])
+    message(  # containerd's api/types/task/task.proto and tasks/v1/tasks.proto
+        "Process",
+        [
+            ("container_id", 1, T.TYPE_STRING, "", False),
+            ("id", 2, T.TYPE_STRING, "", False),
+            ("pid", 3, T.TYPE_UINT32, "", False),
+            ("status", 4, T.TYPE_UINT32, "", False),
+            ("stdout", 6, T.TYPE_STRING, "", False),
+        ],
+    )
+    message("ListTasksResponse", [("tasks", 1, T.TYPE_MESSAGE, ".runtime.v1.Process", True)])
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
-    names = ["ListPodSandboxResponse", "PodSandboxStatusResponse", "ListPodSandboxRequest"]
+    names = ["ListPodSandboxResponse", "PodSandboxStatusResponse", "ListPodSandboxRequest", "ListTasksResponse"]
     return {
         n: message_factory.MessageFactory(pool).GetPrototype(pool.FindMessageTypeByName(f"runtime.v1.{n}"))
         for n in names
@@ -140,6 +151,17 @@ def test_list_request_parses_in_protobuf_with_the_ready_filter() -> None:
     assert request.HasField("filter") and request.filter.HasField("state") and request.filter.state.state == 0
 
 
+def test_containerd_task_list_decodes_as_protobuf_encodes_it() -> None:
+    reply = GOOGLE["ListTasksResponse"]()
+    reply.tasks.add(container_id="web", id="web", pid=4242, status=2, stdout="/run/x/stdout")
+    reply.tasks.add(container_id="done", pid=0, status=3)
+    decoded = containerd_api.LIST_TASKS_RESPONSE.decode(reply.SerializeToString())
+    assert decoded["tasks"] == [
+        {"container_id": "web", "pid": 4242, "status": containerd_api.TASK_RUNNING},
+        {"container_id": "done", "pid": 0, "status": 3},
+    ]
+
+
 @pytest.mark.parametrize(
     ("data", "where"),
     [
@@ -184,6 +206,13 @@ def test_long_pod_names_are_cut_to_64_bytes_and_stay_distinct() -> None:
         assert len(name.encode()) <= MAX_HOSTNAME_BYTES
         name.encode().decode()  # no multi-byte character cut in half
     assert a.startswith("k8s__checkout-service") and a.endswith("_payments-production_u_a")
+
+
+def test_container_ids_over_64_bytes_are_cut_with_a_hash() -> None:
+    assert cut_hostname("web") == "web"
+    long_a, long_b = "x" * 70 + "a", "x" * 70 + "b"
+    assert cut_hostname(long_a) != cut_hostname(long_b)
+    assert all(len(cut_hostname(n).encode()) == MAX_HOSTNAME_BYTES for n in (long_a, long_b))
 
 
 def test_cgroup_names_of_both_drivers() -> None:
@@ -258,7 +287,7 @@ def test_pod_counters_come_from_the_pod_cgroup(tmp_path: Path, layout: str, pod_
         write(blk / "blkio.throttle.io_service_bytes_recursive", "8:0 Read 4096\n8:0 Write 8192\nTotal 12288\n")
         write(blk / "blkio.throttle.io_serviced_recursive", "8:0 Read 1\n8:0 Write 2\nTotal 3\n")
     sandbox = cri.Sandbox(SANDBOX_ID, "web", "shop", UID, 0)
-    probe = PodProber(root).probe(sandbox, 4242)
+    probe = PodProber(root).probe(4242, sandbox.uid, pod=True)
     assert probe.source is not None, probe.error
     reading, _ = probe.source.read(None)
     probe.close()
@@ -269,7 +298,7 @@ def test_pod_counters_come_from_the_pod_cgroup(tmp_path: Path, layout: str, pod_
 def test_a_cgroup_outside_the_pod_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "proc/self/mountinfo", V2_MOUNTS)
     write(tmp_path / "proc/4242/cgroup", f"0::/system.slice/other.service/{SANDBOX_ID}\n")
-    probe = PodProber(tmp_path).probe(cri.Sandbox(SANDBOX_ID, "web", "shop", UID, 0), 4242)
+    probe = PodProber(tmp_path).probe(4242, UID, pod=True)
     assert probe.source is None and f"not in a cgroup of pod {UID}" in probe.error
 
 
@@ -297,7 +326,7 @@ def test_v1_block_io_without_throttle_statistics_sums_every_containers_processes
             tmp_path / f"proc/{pid}/io",
             f"syscr 1\nsyscw 1\nread_bytes {rd}\nwrite_bytes {wr}\ncancelled_write_bytes {cancelled}\n",
         )
-    probe = PodProber(tmp_path).probe(cri.Sandbox(SANDBOX_ID, "web", "shop", UID, 0), 4242)
+    probe = PodProber(tmp_path).probe(4242, UID, pod=True)
     assert probe.source is not None, probe.error
     reading, _ = probe.source.read(None)
     probe.close()

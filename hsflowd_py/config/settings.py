@@ -117,6 +117,19 @@ class K8sSettings:
 
 
 @dataclass(frozen=True)
+class ContainerdSettings:
+    """``containerd { }`` (modules/k8s/): containerd's own containers.  ``unixsock`` (addition) names
+    its socket; ``forgetVMs`` is range-checked and unused (the global ``forgetVMs`` applies)."""
+
+    REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
+
+    forget_vms: int | None = field(default=None, metadata=conf_key("forgetVMs", v.integer(60, v.UINT32)))
+    hostname: bool = field(default=False, metadata=conf_key("hostname", v.BOOL))
+    mark_traffic: bool = field(default=False, metadata=conf_key("markTraffic", v.BOOL))
+    unixsock: str | None = field(default=None, metadata=conf_key("unixsock", v.TEXT))
+
+
+@dataclass(frozen=True)
 class SystemdSettings:
     """``refresh_vms`` None means the global ``refreshVMs``; ``cgroup_root`` (addition) is for test roots.
 
@@ -197,6 +210,7 @@ class Settings:
     docker: DockerSettings | None = field(default=None, metadata=conf_block("docker", DockerSettings))
     systemd: SystemdSettings | None = field(default=None, metadata=conf_block("systemd", SystemdSettings))
     k8s: K8sSettings | None = field(default=None, metadata=conf_block("k8s", K8sSettings))
+    containerd: ContainerdSettings | None = field(default=None, metadata=conf_block("containerd", ContainerdSettings))
     source: str = "<string>"
     warnings: tuple[str, ...] = ()
     """What the parser skipped (unsupported blocks and keys, when told to skip them), one line each."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
+from .channel import Channel, Malformed
 from .proto import Field, Message, ProtoError
 
 SERVICE = "/runtime.v1.RuntimeService/"
@@ -92,10 +92,6 @@ POD_SANDBOX_STATUS_RESPONSE = Message(
 )
 
 
-class Malformed(Exception):
-    """A reply that does not parse as the CRI message it should be."""
-
-
 @dataclass(frozen=True)
 class Sandbox:
     """A ready pod sandbox as listed."""
@@ -154,30 +150,12 @@ def _pid(info: str) -> int | None:
     return pid if isinstance(pid, int) and pid > 0 else None
 
 
-class Runtime:
-    """A gRPC channel to a CRI runtime's socket; every call has a deadline."""
+async def list_ready(channel: Channel) -> dict[str, bytes]:
+    """The ready pod sandboxes (:func:`parse_listing`)."""
+    request = LIST_POD_SANDBOX_REQUEST.encode({"filter": {"state": {"state": SANDBOX_READY}}})
+    return parse_listing(await channel.call(SERVICE + "ListPodSandbox", request))
 
-    def __init__(self, socket_path: str, timeout_s: float = 5.0) -> None:
-        import grpc.aio
 
-        self.socket_path = socket_path
-        self.timeout_s = timeout_s
-        self._channel: Any = grpc.aio.insecure_channel(f"unix://{socket_path}")
-
-    async def call(self, method: str, request: bytes) -> bytes:
-        """Raw reply bytes of ``method``; raises grpc.aio.AioRpcError (unreachable, unimplemented, …)."""
-        rpc = self._channel.unary_unary(SERVICE + method)
-        reply: bytes = await rpc(request, timeout=self.timeout_s)
-        return reply
-
-    async def list_ready(self) -> dict[str, bytes]:
-        """The ready pod sandboxes (:func:`parse_listing`)."""
-        request = LIST_POD_SANDBOX_REQUEST.encode({"filter": {"state": {"state": SANDBOX_READY}}})
-        return parse_listing(await self.call("ListPodSandbox", request))
-
-    async def status(self, sandbox_id: str) -> SandboxStatus:
-        request = POD_SANDBOX_STATUS_REQUEST.encode({"pod_sandbox_id": sandbox_id, "verbose": True})
-        return parse_status(await self.call("PodSandboxStatus", request))
-
-    async def close(self) -> None:
-        await self._channel.close()
+async def status(channel: Channel, sandbox_id: str) -> SandboxStatus:
+    request = POD_SANDBOX_STATUS_REQUEST.encode({"pod_sandbox_id": sandbox_id, "verbose": True})
+    return parse_status(await channel.call(SERVICE + "PodSandboxStatus", request))

@@ -48,10 +48,19 @@ def pod_hostname(name: str, namespace: str) -> str:
     full = f"k8s__{name}_{namespace}_u_a"
     if len(full.encode()) <= MAX_HOSTNAME_BYTES:
         return full
-    digest = hashlib.sha1(full.encode()).hexdigest()[:HASH_CHARS]
-    ns = _cut(namespace, MAX_NAMESPACE_BYTES)
-    room = MAX_HOSTNAME_BYTES - len(f"k8s__~{digest}_{ns}_u_a".encode())
-    return f"k8s__{_cut(name, room)}~{digest}_{ns}_u_a"
+    tail = f"~{_digest(full)}_{_cut(namespace, MAX_NAMESPACE_BYTES)}_u_a"
+    return f"k8s__{_cut(name, MAX_HOSTNAME_BYTES - len('k8s__') - len(tail.encode()))}{tail}"
+
+
+def cut_hostname(name: str) -> str:
+    """A container's hostname within 64 bytes, cut as pod names are (``~`` and a hash of the whole)."""
+    if len(name.encode()) <= MAX_HOSTNAME_BYTES:
+        return name
+    return f"{_cut(name, MAX_HOSTNAME_BYTES - HASH_CHARS - 1)}~{_digest(name)}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:HASH_CHARS]
 
 
 def _cut(text: str, limit: int) -> str:
@@ -94,10 +103,11 @@ class PodProber:
         self.root = root
         self._mounts: list[cg.CgroupMount] | None = None
 
-    def probe(self, sandbox: Sandbox, pid: int) -> PodProbe:
-        """Blocking: run it off the loop."""
+    def probe(self, pid: int, owner: str, pod: bool) -> PodProbe:
+        """Blocking: run it off the loop.  ``owner`` is the pod UID (``pod``: the counters are the
+        parent cgroup's, where every container of the pod is) or the container id (its own cgroup)."""
         try:
-            source = self._kernel_source(sandbox, pid)
+            source = self._kernel_source(pid, owner, pod)
         except (ReaderError, OSError) as err:
             return PodProbe(None, str(err), [], "", None)
         interfaces: list[Interface] = []
@@ -110,21 +120,25 @@ class PodProber:
                 interface_error = "" if err.gone else str(err)
         return PodProbe(source, "", interfaces, interface_error, netns)
 
-    def _kernel_source(self, sandbox: Sandbox, pid: int) -> KernelSource:
+    def _kernel_source(self, pid: int, owner: str, pod: bool) -> KernelSource:
         proc = ProcDir(self.root, pid)
         try:
             if self._mounts is None:
                 self._mounts = cg.read_mounts(self.root)
             membership = cg.parse_membership(proc.read("cgroup"))
-            parents = {key: path.rstrip("/").rsplit("/", 1)[0] for key, path in membership.items()}
-            pod_paths = {key: path for key, path in parents.items() if names_pod(path, sandbox.uid)}
-            if not pod_paths:
+            if pod:
+                parents = {key: path.rstrip("/").rsplit("/", 1)[0] for key, path in membership.items()}
+                paths = {key: path for key, path in parents.items() if names_pod(path, owner)}
+            else:  # the pid is the runtime's view; in another pid namespace it would be some other process
+                paths = {key: path for key, path in membership.items() if owner in path}
+            if not paths:
                 some = next(iter(membership.values()), "")
-                raise ReaderError(f"its cgroup {some} is not in a cgroup of pod {sandbox.uid}", path=proc.path)
-            dirs = cg.locate(self._mounts, pod_paths)
+                what = "a cgroup of pod" if pod else "the cgroup of container"
+                raise ReaderError(f"its cgroup {some} is not in {what} {owner}", path=proc.path)
+            dirs = cg.locate(self._mounts, paths)
             cg.read_cpu_ns(dirs)
             own_netns = not same_namespace(proc.path / "ns/net", self.root / "proc/self/ns/net")
-            return KernelSource(self.root, proc, dirs, own_netns=own_netns, descendants=True)
+            return KernelSource(self.root, proc, dirs, own_netns=own_netns, descendants=pod)
         except BaseException:
             proc.close()
             raise
