@@ -153,12 +153,12 @@ def test_list_request_parses_in_protobuf_with_the_ready_filter() -> None:
 
 def test_containerd_task_list_decodes_as_protobuf_encodes_it() -> None:
     reply = GOOGLE["ListTasksResponse"]()
-    reply.tasks.add(container_id="web", id="web", pid=4242, status=2, stdout="/run/x/stdout")
+    reply.tasks.add(id="web", pid=4242, status=2, stdout="/run/x/stdout")  # as Tasks.List fills it
     reply.tasks.add(container_id="done", pid=0, status=3)
     decoded = containerd_api.LIST_TASKS_RESPONSE.decode(reply.SerializeToString())
     assert decoded["tasks"] == [
-        {"container_id": "web", "pid": 4242, "status": containerd_api.TASK_RUNNING},
-        {"container_id": "done", "pid": 0, "status": 3},
+        {"container_id": "", "id": "web", "pid": 4242, "status": containerd_api.TASK_RUNNING},
+        {"container_id": "done", "id": "", "pid": 0, "status": 3},
     ]
 
 

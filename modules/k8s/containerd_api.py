@@ -25,8 +25,10 @@ LIST_NAMESPACES_RESPONSE = Message(
 )
 PROCESS = Message(
     "Process",
-    (Field(1, "container_id", "string"), Field(3, "pid", "uint"), Field(4, "status", "uint")),
+    (Field(1, "container_id", "string"), Field(2, "id", "string"), Field(3, "pid", "uint"), Field(4, "status", "uint")),
 )
+"""Tasks.List fills ``id`` (the task's, which is its container's id) and leaves ``container_id`` empty
+(containerd's services/tasks/local.go ``getProcessState``); either is taken."""
 LIST_TASKS_RESPONSE = Message("ListTasksResponse", (Field(1, "tasks", "message", True, PROCESS),))
 GET_CONTAINER_REQUEST = Message("GetContainerRequest", (Field(1, "id", "string"),))
 ANY = Message("Any", (Field(1, "type_url", "string"), Field(2, "value", "bytes")))
@@ -78,8 +80,9 @@ async def running_tasks(channel: Channel) -> dict[str, Task]:
             continue
         tasks = await channel.call("/containerd.services.tasks.v1.Tasks/List", b"", namespace=name)
         for t in _decode(LIST_TASKS_RESPONSE, tasks, "Tasks.List")["tasks"]:  # type: ignore[attr-defined]
-            if t["status"] == TASK_RUNNING and t["container_id"] and t["pid"]:
-                task = Task(name, t["container_id"], t["pid"])
+            cid = t["container_id"] or t["id"]
+            if t["status"] == TASK_RUNNING and cid and t["pid"]:
+                task = Task(name, cid, t["pid"])
                 out[task.key] = task
     return out
 
