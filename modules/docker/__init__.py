@@ -49,6 +49,7 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from hsflowd_py.cgroup_counters import Totals
 from hsflowd_py.config import Settings
 from hsflowd_py.flow import SampledPacket
 from hsflowd_py.module import Module, register
@@ -66,11 +67,11 @@ from hsflowd_py.sflow.records import (
     HostParent,
     Record,
 )
+from hsflowd_py.traffic_map import Owner, TrafficMap
 
-from .counters import Totals, parse_stats
+from .counters import parse_stats
 from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refused, valid_id
 from .inspect import ContainerInfo, parse_inspect
-from .marking import Owner, TrafficMap
 from .names import UniqueNames
 from .probe import Probe, Prober
 

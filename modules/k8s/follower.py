@@ -30,10 +30,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from hsflowd_py.cgroup_counters import Totals
 from hsflowd_py.config import Settings
 from hsflowd_py.module import Module
 from hsflowd_py.module_context import ModuleContext
-from hsflowd_py.modules.docker.counters import Totals
 from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError

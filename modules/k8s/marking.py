@@ -1,7 +1,7 @@
 """markTraffic for pods: 0:2210 on flow samples whose MACs or addresses are a pod's.
 
 A pod's interface MACs and global addresses (read inside its network namespace) map to its
-dsIndex, with the docker module's table (``docker/marking.py``: a key claimed by two owners marks
+dsIndex, with the table docker uses too (``hsflowd_py/traffic_map.py``: a key claimed by two owners marks
 nothing; MAC first, then address), so a packet between two pods of the node is marked on both
 sides, wherever it was sampled (the CNI bridge, a pod's veth, the uplink).  The pod's namespace is
 left as ``packet.notes["netns"]`` for the tcp module, as docker does.
@@ -13,7 +13,7 @@ one piece to the enricher objects of issue #16.
 from __future__ import annotations
 
 from hsflowd_py.flow import SampledPacket
-from hsflowd_py.modules.docker.marking import Owner, TrafficMap
+from hsflowd_py.traffic_map import Owner, TrafficMap
 
 from .pod import PodProbe
 

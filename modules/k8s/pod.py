@@ -10,10 +10,9 @@ cgroup, which kubelet makes under the kubepods QoS tree:
 So the pod's counters are the pod cgroup's: the parent of the sandbox process's own cgroup, once
 that parent is checked to name the pod's UID (an agent in another pid namespace, or a pid reused
 meanwhile, would otherwise read some other cgroup).  The same readers and totals as a docker
-container's serve (``hsflowd_py/modules/docker/counters.py``: cgroup v1 and v2; ``/proc/<pid>/net/dev``
-of the sandbox for the pod network namespace's interfaces).  The interfaces, MACs and addresses
-come from inside the namespace (``docker/netns.py``).  Those two files are the docker module's;
-when the core offers them (issue #16) both modules should take them from there.
+container's serve (``hsflowd_py/cgroup_counters.py``: cgroup v1 and v2; ``/proc/<pid>/net/dev`` of
+the sandbox for the pod namespace's interfaces), and the interfaces, MACs and addresses come from
+inside the namespace (``hsflowd_py/netns_links.py``).
 
 Done once per pod, on a thread of its own: it reads files and enters a namespace.
 """
@@ -25,8 +24,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hsflowd_py.modules.docker.counters import KernelSource, ProcDir
-from hsflowd_py.modules.docker.netns import Interface, NamespaceError, read_interfaces, same_namespace
+from hsflowd_py.cgroup_counters import KernelSource, ProcDir
+from hsflowd_py.netns_links import Interface, NamespaceError, read_interfaces, same_namespace
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers import cgroup as cg
 
