@@ -21,7 +21,6 @@ Run as root, under the heavy lock; everything is removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -35,10 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import containerd  # noqa: E402 - the test runtime lives beside the tests
-from containers import Samples, cpu_seconds, idle_rss, rss_mib  # noqa: E402 - bench/containers.py
+from containers import (  # noqa: E402 - bench/containers.py
+    POLLING,
+    Samples,
+    cpu_per_round,
+    idle_rss,
+    print_status,
+    rss_mib,
+)
 from cri_pods import Cri, Pod  # noqa: E402
-
-POLLING = 10
 
 
 def start_pods(cri: Cri, prefix: str, count: int, command: tuple[str, ...]) -> list[Pod]:
@@ -80,13 +84,7 @@ def main() -> None:
                 f" {time.monotonic() - launched:.1f} s after it was started"
             )
 
-            samples.drain(POLLING)
-            cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
-            samples.drain(POLLING * args.rounds)
-            cpu1, t1 = cpu_seconds(agent.pid), time.monotonic()
-            rounds = (t1 - t0) / POLLING
-            per_round = (cpu1 - cpu0) / rounds
-            received = samples.count_between(t0, t1) / rounds
+            per_round, received = cpu_per_round(agent.pid, samples, args.rounds)
             print(
                 f"polling = {POLLING}: {per_round * 1000:.0f} ms of agent CPU per round"
                 f" ({per_round / max(received, 1) * 1e6:.0f} us per pod sample, including the 0.5 s pod listings;"
@@ -104,14 +102,7 @@ def main() -> None:
                 seen = samples.mine(f"k8s__{brief_prefix}")
                 finals = sum(1 for got in seen.values() if got[-1][1] == 4)
                 print(f"{args.brief} pods living ~1 s: {len(seen)} reported, {finals} closed by a final sample")
-            status = subprocess.run(
-                [sys.executable, "-m", "hsflowd_py", "--status", "-s", str(work / "status.sock")],
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-            )
-            if status.returncode == 0:
-                print("k8s module status:", json.dumps(json.loads(status.stdout)["modules"].get("k8s", {})))
+            print_status(work, "k8s")
         finally:
             if agent is not None:
                 agent.terminate()
