@@ -185,3 +185,38 @@ def test_pod_to_pod_traffic_is_marked_on_both_sides(cri: Cri, agent: Any) -> Non
     for src_ip, src, dst in got:
         assert (src, dst) == ((ds_a, ds_b) if src_ip == a_ip else (ds_b, ds_a))
     assert "Traceback" not in run.stderr()
+
+
+def test_plain_containerd_containers(runtime: containerd.Containerd, cri: Cri, tmp_path: Path) -> None:
+    """containerd { }: a container run by ``ctr`` (namespace hsflowd-test; no CNI: a network
+    namespace of its own with only ``lo``); the CRI's pods and their containers (namespace k8s.io)
+    are k8s { }'s, not reported here."""
+    cri.run_pod(f"notmine-{TAG}", "shop", ("sleep", "3600"))
+    cid = f"plain-{TAG}"
+    pid = runtime.ctr_run(cid, "sleep", "3600")
+    block = f"containerd {{ unixsock = {runtime.socket} }}"
+    run = Run(tmp_path, runtime.socket, polling=1, block=block)
+    try:
+        first = run.wait_for("the container", 10, lambda: run.of(cid))[0]
+        assert first.state == 1 and first.e["0:2001"].get("adaptor_list", []) == []
+        links = subprocess.run(
+            ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-j", "link", "show"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert [link["ifname"] for link in json.loads(links)] == ["lo"]
+        assert first.value("0:2104", "vnio_bytes_in") == 0 and first.value("0:2104", "vnio_pkts_out") == 0
+        cgroup = containerd.CGROUP_ROOT / "memory" / containerd.PLAIN_CGROUP_TOP / cid
+        assert str(pid) in (cgroup / "cgroup.procs").read_text().split()
+        memory = int((cgroup / "memory.usage_in_bytes").read_text())
+        assert abs(first.value("0:2102", "vmem_memory") - memory) <= max(memory // 4, 1 << 20)
+        run.pump(1.5)
+        assert {s.hostname for s in run.samples} == {cid}, "the CRI's pods are k8s {}'s"
+        runtime.ctr_remove(cid)
+        final = run.wait_for("its final sample", 5, lambda: [s for s in run.of(cid) if s.state == 4])
+        assert final[-1] is run.of(cid)[-1]
+        assert "Traceback" not in run.stderr()
+    finally:
+        runtime.ctr_remove(cid)
+        run.stop()
