@@ -118,6 +118,29 @@ def idle_rss(work: Path) -> float:
     return rss
 
 
+def cpu_per_round(pid: int, samples: Samples, rounds: int) -> tuple[float, float]:
+    """(agent CPU seconds, data-source samples received) per polling round over ``rounds`` rounds,
+    after one round that lets the start-up settle (every poller on its random phase)."""
+    samples.drain(POLLING)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    samples.drain(POLLING * rounds)
+    cpu1, t1 = cpu_seconds(pid), time.monotonic()
+    measured = (t1 - t0) / POLLING
+    return (cpu1 - cpu0) / measured, samples.count_between(t0, t1) / measured
+
+
+def print_status(work: Path, module: str) -> None:
+    """The module's self-telemetry, from the agent's status socket in ``work``."""
+    status = subprocess.run(
+        [sys.executable, "-m", "hsflowd_py", "--status", "-s", str(work / "status.sock")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if status.returncode == 0:
+        print(f"{module} module status:", json.dumps(json.loads(status.stdout)["modules"].get(module, {})))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--containers", type=int, default=200)
@@ -159,13 +182,7 @@ def main() -> None:
             f" {others} containers of other sessions too"
         )
 
-        samples.drain(POLLING)  # let the start-up settle: every poller on its random phase
-        cpu0, t0 = cpu_seconds(agent.pid), time.monotonic()
-        samples.drain(POLLING * args.rounds)
-        cpu1, t1 = cpu_seconds(agent.pid), time.monotonic()
-        rounds = (t1 - t0) / POLLING
-        per_round = (cpu1 - cpu0) / rounds
-        received = samples.count_between(t0, t1) / rounds
+        per_round, received = cpu_per_round(agent.pid, samples, args.rounds)
         print(
             f"polling = {POLLING}: {per_round * 1000:.0f} ms of agent CPU per round "
             f"({per_round / max(received, 1) * 1e6:.0f} us per container sample, "
@@ -185,14 +202,7 @@ def main() -> None:
                 f" {finals} closed by a final sample; first sample {min(delays, default=0):.2f} to"
                 f" {max(delays, default=0):.2f} s after `docker run` returned"
             )
-        status = subprocess.run(
-            [sys.executable, "-m", "hsflowd_py", "--status", "-s", str(work / "status.sock")],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        )
-        if status.returncode == 0:
-            print("docker module status:", json.dumps(json.loads(status.stdout)["modules"].get("docker", {})))
+        print_status(work, "docker")
     finally:
         if agent is not None:
             agent.terminate()

@@ -17,7 +17,6 @@ SHARED = PROJECT.parent / "shared"
 CORPUS = HERE / "fixtures" / "hsflowd-conf"
 
 UNSUPPORTED = {
-    "start-sh-flannel-k8s.conf": ["k8s"],
     "start-sh-ovs-dropmon.conf": ["dropmon", "ovs"],
 }
 """Files naming blocks of modules hsflowd-py does not have."""

@@ -49,14 +49,23 @@ class Run:
     """An agent and a collector; ``samples`` gathers the container (3:N) counter samples seen so far."""
 
     def __init__(
-        self, tmp_path: Path, socket_path: Path, extra: str = "", docker: str = "", polling: int = 1, **kwargs: Any
+        self,
+        tmp_path: Path,
+        socket_path: Path,
+        extra: str = "",
+        docker: str = "",
+        polling: int = 1,
+        block: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        """``block`` replaces the docker block (the k8s tests pass theirs)."""
         port = free_udp_port()
         self.collector = start_collector(port, "-j")
         conf = tmp_path / "hsflowd.conf"
+        block = block if block is not None else f"docker {{ socket = {socket_path} {docker} }}"
         conf.write_text(
             f"sflow {{\n polling = {polling}\n collector {{ ip = 127.0.0.1 udpport = {port} }}\n"
-            f" docker {{ socket = {socket_path} {docker} }}\n{extra}\n}}\n"
+            f" {block}\n{extra}\n}}\n"
         )
         self.agent = start_agent(conf, tmp_path / "hsflowd.auto", **kwargs)
         self.samples: list[Sample] = []

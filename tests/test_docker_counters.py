@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hsflowd_py.modules.docker.counters import KernelSource, ProcDir, Reading, Totals, net_sums
+from hsflowd_py.cgroup_counters import KernelSource, ProcDir, Reading, Totals, net_sums
 from hsflowd_py.readers import cgroup as cg
 from hsflowd_py.sflow import records as rec
 

@@ -25,10 +25,10 @@ import pytest
 from dockerd import SOCKET, Container, Engine, containers
 
 from hsflowd_py.agent import Agent
+from hsflowd_py.cgroup_counters import KernelSource, ProcDir
 from hsflowd_py.config import Settings, parse_config
 from hsflowd_py.flow import DIRECTION_UNKNOWN, HEADER_IPV4, SampledPacket
 from hsflowd_py.modules.docker import DockerModule
-from hsflowd_py.modules.docker.counters import KernelSource, ProcDir
 from hsflowd_py.readers import cgroup as cg
 from hsflowd_py.sflow import records as rec
 

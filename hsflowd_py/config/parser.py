@@ -33,7 +33,7 @@ from .settings import Settings
 
 UNSUPPORTED_BLOCKS = frozenset(
     "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp json"
-    " containerd k8s epcap dbus nlroute".split()
+    " epcap dbus nlroute".split()
 )
 """Blocks of the established agent's ``sflow {}`` that hsflowd-py does not implement (``json {}``:
 the listener for sub-agents' JSON-encoded samples; ``epcap {}``: its eBPF variant of ``pcap {}``,

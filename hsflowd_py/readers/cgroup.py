@@ -44,6 +44,8 @@ Kernel facts behind the choices:
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,7 @@ UNLIMITED = 1 << 62
 
 UNIFIED = ""
 """The key of the unified (v2) hierarchy in a membership map, as ``0::/path`` has no controller."""
+
 
 @dataclass(frozen=True)
 class CgroupMount:
@@ -342,12 +345,20 @@ def _read_blkio(d: Path, name: str) -> dict[tuple[int, int], dict[str, int]]:
     return read_parsed(d / name, parse_blkio)
 
 
-def read_procs(dirs: CgroupDirs) -> list[int]:
-    """Pids of the processes in the cgroup itself (not its descendants), in the reader's pid namespace."""
+def read_procs(dirs: CgroupDirs, *, descendants: bool = False) -> list[int]:
+    """Pids of the processes in the cgroup itself (with ``descendants``: and in every cgroup below
+    it, as a Kubernetes pod's processes all are, one cgroup per container), in the reader's pid
+    namespace.  A child cgroup removed during the walk is left out."""
     d = dirs.unified if dirs.unified is not None else next(iter(dirs.v1.values()), None)
     if d is None:
         raise _no("process", dirs)
-    return read_parsed(d / "cgroup.procs", parse_procs)
+    pids = read_parsed(d / "cgroup.procs", parse_procs)
+    if descendants:
+        for parent, children, _ in os.walk(d):
+            for child in children:
+                with contextlib.suppress(ReaderError):
+                    pids += read_parsed(Path(parent) / child / "cgroup.procs", parse_procs)
+    return pids
 
 
 def read_tasks_io(root: Path, pids: Iterable[int]) -> dict[int, dict[str, int]]:

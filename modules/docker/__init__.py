@@ -50,8 +50,9 @@ from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from hsflowd_py.cgroup_counters import Reading, Totals
 from hsflowd_py.config import Settings
-from hsflowd_py.flow import DST, SRC, SampledPacket, mark_entity
+from hsflowd_py.flow import SampledPacket
 from hsflowd_py.module import Module, register
 from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
@@ -68,11 +69,11 @@ from hsflowd_py.sflow.records import (
     Record,
 )
 from hsflowd_py.tasks import cancel, owned_by_thread
+from hsflowd_py.traffic_map import Owner, TrafficMap
 
-from .counters import Reading, Totals, parse_stats
+from .counters import parse_stats
 from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refused, valid_id
 from .inspect import ContainerInfo, parse_inspect
-from .marking import Owner, TrafficMap
 from .names import UniqueNames
 from .probe import Probe, Prober
 from .settings import DockerSettings
@@ -546,18 +547,8 @@ class DockerModule(Module):
 
     def enrich(self, packet: SampledPacket) -> None:
         docker = self.settings.docker
-        if docker is None or not docker.mark_traffic:
-            return None
-        src, dst = self.traffic.sides(packet)
-        if src is None and dst is None:
-            return None
-        if src is not None:
-            mark_entity(packet, SRC, src.ds_index)
-        if dst is not None:
-            mark_entity(packet, DST, dst.ds_index)
-        netns = (src.netns if src else None) or (dst.netns if dst else None)
-        if netns:
-            packet.notes.setdefault("netns", netns)
+        if docker is not None and docker.mark_traffic:
+            self.traffic.mark(packet)
         return None
 
 

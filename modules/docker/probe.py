@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hsflowd_py.cgroup_counters import KernelSource, ProcDir
+from hsflowd_py.netns_links import Interface, NamespaceError, read_interfaces, same_namespace
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers import cgroup as cg
 
-from .counters import KernelSource, ProcDir
 from .inspect import ContainerInfo
-from .netns import Interface, NamespaceError, read_interfaces, same_namespace
 
 
 @dataclass

@@ -127,7 +127,7 @@ def _confirm_host_ends(interfaces: list[Interface]) -> list[Interface]:
 def read_interfaces(ns_path: Path) -> list[Interface]:
     """The up, non-loopback interfaces of the namespace at ``ns_path`` (blocking: call off the loop)."""
     result: dict[str, Any] = {}
-    t = threading.Thread(target=_visit, args=(ns_path, result), name="docker-netns", daemon=True)
+    t = threading.Thread(target=_visit, args=(ns_path, result), name="netns-links", daemon=True)
     t.start()
     t.join(VISIT_TIMEOUT_S)
     if t.is_alive():

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hsflowd_py.flow import HEADER_ETHERNET, SampledPacket
+from hsflowd_py.flow import DST, HEADER_ETHERNET, SRC, SampledPacket, mark_entity
 from hsflowd_py.packet import packet_flow
 
 
@@ -71,3 +71,15 @@ class TrafficMap:
         src = (get(src_mac) if src_mac else None) or (get(src_ip) if src_ip else None)
         dst = (get(dst_mac) if dst_mac else None) or (get(dst_ip) if dst_ip else None)
         return src, dst
+
+    def mark(self, packet: SampledPacket) -> None:
+        """Name the owners of a packet's sides in its 0:2210, and leave the namespace of the sender
+        (else the receiver) as ``packet.notes["netns"]`` for the tcp module."""
+        src, dst = self.sides(packet)
+        if src is not None:
+            mark_entity(packet, SRC, src.ds_index)
+        if dst is not None:
+            mark_entity(packet, DST, dst.ds_index)
+        netns = (src.netns if src else None) or (dst.netns if dst else None)
+        if netns:
+            packet.notes.setdefault("netns", netns)

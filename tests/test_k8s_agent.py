@@ -1,0 +1,222 @@
+"""End to end: the agent with ``k8s { }`` against a real containerd 1.6 (its CRI plugin, CNI bridge),
+pods made as kubelet makes them (tests/cri_pods.py), datagrams decoded by the bundled collector.
+
+Ground truth is the kernel's: the pod cgroup's files, the pod namespace's interfaces (``ip`` run
+inside it), the runtime's own records (pod UID), never the module's output.  One containerd for
+the module's tests (it takes ~3 s to start and import the images); run under the heavy lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import containerd
+import pytest
+from cri_pods import Cri, Pod
+from test_docker_agent import Run
+
+why_not = containerd.available()
+pytestmark = pytest.mark.skipif(bool(why_not), reason=why_not)
+TAG = f"t{os.getpid() % 100000}"
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Iterator[containerd.Containerd]:
+    with containerd.running() as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def cri(runtime: containerd.Containerd) -> Iterator[Cri]:
+    client = Cri(runtime.socket)
+    before = set(client.sandbox_ids())
+    yield client
+    for sandbox in set(client.sandbox_ids()) - before:
+        client.remove_pod(sandbox)
+    client.close()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, runtime: containerd.Containerd) -> Iterator[Any]:
+    runs: list[Run] = []
+
+    def make(k8s: str = "", polling: int = 2, **kwargs: Any) -> Run:
+        block = f"k8s {{ unixsock = {runtime.socket} {k8s} }}"
+        r = Run(tmp_path, runtime.socket, polling=polling, block=block, **kwargs)
+        runs.append(r)
+        return r
+
+    yield make
+    for r in runs:
+        r.stop()
+
+
+def hostname(pod: Pod) -> str:
+    return f"k8s__{pod.name}_{pod.namespace}_u_a"
+
+
+def pod_cgroup(pod: Pod, controller: str) -> Path:
+    return containerd.CGROUP_ROOT / controller / containerd.CGROUP_TOP / "besteffort" / f"pod{pod.uid}"
+
+
+def sandbox_pid(pod: Pod) -> int:
+    return int((pod_cgroup(pod, "pids") / pod.sandbox_id / "cgroup.procs").read_text().split()[0])
+
+
+def pod_links(pod: Pod) -> list[dict[str, Any]]:
+    """The pod namespace's links as ``ip -j`` shows them from inside."""
+    out = subprocess.run(
+        ["nsenter", f"--net=/proc/{sandbox_pid(pod)}/ns/net", "ip", "-j", "link", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [link for link in json.loads(out) if link["ifname"] != "lo"]
+
+
+def following(run: Run) -> bool:
+    return "k8s: following the runtime" in run.stderr()
+
+
+def test_pods_from_start_to_final_sample(cri: Cri, agent: Any) -> None:
+    early = cri.run_pod(f"early-{TAG}", "shop", ("ping", "-i", "0.2", containerd.GATEWAY))
+    run = agent(polling=2, drop_root=True)
+    run.wait_for("the module to follow the runtime", 15, lambda: following(run))
+    first = run.wait_for("the pod present at start", 5, lambda: run.of(hostname(early)))[0]
+    assert first.e["0:2000"]["UUID"] == early.uid
+    assert (first.e["0:2002"]["parent_dsClass"], first.e["0:2002"]["parent_dsIndex"]) == ("2", "1")
+    links = pod_links(early)
+    assert [a["mac_list"] for a in first.e["0:2001"]["adaptor_list"]] == [
+        [link["address"].replace(":", "")] for link in links
+    ]
+    assert first.state == 1
+
+    # a pod started while the agent runs, and one that lives a second
+    late = cri.run_pod(f"late-{TAG}", "web", ("sleep", "3600"))
+    late_started = time.monotonic()
+    brief = cri.run_pod(f"brief-{TAG}", "web", ("sleep", "3600"))
+    time.sleep(1)
+    cri.remove_pod(brief.sandbox_id)
+    seen = run.wait_for("the late pod", 5, lambda: run.of(hostname(late)))[0]
+    assert seen.at - late_started <= 2.5
+    final = run.wait_for(
+        "the brief pod's final sample", 10, lambda: [s for s in run.of(hostname(brief)) if s.state == 4]
+    )
+    assert final[-1] is run.of(hostname(brief))[-1] and final[-1].value("0:2102", "vmem_memory") > 0
+
+    # counters move with the kernel's: the pinging pod's traffic, memory of its cgroup
+    run.wait_for("three samples of the early pod", 8, lambda: len(run.of(hostname(early))) >= 3)
+    a, b = run.of(hostname(early))[-2:]
+    assert b.value("0:2104", "vnio_pkts_out") - a.value("0:2104", "vnio_pkts_out") >= 5, "ping every 0.2 s"
+    assert b.value("0:2104", "vnio_pkts_in") > a.value("0:2104", "vnio_pkts_in")
+    memory = int((pod_cgroup(early, "memory") / "memory.usage_in_bytes").read_text())
+    assert abs(b.value("0:2102", "vmem_memory") - memory) <= max(memory // 4, 1 << 20)
+    cpu_ms = int((pod_cgroup(early, "cpuacct") / "cpuacct.usage").read_text()) // 1_000_000
+    assert 0 < b.value("0:2101", "vcpu_cpu_mS") <= cpu_ms
+
+    # 0:2100 on the host counts the pods
+    node = run.wait_for("a host sample with 0:2100", 6, lambda: [h for h in run.hosts if "0:2100" in h])[-1]
+    assert int(node["0:2100"]["vnode_num_domains"]) == 2
+    assert len({s.ds_index for s in run.of(hostname(early))}) == 1
+    assert "Traceback" not in run.stderr()
+
+
+def test_runtime_restart_loses_and_duplicates_nothing(cri: Cri, agent: Any, runtime: containerd.Containerd) -> None:
+    pods = [cri.run_pod(f"keep{i}-{TAG}", "ops", ("sleep", "3600")) for i in range(3)]
+    run = agent(polling=1)
+    run.wait_for("the three pods", 10, lambda: all(run.of(hostname(p)) for p in pods))
+    indexes = {hostname(p): run.of(hostname(p))[0].ds_index for p in pods}
+    runtime.restart()
+    restarted = time.monotonic()
+    run.pump(3)
+    for p in pods:
+        after = [s for s in run.of(hostname(p)) if s.at > restarted]
+        assert after and {s.ds_index for s in after} == {indexes[hostname(p)]}
+        assert all(s.state == 1 for s in run.of(hostname(p))), "no final sample for a pod that kept running"
+    assert len({s.ds_index for s in run.samples if s.hostname in indexes}) == 3
+    assert "Traceback" not in run.stderr()
+
+
+def host_veth(pod: Pod) -> str:
+    """The host end of the pod's eth0 (its peer's ifindex, as the pod sees it, named on the host)."""
+    (eth0,) = pod_links(pod)
+    return socket.if_indextoname(int(eth0["link_index"]))
+
+
+def pod_ip(pod: Pod) -> str:
+    out = subprocess.run(
+        ["nsenter", f"--net=/proc/{sandbox_pid(pod)}/ns/net", "ip", "-j", "-4", "addr", "show", "eth0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return str(json.loads(out)[0]["addr_info"][0]["local"])
+
+
+def test_pod_to_pod_traffic_is_marked_on_both_sides(cri: Cri, agent: Any) -> None:
+    b = cri.run_pod(f"mb-{TAG}", "shop", ("sleep", "3600"))
+    b_ip = pod_ip(b)
+    a = cri.run_pod(f"ma-{TAG}", "shop", ("ping", "-i", "0.1", b_ip))
+    a_ip, veth = pod_ip(a), host_veth(a)
+    run = agent(k8s="markTraffic = on", polling=1, extra=f"pcap {{ dev = {veth} sampler = cbpf sampling = 1 }}")
+    ds = run.wait_for("both pods", 10, lambda: (run.of(hostname(a)) and run.of(hostname(b))) and True)
+    assert ds
+    ds_a, ds_b = run.of(hostname(a))[0].ds_index, run.of(hostname(b))[0].ds_index
+
+    def marked() -> list[tuple[str, int, int]]:
+        out = []
+        for f in run.flows:
+            el = {e["flowBlock_tag"]: e for e in f["elements"]}
+            h = el.get("0:1", {})
+            if {h.get("srcIP"), h.get("dstIP")} == {a_ip, b_ip} and "0:2210" in el:
+                e = el["0:2210"]
+                assert (e["entities_src_class"], e["entities_dst_class"]) == ("3", "3")
+                out.append((h["srcIP"], int(e["entities_src_index"]), int(e["entities_dst_index"])))
+        return out
+
+    got = run.wait_for("marked samples both ways", 15, lambda: len({m[0] for m in marked()}) == 2 and marked())
+    for src_ip, src, dst in got:
+        assert (src, dst) == ((ds_a, ds_b) if src_ip == a_ip else (ds_b, ds_a))
+    assert "Traceback" not in run.stderr()
+
+
+def test_plain_containerd_containers(runtime: containerd.Containerd, cri: Cri, tmp_path: Path) -> None:
+    """containerd { }: a container run by ``ctr`` (namespace hsflowd-test; no CNI: a network
+    namespace of its own with only ``lo``); the CRI's pods and their containers (namespace k8s.io)
+    are k8s { }'s, not reported here."""
+    cri.run_pod(f"notmine-{TAG}", "shop", ("sleep", "3600"))
+    cid = f"plain-{TAG}"
+    pid = runtime.ctr_run(cid, "sleep", "3600")
+    block = f"containerd {{ unixsock = {runtime.socket} }}"
+    run = Run(tmp_path, runtime.socket, polling=1, block=block)
+    try:
+        first = run.wait_for("the container", 10, lambda: run.of(cid))[0]
+        assert first.state == 1 and first.e["0:2001"].get("adaptor_list", []) == []
+        links = subprocess.run(
+            ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-j", "link", "show"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert [link["ifname"] for link in json.loads(links)] == ["lo"]
+        assert first.value("0:2104", "vnio_bytes_in") == 0 and first.value("0:2104", "vnio_pkts_out") == 0
+        cgroup = containerd.CGROUP_ROOT / "memory" / containerd.PLAIN_CGROUP_TOP / cid
+        assert str(pid) in (cgroup / "cgroup.procs").read_text().split()
+        memory = int((cgroup / "memory.usage_in_bytes").read_text())
+        assert abs(first.value("0:2102", "vmem_memory") - memory) <= max(memory // 4, 1 << 20)
+        run.pump(1.5)
+        assert {s.hostname for s in run.samples} == {cid}, "the CRI's pods are k8s {}'s"
+        runtime.ctr_remove(cid)
+        final = run.wait_for("its final sample", 5, lambda: [s for s in run.of(cid) if s.state == 4])
+        assert final[-1] is run.of(cid)[-1]
+        assert "Traceback" not in run.stderr()
+    finally:
+        runtime.ctr_remove(cid)
+        run.stop()
