@@ -3,20 +3,20 @@
 A sampler hands each packet to :meth:`FlowPath.emit_header_sample` with its header still in
 the sampler's ring.  With no enricher active it is packed there and then into the datagram
 being built (``sflow/flow_encoder.py``), with nothing allocated per packet.  Otherwise it
-becomes a :class:`SampledPacket`, each enricher may add records or ask for time (the tcp
-module's socket look-up), and it is held (``holds.py``) until the answers are in or the
-hold expires, then packed by the same encoder with the enrichers' records after the
-timestamp.
+becomes a :class:`SampledPacket`, each enricher (``enrichers.py``) may add records or ask for
+time (the tcp module's socket look-up when it has no fresh answer), and it is held
+(``holds.py``) until the answers are in or the hold expires, then packed by the same encoder
+with the enrichers' records after the timestamp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import module as module_api
+from .enrichers import Enricher, order_enrichers
 from .flow import HEADER_ETHERNET, SampledPacket, ports
 from .holds import HeldSamples
 from .sflow import records as rec
@@ -24,8 +24,25 @@ from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_record
 from .sflow.flow_encoder import FlowEncoder
 
+if TYPE_CHECKING:
+    from .module import Module
+
 Guard = Callable[..., Any]
 """``guard(module, hook name, fn, *args)``: the agent's way of calling a module hook."""
+
+
+class Stage(NamedTuple):
+    """One enricher as the flow path runs it: its facts as plain ints, tested per sample."""
+
+    module: Module
+    enrich: Callable[[SampledPacket], Awaitable[None] | None]
+    reads: int
+    writes: int
+
+
+def _reraise() -> None:
+    """Hands the enricher's exception, still being handled, to the guard that counts and logs it."""
+    raise
 
 
 class FlowPath:
@@ -37,29 +54,48 @@ class FlowPath:
         self.guard = guard
         self.assembler: DatagramAssembler | None = None
         """The agent's current assembler; None until it has an address (samples are dropped)."""
-        self.enrichers: list[module_api.Module] = []
-        """Running modules with an ``enrich`` hook, in ``enrich_order``."""
+        self.enrichers: list[Stage] = []
+        """The active enrichers in run order (``set_enrichers``); empty: the allocation-free path."""
         self.sequences: dict[int, int] = {}
-        self.held = HeldSamples(self.emit_flow, stats, hold_s)
+        self.held = HeldSamples(self.emit_flow, stats, hold_s, self._enrich)
         self._encoder = FlowEncoder()
         self._last_extra: tuple[rec.Record | None, bytes] = (None, b"")
 
-    def submit(self, packet: SampledPacket) -> None:
-        """A sampler's packet: run the enrichers, hold it while any is pending, then encode.
+    def set_enrichers(self, pairs: Iterable[tuple[Module, str, Enricher]]) -> None:
+        """The running modules' enrichers, (module, its name, enricher); ordered from their declarations."""
+        self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in order_enrichers(pairs)]
 
-        ``packet.notes["holds"]`` lists the holds of the enrichers called so far, so that a later
-        enricher can wait for an earlier one's answer (systemd waits for tcp's socket look-up).
-        """
-        holds: list[asyncio.Future[Any]] = []
-        for m in self.enrichers:
-            aw = self.guard(m, "enrich", m.enrich, packet)
-            if aw is not None:
-                holds.append(asyncio.ensure_future(aw))
-                packet.notes["holds"] = holds
+    def submit(self, packet: SampledPacket) -> None:
+        """A sampler's packet: run the enrichers, hold it while any is pending, then encode."""
+        holds, deferred = self._enrich(packet, self.enrichers)
         if holds:
-            self.held.hold(packet, holds)
+            self.held.hold(packet, holds, deferred)
         else:
             self.emit_flow(packet)
+
+    def _enrich(self, packet: SampledPacket, stages: list[Stage]) -> tuple[list[asyncio.Future[Any]], list[Stage]]:
+        """Run ``stages`` on ``packet``: the holds they asked for, and the stages left for after them.
+
+        A stage that reads a fact a holding stage has yet to write (or a stage left for later
+        writes) waits for every hold so far: the held sample runs it again through here.
+        """
+        holds: list[asyncio.Future[Any]] = []
+        deferred: list[Stage] = []
+        waiting = 0
+        for stage in stages:
+            if stage.reads & waiting:
+                deferred.append(stage)
+                waiting |= stage.writes
+                continue
+            try:
+                aw = stage.enrich(packet)
+            except Exception:
+                self.guard(stage.module, "enrich", _reraise)
+                continue
+            if aw is not None:
+                holds.append(asyncio.ensure_future(aw))
+                waiting |= stage.writes
+        return holds, deferred
 
     def emit_header_sample(
         self,
@@ -79,24 +115,26 @@ class FlowPath:
 
         With no enricher active the sample is encoded straight into the datagram being built
         (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise it takes the
-        enriched path through :meth:`submit`.  Ethernet frames lost their 4-byte FCS on the way
-        to the sampler (``stripped``); headers without a MAC header had none.
+        enriched path through :meth:`submit`.
+        Ethernet frames lost their 4-byte FCS on the way to the sampler (``stripped``); headers
+        without a MAC header had none.
         """
         stripped = 4 if header_protocol == HEADER_ETHERNET else 0
         if self.enrichers:
-            packet = SampledPacket(
-                ds_index,
-                sampling_rate,
-                sample_pool,
-                drops,
-                direction,
-                header=bytes(header[start : start + length]),
-                frame_length=frame_length,
-                stripped=stripped,
-                header_protocol=header_protocol,
-                timestamp_ns=timestamp_ns,
+            self.submit(
+                SampledPacket(
+                    ds_index,
+                    sampling_rate,
+                    sample_pool,
+                    drops,
+                    direction,
+                    bytes(header[start : start + length]),
+                    frame_length,
+                    stripped,
+                    header_protocol,
+                    timestamp_ns,
+                )  # fmt: skip
             )
-            self.submit(packet)
             return
         self._pack(
             ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
@@ -105,17 +143,19 @@ class FlowPath:
 
     def emit_flow(self, packet: SampledPacket) -> None:
         """Encode an enriched packet: as on the fast path, with the enrichers' records after the timestamp."""
-        extras = b"".join(map(self._encoded_extra, packet.extra))
+        extra = packet.extra
+        extras = b"".join(map(self._encoded_extra, extra)) if extra else b""
         self._pack(
             packet.ds_index, packet.sampling_rate, packet.sample_pool, packet.drops, packet.direction,
             packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
-            packet.timestamp_ns or time.time_ns(), extras, len(packet.extra),
+            packet.timestamp_ns or time.time_ns(), extras, len(extra),
         )  # fmt: skip
 
-    def _encoded_extra(self, record: rec.Record) -> bytes:
-        """``record`` encoded; the samples of one socket look-up share one 2209 record and come
-        out one after another, so the last record's bytes are kept (with the record, so its id
-        cannot be reused) and serve the next samples."""
+    def _encoded_extra(self, record: rec.Record | bytes) -> bytes:
+        """``record`` encoded (an enricher may give it encoded already); the last record's bytes are kept
+        (with the record, so its id cannot be reused) for the next samples that carry the same one."""
+        if isinstance(record, bytes):
+            return record
         if record is not self._last_extra[0]:
             self._last_extra = (record, encode_record(record))
         return self._last_extra[1]

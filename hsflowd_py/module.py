@@ -15,7 +15,7 @@ import importlib
 import logging
 import pkgutil
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from .config import Settings
@@ -23,7 +23,7 @@ from .privileges import Privileges
 from .sflow.records import Record
 
 if TYPE_CHECKING:
-    from .flow import SampledPacket
+    from .enrichers import Enricher
     from .module_context import ModuleContext
 
 log = logging.getLogger("hsflowd.module")
@@ -35,8 +35,6 @@ class Module:
     """Base class of the agent's modules; every hook is optional."""
 
     name: ClassVar[str]
-    enrich_order: ClassVar[int] = 50
-    """Position among flow enrichers: tcp runs before the modules that read its answer."""
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         self.context = context
@@ -69,9 +67,10 @@ class Module:
         """
         return None
 
-    def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
-        """Add records to a flow sample; return an awaitable to hold the sample until it completes."""
-        return None
+    def enrichers(self) -> Sequence[Enricher]:
+        """The flow enrichers the current settings need (``enrichers.py`` has the contract); asked
+        again after start and every reconfigure, so a module with nothing to add costs no sample anything."""
+        return ()
 
     def privileges(self) -> Privileges:
         """Capabilities and groups this module still needs after the agent stops being root."""

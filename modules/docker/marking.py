@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hsflowd_py.flow import HEADER_ETHERNET, SampledPacket
+from hsflowd_py.enrichers import Enricher
+from hsflowd_py.flow import DST, HEADER_ETHERNET, SRC, Fact, SampledPacket, mark_entity
 from hsflowd_py.packet import packet_flow
 
 
@@ -71,3 +72,27 @@ class TrafficMap:
         src = (get(src_mac) if src_mac else None) or (get(src_ip) if src_ip else None)
         dst = (get(dst_mac) if dst_mac else None) or (get(dst_ip) if dst_ip else None)
         return src, dst
+
+
+class ContainerMarking(Enricher):
+    """markTraffic: 0:2210 with 3:dsIndex on each side of a packet that is a container (a side another
+    module named already stays), and ``packet.netns`` = the namespace of the container that sent the
+    packet, else of the one receiving it, for the tcp module's socket look-up."""
+
+    reads = Fact.NONE
+    writes = Fact.NETNS | Fact.ENTITIES
+
+    def __init__(self, traffic: TrafficMap) -> None:
+        self.traffic = traffic
+
+    def enrich(self, packet: SampledPacket) -> None:
+        if not self.traffic.owners:
+            return None
+        src, dst = self.traffic.sides(packet)
+        if src is not None:
+            mark_entity(packet, SRC, src.ds_index)
+        if dst is not None:
+            mark_entity(packet, DST, dst.ds_index)
+        if packet.netns is None:
+            packet.netns = (src.netns if src else None) or (dst.netns if dst else None)
+        return None

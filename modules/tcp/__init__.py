@@ -13,36 +13,36 @@ for them, so they gain only the notes below); ``tunnel = on`` looks through
 VXLAN and IP-in-IP to the inner packet (meant for end hosts: on a router it
 would look up every tunnelled flow in vain); ``dump = on`` logs every answer.
 
-Notes this module leaves on ``SampledPacket.notes`` for later enrichers (it
-runs first, ``enrich_order`` 10):
+Its enricher writes ``Fact.SOCKET`` for later enrichers (``enrichers.py``):
 
-- ``cgroup_id`` (int): the socket's cgroup v2 id, INET_DIAG_CGROUP_ID
+- ``packet.cgroup_id``: the socket's cgroup v2 id, INET_DIAG_CGROUP_ID
   (kernel >= 5.7); the systemd module maps it to a service;
-- ``socket_inode`` (int): the socket's inode, found as ``socket:[inode]``
+- ``packet.socket_inode``: the socket's inode, found as ``socket:[inode]``
   under ``/proc/<pid>/fd`` when the cgroup id is not enough.
 
-Notes it reads:
+It reads ``Fact.NETNS``:
 
-- ``netns`` (str): the path of the network namespace that owns the packet's
+- ``packet.netns``: the path of the network namespace that owns the packet's
   local socket, such as ``/proc/<pid>/ns/net`` of a container's process;
-  set by the docker module for traffic of a container.  It must be there
-  when this module's ``enrich`` runs, so the enricher that sets it has an
-  ``enrich_order`` below 10 (and reads nothing this module writes).  The
+  set by the docker module for traffic of a container (the core runs docker's
+  enricher first, as it writes what this one reads).  The
   socket is then looked up inside that namespace, and "local" means an
   address of that namespace.  Any path naming a namespace file
   works (``/run/netns/NAME`` too); paths to the same namespace share one
   netlink socket, closed when the path disappears or after a minute unused.
-  Without the note the root namespace and the host's addresses are used.
+  Without it the root namespace and the host's addresses are used.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from hsflowd_py.config import Settings
-from hsflowd_py.flow import SampledPacket
+from hsflowd_py.enrichers import Enricher
+from hsflowd_py.flow import Fact, SampledPacket
 from hsflowd_py.module import Module, register
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
 from hsflowd_py.privileges import Privileges
@@ -59,7 +59,6 @@ PRUNE_S = 5.0
 @register
 class TcpModule(Module):
     name = "tcp"
-    enrich_order = 10
 
     namespaces: Namespaces
 
@@ -106,13 +105,42 @@ class TcpModule(Module):
                 log.exception("tcp: closing unused namespaces failed (further failures counted, not logged)")
         self._schedule_prune()
 
+    def enrichers(self) -> Sequence[Enricher]:
+        return [SocketInfo(self.namespaces, self.stats, tunnel=self.tunnel, udp=self.udp)]
+
+    def privileges(self) -> Privileges:
+        """Joining a container's namespace (setns) takes CAP_SYS_ADMIN; opening another user's
+        /proc/<pid>/ns/net passes a ptrace access check, hence CAP_SYS_PTRACE.  The look-ups
+        themselves need nothing: sock_diag answers any user."""
+        return Privileges({"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"})
+
+    def status(self) -> dict[str, int]:
+        out = dict(self.stats)
+        out["namespaces_open"] = self.namespaces.open_count
+        out["in_flight"] = self.namespaces.in_flight()
+        return out
+
+
+class SocketInfo(Enricher):
+    """0:2209 and the socket's cgroup id and inode (``Fact.SOCKET``) for a packet with one local end,
+    looked up in the namespace docker named (``Fact.NETNS``), else in the root namespace."""
+
+    reads = Fact.NETNS
+    writes = Fact.SOCKET
+
+    def __init__(self, namespaces: Namespaces, stats: Counter[str], *, tunnel: bool, udp: bool) -> None:
+        self.namespaces = namespaces
+        self.stats = stats
+        self.tunnel = tunnel
+        self.udp = udp
+
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
         flow = packet_flow(packet, self.tunnel)
         if flow is None:
             return None
         if flow.proto != IPPROTO_TCP and (flow.proto != IPPROTO_UDP or not self.udp):
             return None
-        path = packet.notes.get("netns")
+        path = packet.netns
         if path is None:
             return self._lookup(self.namespaces.root, flow, packet, packet.ds_index)
         ns = self.namespaces.get(path)
@@ -143,15 +171,3 @@ class TcpModule(Module):
             return ns.diag.lookup(key, packet, DIRN_SENT, ifindex)
         key = SocketKey(flow.proto, flow.dst, flow.dport, flow.src, flow.sport)
         return ns.diag.lookup(key, packet, DIRN_RECEIVED, ifindex)
-
-    def privileges(self) -> Privileges:
-        """Joining a container's namespace (setns) takes CAP_SYS_ADMIN; opening another user's
-        /proc/<pid>/ns/net passes a ptrace access check, hence CAP_SYS_PTRACE.  The look-ups
-        themselves need nothing: sock_diag answers any user."""
-        return Privileges({"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"})
-
-    def status(self) -> dict[str, int]:
-        out = dict(self.stats)
-        out["namespaces_open"] = self.namespaces.open_count
-        out["in_flight"] = self.namespaces.in_flight()
-        return out

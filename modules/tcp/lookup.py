@@ -243,9 +243,8 @@ class DiagChannel:
                         record = records[dirn] = tcp_info_record(dirn, info)
                     packet.extra.append(record)
                     self.stats["annotated"] += 1
-                if reply.cgroup_id is not None:
-                    packet.notes["cgroup_id"] = reply.cgroup_id
-                packet.notes["socket_inode"] = reply.inode
+                packet.cgroup_id = reply.cgroup_id
+                packet.socket_inode = reply.inode
             fut.set_result(None)
 
     @property
