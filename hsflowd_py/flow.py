@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .sflow.records import INTERNAL_PORT, ExtendedEntities, Record
 
@@ -40,6 +40,13 @@ class Fact(enum.Flag):
     """The packet's 0:2210 (``mark_entity``): which container or service each side is."""
 
 
+class Encoded(NamedTuple):
+    """A record an enricher gives to many samples (the tcp module's 2209 of one socket), encoded once."""
+
+    record: Record
+    data: bytes
+
+
 def ports(ds_index: int, direction: int) -> tuple[int, int]:
     """Flow sample (input, output) of a packet on interface ``ds_index`` (REFERENCE.md section 2):
     received means from the interface to the host itself, sent the other way, unknown 0/0."""
@@ -57,10 +64,10 @@ UNPARSED: Any = object()
 class SampledPacket:
     """One packet sample as a sampler hands it over, with what enrichers add.
 
-    ``extra`` holds the records enrichers add after the timestamp: a :class:`Record`, or the bytes
-    of one already encoded (``encode_record``) when an enricher gives the same record to many
-    samples.  The other fields after ``timestamp_ns`` are the typed annotation enrichers pass to
-    each other (:class:`Fact`); None means not known.
+    ``extra`` holds the records enrichers add after the timestamp: a :class:`Record`, or an
+    :class:`Encoded` one when an enricher gives the same record to many samples.  The other fields
+    after ``timestamp_ns`` are the typed annotation enrichers pass to each other (:class:`Fact`);
+    None means not known.
     """
 
     __slots__ = (
@@ -108,7 +115,7 @@ class SampledPacket:
         self.stripped = stripped
         self.header_protocol = header_protocol
         self.timestamp_ns = timestamp_ns
-        self.extra: list[Record | bytes] = []
+        self.extra: list[Record | Encoded] = []
         self.netns = netns
         self.cgroup_id = cgroup_id
         self.socket_inode = socket_inode

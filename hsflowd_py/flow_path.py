@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .enrichers import Enricher, order_enrichers
-from .flow import HEADER_ETHERNET, SampledPacket, ports
+from .flow import HEADER_ETHERNET, Encoded, SampledPacket, ports
 from .holds import HeldSamples
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
@@ -59,19 +59,10 @@ class FlowPath:
         self.sequences: dict[int, int] = {}
         self.held = HeldSamples(self.emit_flow, stats, hold_s, self._enrich)
         self._encoder = FlowEncoder()
-        self._last_extra: tuple[rec.Record | None, bytes] = (None, b"")
 
     def set_enrichers(self, pairs: Iterable[tuple[Module, str, Enricher]]) -> None:
         """The running modules' enrichers, (module, its name, enricher); ordered from their declarations."""
         self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in order_enrichers(pairs)]
-
-    def submit(self, packet: SampledPacket) -> None:
-        """A sampler's packet: run the enrichers, hold it while any is pending, then encode."""
-        holds, deferred = self._enrich(packet, self.enrichers)
-        if holds:
-            self.held.hold(packet, holds, deferred)
-        else:
-            self.emit_flow(packet)
 
     def _enrich(self, packet: SampledPacket, stages: list[Stage]) -> tuple[list[asyncio.Future[Any]], list[Stage]]:
         """Run ``stages`` on ``packet``: the holds they asked for, and the stages left for after them.
@@ -114,35 +105,36 @@ class FlowPath:
         """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring).
 
         With no enricher active the sample is encoded straight into the datagram being built
-        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise it takes the
-        enriched path through :meth:`submit`.
+        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise the enrichers
+        annotate a :class:`SampledPacket`; one they answer at once is packed there and then, one
+        they ask time for is held (``holds.py``) and packed by :meth:`emit_flow` when complete.
         Ethernet frames lost their 4-byte FCS on the way to the sampler (``stripped``); headers
         without a MAC header had none.
         """
         stripped = 4 if header_protocol == HEADER_ETHERNET else 0
-        if self.enrichers:
-            self.submit(
-                SampledPacket(
-                    ds_index,
-                    sampling_rate,
-                    sample_pool,
-                    drops,
-                    direction,
-                    bytes(header[start : start + length]),
-                    frame_length,
-                    stripped,
-                    header_protocol,
-                    timestamp_ns,
-                )  # fmt: skip
-            )
+        stages = self.enrichers
+        if not stages:
+            self._pack(
+                ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
+                start, length, timestamp_ns,
+            )  # fmt: skip
             return
+        packet = SampledPacket(
+            ds_index, sampling_rate, sample_pool, drops, direction, bytes(header[start : start + length]), frame_length,
+            stripped, header_protocol, timestamp_ns,
+        )  # fmt: skip
+        holds, deferred = self._enrich(packet, stages)
+        if holds:
+            self.held.hold(packet, holds, deferred)
+            return
+        extra = packet.extra  # answered at once: packed from the ring as on the fast path
         self._pack(
             ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-            start, length, timestamp_ns,
+            start, length, timestamp_ns, b"".join(map(self._encoded_extra, extra)) if extra else b"", len(extra),
         )  # fmt: skip
 
     def emit_flow(self, packet: SampledPacket) -> None:
-        """Encode an enriched packet: as on the fast path, with the enrichers' records after the timestamp."""
+        """Encode a held packet: as on the fast path, with the enrichers' records after the timestamp."""
         extra = packet.extra
         extras = b"".join(map(self._encoded_extra, extra)) if extra else b""
         self._pack(
@@ -151,14 +143,10 @@ class FlowPath:
             packet.timestamp_ns or time.time_ns(), extras, len(extra),
         )  # fmt: skip
 
-    def _encoded_extra(self, record: rec.Record | bytes) -> bytes:
-        """``record`` encoded (an enricher may give it encoded already); the last record's bytes are kept
-        (with the record, so its id cannot be reused) for the next samples that carry the same one."""
-        if isinstance(record, bytes):
-            return record
-        if record is not self._last_extra[0]:
-            self._last_extra = (record, encode_record(record))
-        return self._last_extra[1]
+    @staticmethod
+    def _encoded_extra(record: rec.Record | Encoded) -> bytes:
+        """``record`` encoded, unless the enricher gave it encoded (a record many samples share)."""
+        return record.data if isinstance(record, Encoded) else encode_record(record)
 
     def _pack(
         self,

@@ -69,7 +69,20 @@ class Module:
 
     def enrichers(self) -> Sequence[Enricher]:
         """The flow enrichers the current settings need (``enrichers.py`` has the contract); asked
-        again after start and every reconfigure, so a module with nothing to add costs no sample anything."""
+        again after start and every reconfigure, so a module with nothing to add costs no sample anything.
+
+        Porting an ``enrich`` hook of the earlier contract (k8s, dropmon)::
+
+            class PodMarking(Enricher):
+                reads = Fact.NONE                      # was: enrich_order = 5
+                writes = Fact.NETNS | Fact.ENTITIES
+
+                def enrich(self, packet):             # was: Module.enrich
+                    ...                                # packet.netns, not packet.notes["netns"]
+
+            def enrichers(self):
+                return [PodMarking(...)] if self.settings.k8s.mark_traffic else []
+        """
         return ()
 
     def privileges(self) -> Privileges:

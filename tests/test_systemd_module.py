@@ -169,25 +169,28 @@ def test_marking_waits_for_the_enricher_whose_answer_it_reads(
     (marking,) = module.enrichers()
     agent.flows.set_enrichers([(module, "systemd", marking), (module, "zzz-tcp", answers)])  # names would put tcp last
 
+    def emit(p: SampledPacket) -> None:  # as a sampler hands a packet over
+        agent.flows.emit_header_sample(p.ds_index, 1, 1, 0, p.direction, p.frame_length, p.header, 0, len(p.header), 1)
+
     async def run() -> None:
-        held, at_once = packets[0], packets[1]
-        agent.flows.submit(held)
+        emit(packets[0])
         await asyncio.sleep(0.05)
+        (held,) = [p for _, p in answers.later]
         assert len(agent.flows.held) == 1 and entities(held) is None, "marking waits for the answer"
         answers.answer()
         await asyncio.sleep(0)  # the answer's done-callbacks run: marking, then the sample is packed
-        assert entities(held) == expected(held, server.port)
+        assert entities(held) == expected(packets[0], server.port)
         answers.at_once = True
-        agent.flows.submit(at_once)
+        emit(packets[1])  # marked on the spot, never held
+        assert len(agent.flows.held._queue) == 0 or agent.flows.held._queue[-1].packet is held
         agent.flush()
 
     asyncio.run(run())
-    assert entities(packets[0]) == expected(packets[0], server.port)
-    assert entities(packets[1]) == expected(packets[1], server.port)
     assert module.owners.stats["scans"] == 0
     assert module.status()["marked"] == 2
     sent = [s for s in received(sink) if s.ds_index == packets[0].ds_index]
-    assert len(sent) == 2 and all(any(isinstance(r, ExtendedEntities) for r in s.records) for s in sent)
+    marks = [tuple(r.values()) for s in sent for r in s.records if isinstance(r, ExtendedEntities)]
+    assert marks == [expected(packets[0], server.port), expected(packets[1], server.port)]
 
 
 def test_marking_is_an_enricher_only_with_mark_traffic(

@@ -34,7 +34,7 @@ from tcp_traffic import (
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
-from hsflowd_py.flow import SampledPacket
+from hsflowd_py.flow import Encoded, SampledPacket
 from hsflowd_py.modules.tcp import TcpModule
 from hsflowd_py.modules.tcp import lookup as lookup_mod
 from hsflowd_py.packet import parse
@@ -85,7 +85,8 @@ def enrich(module: TcpModule, packet: SampledPacket) -> Awaitable[None] | None:
 
 
 def tcp_info(packet: SampledPacket) -> ExtendedTcpInfo | None:
-    found = [r for r in packet.extra if isinstance(r, ExtendedTcpInfo)]
+    records = [r.record if isinstance(r, Encoded) else r for r in packet.extra]
+    found = [r for r in records if isinstance(r, ExtendedTcpInfo)]
     assert len(found) <= 1
     return found[0] if found else None
 
@@ -110,14 +111,20 @@ async def sample_transfer(
     rate: int = 10,
     netns: str | None = None,
 ) -> list[Sample]:
-    """Sample 1 in ``rate`` frames while iperf3 runs, reading ``ss -tin`` for the socket between batches."""
+    """Sample 1 in ``rate`` frames while iperf3 runs, reading ``ss -tin`` for the socket between batches.
+
+    A 2209's values may be up to ``FRESH_S`` older than its sample, so a batch's lower bound is the
+    reading taken before the batch before it (at least one 0.25 s batch earlier); the first batch's is
+    the first reading, taken before the module had any answer.
+    """
+    assert lookup_mod.FRESH_S < BATCH_S
     samples: list[Sample] = []
-    before = ss_info(iperf.cport, ss_ns)
+    before = lower = ss_info(iperf.cport, ss_ns)
     seen = 0
     assert iperf.client is not None
     while iperf.client.poll() is None:
         batch = []
-        end = time.monotonic() + 0.25
+        end = time.monotonic() + BATCH_S
         while time.monotonic() < end:
             frame = cap.read(0.05)
             if frame is None:
@@ -128,9 +135,12 @@ async def sample_transfer(
                 await held(module, packet)
                 batch.append((frame, packet))
         after = ss_info(iperf.cport, ss_ns)
-        samples += [Sample(f, p, before, after) for f, p in batch]
-        before = after
+        samples += [Sample(f, p, lower, after) for f, p in batch]
+        lower, before = before, after
     return samples
+
+
+BATCH_S = 0.25
 
 
 def on_connection(samples: list[Sample], port: int) -> list[Sample]:
@@ -300,12 +310,42 @@ def test_dump_logs_each_answer(connection: tuple[socket.socket, Frame, Capture],
     async def body() -> None:
         async with tcp_module("dump = on") as module:
             await held(module, sampled(frame, cap.ifindex))
+            await asyncio.sleep(lookup_mod.FRESH_S)  # the first answer is stale: the kernel is asked again
             await held(module, sampled(frame, cap.ifindex))
 
     with caplog.at_level("INFO", logger="hsflowd.tcp"):
         asyncio.run(body())
     dumped = [r.getMessage() for r in caplog.records if "tcpi_snd_mss" in r.getMessage()]
     assert len(dumped) == 2 and f"local_port={client.getsockname()[1]}" in dumped[0]
+
+
+def test_a_fresh_answer_serves_the_next_samples_at_once(connection: tuple[socket.socket, Frame, Capture]) -> None:
+    """No hold, future or look-up for a socket answered a moment ago; past REFRESH_S a sample still goes at once
+    and asks for the next answer in the background; past FRESH_S a sample waits for a new answer."""
+    client, frame, cap = connection
+
+    async def body() -> None:
+        async with tcp_module() as module:
+            first = sampled(frame, cap.ifindex)
+            await held(module, first)
+            assert tcp_info(first) is not None and module.stats["lookups"] == 1
+            at_once = [sampled(frame, cap.ifindex) for _ in range(50)]
+            assert [enrich(module, p) for p in at_once] == [None] * 50
+            assert all(tcp_info(p) == tcp_info(first) for p in at_once)
+            assert all(p.socket_inode == os.fstat(client.fileno()).st_ino for p in at_once)
+            assert module.stats["lookups"] == 1 and module.stats["refreshes"] == 0
+            await asyncio.sleep(lookup_mod.REFRESH_S)
+            ahead = sampled(frame, cap.ifindex)
+            assert enrich(module, ahead) is None and tcp_info(ahead) is not None
+            assert module.stats["refreshes"] == 1 and module.stats["lookups"] == 1
+            await asyncio.sleep(lookup_mod.FRESH_S)
+            late = sampled(frame, cap.ifindex)
+            hold = enrich(module, late)
+            assert hold is not None and tcp_info(late) is None, "older than FRESH_S: the sample waits"
+            await asyncio.wait_for(hold, 1)
+            assert tcp_info(late) is not None and module.stats["lookups"] == 2
+
+    asyncio.run(body())
 
 
 def test_in_flight_lookups_are_capped(connection: tuple[socket.socket, Frame, Capture]) -> None:
@@ -339,7 +379,8 @@ def test_held_samples_are_capped(connection: tuple[socket.socket, Frame, Capture
             await asyncio.wait_for(asyncio.gather(*holds[:-extra]), 2)  # type: ignore[arg-type]
             assert module.namespaces.root.diag.held == 0
             assert all(tcp_info(p) is not None for p in packets[:-extra])
-            assert enrich(module, sampled(frame, cap.ifindex)) is not None, "answered samples make room"
+            after = sampled(frame, cap.ifindex)
+            assert enrich(module, after) is None and tcp_info(after) is not None, "answered: no shedding, no hold"
 
     asyncio.run(body())
 
@@ -401,6 +442,7 @@ def test_samples_that_joined_a_lookup_before_the_handshake_ask_again(
                     packets = [sampled(with_ports(frame, client.getsockname()[1], 5251), cap.ifindex) for _ in range(3)]
                     holds = [enrich(module, p) for p in packets]
                     assert (module.stats["lookups"], module.stats["merged"]) == (1, 2)
+                    await asyncio.sleep(0)  # the turn of the loop ends: the request goes to the kernel
                 _, writable, _ = select.select([], [client], [], 3)  # the SYN goes again after its 1 s timeout
                 assert writable and client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
                 loop.add_reader(channel.sock.fileno(), channel._readable)
