@@ -64,15 +64,16 @@ class FlowPath:
         """The running modules' enrichers, (module, its name, enricher); ordered from their declarations."""
         self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in order_enrichers(pairs)]
 
-    def _enrich(self, packet: SampledPacket, stages: list[Stage]) -> tuple[list[asyncio.Future[Any]], list[Stage]]:
+    def _enrich(
+        self, packet: SampledPacket, stages: list[Stage], waiting: int = 0
+    ) -> tuple[list[asyncio.Future[Any]], list[Stage]]:
         """Run ``stages`` on ``packet``: the holds they asked for, and the stages left for after them.
 
-        A stage that reads a fact a holding stage has yet to write (or a stage left for later
-        writes) waits for every hold so far: the held sample runs it again through here.
+        A stage that reads a fact a holding stage has yet to write (``waiting``, or a stage left for
+        later writes) waits for every hold so far: the held sample runs it again through here.
         """
         holds: list[asyncio.Future[Any]] = []
         deferred: list[Stage] = []
-        waiting = 0
         for stage in stages:
             if stage.reads & waiting:
                 deferred.append(stage)
@@ -123,10 +124,16 @@ class FlowPath:
             ds_index, sampling_rate, sample_pool, drops, direction, bytes(header[start : start + length]), frame_length,
             stripped, header_protocol, timestamp_ns,
         )  # fmt: skip
-        holds, deferred = self._enrich(packet, stages)
-        if holds:
-            self.held.hold(packet, holds, deferred)
-            return
+        for i, stage in enumerate(stages):
+            try:
+                aw = stage.enrich(packet)
+            except Exception:
+                self.guard(stage.module, "enrich", _reraise)
+                continue
+            if aw is not None:  # this one asks for time: the rest run as the held path orders them
+                holds, deferred = self._enrich(packet, stages[i + 1 :], stage.writes)
+                self.held.hold(packet, [asyncio.ensure_future(aw), *holds], deferred)
+                return
         extra = packet.extra  # answered at once: packed from the ring as on the fast path
         self._pack(
             ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,

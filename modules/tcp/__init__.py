@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Sequence
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.config import Settings
@@ -48,7 +49,7 @@ from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, PORTED, packet_flow
 from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
-from .lookup import DIRN_RECEIVED, DIRN_SENT, Namespace, Namespaces, SocketState, log
+from .lookup import DIRN_RECEIVED, DIRN_SENT, REFRESH_S, Namespace, Namespaces, SocketState, log
 from .memo import flow_bytes
 
 if TYPE_CHECKING:
@@ -160,7 +161,13 @@ class SocketInfo(Enricher):
                 entry = memo.get(key, MISSING)
                 if entry is MISSING:
                     entry = memo[key] = self._socket(ns, packet)
-                return None if entry is None else ns.diag.answer(entry[0], packet, entry[1])
+                if entry is None:
+                    return None
+                state = entry[0]
+                if state.reply is not None and monotonic() - state.read_at < REFRESH_S:  # the common case, inline
+                    state.annotate(packet, entry[1], self.stats)
+                    return None
+                return ns.diag.answer(state, packet, entry[1])
         flow = packet_flow(packet, self.tunnel)
         if flow is None or (flow.proto != IPPROTO_TCP and (flow.proto != IPPROTO_UDP or not self.udp)):
             return None
