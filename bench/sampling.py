@@ -32,9 +32,12 @@ With ``--tcp`` each case also runs with ``tcp { udp = on }`` added (rows marked 
 module then parses every sample and looks its socket up over sock_diag (the iperf3 client's UDP
 socket; UDP sockets have no tcp_info, so no 0:2209 is added, but the look-up, its merging and the
 sample's hold cost the same as for TCP).  ``bench/tcp_lookup.py`` measures TCP traffic with 2209.
+With ``--docker`` each case also runs with ``docker { }`` (rows marked +docker): no markTraffic, so
+the module adds no enricher and the samples should cost what they cost without it (the engine
+need not run: the module only retries its connection in the background).
 
-    .venv/bin/python bench/sampling.py [--seconds 20] [--pps 104000] [--samplers cbpf,core,ebpf] [--rates 10,2] [--tcp]
-        [--old DIR]
+    .venv/bin/python bench/sampling.py [--seconds 20] [--pps 104000] [--samplers cbpf,core,ebpf] [--rates 10,2]
+        [--tcp] [--docker] [--old DIR]
 """
 
 from __future__ import annotations
@@ -162,8 +165,12 @@ def wait_for(proc: subprocess.Popen[str], log: Path, text: str, timeout: float =
     sys.exit(f"the agent never logged {text!r}:\n{log.read_text()[-2000:]}")
 
 
+VARIANTS = {"tcp": "tcp { udp = on }", "docker": "docker { }"}
+"""Module blocks a run may add to ``pcap {}`` (``--tcp``, ``--docker``): the row's label says which."""
+
+
 def measure(
-    v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tmp: Path, tcp: bool = False, tree: Path = ROOT
+    v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tmp: Path, variant: str = "", tree: Path = ROOT
 ) -> Run:
     """One run: the same traffic without the agent (the machine's baseline), then with it."""
     _, baseline_busy = baseline(v, seconds, pps)
@@ -171,12 +178,12 @@ def measure(
     assert sink.stdout is not None
     port = int(sink.stdout.readline())
     old = " (old)" if tree != ROOT else ""
-    name = f"{kind}-{rate}{'-tcp' if tcp else ''}{'-old' if old else ''}"
+    name = f"{kind}-{rate}{'-' + variant if variant else ''}{'-old' if old else ''}"
     conf = tmp / f"{name}.conf"
     conf.write_text(
         f"sflow {{ polling = 0 collector {{ ip = 127.0.0.1 udpport = {port} }} "
         f"pcap {{ dev = {v.host_dev} sampling = {rate} sampler = {'cbpf' if kind == 'cbpf' else 'ebpf'} }} "
-        f"{'tcp { udp = on }' if tcp else ''} }}"
+        f"{VARIANTS.get(variant, '')} }}"
     )
     log = tmp / f"{name}.log"
     args = ["-m", "hsflowd_py", "-d", "-P", "-f", str(conf), "-o", str(tmp / "auto"), "-s", str(tmp / "status.sock")]
@@ -209,7 +216,7 @@ def measure(
         s.sendto(b"stop", ("127.0.0.1", port))
     delivered, pool, drops = (int(x) for x in sink.communicate(timeout=30)[0].split())
     return Run(
-        f"{kind} 1-in-{rate}{' +tcp' if tcp else ''}{old}",
+        f"{kind} 1-in-{rate}{' +' + variant if variant else ''}{old}",
         count,
         pool,
         count / rate,
@@ -231,6 +238,7 @@ def main() -> None:
     p.add_argument("--samplers", default="cbpf,core,ebpf")
     p.add_argument("--rates", default="10,2")
     p.add_argument("--tcp", action="store_true", help="also run each case with tcp { udp = on }")
+    p.add_argument("--docker", action="store_true", help="also run each case with docker { } (no markTraffic)")
     p.add_argument("--old", type=Path, help="also run each case with the agent from this source tree")
     a = p.parse_args()
     if os.geteuid() != 0:
@@ -243,10 +251,10 @@ def main() -> None:
             time.sleep(0.5)
             print(f"{a.pps} packets/s of 64-byte UDP for {a.seconds:g} s across a veth pair; {os.cpu_count()} CPUs\n")
             runs = [
-                measure(v, kind, int(rate), a.seconds, a.pps, Path(tmp), tcp, tree)
+                measure(v, kind, int(rate), a.seconds, a.pps, Path(tmp), variant, tree)
                 for kind in a.samplers.split(",")
                 for rate in a.rates.split(",")
-                for tcp in ((False, True) if a.tcp else (False,))
+                for variant in ("", *(name for name in VARIANTS if getattr(a, name)))
                 for tree in ([a.old.resolve(), ROOT] if a.old else [ROOT])
             ]
         finally:

@@ -5,7 +5,7 @@ a few connections to it over loopback are captured off ``lo``, so the samples
 are real frames.  Reported, per call, in-process on one core:
 
 * ``resolve`` of a server-side sample found by the cgroup id the tcp module
-  leaves in the notes, by the socket tables (after a scan), and of a
+  leaves on the packet (``packet.cgroup_id``), by the socket tables (after a scan), and of a
   client-side sample already settled as unowned: the per-sample cost of
   ``markTraffic`` once the maps are built;
 * one scan (service processes' /proc/<pid>/fd, the four /proc/net tables of
@@ -41,8 +41,8 @@ def per_call_us(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
     return (time.perf_counter() - start) / rounds * 1e6
 
 
-def fresh(p: SampledPacket, notes: dict[str, int] | None = None) -> SampledPacket:
-    return SampledPacket(p.ds_index, 1, 1, 0, p.direction, p.header, p.frame_length, notes=dict(notes or {}))
+def fresh(p: SampledPacket, cgroup_id: int | None = None) -> SampledPacket:
+    return SampledPacket(p.ds_index, 1, 1, 0, p.direction, p.header, p.frame_length, cgroup_id=cgroup_id)
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
         asyncio.run(owners.resolve_after_scan(fresh(mine[0])))
         asyncio.run(owners.resolve_after_scan(fresh(theirs[0])))
         cgroup_id = os.stat(server.service.dirs.unified).st_ino if server.service.dirs.unified else 0
-        by_id = [fresh(p, {"cgroup_id": cgroup_id}) for p in mine]
+        by_id = [fresh(p, cgroup_id) for p in mine]
         by_table = [fresh(p) for p in mine]
         unowned = [fresh(p) for p in theirs]
         for name, batch in (("cgroup id", by_id), ("socket tables", by_table), ("unowned (cached)", unowned)):

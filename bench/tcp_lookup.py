@@ -100,8 +100,9 @@ async def run(frames: list[Frame], ifindex: int, samples: int, burst: int, with_
 async def enrich_alone(frames: list[Frame], ifindex: int, samples: int, burst: int) -> float:
     """CPU per sample of the module by itself: parse, local test, look-up, reply, 2209 record (no core, no encoding)."""
     settings = parse_config("sflow { collector { ip = 127.0.0.1 } tcp { } }")
-    module = TcpModule(Agent(settings), settings)
+    module = TcpModule(Agent(settings).context, settings)
     await module.start()
+    (enricher,) = module.enrichers()
     n = len(frames)
     t0 = time.process_time()
     for start in range(0, samples, burst):
@@ -109,7 +110,7 @@ async def enrich_alone(frames: list[Frame], ifindex: int, samples: int, burst: i
         for i in range(start, min(start + burst, samples)):
             f = frames[i % n]
             packet = SampledPacket(ifindex, 10, 0, 0, 0, f.data, f.length + 4)
-            if (hold := module.enrich(packet)) is not None:
+            if (hold := enricher.enrich(packet)) is not None:
                 holds.append(hold)
         await asyncio.gather(*holds)
     cpu = time.process_time() - t0

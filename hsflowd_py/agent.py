@@ -28,6 +28,7 @@ from .agent_address import LocalAddress, local_addresses, select_agent_address
 from .autofile import AutoFile, Effective
 from .config import ConfigError, Settings, load_config
 from .ds_index import DsIndexes
+from .enrichers import EnricherCycle
 from .flow_path import FlowPath
 from .host_counters import HostCounters
 from .module_context import Discovered, ModuleContext
@@ -205,6 +206,7 @@ class Agent:
         self.write_autofile()
         for m in self.modules.values():
             self._guard(m, "reconfigure", m.reconfigure, self.settings)
+        self._collect_enrichers()
 
     def set_discovered(self, discovered: Discovered) -> None:
         """Collectors and settings learned at run time (DNS-SD), applied under the module lock.
@@ -283,9 +285,16 @@ class Agent:
                 self._warn_if_underprivileged(m)
             elif not wanted and running is not None:
                 await self._stop_module(running)
-        self.flows.enrichers = sorted(
-            (m for m in self.modules.values() if module_api.implements(m, "enrich")), key=lambda m: m.enrich_order
-        )
+        self._collect_enrichers()
+
+    def _collect_enrichers(self) -> None:
+        """The flow path runs the enrichers the running modules' settings need (``enrichers.py``)."""
+        pairs = [(m, m.name, e) for m in self.modules.values() for e in self._guard(m, "enrichers", m.enrichers) or ()]
+        try:
+            self.flows.set_enrichers(pairs)
+        except EnricherCycle as e:
+            log.error("flow samples go without enrichment: %s", e)
+            self.flows.set_enrichers(())
 
     def _wants(self, cls: type[module_api.Module]) -> bool:
         try:

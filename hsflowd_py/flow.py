@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import enum
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .sflow.records import INTERNAL_PORT, ExtendedEntities, Record
+
+if TYPE_CHECKING:
+    from .packet import Flow
 
 DIRECTION_UNKNOWN = 0
 DIRECTION_IN = 1
@@ -21,6 +24,29 @@ HEADER_IPV4 = 11
 HEADER_IPV6 = 12
 
 
+class Fact(enum.Flag):
+    """What an enricher learns about a packet for another: the inputs and outputs it declares.
+
+    Each fact is a typed field (or set of fields) of :class:`SampledPacket`; the core runs an
+    enricher that writes a fact before every enricher that reads it (``module.py``).
+    """
+
+    NONE = 0
+    NETNS = enum.auto()
+    """``packet.netns``: the network namespace of the packet's local socket (docker)."""
+    SOCKET = enum.auto()
+    """``packet.cgroup_id``, ``packet.socket_inode``: the local socket the kernel named (tcp)."""
+    ENTITIES = enum.auto()
+    """The packet's 0:2210 (``mark_entity``): which container or service each side is."""
+
+
+class Encoded(NamedTuple):
+    """A record an enricher gives to many samples (the tcp module's 2209 of one socket), encoded once."""
+
+    record: Record
+    data: bytes
+
+
 def ports(ds_index: int, direction: int) -> tuple[int, int]:
     """Flow sample (input, output) of a packet on interface ``ds_index`` (REFERENCE.md section 2):
     received means from the interface to the host itself, sent the other way, unknown 0/0."""
@@ -31,27 +57,71 @@ def ports(ds_index: int, direction: int) -> tuple[int, int]:
     return 0, 0
 
 
-@dataclass(slots=True)
-class SampledPacket:
-    """One packet sample as a sampler hands it over; enrichers append records to ``extra``.
+UNPARSED: Any = object()
+"""``SampledPacket.parsed`` before ``packet.packet_flow`` parsed the header."""
 
-    ``notes`` carries what one enricher learns for another (the tcp module's
-    cgroup id for the systemd module, the network namespace a docker module
-    found for the tcp module).
+
+class SampledPacket:
+    """One packet sample as a sampler hands it over, with what enrichers add.
+
+    ``extra`` holds the records enrichers add after the timestamp: a :class:`Record`, or an
+    :class:`Encoded` one when an enricher gives the same record to many samples.  The other fields
+    after ``timestamp_ns`` are the typed annotation enrichers pass to each other (:class:`Fact`);
+    None means not known.
     """
 
-    ds_index: int
-    sampling_rate: int
-    sample_pool: int
-    drops: int
-    direction: int
-    header: bytes
-    frame_length: int
-    stripped: int = 4
-    header_protocol: int = HEADER_ETHERNET
-    timestamp_ns: int = 0
-    extra: list[Record] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
+    __slots__ = (
+        "cgroup_id",
+        "direction",
+        "drops",
+        "ds_index",
+        "extra",
+        "frame_length",
+        "header",
+        "header_protocol",
+        "netns",
+        "parsed",
+        "parsed_tunnel",
+        "sample_pool",
+        "sampling_rate",
+        "socket_inode",
+        "stripped",
+        "timestamp_ns",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        ds_index: int,
+        sampling_rate: int,
+        sample_pool: int,
+        drops: int,
+        direction: int,
+        header: bytes,
+        frame_length: int,
+        stripped: int = 4,
+        header_protocol: int = HEADER_ETHERNET,
+        timestamp_ns: int = 0,
+        netns: str | None = None,
+        cgroup_id: int | None = None,
+        socket_inode: int | None = None,
+    ) -> None:
+        self.ds_index = ds_index
+        self.sampling_rate = sampling_rate
+        self.sample_pool = sample_pool
+        self.drops = drops
+        self.direction = direction
+        self.header = header
+        self.frame_length = frame_length
+        self.stripped = stripped
+        self.header_protocol = header_protocol
+        self.timestamp_ns = timestamp_ns
+        self.extra: list[Record | Encoded] = []
+        self.netns = netns
+        self.cgroup_id = cgroup_id
+        self.socket_inode = socket_inode
+        self.parsed: Flow | None = UNPARSED
+        """The flow ``packet.packet_flow`` parsed, kept for the next enricher that asks."""
+        self.parsed_tunnel: Flow | None = UNPARSED
 
 
 def mark_entity(packet: SampledPacket, side: int, ds_index: int) -> None:

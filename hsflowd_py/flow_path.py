@@ -3,29 +3,46 @@
 A sampler hands each packet to :meth:`FlowPath.emit_header_sample` with its header still in
 the sampler's ring.  With no enricher active it is packed there and then into the datagram
 being built (``sflow/flow_encoder.py``), with nothing allocated per packet.  Otherwise it
-becomes a :class:`SampledPacket`, each enricher may add records or ask for time (the tcp
-module's socket look-up), and it is held (``holds.py``) until the answers are in or the
-hold expires, then packed by the same encoder with the enrichers' records after the
-timestamp.
+becomes a :class:`SampledPacket`, each enricher (``enrichers.py``) may add records or ask for
+time (the tcp module's socket look-up when it has no fresh answer), and it is held
+(``holds.py``) until the answers are in or the hold expires, then packed by the same encoder
+with the enrichers' records after the timestamp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import module as module_api
-from .flow import HEADER_ETHERNET, SampledPacket, ports
+from .enrichers import Enricher, order_enrichers
+from .flow import HEADER_ETHERNET, Encoded, SampledPacket, ports
 from .holds import HeldSamples
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_record
 from .sflow.flow_encoder import FlowEncoder
 
+if TYPE_CHECKING:
+    from .module import Module
+
 Guard = Callable[..., Any]
 """``guard(module, hook name, fn, *args)``: the agent's way of calling a module hook."""
+
+
+class Stage(NamedTuple):
+    """One enricher as the flow path runs it: its facts as plain ints, tested per sample."""
+
+    module: Module
+    enrich: Callable[[SampledPacket], Awaitable[None] | None]
+    reads: int
+    writes: int
+
+
+def _reraise() -> None:
+    """Hands the enricher's exception, still being handled, to the guard that counts and logs it."""
+    raise
 
 
 class FlowPath:
@@ -37,29 +54,40 @@ class FlowPath:
         self.guard = guard
         self.assembler: DatagramAssembler | None = None
         """The agent's current assembler; None until it has an address (samples are dropped)."""
-        self.enrichers: list[module_api.Module] = []
-        """Running modules with an ``enrich`` hook, in ``enrich_order``."""
+        self.enrichers: list[Stage] = []
+        """The active enrichers in run order (``set_enrichers``); empty: the allocation-free path."""
         self.sequences: dict[int, int] = {}
-        self.held = HeldSamples(self.emit_flow, stats, hold_s)
+        self.held = HeldSamples(self.emit_flow, stats, hold_s, self._enrich)
         self._encoder = FlowEncoder()
-        self._last_extra: tuple[rec.Record | None, bytes] = (None, b"")
 
-    def submit(self, packet: SampledPacket) -> None:
-        """A sampler's packet: run the enrichers, hold it while any is pending, then encode.
+    def set_enrichers(self, pairs: Iterable[tuple[Module, str, Enricher]]) -> None:
+        """The running modules' enrichers, (module, its name, enricher); ordered from their declarations."""
+        self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in order_enrichers(pairs)]
 
-        ``packet.notes["holds"]`` lists the holds of the enrichers called so far, so that a later
-        enricher can wait for an earlier one's answer (systemd waits for tcp's socket look-up).
+    def _enrich(
+        self, packet: SampledPacket, stages: list[Stage], waiting: int = 0
+    ) -> tuple[list[asyncio.Future[Any]], list[Stage]]:
+        """Run ``stages`` on ``packet``: the holds they asked for, and the stages left for after them.
+
+        A stage that reads a fact a holding stage has yet to write (``waiting``, or a stage left for
+        later writes) waits for every hold so far: the held sample runs it again through here.
         """
         holds: list[asyncio.Future[Any]] = []
-        for m in self.enrichers:
-            aw = self.guard(m, "enrich", m.enrich, packet)
+        deferred: list[Stage] = []
+        for stage in stages:
+            if stage.reads & waiting:
+                deferred.append(stage)
+                waiting |= stage.writes
+                continue
+            try:
+                aw = stage.enrich(packet)
+            except Exception:
+                self.guard(stage.module, "enrich", _reraise)
+                continue
             if aw is not None:
                 holds.append(asyncio.ensure_future(aw))
-                packet.notes["holds"] = holds
-        if holds:
-            self.held.hold(packet, holds)
-        else:
-            self.emit_flow(packet)
+                waiting |= stage.writes
+        return holds, deferred
 
     def emit_header_sample(
         self,
@@ -78,47 +106,54 @@ class FlowPath:
         """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring).
 
         With no enricher active the sample is encoded straight into the datagram being built
-        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise it takes the
-        enriched path through :meth:`submit`.  Ethernet frames lost their 4-byte FCS on the way
-        to the sampler (``stripped``); headers without a MAC header had none.
+        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise the enrichers
+        annotate a :class:`SampledPacket`; one they answer at once is packed there and then, one
+        they ask time for is held (``holds.py``) and packed by :meth:`emit_flow` when complete.
+        Ethernet frames lost their 4-byte FCS on the way to the sampler (``stripped``); headers
+        without a MAC header had none.
         """
         stripped = 4 if header_protocol == HEADER_ETHERNET else 0
-        if self.enrichers:
-            packet = SampledPacket(
-                ds_index,
-                sampling_rate,
-                sample_pool,
-                drops,
-                direction,
-                header=bytes(header[start : start + length]),
-                frame_length=frame_length,
-                stripped=stripped,
-                header_protocol=header_protocol,
-                timestamp_ns=timestamp_ns,
-            )
-            self.submit(packet)
+        stages = self.enrichers
+        if not stages:
+            self._pack(
+                ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
+                start, length, timestamp_ns,
+            )  # fmt: skip
             return
+        packet = SampledPacket(
+            ds_index, sampling_rate, sample_pool, drops, direction, bytes(header[start : start + length]), frame_length,
+            stripped, header_protocol, timestamp_ns,
+        )  # fmt: skip
+        for i, stage in enumerate(stages):
+            try:
+                aw = stage.enrich(packet)
+            except Exception:
+                self.guard(stage.module, "enrich", _reraise)
+                continue
+            if aw is not None:  # this one asks for time: the rest run as the held path orders them
+                holds, deferred = self._enrich(packet, stages[i + 1 :], stage.writes)
+                self.held.hold(packet, [asyncio.ensure_future(aw), *holds], deferred)
+                return
+        extra = packet.extra  # answered at once: packed from the ring as on the fast path
         self._pack(
             ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-            start, length, timestamp_ns,
+            start, length, timestamp_ns, b"".join(map(self._encoded_extra, extra)) if extra else b"", len(extra),
         )  # fmt: skip
 
     def emit_flow(self, packet: SampledPacket) -> None:
-        """Encode an enriched packet: as on the fast path, with the enrichers' records after the timestamp."""
-        extras = b"".join(map(self._encoded_extra, packet.extra))
+        """Encode a held packet: as on the fast path, with the enrichers' records after the timestamp."""
+        extra = packet.extra
+        extras = b"".join(map(self._encoded_extra, extra)) if extra else b""
         self._pack(
             packet.ds_index, packet.sampling_rate, packet.sample_pool, packet.drops, packet.direction,
             packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
-            packet.timestamp_ns or time.time_ns(), extras, len(packet.extra),
+            packet.timestamp_ns or time.time_ns(), extras, len(extra),
         )  # fmt: skip
 
-    def _encoded_extra(self, record: rec.Record) -> bytes:
-        """``record`` encoded; the samples of one socket look-up share one 2209 record and come
-        out one after another, so the last record's bytes are kept (with the record, so its id
-        cannot be reused) and serve the next samples."""
-        if record is not self._last_extra[0]:
-            self._last_extra = (record, encode_record(record))
-        return self._last_extra[1]
+    @staticmethod
+    def _encoded_extra(record: rec.Record | Encoded) -> bytes:
+        """``record`` encoded, unless the enricher gave it encoded (a record many samples share)."""
+        return record.data if isinstance(record, Encoded) else encode_record(record)
 
     def _pack(
         self,

@@ -35,7 +35,7 @@ import importlib
 import logging
 import pkgutil
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from .config import Settings
@@ -44,7 +44,7 @@ from .privileges import Privileges
 from .sflow.records import Record
 
 if TYPE_CHECKING:
-    from .flow import SampledPacket
+    from .enrichers import Enricher
     from .module_context import ModuleContext
 
 log = logging.getLogger("hsflowd.module")
@@ -58,8 +58,6 @@ class Module:
     name: ClassVar[str]
     settings_type: ClassVar[type | None] = None
     """The dataclass of the module's config block (``@module_block``); the module runs while it is there."""
-    enrich_order: ClassVar[int] = 50
-    """Position among flow enrichers: tcp runs before the modules that read its answer."""
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         self.context = context
@@ -93,9 +91,23 @@ class Module:
         """
         return None
 
-    def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
-        """Add records to a flow sample; return an awaitable to hold the sample until it completes."""
-        return None
+    def enrichers(self) -> Sequence[Enricher]:
+        """The flow enrichers the current settings need (``enrichers.py`` has the contract); asked
+        again after start and every reconfigure, so a module with nothing to add costs no sample anything.
+
+        Porting an ``enrich`` hook of the earlier contract (k8s, dropmon)::
+
+            class PodMarking(Enricher):
+                reads = Fact.NONE                      # was: enrich_order = 5
+                writes = Fact.NETNS | Fact.ENTITIES
+
+                def enrich(self, packet):             # was: Module.enrich
+                    ...                                # packet.netns, not packet.notes["netns"]
+
+            def enrichers(self):
+                return [PodMarking(...)] if self.settings.k8s.mark_traffic else []
+        """
+        return ()
 
     def privileges(self) -> Privileges:
         """Capabilities and groups this module still needs after the agent stops being root."""

@@ -2,9 +2,8 @@
 
 A module gets a :class:`ModuleContext`, never the :class:`~hsflowd_py.agent.Agent`, so a change
 inside the agent or the flow path cannot break a module without a type error here first.  Modules
-that share something (the systemd services that ``systemd-traffic`` looks packets up in) do it
-through a :class:`ServiceKey` that one offers and the other looks up, so neither knows the other's
-class or reaches into it.
+share nothing directly: what one learns about a packet for another (a namespace, a socket) travels
+on the packet itself, declared by the enrichers (``enrichers.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .pollers import Collect, Read
 from .sflow.records import HostDescription, Record
@@ -34,13 +33,6 @@ class Discovered:
 
     collectors: tuple[tuple[str, int], ...] | None = None
     overrides: tuple[tuple[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class ServiceKey(Generic[T]):
-    """The name of something one module offers to others, with the type they get back."""
-
-    name: str
 
 
 class Core(Protocol):
@@ -76,7 +68,6 @@ class ModuleContext:
 
     def __init__(self, core: Core) -> None:
         self._core = core
-        self._services: dict[ServiceKey[Any], Any] = {}
 
     # ------------------------------------------------------------ identity
 
@@ -167,17 +158,3 @@ class ModuleContext:
         """The collectors datagrams now go to, as ``host:port`` for logs."""
         return [r.label for r in self._core.receivers.receivers]
 
-    # ------------------------------------------------------ shared services
-
-    def offer(self, key: ServiceKey[T], service: T) -> None:
-        """Make ``service`` what other modules get for ``key`` (until withdrawn)."""
-        self._services[key] = service
-
-    def withdraw(self, key: ServiceKey[T], service: T) -> None:
-        """Stop offering ``service``; a later offer by another module under the same key stays."""
-        if self._services.get(key) is service:
-            del self._services[key]
-
-    def service(self, key: ServiceKey[T]) -> T | None:
-        """What some module offers under ``key``, or None while nobody does."""
-        return cast("T | None", self._services.get(key))

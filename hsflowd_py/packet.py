@@ -37,7 +37,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from .flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6, SampledPacket
+from .flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6, UNPARSED, SampledPacket
 
 LINK_IP = -1
 """Not an sFlow header protocol: a bare IP packet of either version, its first nibble says which."""
@@ -294,11 +294,13 @@ def parse(header: bytes, header_protocol: int, tunnel: bool = False) -> Flow | N
 
 def packet_flow(packet: SampledPacket, tunnel: bool = False) -> Flow | None:
     """The flow of a sample, parsed once for all the enrichers that ask (tcp, docker, systemd)."""
-    key = "flow_tunnel" if tunnel else "flow"
-    notes = packet.notes
-    if key not in notes:
-        notes[key] = parse(packet.header, packet.header_protocol, tunnel)
-    return notes[key]
+    if tunnel:
+        if packet.parsed_tunnel is UNPARSED:
+            packet.parsed_tunnel = parse(packet.header, packet.header_protocol, True)
+        return packet.parsed_tunnel
+    if packet.parsed is UNPARSED:
+        packet.parsed = parse(packet.header, packet.header_protocol)
+    return packet.parsed
 
 
 def _flow(b: bytes, layers: Layers, tunnel: bool) -> Flow | None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hsflowd_py.flow import DST, HEADER_ETHERNET, SRC, SampledPacket, mark_entity
+from hsflowd_py.enrichers import Enricher
+from hsflowd_py.flow import DST, HEADER_ETHERNET, SRC, Fact, SampledPacket, mark_entity
 from hsflowd_py.packet import packet_flow
 
 
@@ -72,14 +73,26 @@ class TrafficMap:
         dst = (get(dst_mac) if dst_mac else None) or (get(dst_ip) if dst_ip else None)
         return src, dst
 
-    def mark(self, packet: SampledPacket) -> None:
-        """Name the owners of a packet's sides in its 0:2210, and leave the namespace of the sender
-        (else the receiver) as ``packet.notes["netns"]`` for the tcp module."""
-        src, dst = self.sides(packet)
+
+class OwnerMarking(Enricher):
+    """markTraffic: 0:2210 with 3:dsIndex on each side of a packet that is a container's or pod's
+    (a side another module named already stays), and ``packet.netns`` = the namespace of the one
+    that sent the packet, else of the one receiving it, for the tcp module's socket look-up."""
+
+    reads = Fact.NONE
+    writes = Fact.NETNS | Fact.ENTITIES
+
+    def __init__(self, traffic: TrafficMap) -> None:
+        self.traffic = traffic
+
+    def enrich(self, packet: SampledPacket) -> None:
+        if not self.traffic.owners:
+            return None
+        src, dst = self.traffic.sides(packet)
         if src is not None:
             mark_entity(packet, SRC, src.ds_index)
         if dst is not None:
             mark_entity(packet, DST, dst.ds_index)
-        netns = (src.netns if src else None) or (dst.netns if dst else None)
-        if netns:
-            packet.notes.setdefault("netns", netns)
+        if packet.netns is None:
+            packet.netns = (src.netns if src else None) or (dst.netns if dst else None)
+        return None

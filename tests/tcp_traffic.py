@@ -82,7 +82,7 @@ class Capture:
         self.close()
 
 
-def sampled(frame: Frame, ifindex: int, rate: int = 10, **notes: object) -> SampledPacket:
+def sampled(frame: Frame, ifindex: int, rate: int = 10, netns: str | None = None) -> SampledPacket:
     return SampledPacket(
         ds_index=ifindex,
         sampling_rate=rate,
@@ -91,7 +91,7 @@ def sampled(frame: Frame, ifindex: int, rate: int = 10, **notes: object) -> Samp
         direction=DIRECTION_OUT if frame.outgoing else DIRECTION_IN,
         header=frame.data,
         frame_length=frame.length + 4,
-        notes=dict(notes),
+        netns=netns,
     )
 
 

@@ -104,7 +104,7 @@ def test_stop_flushes_pending_flow_samples(tmp_path: Path) -> None:
 
     from hsflowd_py.agent import Agent
     from hsflowd_py.config import parse_config
-    from hsflowd_py.flow import DIRECTION_OUT, SampledPacket
+    from hsflowd_py.flow import DIRECTION_OUT
     from hsflowd_py.sflow.codec import decode_datagram
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -119,7 +119,7 @@ def test_stop_flushes_pending_flow_samples(tmp_path: Path) -> None:
         task = asyncio.create_task(agent.run())
         await asyncio.sleep(0.2)
         for _ in range(5):
-            agent.flows.submit(SampledPacket(7, 10, 100, 0, DIRECTION_OUT, b"\x00" * 60, 64))
+            agent.flows.emit_header_sample(7, 10, 100, 0, DIRECTION_OUT, 64, b"\x00" * 60, 0, 60, 1)
         assert agent.assembler is not None and agent.assembler.pending == 5
         agent.request_stop()
         await task

@@ -1,4 +1,4 @@
-"""The module context: what modules share goes through it, and no module reaches the agent."""
+"""The module context: what a module may ask of the core, and no module reaches the agent."""
 
 from __future__ import annotations
 
@@ -7,28 +7,12 @@ from pathlib import Path
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
-from hsflowd_py.module_context import ServiceKey
 
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 
 
 def agent(tmp_path: Path) -> Agent:
     return Agent(parse_config("sflow { collector { ip = 127.0.0.1 } }"), auto_path=str(tmp_path / "auto"))
-
-
-def test_a_service_is_found_under_its_key_until_its_provider_withdraws_it(tmp_path: Path) -> None:
-    context = agent(tmp_path).context
-    key: ServiceKey[list[int]] = ServiceKey("test.numbers")
-    first, second = [1], [2]
-    assert context.service(key) is None
-    context.offer(key, first)
-    assert context.service(key) is first
-    assert context.service(ServiceKey[list[int]]("test.numbers")) is first  # the key is its name
-    context.offer(key, second)  # a restarted provider: its new service replaces the old one
-    context.withdraw(key, first)  # the old one going away leaves the new one offered
-    assert context.service(key) is second
-    context.withdraw(key, second)
-    assert context.service(key) is None
 
 
 def test_context_acts_on_the_agent(tmp_path: Path) -> None:

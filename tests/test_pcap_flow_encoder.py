@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config.parser import parse_config
+from hsflowd_py.enrichers import Enricher
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET, HEADER_IPV4
 from hsflowd_py.module import Module
 from hsflowd_py.sflow import records as rec
@@ -80,10 +81,8 @@ def _agent(sent: list[bytes]) -> Agent:
     return agent
 
 
-class _Marker(Module):
+class _Marker(Enricher):
     """An enricher that adds an entities record, so the packet takes the enriched path."""
-
-    name = "marker-test"
 
     def enrich(self, packet: Any) -> None:
         packet.extra.append(rec.ExtendedEntities(3, 100001, 0, 0))
@@ -105,7 +104,7 @@ def test_fast_and_enriched_paths_send_the_same_samples() -> None:
     _emit_three(a, frame)
     slow: list[bytes] = []
     b = _agent(slow)
-    b.flows.enrichers = [_Marker(b.context, b.settings)]
+    b.flows.set_enrichers([(Module(b.context, b.settings), "marker-test", _Marker())])
 
     async def run() -> None:
         _emit_three(b, frame)

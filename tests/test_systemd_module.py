@@ -1,4 +1,4 @@
-"""The systemd modules inside a real Agent (without D-Bus): data sources, 0:2100, waiting for tcp's answer."""
+"""The systemd module inside a real Agent (without D-Bus): data sources, 0:2100, waiting for tcp's answer."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from test_systemd_service import LiveCgroup
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
+from hsflowd_py.enrichers import Enricher
+from hsflowd_py.flow import Fact, SampledPacket
 from hsflowd_py.module import Module
-from hsflowd_py.modules.systemd import SystemdModule, SystemdTraffic
-from hsflowd_py.modules.systemd.owners import OWNERS
+from hsflowd_py.modules.systemd import SystemdModule
 from hsflowd_py.modules.systemd.service import service_uuid
+from hsflowd_py.modules.systemd.traffic import ServiceMarking
 from hsflowd_py.sflow.codec import decode_datagram
-from hsflowd_py.sflow.records import HostCpu, HostMemory, VirtCpu, VirtMemory, VirtNode
+from hsflowd_py.sflow.records import ExtendedEntities, HostCpu, HostMemory, VirtCpu, VirtMemory, VirtNode
 
 
 @pytest.fixture
@@ -127,47 +129,79 @@ def server() -> Iterator[Server]:
         cgroup.close()
 
 
-def test_marking_waits_for_the_earlier_enrichers(
+class SocketAnswer(Enricher):
+    """Writes what tcp writes (``Fact.SOCKET``), at once or when the test answers, as tcp does after its look-up."""
+
+    reads = Fact.NONE
+    writes = Fact.SOCKET
+
+    def __init__(self, cgroup_id: int) -> None:
+        self.cgroup_id = cgroup_id
+        self.later: list[tuple[asyncio.Future[None], SampledPacket]] = []
+        self.at_once = False
+
+    def enrich(self, packet: SampledPacket) -> asyncio.Future[None] | None:
+        if self.at_once:
+            packet.cgroup_id = self.cgroup_id
+            return None
+        fut = asyncio.get_running_loop().create_future()
+        self.later.append((fut, packet))
+        return fut
+
+    def answer(self) -> None:
+        for fut, packet in self.later:
+            packet.cgroup_id = self.cgroup_id
+            fut.set_result(None)
+
+
+def test_marking_waits_for_the_enricher_whose_answer_it_reads(
     agents: list[Agent], tmp_path: Path, sink: socket.socket, server: Server
 ) -> None:
-    """tcp (order 10) fills the notes only when the kernel answers; marking must wait for its hold."""
+    """The core runs marking (reads SOCKET) after the enricher that writes it, and only once a held
+    sample's answer is in; a sample answered at once is marked at once and never held."""
     packets = [p for p in capture(server.port, lambda: tcp_exchange(server.port)) if expected(p, server.port)]
     agent = agent_for(agents, sink, tmp_path, "systemd { markTraffic = on }")
     module = SystemdModule(agent.context, agent.settings)
-    traffic = SystemdTraffic(agent.context, agent.settings)
-    agent.context.offer(OWNERS, module.owners)  # what the module's start() does
     module.services["echo.service"] = server.service
     module.owners.set_services([server.service])
     assert server.service.dirs.unified is not None
-    cgroup_id = os.stat(server.service.dirs.unified).st_ino
+    answers = SocketAnswer(os.stat(server.service.dirs.unified).st_ino)
+    (marking,) = module.enrichers()
+    agent.flows.set_enrichers([(module, "systemd", marking), (module, "zzz-tcp", answers)])  # names would put tcp last
+
+    def emit(p: SampledPacket) -> None:  # as a sampler hands a packet over
+        agent.flows.emit_header_sample(p.ds_index, 1, 1, 0, p.direction, p.frame_length, p.header, 0, len(p.header), 1)
 
     async def run() -> None:
-        held, at_once = packets[0], packets[1]
-        tcp_answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        held.notes["holds"] = [tcp_answer]
-        pending = traffic.enrich(held)
-        assert pending is not None
-        task = asyncio.ensure_future(pending)
+        emit(packets[0])
         await asyncio.sleep(0.05)
-        assert not task.done() and entities(held) is None
-        held.notes["cgroup_id"] = cgroup_id  # what the tcp module leaves when its answer comes
-        tcp_answer.set_result(None)
-        await task
-        at_once.notes["cgroup_id"] = cgroup_id  # no earlier hold: marked on the spot
-        assert traffic.enrich(at_once) is None
+        (held,) = [p for _, p in answers.later]
+        assert len(agent.flows.held) == 1 and entities(held) is None, "marking waits for the answer"
+        answers.answer()
+        await asyncio.sleep(0)  # the answer's done-callbacks run: marking, then the sample is packed
+        assert entities(held) == expected(packets[0], server.port)
+        answers.at_once = True
+        emit(packets[1])  # marked on the spot, never held
+        assert len(agent.flows.held._queue) == 0 or agent.flows.held._queue[-1].packet is held
+        agent.flush()
 
     asyncio.run(run())
-    assert entities(packets[0]) == expected(packets[0], server.port)
-    assert entities(packets[1]) == expected(packets[1], server.port)
     assert module.owners.stats["scans"] == 0
-    assert traffic.status()["marked"] == 2
+    assert module.status()["marked"] == 2
+    sent = [s for s in received(sink) if s.ds_index == packets[0].ds_index]
+    marks = [tuple(r.values()) for s in sent for r in s.records if isinstance(r, ExtendedEntities)]
+    assert marks == [expected(packets[0], server.port), expected(packets[1], server.port)]
 
 
-def test_marking_is_a_module_only_with_mark_traffic() -> None:
-    on = parse_config("sflow { collector { ip = 127.0.0.1 } systemd { markTraffic = on } }")
-    off = parse_config("sflow { collector { ip = 127.0.0.1 } systemd { } }")
-    assert SystemdModule.wanted(on) and SystemdModule.wanted(off)
-    assert SystemdTraffic.wanted(on) and not SystemdTraffic.wanted(off)
+def test_marking_is_an_enricher_only_with_mark_traffic(
+    agents: list[Agent], sink: socket.socket, tmp_path: Path
+) -> None:
+    for text, want in (("systemd { markTraffic = on }", [ServiceMarking]), ("systemd { }", [])):
+        agent = agent_for(agents, sink, tmp_path, text)
+        module = SystemdModule(agent.context, agent.settings)
+        assert [type(e) for e in module.enrichers()] == want
+    module.reconfigure(parse_config("sflow { collector { ip = 127.0.0.1 } systemd { markTraffic = on } }"))
+    assert [type(e) for e in module.enrichers()] == [ServiceMarking], "a reload turns marking on"
 
 
 def test_cgroup_root_picks_the_tree_to_read_when_two_are_mounted(tmp_path: Path) -> None:

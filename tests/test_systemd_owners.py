@@ -21,7 +21,7 @@ from test_systemd_service import HOST_MEMORY, LiveCgroup, describe
 
 from hsflowd_py import netlink as nl
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, DST, SRC, SampledPacket, mark_entity
-from hsflowd_py.modules.systemd.owners import SCAN_MIN_S, Owners, scan
+from hsflowd_py.modules.systemd.owners import LOOPBACK_IFINDEX, SCAN_MIN_S, Owners, scan
 from hsflowd_py.modules.systemd.service import Service
 from hsflowd_py.modules.tcp import inet_diag
 from hsflowd_py.packet import IPPROTO_TCP, parse
@@ -32,6 +32,7 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 DS_INDEX = 123456
 LOOPBACK = bytes([127, 0, 0, 1])
+IFINDEX = 2
 
 SERVER = """
 import socket, sys, threading
@@ -78,8 +79,12 @@ def server() -> Iterator[Server]:
         cgroup.close()
 
 
-def capture(port: int, traffic: Callable[[], None]) -> list[SampledPacket]:
-    """The frames to or from ``port`` on lo while ``traffic()`` runs, as samples with the kernel's direction."""
+def capture(port: int, traffic: Callable[[], None], ifindex: int = IFINDEX) -> list[SampledPacket]:
+    """The frames to or from ``port`` on lo while ``traffic()`` runs, as samples with the kernel's direction.
+
+    By default they are given as samples of another interface (``IFINDEX``), where the direction names
+    the one local end; ``ifindex = LOOPBACK_IFINDEX`` gives them as what they are, samples of ``lo``.
+    """
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as cap:
         cap.bind(("lo", 0))
         traffic()
@@ -91,7 +96,7 @@ def capture(port: int, traffic: Callable[[], None]) -> list[SampledPacket]:
                 flow = parse(frame, 1)
                 if flow is not None and port in (flow.sport, flow.dport):
                     direction = DIRECTION_OUT if addr[2] == PACKET_OUTGOING else DIRECTION_IN
-                    out.append(SampledPacket(1, 1, 1, 0, direction, frame[:128], len(frame) + 4))
+                    out.append(SampledPacket(ifindex, 1, 1, 0, direction, frame[:128], len(frame) + 4))
         except TimeoutError:
             pass
     assert out, f"nothing captured on lo for port {port}"
@@ -105,9 +110,12 @@ def entities(packet: SampledPacket) -> tuple[int, int, int, int] | None:
 
 
 def expected(packet: SampledPacket, port: int) -> tuple[int, int, int, int] | None:
-    """The server's side is marked when it is the packet's local side; the client (this test) is no service."""
+    """The server's side is marked when it is the packet's local side (on lo both sides are); the client
+    (this test) is no service."""
     flow = parse(packet.header, 1)
     assert flow is not None
+    if packet.ds_index == LOOPBACK_IFINDEX:
+        return (3, DS_INDEX, 0, 0) if flow.sport == port else (0, 0, 3, DS_INDEX)
     if packet.direction == DIRECTION_OUT and flow.sport == port:
         return (3, DS_INDEX, 0, 0)
     if packet.direction == DIRECTION_IN and flow.dport == port:
@@ -143,7 +151,7 @@ def test_tcp_and_udp_samples_are_marked_by_table_look_up(server: Server) -> None
             u.settimeout(2)
             assert u.recvfrom(100)[0] == b"ping"
 
-    packets = capture(port, traffic)
+    packets = capture(port, traffic, LOOPBACK_IFINDEX)
 
     async def run() -> None:
         for p in packets:
@@ -155,6 +163,50 @@ def test_tcp_and_udp_samples_are_marked_by_table_look_up(server: Server) -> None
     assert protos == {IPPROTO_TCP, 17}
     assert owners.stats["marked"] == sum(1 for p in packets if entities(p))
     assert 1 <= owners.stats["scans"] <= 2, owners.stats  # the first unknown socket scans; the rest reuse it
+
+
+CLIENT = """
+import socket, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+for _ in range(3):
+    c.sendall(b"hello")
+    assert c.recv(100) == b"hello"
+print(c.getsockname()[1], flush=True)
+time.sleep(60)  # keeps the socket while the test scans; the cgroup's close() kills it
+"""
+
+
+def test_a_request_between_two_services_over_loopback_names_both(server: Server) -> None:
+    """Both ends of a packet on lo are this host's: a request from one service to another is marked with
+    both, whichever copy of the packet (sent or received) is sampled."""
+    cgroup = LiveCgroup("sdcli")
+    try:
+        client_service = Service("client.service", uuid.uuid4(), DS_INDEX + 1, Path("/"), describe, lambda: HOST_MEMORY)
+        client_service.place(read_mounts(Path("/")), cgroup.path)
+
+        def traffic() -> None:
+            p = cgroup.start("python3", "-c", CLIENT, str(server.port))
+            assert p.stdout is not None and p.stdout.readline().strip().isdigit()
+
+        packets = capture(server.port, traffic, LOOPBACK_IFINDEX)
+        owners = Owners(Path("/"))
+        owners.set_services([server.service, client_service])
+
+        async def run() -> None:
+            for p in packets:
+                await settle(owners, p)
+
+        asyncio.run(run())
+    finally:
+        cgroup.close()
+    assert {p.direction for p in packets} == {DIRECTION_IN, DIRECTION_OUT}
+    for p in packets:
+        flow = parse(p.header, 1)
+        assert flow is not None
+        server_sent = flow.sport == server.port
+        want = (3, DS_INDEX, 3, DS_INDEX + 1) if server_sent else (3, DS_INDEX + 1, 3, DS_INDEX)
+        assert entities(p) == want
+    assert owners.stats["marked"] == len(packets)
 
 
 def test_unowned_ends_are_remembered_and_not_scanned_again(server: Server) -> None:
@@ -203,7 +255,7 @@ def test_the_kernel_cgroup_id_of_a_socket_is_its_cgroup_directory_inode(server: 
     owners.set_services([server.service])
     by_id = [p for p in packets if expected(p, server.port)]
     for p in by_id:
-        p.notes["cgroup_id"] = reply.cgroup_id
+        p.cgroup_id = reply.cgroup_id
         assert owners.resolve(p) is True  # settled at once, no scan
     assert owners.stats["scans"] == 0
     assert [entities(p) for p in by_id] == [expected(p, server.port) for p in by_id]
@@ -221,8 +273,8 @@ def test_the_socket_inode_note_is_used_after_one_scan(server: Server) -> None:
     owners.set_services([server.service])
     server_side = [p for p in packets if expected(p, server.port)]
     for p in server_side:
-        p.notes["socket_inode"] = reply.inode
-        p.notes["cgroup_id"] = 1  # a cgroup id naming no service (systemd's own sockets) does not settle it
+        p.socket_inode = reply.inode
+        p.cgroup_id = 1  # a cgroup id naming no service (systemd's own sockets) does not settle it
 
     async def run() -> None:
         for p in server_side:

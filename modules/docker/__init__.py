@@ -25,16 +25,10 @@ Per container
     ``namespace/pod/container`` from its labels.  The tracked containers count towards the host
     sample's one 0:2100, which the core builds from every module's ``virtual_domains()``.
 
-markTraffic and the contract with the tcp and systemd modules
-    ``enrich`` maps a sampled packet's MACs and addresses to the containers that own them
-    (``marking.py``) and:
-
-    * adds 0:2210 ExtendedEntities with 3:dsIndex on each side that is a container; if the
-      packet already carries a 2210 (another module marked it), only its empty sides are filled;
-    * sets ``packet.notes["netns"] = "/proc/<pid>/ns/net"`` of the container that sent the
-      packet, else of the one receiving it (unless a note is there already).  The tcp module
-      reads that note to look the socket up inside the container's namespace, so this module
-      enriches before it (``enrich_order`` 5 < tcp's 10); it reads nothing tcp writes.
+markTraffic
+    With ``markTraffic = on`` the module returns an enricher (``marking.py``) that names the
+    containers on both sides of a sampled packet in 0:2210 and gives the tcp module the network
+    namespace to look the socket up in (``packet.netns``); without it, none.
 """
 
 from __future__ import annotations
@@ -46,13 +40,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from copy import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from hsflowd_py.cgroup_counters import Reading, Totals
 from hsflowd_py.config import Settings
-from hsflowd_py.flow import SampledPacket
+from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module, register
 from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
@@ -69,7 +64,7 @@ from hsflowd_py.sflow.records import (
     Record,
 )
 from hsflowd_py.tasks import cancel, owned_by_thread
-from hsflowd_py.traffic_map import Owner, TrafficMap
+from hsflowd_py.traffic_map import Owner, OwnerMarking, TrafficMap
 
 from .counters import parse_stats
 from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refused, valid_id
@@ -112,7 +107,6 @@ class Tracked:
 @register
 class DockerModule(Module):
     name = "docker"
-    enrich_order = 5
     settings_type = DockerSettings
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
@@ -545,11 +539,10 @@ class DockerModule(Module):
 
     # ------------------------------------------------------------ markTraffic
 
-    def enrich(self, packet: SampledPacket) -> None:
+    def enrichers(self) -> Sequence[Enricher]:
+        """Marking only with ``markTraffic = on``: without it, samples take the allocation-free path."""
         docker = self.settings.docker
-        if docker is not None and docker.mark_traffic:
-            self.traffic.mark(packet)
-        return None
+        return [OwnerMarking(self.traffic)] if docker is not None and docker.mark_traffic else []
 
 
 def _event_fields(event: Any) -> tuple[str | None, str, str, dict[str, str]]:

@@ -27,11 +27,13 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from hsflowd_py.cgroup_counters import Totals
 from hsflowd_py.config import Settings
+from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module
 from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
@@ -41,6 +43,7 @@ from hsflowd_py.readers.cpuinfo import read_cpuinfo
 from hsflowd_py.readers.diskstats import read_counted_disks
 from hsflowd_py.readers.meminfo import read_meminfo
 from hsflowd_py.sflow.records import HostAdapter, HostAdapters, HostDescription, HostParent, Record
+from hsflowd_py.traffic_map import OwnerMarking
 
 from .channel import Channel, Malformed, rpc_error
 from .marking import PodMarker
@@ -90,7 +93,6 @@ class Follower(Module):
 
     kind: ClassVar[str]
     """What a guest is, for logs and status: ``pods``, ``containers``."""
-    enrich_order = 5
 
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
@@ -317,9 +319,9 @@ class Follower(Module):
 
     # ------------------------------------------------------------ markTraffic
 
-    def enrich(self, packet: Any) -> None:
-        if self.mark_traffic():
-            self.marker.mark(packet)
+    def enrichers(self) -> Sequence[Enricher]:
+        """Marking only with ``markTraffic = on``: without it, samples take the allocation-free path."""
+        return [OwnerMarking(self.marker.traffic)] if self.mark_traffic() else []
 
 
 def _channel(path: str) -> Channel:

@@ -3,16 +3,13 @@
 A pod's interface MACs and global addresses (read inside its network namespace) map to its
 dsIndex, with the table docker uses too (``hsflowd_py/traffic_map.py``: a key claimed by two owners marks
 nothing; MAC first, then address), so a packet between two pods of the node is marked on both
-sides, wherever it was sampled (the CNI bridge, a pod's veth, the uplink).  The pod's namespace is
-left as ``packet.notes["netns"]`` for the tcp module, as docker does.
-
-A class of its own, called from the module's ``enrich`` hook as it is today, so that it moves as
-one piece to the enricher objects of issue #16.
+sides, wherever it was sampled (the CNI bridge, a pod's veth, the uplink).  The marking itself is
+the core's :class:`~hsflowd_py.traffic_map.OwnerMarking` enricher over this table, as for docker,
+which also leaves the pod's namespace as ``packet.netns`` for the tcp module.
 """
 
 from __future__ import annotations
 
-from hsflowd_py.flow import SampledPacket
 from hsflowd_py.traffic_map import Owner, TrafficMap
 
 from .pod import PodProbe
@@ -28,6 +25,3 @@ class PodMarker:
 
     def release(self, sandbox_id: str) -> None:
         self.traffic.release(sandbox_id)
-
-    def mark(self, packet: SampledPacket) -> None:
-        self.traffic.mark(packet)

@@ -17,26 +17,29 @@ The host sample's 0:2100 counts tracked services in ``num_domains``
 (``virtual_domains``; the core adds the docker module's containers to the same
 record).
 
-``markTraffic = on`` starts a second module, ``systemd-traffic``
-(traffic.py), that marks sampled packets with the service that owns their
-local socket.  It is a module of its own so that without markTraffic the
-core keeps its allocation-free path for samples that nobody enriches, and a
-reload that turns markTraffic on or off starts or stops just the marking.
+``markTraffic = on`` adds an enricher (traffic.py) that marks sampled
+packets with the service that owns their local socket; without it the module
+has none, and the core keeps its allocation-free path for samples that nobody
+enriches.  A reload that turns markTraffic on or off adds or removes just the
+enricher.
 
 Privileges: ``dropPriv = off`` keeps CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH
 after the agent stops being root, to read other users' ``/proc/<pid>/io``
 where a cgroup has no I/O accounting (the established agent keeps root for
 this); otherwise those figures stay at their last value and are logged once.
+``markTraffic = on`` keeps them too, to read the services' ``/proc/<pid>/fd``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hsflowd_py.config import Settings
+from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module, register
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
@@ -45,16 +48,14 @@ from hsflowd_py.readers.meminfo import read_meminfo
 from hsflowd_py.tasks import cancel
 
 from .bus import BusFailure, CallError, SystemdBus
-from .owners import OWNERS, Owners
+from .owners import Owners
 from .service import Service, service_uuid
 from .settings import SystemdSettings
-from .traffic import PROCESS_READING, SystemdTraffic
+from .traffic import PROCESS_READING, ServiceMarking
 from .units import Malformed, Unit
 
 if TYPE_CHECKING:
     from hsflowd_py.module_context import ModuleContext
-
-__all__ = ["SystemdModule", "SystemdTraffic"]
 
 log = logging.getLogger("hsflowd.systemd")
 
@@ -88,6 +89,7 @@ class SystemdModule(Module):
     def _apply(self, settings: Settings) -> None:
         s = settings.systemd
         self.drop_priv = bool(s.drop_priv) if s else True
+        self.mark_traffic = bool(s and s.mark_traffic)
         self.refresh_s = float((s.refresh_vms if s else None) or settings.refresh_vms)
         self.cgroup_root = Path(s.cgroup_root if s else "/sys/fs/cgroup")
 
@@ -105,10 +107,8 @@ class SystemdModule(Module):
         except Exception:  # the loop retries and logs
             log.debug("systemd: first D-Bus connection failed", exc_info=True)
         self.task = asyncio.ensure_future(self._run())
-        self.context.offer(OWNERS, self.owners)
 
     async def stop(self) -> None:
-        self.context.withdraw(OWNERS, self.owners)
         await cancel(self.task)
         if self.bus is not None:  # cancelled before the task ever ran
             await self.bus.close()
@@ -119,7 +119,10 @@ class SystemdModule(Module):
         self.services.clear()
 
     def privileges(self) -> Privileges:
-        return Privileges() if self.drop_priv else Privileges(set(PROCESS_READING))
+        return Privileges(set(PROCESS_READING)) if self.mark_traffic or not self.drop_priv else Privileges()
+
+    def enrichers(self) -> Sequence[Enricher]:
+        return [ServiceMarking(self.owners)] if self.mark_traffic else []
 
     # ------------------------------------------------------------ the bus
 
@@ -264,4 +267,5 @@ class SystemdModule(Module):
             log.warning("%s", message)
 
     def status(self) -> dict[str, int]:
-        return {**self.stats, "services": len(self.services), "bus_up": int(self.bus is not None)}
+        marking = self.owners.stats if self.mark_traffic else {}
+        return {**self.stats, **marking, "services": len(self.services), "bus_up": int(self.bus is not None)}

@@ -3,10 +3,10 @@
 Three ways to the owner, cheapest first:
 
 1. the socket's cgroup id, when the tcp module's sock_diag answer carried it
-   (``notes["cgroup_id"]``).  A cgroup v2 id is the inode number of the
+   (``packet.cgroup_id``).  A cgroup v2 id is the inode number of the
    cgroup's directory in the unified hierarchy, so a ``stat`` of each
    service's cgroup (and its sub-cgroups) gives the map;
-2. the socket's inode (``notes["socket_inode"]``, also from the tcp module);
+2. the socket's inode (``packet.socket_inode``, also from the tcp module);
 3. otherwise the socket found in /proc/net by the packet's ends (UDP,
    listening sockets, or no tcp module).
 
@@ -22,6 +22,10 @@ first packets of a new socket may go unmarked and the ones after are marked.  En
 that a scan found unowned are remembered for ``UNOWNED_TTL_S``, so traffic
 of processes outside any service (the agent itself, a login session, a
 container) does not cause a scan per sample.
+
+A packet sampled on ``lo`` has both ends on this host (a request from one local service to
+another): both are looked up and both sides marked.  Elsewhere the sampler's direction names
+the one local end; with no direction, the first end found is marked.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DST, SRC, SampledPacket, mark_entity
-from hsflowd_py.module_context import ServiceKey
 from hsflowd_py.netns import in_new_thread
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
 from hsflowd_py.readers import ReaderError
@@ -48,15 +51,17 @@ SCAN_MIN_S = 1.0
 UNOWNED_TTL_S = 30.0
 End = tuple[int, bytes, int, bytes, int]
 """(proto, local address, local port, remote address, remote port)."""
-OWNERS: ServiceKey[Owners] = ServiceKey("systemd.owners")
-"""The running systemd module's maps, offered through the module context to systemd-traffic."""
+LOOPBACK_IFINDEX = 1
+"""The kernel gives ``lo`` this ifindex in every namespace: a packet sampled there has both ends local."""
 
 
-def local_ends(flow: Flow, direction: int) -> list[tuple[int, End]]:
+def local_ends(flow: Flow, direction: int, loopback: bool = False) -> list[tuple[int, End]]:
     """The packet's possible local ends, by side: the source of a sent packet, the destination of a
-    received one, both (source first) when the sampler could not tell."""
+    received one, both (source first) on loopback or when the sampler could not tell."""
     src: End = (flow.proto, flow.src, flow.sport, flow.dst, flow.dport)
     dst: End = (flow.proto, flow.dst, flow.dport, flow.src, flow.sport)
+    if loopback:
+        return [(SRC, src), (DST, dst)]
     if direction == DIRECTION_OUT:
         return [(SRC, src)]
     if direction == DIRECTION_IN:
@@ -135,30 +140,42 @@ class Owners:
 
     # -------------------------------------------------------------- per packet
 
-    def resolve(self, packet: SampledPacket) -> bool | None:
-        """Mark the packet if its owner is known now: True marked, False settled as unowned, None unknown."""
+    def resolve(self, packet: SampledPacket, settle: bool = False) -> bool | None:
+        """Mark the packet if its owners are known now: True marked, False settled as unowned, None unknown.
+
+        The socket the tcp module named is the packet's one local end, so it settles the packet
+        only when the direction gives a single end.  On loopback every end is looked up (both may
+        be services); elsewhere the first end found settles it.  An end neither found nor known to
+        be unowned makes the answer unknown, unless ``settle`` (a scan began after the packet came):
+        then it is remembered as unowned.
+        """
         flow = packet_flow(packet)
         if flow is None or flow.proto not in (IPPROTO_TCP, IPPROTO_UDP):
             return False
-        ends = local_ends(flow, packet.direction)
+        loopback = packet.ds_index == LOOPBACK_IFINDEX
+        ends = local_ends(flow, packet.direction, loopback)
         if len(ends) == 1:
-            side = ends[0][0]
-            svc = self.by_cgroup.get(packet.notes.get("cgroup_id", 0)) or self.by_inode.get(
-                packet.notes.get("socket_inode", 0)
-            )
+            svc = self.by_cgroup.get(packet.cgroup_id or 0) or self.by_inode.get(packet.socket_inode or 0)
             if svc is not None:
-                return self._marked(packet, side, svc)
+                return self._mark(packet, [(ends[0][0], svc)])
         now = time.monotonic()
-        unknown = False
+        found: list[tuple[int, Service]] = []
+        unknown: list[End] = []
         for side, end in ends:
             inode = self.endpoints.find(*end)
             svc = self.by_inode.get(inode) if inode is not None else None
             if svc is not None:
-                return self._marked(packet, side, svc)
-            if self.unowned.get(end, 0.0) < now:
-                unknown = True
-        if unknown:
+                found.append((side, svc))
+                if not loopback:
+                    return self._mark(packet, found)
+            elif self.unowned.get(end, 0.0) < now:
+                unknown.append(end)
+        if unknown and not settle:
             return None
+        for end in unknown:
+            self.unowned[end] = now + UNOWNED_TTL_S
+        if found:
+            return self._mark(packet, found)
         self.stats["unowned"] += 1
         return False
 
@@ -176,25 +193,14 @@ class Owners:
                 delay = max(0.0, self.last_scan + SCAN_MIN_S - time.monotonic())
                 self.scanning = asyncio.ensure_future(self._scan(delay))
             await asyncio.shield(self.scanning)
-            if self.resolve(packet) is not None:
-                return
-            if self.scan_began >= asked:
-                self._settle_unowned(packet)
+            if self.resolve(packet, settle=self.scan_began >= asked) is not None:
                 return
 
-    def _marked(self, packet: SampledPacket, side: int, svc: Service) -> bool:
-        mark_entity(packet, side, svc.ds_index)
+    def _mark(self, packet: SampledPacket, sides: list[tuple[int, Service]]) -> bool:
+        for side, svc in sides:
+            mark_entity(packet, side, svc.ds_index)
         self.stats["marked"] += 1
         return True
-
-    def _settle_unowned(self, packet: SampledPacket) -> None:
-        """A scan found no service behind these ends: do not scan for them again for a while."""
-        self.stats["unowned"] += 1
-        flow = packet_flow(packet)
-        if flow is not None:
-            expiry = time.monotonic() + UNOWNED_TTL_S
-            for _, end in local_ends(flow, packet.direction):
-                self.unowned[end] = expiry
 
     async def _scan(self, delay: float) -> None:
         try:

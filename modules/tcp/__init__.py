@@ -13,54 +13,56 @@ for them, so they gain only the notes below); ``tunnel = on`` looks through
 VXLAN and IP-in-IP to the inner packet (meant for end hosts: on a router it
 would look up every tunnelled flow in vain); ``dump = on`` logs every answer.
 
-Notes this module leaves on ``SampledPacket.notes`` for later enrichers (it
-runs first, ``enrich_order`` 10):
+Its enricher writes ``Fact.SOCKET`` for later enrichers (``enrichers.py``):
 
-- ``cgroup_id`` (int): the socket's cgroup v2 id, INET_DIAG_CGROUP_ID
+- ``packet.cgroup_id``: the socket's cgroup v2 id, INET_DIAG_CGROUP_ID
   (kernel >= 5.7); the systemd module maps it to a service;
-- ``socket_inode`` (int): the socket's inode, found as ``socket:[inode]``
+- ``packet.socket_inode``: the socket's inode, found as ``socket:[inode]``
   under ``/proc/<pid>/fd`` when the cgroup id is not enough.
 
-Notes it reads:
+It reads ``Fact.NETNS``:
 
-- ``netns`` (str): the path of the network namespace that owns the packet's
+- ``packet.netns``: the path of the network namespace that owns the packet's
   local socket, such as ``/proc/<pid>/ns/net`` of a container's process;
-  set by the docker module for traffic of a container.  It must be there
-  when this module's ``enrich`` runs, so the enricher that sets it has an
-  ``enrich_order`` below 10 (and reads nothing this module writes).  The
+  set by the docker module for traffic of a container (the core runs docker's
+  enricher first, as it writes what this one reads).  The
   socket is then looked up inside that namespace, and "local" means an
   address of that namespace.  Any path naming a namespace file
   works (``/run/netns/NAME`` too); paths to the same namespace share one
   netlink socket, closed when the path disappears or after a minute unused.
-  Without the note the root namespace and the host's addresses are used.
+  Without it the root namespace and the host's addresses are used.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Awaitable, Sequence
+from time import monotonic
+from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.config import Settings
-from hsflowd_py.flow import SampledPacket
+from hsflowd_py.enrichers import Enricher
+from hsflowd_py.flow import HEADER_ETHERNET, Fact, SampledPacket
 from hsflowd_py.module import Module, register
-from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, Flow, packet_flow
+from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, PORTED, packet_flow
 from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
-from .lookup import DIRN_RECEIVED, DIRN_SENT, Namespace, Namespaces, log
+from .lookup import DIRN_RECEIVED, DIRN_SENT, REFRESH_S, Namespace, Namespaces, SocketState, log
+from .memo import flow_bytes
 from .settings import TcpSettings
 
 if TYPE_CHECKING:
     from hsflowd_py.module_context import ModuleContext
 
 PRUNE_S = 5.0
+MISSING: Any = object()
 
 
 @register
 class TcpModule(Module):
     name = "tcp"
-    enrich_order = 10
     settings_type = TcpSettings
 
     namespaces: Namespaces
@@ -104,43 +106,8 @@ class TcpModule(Module):
                 log.exception("tcp: closing unused namespaces failed (further failures counted, not logged)")
         self._schedule_prune()
 
-    def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
-        flow = packet_flow(packet, self.tunnel)
-        if flow is None:
-            return None
-        if flow.proto != IPPROTO_TCP and (flow.proto != IPPROTO_UDP or not self.udp):
-            return None
-        path = packet.notes.get("netns")
-        if path is None:
-            return self._lookup(self.namespaces.root, flow, packet, packet.ds_index)
-        ns = self.namespaces.get(path)
-        if isinstance(ns, Namespace):
-            return self._lookup(ns, flow, packet, 0)
-        if ns is None:
-            return None
-        return self._lookup_when_open(ns, flow, packet)
-
-    async def _lookup_when_open(
-        self, opening: asyncio.Future[Namespace | None], flow: Flow, packet: SampledPacket
-    ) -> None:
-        ns = await asyncio.shield(opening)  # a timed-out sample must not cancel the opening for the others
-        if ns is not None and (answer := self._lookup(ns, flow, packet, 0)) is not None:
-            await answer
-
-    def _lookup(self, ns: Namespace, flow: Flow, packet: SampledPacket, ifindex: int) -> asyncio.Future[None] | None:
-        """Key the look-up from the local end; ``ifindex`` matters only for sockets bound to a device."""
-        local = ns.addresses.local
-        src_local = flow.src in local
-        if src_local == (flow.dst in local):
-            self.stats["not_one_local_end"] += 1
-            return None
-        if flow.tunnelled:
-            ifindex = 0  # the sampled device carries the tunnel, not the inner socket's traffic
-        if src_local:
-            key = SocketKey(flow.proto, flow.src, flow.sport, flow.dst, flow.dport)
-            return ns.diag.lookup(key, packet, DIRN_SENT, ifindex)
-        key = SocketKey(flow.proto, flow.dst, flow.dport, flow.src, flow.sport)
-        return ns.diag.lookup(key, packet, DIRN_RECEIVED, ifindex)
+    def enrichers(self) -> Sequence[Enricher]:
+        return [SocketInfo(self.namespaces, self.stats, tunnel=self.tunnel, udp=self.udp)]
 
     def privileges(self) -> Privileges:
         """Joining a container's namespace (setns) takes CAP_SYS_ADMIN; opening another user's
@@ -153,3 +120,80 @@ class TcpModule(Module):
         out["namespaces_open"] = self.namespaces.open_count
         out["in_flight"] = self.namespaces.in_flight()
         return out
+
+
+class SocketInfo(Enricher):
+    """0:2209 and the socket's cgroup id and inode (``Fact.SOCKET``) for a packet with one local end,
+    looked up in the namespace docker named (``Fact.NETNS``), else in the root namespace.
+
+    A socket's answer serves its samples at once while fresh (``lookup.FRESH_S``), and the flow's
+    socket is remembered (``memo.py``): the samples of a socket read a moment ago cost a slice and
+    two dict look-ups, with no parse, future or hold.
+    """
+
+    reads = Fact.NETNS
+    writes = Fact.SOCKET
+
+    def __init__(self, namespaces: Namespaces, stats: Counter[str], *, tunnel: bool, udp: bool) -> None:
+        self.namespaces = namespaces
+        self.stats = stats
+        self.tunnel = tunnel
+        self.udp = udp
+
+    def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
+        path = packet.netns
+        if path is None:
+            ns = self.namespaces.root
+        else:
+            opened = self.namespaces.get(path)
+            if not isinstance(opened, Namespace):
+                return None if opened is None else self._lookup_when_open(opened, packet)
+            ns = opened
+        if not self.tunnel and packet.header_protocol == HEADER_ETHERNET:
+            known = flow_bytes(packet.header)
+            if known is not None:
+                proto, key = known
+                if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
+                    return None
+                memo = ns.memo[proto]
+                entry = memo.get(key, MISSING)
+                if entry is MISSING:
+                    entry = memo[key] = self._socket(ns, packet)
+                if entry is None:
+                    return None
+                state = entry[0]
+                if state.reply is not None and monotonic() - state.read_at < REFRESH_S:  # the common case, inline
+                    state.annotate(packet, entry[1], self.stats)
+                    return None
+                return ns.diag.answer(state, packet, entry[1])
+        flow = packet_flow(packet, self.tunnel)
+        if flow is None or (flow.proto != IPPROTO_TCP and (flow.proto != IPPROTO_UDP or not self.udp)):
+            return None
+        memo = ns.memo[flow.proto]
+        entry = memo.get(flow, MISSING)
+        if entry is MISSING:
+            entry = memo[flow] = self._socket(ns, packet)
+        return None if entry is None else ns.diag.answer(entry[0], packet, entry[1])
+
+    async def _lookup_when_open(self, opening: asyncio.Future[Namespace | None], packet: SampledPacket) -> None:
+        ns = await asyncio.shield(opening)  # a timed-out sample must not cancel the opening for the others
+        if ns is not None and (answer := self.enrich(packet)) is not None:
+            await answer
+
+    def _socket(self, ns: Namespace, packet: SampledPacket) -> tuple[SocketState, int] | None:
+        """The local socket of a flow not seen before (and its 2209's direction), None if it has no one local
+        end; keyed from the local end, with the sampled device for a socket bound to one (root namespace)."""
+        flow = packet_flow(packet, self.tunnel)
+        if flow is None or flow.proto not in PORTED:
+            return None
+        local = ns.addresses.local
+        src_local = flow.src in local
+        if src_local == (flow.dst in local):
+            self.stats["not_one_local_end"] += 1
+            return None
+        ifindex = 0 if flow.tunnelled or ns is not self.namespaces.root else packet.ds_index
+        if src_local:
+            key = SocketKey(flow.proto, flow.src, flow.sport, flow.dst, flow.dport)
+            return ns.diag.state(key, ifindex), DIRN_SENT
+        key = SocketKey(flow.proto, flow.dst, flow.dport, flow.src, flow.sport)
+        return ns.diag.state(key, ifindex), DIRN_RECEIVED

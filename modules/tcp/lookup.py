@@ -26,19 +26,27 @@ import os
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 
 from hsflowd_py import netlink as nl
-from hsflowd_py.flow import SampledPacket
+from hsflowd_py.flow import Encoded, SampledPacket
 from hsflowd_py.netns import enter_namespace, namespace_id
+from hsflowd_py.sflow.codec import encode_record
 from hsflowd_py.sflow.records import ExtendedTcpInfo
 from hsflowd_py.tasks import owned_by_thread
 
 from . import inet_diag as diag
 from .addresses import LocalAddresses, open_route_socket
+from .memo import new_memo
+from .memo import prune as prune_memo
 
 log = logging.getLogger("hsflowd.tcp")
 
+FRESH_S = 0.1
+"""How old the values of a 0:2209 record can be: an answer is given to its socket's samples, at once and
+without holding them, until this long after its request was sent; after that a sample waits for a new one."""
+REFRESH_S = 0.05
+"""A sample that finds its socket's answer older than this asks for the next one in the background, so a
+socket sampled steadily always has a fresh answer and none of its samples is held."""
 STALE_S = 0.5
 """An unanswered look-up older than this is given up (the core's hold is 0.4 s)."""
 MAX_IN_FLIGHT = 512
@@ -47,6 +55,8 @@ MAX_HELD = 4096
 samples come faster than the loop can answer them (1-in-2 at 100 k packets/s), holding them all would
 only grow memory and delay every datagram; shedding keeps the agent sampling."""
 IDLE_S = 60.0
+SOCKET_IDLE_S = 10.0
+"""A socket whose last answer is older than this is forgotten at the next prune (it may be long closed)."""
 OPEN_TIMEOUT_S = 5.0
 RETRY_S = 30.0
 """How long a namespace that could not be opened is left alone."""
@@ -54,18 +64,60 @@ RETRY_S = 30.0
 DIRN_RECEIVED = 1
 DIRN_SENT = 2
 
-Waiter = tuple["asyncio.Future[None]", SampledPacket, int]
+Waiter = tuple[SampledPacket, int]
+"""A held sample and the direction its 2209 record is for."""
 
 
-@dataclass(slots=True)
+class SocketState:
+    """What the kernel last said of one socket, kept for its samples; one per socket per namespace."""
+
+    __slots__ = ("encoded", "ifindex", "key", "pending", "read_at", "reply")
+
+    def __init__(self, key: diag.SocketKey, ifindex: int) -> None:
+        self.key = key
+        self.ifindex = ifindex
+        """The sampled device, for a socket bound to one (0: any)."""
+        self.reply: diag.DiagReply | None = None
+        """The last answer; None: none yet, or the socket was not found or not connected."""
+        self.read_at = float("-inf")
+        """When the request behind ``reply`` was sent: its values are at most this old."""
+        self.encoded: dict[int, Encoded] = {}
+        """``reply``'s 2209 by direction, encoded once for all the samples that carry it."""
+        self.pending: InFlight | None = None
+
+    def annotate(self, packet: SampledPacket, dirn: int, stats: Counter[str]) -> None:
+        """Give ``packet`` the current answer: its 2209 (TCP) and the socket's identity (``Fact.SOCKET``)."""
+        reply = self.reply
+        assert reply is not None
+        if reply.tcp_info is not None:
+            record = self.encoded.get(dirn)
+            if record is None:
+                info = tcp_info_record(dirn, reply.tcp_info)
+                record = self.encoded[dirn] = Encoded(info, encode_record(info))
+            packet.extra.append(record)
+            stats["annotated"] += 1
+        packet.cgroup_id = reply.cgroup_id
+        packet.socket_inode = reply.inode
+
+
 class InFlight:
-    key: diag.SocketKey
-    ifindex: int
-    seq: int
-    sent: float
-    waiters: list[Waiter] = field(default_factory=list)
-    retry: bool = False
-    """A second look-up for samples that joined a first one which found no connected socket."""
+    """One request on its way to the kernel; the held samples waiting for it share one future."""
+
+    __slots__ = ("future", "retry", "sent", "seq", "state", "waiters")
+
+    def __init__(self, state: SocketState, sent: float, waiters: list[Waiter], retry: bool = False) -> None:
+        self.state = state
+        self.sent = sent
+        self.seq = 0
+        self.waiters = waiters
+        self.retry = retry
+        """A second look-up for samples that joined a first one which found no connected socket."""
+        self.future: asyncio.Future[None] | None = None
+
+    def wait(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        if self.future is None:
+            self.future = loop.create_future()
+        return self.future
 
 
 def tcp_info_record(dirn: int, info: diag.TcpInfo) -> ExtendedTcpInfo:
@@ -94,7 +146,8 @@ def once(stats: Counter[str], kind: str, message: str, *args: object) -> None:
 
 
 class DiagChannel:
-    """One NETLINK_SOCK_DIAG socket: requests out, replies matched to the samples waiting for them."""
+    """One NETLINK_SOCK_DIAG socket: each socket's last answer, requests out in batches, replies matched
+    to the samples waiting for them."""
 
     def __init__(self, sock: socket.socket, name: str, stats: Counter[str], dump: bool = False) -> None:
         self.sock = sock
@@ -103,64 +156,95 @@ class DiagChannel:
         self.dump = dump
         self.loop = asyncio.get_running_loop()
         self.seq = 0
-        self.by_key: dict[diag.SocketKey, InFlight] = {}
+        self.states: dict[diag.SocketKey, SocketState] = {}
         self.by_seq: dict[int, InFlight] = {}
+        self.batch: list[InFlight] = []
+        """Requests made during this turn of the loop, sent together in one datagram when it ends."""
+        self._flush_handle: asyncio.Handle | None = None
         self.held = 0
         self.last_used = time.monotonic()
         self.loop.add_reader(sock.fileno(), self._readable)
 
-    def lookup(
-        self, key: diag.SocketKey, packet: SampledPacket, dirn: int, ifindex: int
-    ) -> asyncio.Future[None] | None:
-        """A future done when ``packet`` has its tcp_info (or the socket was not found); None: not looked up."""
+    def state(self, key: diag.SocketKey, ifindex: int) -> SocketState:
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = SocketState(key, ifindex)
+        return state
+
+    def answer(self, state: SocketState, packet: SampledPacket, dirn: int) -> asyncio.Future[None] | None:
+        """Annotate ``packet`` at once from a fresh answer (None), else hold it for a look-up (a future
+        shared with the other samples waiting for it), or None if it cannot be looked up now."""
         now = time.monotonic()
+        if state.reply is not None:
+            age = now - state.read_at
+            if age < FRESH_S:
+                state.annotate(packet, dirn, self.stats)
+                if age >= REFRESH_S and state.pending is None:
+                    self.last_used = now
+                    self._request(InFlight(state, now, []))
+                return None
+        return self._hold(state, packet, dirn, now)
+
+    def _hold(self, state: SocketState, packet: SampledPacket, dirn: int, now: float) -> asyncio.Future[None] | None:
         self.last_used = now
         if self.held >= MAX_HELD:
             once(self.stats, "shed", "tcp: %d samples wait for answers in %s, more go without tcp_info", MAX_HELD,
                  self.name)  # fmt: skip
             return None
-        pending = self.by_key.get(key)
+        pending = state.pending
         if pending is not None and now - pending.sent < STALE_S:
-            fut = self.loop.create_future()
-            pending.waiters.append((fut, packet, dirn))
+            pending.waiters.append((packet, dirn))
             self.held += 1
             self.stats["merged"] += 1
-            return fut
+            return pending.wait(self.loop)
         self.expire(now)
         if len(self.by_seq) >= MAX_IN_FLIGHT:
             once(self.stats, "busy", "tcp: %d look-ups in flight in %s, samples go without tcp_info", MAX_IN_FLIGHT,
                  self.name)  # fmt: skip
             return None
-        fut = self.loop.create_future()
-        if not self._request(InFlight(key, ifindex, 0, now, [(fut, packet, dirn)])):
-            return None
+        entry = InFlight(state, now, [(packet, dirn)])
+        self._request(entry)
         self.held += 1
-        return fut
+        return entry.wait(self.loop)
 
-    def _request(self, entry: InFlight) -> bool:
-        """Send the look-up for ``entry`` and track it; False if the kernel would not take it."""
+    def _request(self, entry: InFlight) -> None:
+        """Queue the look-up for ``entry``; the queue goes to the kernel in one datagram when this turn of the
+        loop ends (the kernel answers each request of a datagram in turn)."""
         self.seq = entry.seq = (self.seq + 1) & 0xFFFFFFFF
+        self.by_seq[entry.seq] = entry
+        entry.state.pending = entry
+        self.batch.append(entry)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+        self.stats["retries" if entry.retry else "lookups" if entry.waiters else "refreshes"] += 1
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        batch, self.batch = self.batch, []
         try:
-            self.sock.send(diag.encode_request(entry.key, entry.seq, entry.ifindex))
+            self.sock.send(b"".join(diag.encode_request(e.state.key, e.seq, e.state.ifindex) for e in batch))
         except OSError as e:
             once(self.stats, "send_errors", "tcp: sock_diag request in %s failed: %s", self.name, e)
-            return False
-        self.by_key[entry.key] = entry
-        self.by_seq[entry.seq] = entry
-        self.stats["retries" if entry.retry else "lookups"] += 1
-        return True
+            for entry in batch:
+                self._forget(entry)
+                self._release(entry, annotate=False)
+            return
+        self.stats["batches"] += 1
+
+    def _forget(self, entry: InFlight) -> None:
+        self.by_seq.pop(entry.seq, None)
+        if entry.state.pending is entry:
+            entry.state.pending = None
 
     def expire(self, now: float) -> None:
         """Forget look-ups whose reply was lost; ``by_seq`` is in sending order, so the oldest come first."""
         while self.by_seq:
-            seq, entry = next(iter(self.by_seq.items()))
+            entry = next(iter(self.by_seq.values()))
             if now - entry.sent < STALE_S:
                 return
-            del self.by_seq[seq]
-            if self.by_key.get(entry.key) is entry:
-                del self.by_key[entry.key]
+            self._forget(entry)
             self.stats["lost_replies"] += 1
-            self._release(entry, None)
+            self._release(entry, annotate=False)
 
     def _readable(self) -> None:
         while True:
@@ -178,12 +262,11 @@ class DiagChannel:
                 self._answer(msg_type, seq, data, start, end)
 
     def _answer(self, msg_type: int, seq: int, data: bytes, start: int, end: int) -> None:
-        entry = self.by_seq.pop(seq, None)
+        entry = self.by_seq.get(seq)
         if entry is None:
             self.stats["late_replies"] += 1
             return
-        if self.by_key.get(entry.key) is entry:
-            del self.by_key[entry.key]
+        self._forget(entry)
         reply = None
         if msg_type == diag.SOCK_DIAG_BY_FAMILY:
             try:
@@ -202,52 +285,48 @@ class DiagChannel:
                     self.name,
                     os.strerror(code),
                 )
-        if reply is not None and entry.key.proto == diag.IPPROTO_TCP and reply.state not in diag.TCP_SYNCHRONIZED:
+        state = entry.state
+        if reply is not None and state.key.proto == diag.IPPROTO_TCP and reply.state not in diag.TCP_SYNCHRONIZED:
             self.stats["not_connected"] += 1
             reply = None
         if reply is not None and self.dump:
-            log.info("tcp: %s %s: %s", self.name, entry.key, reply)
+            log.info("tcp: %s %s: %s", self.name, state.key, reply)
+        if entry.sent >= state.read_at:
+            state.reply, state.read_at, state.encoded = reply, entry.sent, {}
         if reply is None and len(entry.waiters) > 1 and not entry.retry:
             self._retry_joined(entry)
-        self._release(entry, reply)
+        self._release(entry)
 
     def _retry_joined(self, entry: InFlight) -> None:
         """Ask once more for the samples that joined ``entry`` after its request went out.
 
         The kernel answers a look-up when it is sent, so a first packet (a SYN) finds no connected
         socket; the later packets of a short connection that joined it may well belong to the
-        connection established since, and would otherwise all go without tcp_info.
+        connection established since, and would otherwise all go without tcp_info.  The first sample
+        waits for the second answer too: the samples share one future.
         """
-        joined = entry.waiters[1:]
+        retry = InFlight(entry.state, time.monotonic(), entry.waiters[1:], retry=True)
+        retry.future, entry.future = entry.future, None
         del entry.waiters[1:]
-        retry = InFlight(entry.key, entry.ifindex, 0, time.monotonic(), joined, retry=True)
-        if not self._request(retry):
-            self._release(retry, None)
+        self._request(retry)
 
-    def _release(self, entry: InFlight, reply: diag.DiagReply | None) -> None:
-        """Annotate and let go every sample still held for this look-up.
-
-        The samples of one look-up share their 2209 record (one per direction): records are only read
-        by the encoder, and building one costs more than the rest of a merged sample's handling.
-        """
+    def _release(self, entry: InFlight, annotate: bool = True) -> None:
+        """Annotate every sample held for this look-up from its socket's answer (just read), if any, and let
+        them go; ``annotate`` False: no answer came for them (an older one may be staler than FRESH_S)."""
         self.held -= len(entry.waiters)
-        info = reply.tcp_info if reply is not None else None
-        records: dict[int, ExtendedTcpInfo] = {}
-        for fut, packet, dirn in entry.waiters:
-            if fut.done():  # the core stopped holding it
-                self.stats["late_samples"] += 1
-                continue
-            if reply is not None:
-                if info is not None:
-                    record = records.get(dirn)
-                    if record is None:
-                        record = records[dirn] = tcp_info_record(dirn, info)
-                    packet.extra.append(record)
-                    self.stats["annotated"] += 1
-                if reply.cgroup_id is not None:
-                    packet.notes["cgroup_id"] = reply.cgroup_id
-                packet.notes["socket_inode"] = reply.inode
-            fut.set_result(None)
+        state = entry.state
+        if annotate and state.reply is not None:
+            for packet, dirn in entry.waiters:
+                state.annotate(packet, dirn, self.stats)
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_result(None)
+
+    def prune(self, now: float) -> None:
+        """Give up lost look-ups; forget sockets not answered for a while (their memo entries go with them)."""
+        self.expire(now)
+        for key, state in list(self.states.items()):
+            if state.pending is None and now - state.read_at > SOCKET_IDLE_S:
+                del self.states[key]
 
     @property
     def in_flight(self) -> int:
@@ -255,10 +334,12 @@ class DiagChannel:
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock.fileno())
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         for entry in list(self.by_seq.values()):
-            self._release(entry, None)
-        self.by_seq.clear()
-        self.by_key.clear()
+            self._forget(entry)
+            self._release(entry, annotate=False)
+        self.batch.clear()
         self.sock.close()
 
 
@@ -307,6 +388,7 @@ class Namespace:
         self.stats = stats
         self.paths: set[str] = set()
         self.diag = DiagChannel(diag_sock, name, stats, dump)
+        self.memo = new_memo()
         self.diag.loop.add_reader(self.route.fileno(), self._route_readable)
 
     def _route_readable(self) -> None:
@@ -322,7 +404,14 @@ class Namespace:
                 self.stats["address_resyncs"] += 1  # notifications were lost: read the whole set again
                 self.resync()
                 continue
+            local = self.addresses.local
             self.addresses.feed(data)
+            if self.addresses.local is not local:  # which end is local may have changed
+                self.memo = new_memo()
+
+    def prune(self, now: float) -> None:
+        self.diag.prune(now)
+        prune_memo(self.memo, self.diag.states)
 
     def resync(self) -> None:
         """Ask for the whole address set again; a request that cannot be sent is counted and asked for
@@ -393,7 +482,7 @@ class Namespaces:
         give up look-ups whose replies were lost even when no new look-up comes to notice; ask again for
         the address dumps that could not be asked for at an overrun."""
         now = time.monotonic()
-        self.root.diag.expire(now)
+        self.root.prune(now)
         for path, ns in list(self.by_path.items()):
             try:
                 current = namespace_id(path)
@@ -403,7 +492,7 @@ class Namespaces:
                 del self.by_path[path]
                 ns.paths.discard(path)
         for ident, ns in list(self.by_ident.items()):
-            ns.diag.expire(now)
+            ns.prune(now)
             if not ns.paths or now - ns.diag.last_used > IDLE_S:
                 for path in ns.paths:
                     self.by_path.pop(path, None)

@@ -1,0 +1,58 @@
+"""Which socket a sampled packet belongs to, remembered per flow so that its next samples skip the parse.
+
+The first sample of a flow goes through the shared header parser (``hsflowd_py/packet.py``) and
+the local-address test; the outcome (the socket and the direction of its 2209, or nothing to look
+up) is remembered under the bytes that name the flow in the header.  Later samples of the flow
+find it with one slice and one dict look-up: a socket's samples cost a few hundred nanoseconds,
+not the microseconds of a parse.
+
+:func:`flow_bytes` recognises only the common layout, by fixed offsets: an untagged Ethernet
+frame carrying IPv4 without options (not a later fragment), or IPv6 without extension headers
+then TCP or UDP.  It answers None for anything else, whose samples are remembered under their
+parsed flow instead (they still pay the parse).  The memo of a namespace is emptied when its
+addresses change (what is local may have changed) and pruned with the sockets it points to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, PORTED
+
+if TYPE_CHECKING:
+    from .lookup import SocketState
+
+Memo = dict[Any, "tuple[SocketState, int] | None"]
+"""Flow bytes (or the parsed flow) → (socket, direction of its 2209), or None: nothing to look up."""
+MEMO_MAX = 65536
+"""Flows remembered per namespace and protocol; past this the memo starts again (a scan, a flood)."""
+
+ETHERTYPE_IPV4 = b"\x08\x00"
+ETHERTYPE_IPV6 = b"\x86\xdd"
+
+
+def flow_bytes(h: bytes) -> tuple[int, bytes] | None:
+    """(protocol, addresses and ports) of an Ethernet frame in the common layout, else None."""
+    ethertype = h[12:14]
+    if ethertype == ETHERTYPE_IPV4:
+        if len(h) >= 38 and h[14] == 0x45 and not (h[20] & 0x1F or h[21]):
+            return h[23], h[26:38]
+    elif ethertype == ETHERTYPE_IPV6 and len(h) >= 58 and h[20] in PORTED:
+        return h[20], h[22:58]
+    return None
+
+
+def new_memo() -> dict[int, Memo]:
+    """One memo per transport protocol (the flow bytes do not hold the protocol)."""
+    return {IPPROTO_TCP: {}, IPPROTO_UDP: {}}
+
+
+def prune(memos: dict[int, Memo], live: dict[Any, SocketState]) -> None:
+    """Forget the flows of sockets the channel no longer keeps; start again past MEMO_MAX."""
+    for memo in memos.values():
+        if len(memo) > MEMO_MAX:
+            memo.clear()
+            continue
+        for key, entry in list(memo.items()):
+            if entry is not None and live.get(entry[0].key) is not entry[0]:
+                del memo[key]
