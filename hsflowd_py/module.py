@@ -18,11 +18,11 @@ from collections import Counter
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, ClassVar
 
-from .config import Settings
 from .privileges import Privileges
 from .sflow.records import Record
 
 if TYPE_CHECKING:
+    from .config import Settings  # only a type here: a module's settings file is imported by the config
     from .flow import SampledPacket
     from .module_context import ModuleContext
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from .pollers import Collect
 from .sflow.records import HostDescription, Record
+from .sflow.samples import DiscardSample
 
 if TYPE_CHECKING:
     from .ds_index import DsIndexes
@@ -61,6 +62,8 @@ class Core(Protocol):
     def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None: ...
 
     def set_discovered(self, discovered: Discovered) -> None: ...
+
+    def send_discard(self, sample: DiscardSample) -> None: ...
 
 
 class ModuleContext:
@@ -122,6 +125,10 @@ class ModuleContext:
     def emit_header_sample(self) -> Callable[..., None]:
         """The flow path's entry for samplers (``FlowPath.emit_header_sample``), bound once by the sampler."""
         return self._core.flows.emit_header_sample
+
+    def send_discard(self, sample: DiscardSample) -> None:
+        """Send a discard sample (0:5); it goes in datagrams of discard samples only."""
+        self._core.send_discard(sample)
 
     def restart_flow_sequence(self, ifindex: int) -> None:
         """The interface stopped being sampled: its next flow sample starts a new sequence."""

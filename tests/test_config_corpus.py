@@ -18,7 +18,7 @@ CORPUS = HERE / "fixtures" / "hsflowd-conf"
 
 UNSUPPORTED = {
     "start-sh-flannel-k8s.conf": ["k8s"],
-    "start-sh-ovs-dropmon.conf": ["dropmon", "ovs"],
+    "start-sh-ovs-dropmon.conf": ["ovs"],
 }
 """Files naming blocks of modules hsflowd-py does not have."""
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 from uuid import UUID
 
+from hsflowd_py.modules.dropmon.settings import DropmonSettings
+
 from . import values as v
 from .schema import conf_block, conf_key, render
 from .values import AgentCidr
@@ -181,6 +183,7 @@ class Settings:
     tcp: TcpSettings | None = field(default=None, metadata=conf_block("tcp", TcpSettings))
     docker: DockerSettings | None = field(default=None, metadata=conf_block("docker", DockerSettings))
     systemd: SystemdSettings | None = field(default=None, metadata=conf_block("systemd", SystemdSettings))
+    dropmon: DropmonSettings | None = field(default=None, metadata=conf_block("dropmon", DropmonSettings))
     source: str = "<string>"
     warnings: tuple[str, ...] = ()
     """What the parser skipped (unsupported blocks and keys, when told to skip them), one line each."""

@@ -8,7 +8,9 @@ uptime and a ``send`` callable, so tests drive it deterministically.
 The datagram is built in one preallocated buffer: ``add`` copies an encoded
 sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
-its own on its way out.  A sample that cannot be encoded (a value out of its
+its own on its way out.  Discard samples (0:5) travel in datagrams of their own: a collector that
+does not know the sample type (pmacct) abandons the rest of its datagram, flow and counter samples
+included.  A sample that cannot be encoded (a value out of its
 field's range) must leave no hole: the fast path gives its room back
 (``unreserve``), and the counted, once-logged drop is :func:`unencodable`.
 """
@@ -53,24 +55,29 @@ class DatagramAssembler:
         """The datagram being built: header space, then ``pending`` samples up to ``_end``."""
         self._end = self._header_bytes
         self._count = 0
+        self._discards = False
+        """Whether the pending samples are discard samples."""
 
     @property
     def pending(self) -> int:
         return self._count
 
-    def add(self, sample: bytes, uptime_ms: int) -> None:
-        """Queue one encoded sample (TLV form), sending first if it would not fit."""
-        off = self.reserve(len(sample), uptime_ms)
+    def add(self, sample: bytes, uptime_ms: int, discards: bool = False) -> None:
+        """Queue one encoded sample (TLV form), sending first if it would not fit; ``discards``: it is a
+        discard sample, which never shares a datagram with the others."""
+        off = self.reserve(len(sample), uptime_ms, discards)
         self.buffer[off : off + len(sample)] = sample
 
-    def reserve(self, size: int, uptime_ms: int) -> int:
-        """Room for one sample of ``size`` bytes, sending first if it would not fit.
+    def reserve(self, size: int, uptime_ms: int, discards: bool = False) -> int:
+        """Room for one sample of ``size`` bytes, sending first if it would not fit or the pending
+        samples are of the other kind (discard or not).
 
         The caller writes the sample into ``buffer`` at the returned offset before anything
         else touches the assembler.  A sample larger than the limit travels alone.
         """
-        if self._count and self._end + size >= self.max_bytes:
+        if self._count and (self._end + size >= self.max_bytes or discards != self._discards):
             self.flush(uptime_ms)
+        self._discards = discards
         off = self._end
         self._end = end = off + size
         if end > len(self.buffer):

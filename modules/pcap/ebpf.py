@@ -46,10 +46,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hsflowd_py.bpf import (
+    BPF_RINGBUF_BUSY_BIT,
+    BPF_RINGBUF_DISCARD_BIT,
+    BPF_RINGBUF_HDR_SZ,
+    Map,
+    RingBuffer,
+    possible_cpus,
+)
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 
 from . import ebpf_build, ebpf_core
-from .bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer, possible_cpus
 from .interfaces import Tap
 from .sampler import (
     FCS_BYTES,
