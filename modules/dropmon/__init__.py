@@ -199,8 +199,10 @@ class Dropmon(Module):
         interval, tolerance = bucket(s.limit)
         header_bytes = min(self.settings.header_bytes, HEADER_MAX)
         self.loaded.config.update(_KEY.pack(0), _CONFIG.pack(interval, tolerance, header_bytes, 0))
-        for number, name in self.reasons.items():
-            hidden = name in NOT_DROPS or (self.hide is not None and self.hide.search(name) is not None)
+        not_drops = {n for n, name in self.reasons.items() if name in NOT_DROPS} | set(range(min(self.reasons)))
+        for number in sorted(not_drops | set(self.reasons)):
+            name = self.reasons.get(number, "")
+            hidden = number in not_drops or (self.hide is not None and self.hide.search(name) is not None)
             if hidden:
                 self.loaded.hidden.update(_KEY.pack(number), b"\1")
             else:

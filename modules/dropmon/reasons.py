@@ -36,11 +36,11 @@ class ReasonsError(Exception):
 
 
 def from_format(text: str) -> dict[int, str]:
-    """The reasons of the tracepoint format's ``__print_symbolic(REC->reason, ...)``."""
+    """The reasons of the tracepoint format's ``__print_symbolic(REC->reason, ...)`` (its MAX is none)."""
     at = text.find("__print_symbolic(REC->reason")
     if at < 0:
         return {}
-    return {int(number): name for number, name in _SYMBOL.findall(text[at:])}
+    return {int(number): name for number, name in _SYMBOL.findall(text[at:]) if name != "MAX"}
 
 
 _BTF_HEADER = struct.Struct("=HBBIIIII")
