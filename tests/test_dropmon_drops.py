@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from dropmon_traffic import (
     udp,
 )
 from netns import VethNamespace, sh
-from procs import Proc, free_udp_port, json_datagrams, start_agent, start_collector
+from procs import Proc, free_udp_port, json_datagrams, python, start_agent, start_collector, terminate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF, namespaces)")
 
@@ -49,6 +50,10 @@ class Run:
     datagrams: list[dict[str, Any]]
     sflowtool: str | None
     log: str
+    metrics: str
+    """The bundled collector's Prometheus page at the end of the run."""
+    pcapng: Path
+    """The bundled collector's ``-T`` capture of the run."""
 
     def discards(self) -> list[dict[str, Any]]:
         """Each discard sample with its records' fields merged in."""
@@ -63,16 +68,24 @@ class Run:
         return out
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run_agent(tmp_path: Path, block: str, provoke: Callable[[], None], polling: int = 1) -> Run:
-    """The agent with ``dropmon { block }`` sending to the bundled collector and to sflowtool, while
-    ``provoke`` makes drops."""
-    port, tool_port = free_udp_port(), free_udp_port()
-    collector = start_collector(port, "-j")
+    """The agent with ``dropmon { block }`` sending to the bundled collector (JSON and Prometheus), to
+    another one writing ``-T`` pcapng, and to sflowtool, while ``provoke`` makes drops."""
+    port, pcap_port, tool_port, prometheus = free_udp_port(), free_udp_port(), free_udp_port(), free_tcp_port()
+    collector = start_collector(port, "-j", "--prometheus", f"127.0.0.1:{prometheus}")
+    pcapng = tmp_path / "discards.pcapng"
+    with pcapng.open("wb") as out:
+        capture = subprocess.Popen(python("-m", "hsflowd_py.collector", "-p", str(pcap_port), "-T"), stdout=out)
     tool = Proc([SFLOWTOOL, "-p", str(tool_port)]) if os.access(SFLOWTOOL, os.X_OK) else None
     conf = tmp_path / "hsflowd.conf"
-    collectors = f"collector {{ ip = 127.0.0.1 udpport = {port} }}"
-    if tool:
-        collectors += f" collector {{ ip = 127.0.0.1 udpport = {tool_port} }}"
+    ports = [port, pcap_port] + ([tool_port] if tool else [])
+    collectors = " ".join(f"collector {{ ip = 127.0.0.1 udpport = {p} }}" for p in ports)
     conf.write_text(f"sflow {{\n polling = {polling}\n {collectors}\n dropmon {{ {block} }}\n}}\n")
     agent = start_agent(conf, tmp_path / "hsflowd.auto")
     try:
@@ -85,12 +98,15 @@ def run_agent(tmp_path: Path, block: str, provoke: Callable[[], None], polling: 
     finally:
         agent.stop()
     datagrams = list(json_datagrams(collector, 1.5))
+    with urllib.request.urlopen(f"http://127.0.0.1:{prometheus}/metrics", timeout=10) as page:
+        metrics = page.read().decode()
     collector.stop()
+    terminate(capture)
     text = None
     if tool:
         text = "".join(tool.lines_until(0.5))
         tool.stop()
-    return Run(datagrams, text, "".join(agent.stderr))
+    return Run(datagrams, text, "".join(agent.stderr), metrics, pcapng)
 
 
 def snmp(v: VethNamespace, group: str, name: str) -> int:
@@ -278,3 +294,39 @@ def test_start_off_sends_nothing(veth: VethNamespace, tmp_path: Path) -> None:
     run = run_agent(tmp_path, "start = off", lambda: udp(veth.ns_ip, 7002), polling=0)
     assert "start = off" in run.log
     assert run.discards() == []
+
+
+def test_prometheus_counts_the_drops_per_agent_and_reason(reasons_run: Run) -> None:
+    """One discarded packet per discard sample, by sflowtool's reason name (its text where it runs)."""
+    names = [s["discardReason"] for s in reasons_run.discards()]
+    if reasons_run.sflowtool is not None:
+        names = [s["discardReason"] for s in sflowtool_discards(reasons_run.sflowtool).values()]
+    expected: dict[str, float] = {}
+    for name in names:
+        expected[name] = expected.get(name, 0) + 1
+    exported = {
+        reason: float(value)
+        for reason, value in re.findall(
+            r'^sflow_discarded_packets_total\{agent="[^"]+",reason="([^"]+)"\} (\S+)$', reasons_run.metrics, flags=re.M
+        )
+    }
+    assert exported == expected
+
+
+def test_the_pcapng_holds_every_discarded_packet(reasons_run: Run) -> None:
+    """``-T``: each discard sample's header is a packet tshark reads, with the reason in its comment."""
+    if shutil.which("tshark") is None:
+        pytest.skip("no tshark")
+    fields = ["frame.cap_len", "frame.comment", "udp.dstport"]
+    out = subprocess.run(
+        ["tshark", "-r", str(reasons_run.pcapng), "-T", "fields", *(a for f in fields for a in ("-e", f))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    packets = [line.split("\t") for line in out.splitlines()]
+    with_header = [s for s in reasons_run.discards() if "discarded_headerBytes" in s]
+    assert len(packets) == len(with_header)
+    assert [int(p[0]) for p in packets] == [int(s["discarded_headerLen"]) for s in with_header]
+    comments = {p[1] for p in packets if p[2] in ("7001", "7002")}
+    assert any("acl (258)" in c for c in comments) and any("port_unreachable (3)" in c for c in comments), comments
