@@ -36,6 +36,7 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import struct
 import time
 from pathlib import Path
@@ -60,7 +61,10 @@ from .kallsyms import Kallsyms
 from .reasons import NOT_DROPS, ReasonsError, drop_code, read_reasons
 
 if TYPE_CHECKING:
+    import mmap
+
     from hsflowd_py.config import Settings
+    from hsflowd_py.module_context import ModuleContext
 
     from .settings import DropmonSettings
 
@@ -119,9 +123,11 @@ class _Loaded:
 
     def totals(self) -> tuple[int, int, int, int]:
         """seen, hidden, suppressed, lost: summed over CPUs."""
-        values = self.counts.lookup(_KEY.pack(0)) or []
-        rows = [_COUNTS.unpack_from(v) for v in values]
-        return tuple(sum(column) for column in zip(*rows, strict=True)) if rows else (0, 0, 0, 0)  # type: ignore[return-value]
+        seen = hidden = suppressed = lost = 0
+        for value in self.counts.lookup(_KEY.pack(0)) or []:
+            a, b, c, d = _COUNTS.unpack_from(value)
+            seen, hidden, suppressed, lost = seen + a, hidden + b, suppressed + c, lost + d
+        return seen, hidden, suppressed, lost
 
     def detach(self) -> None:
         if self.link is not None:
@@ -139,7 +145,7 @@ class _Loaded:
 class Dropmon(Module):
     name = "dropmon"
 
-    def __init__(self, context, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
         self.loaded: _Loaded | None = None
         self.reasons: dict[int, str] = {}
@@ -279,8 +285,8 @@ class Dropmon(Module):
         for pos in positions:
             self._emit(data, pos, drops)
 
-    def _emit(self, data: object, pos: int, drops: int) -> None:
-        _, ktime, location, reason, iif, ifindex, frame, protocol, hlen, mac = _RECORD.unpack_from(data, pos)  # type: ignore[arg-type]
+    def _emit(self, data: mmap.mmap, pos: int, drops: int) -> None:
+        _, ktime, location, reason, iif, ifindex, frame, protocol, hlen, mac = _RECORD.unpack_from(data, pos)
         function = self.kallsyms.lookup(location)
         if function is not None and self.hide is not None and self.hide.search(function):
             self.stats["hidden_by_function"] += 1
@@ -288,8 +294,8 @@ class Dropmon(Module):
         name = self.reasons.get(reason, f"reason {reason}")
         records: list[Record] = []
         start = pos + _RECORD.size
-        header = bytes(data[start : start + hlen])  # type: ignore[index]
-        ethertype = int.from_bytes(protocol.to_bytes(2, "little"), "big")
+        header = data[start : start + hlen]
+        ethertype = socket.ntohs(protocol)
         if hlen and mac:
             records.append(SampledHeader(HEADER_ETHERNET, frame + FCS_BYTES, FCS_BYTES, header))
         elif hlen and ethertype in (ETH_P_IP, ETH_P_IPV6):
