@@ -88,11 +88,12 @@ def qdisc_overflow(v: VethNamespace, port: int, count: int = 60) -> None:
 
 def listen_overflow(v: VethNamespace, port: int, clients: int = 4) -> None:
     """A listener with a backlog of 1 that never accepts, its accept queue filled to the brim by one
-    client, then a few clients whose handshakes all reach it at once: a slow tbf on the host end holds
-    their final ACKs behind each other's SYNs, so the SYNs all find room (the accept queue is full only
-    past its backlog) and every ACK after the first finds it full: TCP_LISTEN_OVERFLOW.  SYN cookies
-    are off in the namespace, else the SYNs beyond the backlog would be answered with cookies.  (A SYN
-    refused because the accept queue is full is not a drop to the kernel: it frees it as consumed.)"""
+    client, then a few clients whose handshakes reach it at once: a slow tbf on the host end (its
+    bucket emptied by a first large datagram) holds their final ACKs behind each other's SYNs, so the
+    SYNs all find room (the queue is full only past its backlog) and every ACK after the first finds
+    it full: TCP_LISTEN_OVERFLOW.  SYN cookies are off in the namespace, else the SYNs beyond the
+    backlog would be answered with cookies.  (A SYN refused because the accept queue is full is no
+    drop to the kernel: it frees it as consumed.)"""
     sh(*v.exec("sysctl", "-qw", "net.ipv4.tcp_syncookies=0"))
     code = (
         f"import socket, time; s = socket.socket(); s.bind(('{v.ns_ip}', {port})); s.listen(1)\n"
@@ -105,6 +106,7 @@ def listen_overflow(v: VethNamespace, port: int, clients: int = 4) -> None:
         sockets.append(socket.create_connection((v.ns_ip, port), timeout=5))
         slow = ("tbf", "rate", "200kbit", "burst", "1600", "limit", "30000")
         sh("tc", "qdisc", "replace", "dev", v.host_dev, "root", *slow)
+        udp(v.ns_ip, 9, size=1400)  # takes the bucket's burst: the SYNs behind it wait in the queue
         for _ in range(clients):
             c = socket.socket()
             c.setblocking(False)
