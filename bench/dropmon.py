@@ -43,7 +43,7 @@ from hsflowd_py.sflow.codec import decode_datagram  # noqa: E402
 from hsflowd_py.sflow.samples import DiscardSample  # noqa: E402
 
 PROGRAM = "hsflowd_kfree_s"
-"""The program's name as the kernel keeps it (15 characters of hsflowd_kfree_skb)."""
+"""The program's name as the kernel keeps it (15 characters; bpftool may print all of hsflowd_kfree_skb)."""
 PORT = 7100
 
 
@@ -82,7 +82,7 @@ def program_stats() -> tuple[int, int]:
     """run_time_ns and run_cnt of the attached dropmon program."""
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True).stdout)
     for p in progs:
-        if p.get("name") == PROGRAM:
+        if p.get("name", "").startswith(PROGRAM):
             return p.get("run_time_ns", 0), p.get("run_cnt", 0)
     raise SystemExit(f"no BPF program {PROGRAM} loaded: did the agent start dropmon?")
 

@@ -7,12 +7,10 @@ an AF_PACKET socket (a raw socket): the kernel's IP stack would fix them before 
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from netns import VethNamespace, sh
@@ -84,39 +82,3 @@ def qdisc_overflow(v: VethNamespace, port: int, count: int = 60) -> None:
     )
     subprocess.run(v.exec(sys.executable, "-c", code), check=False, capture_output=True, timeout=30)
     sh(*v.exec("tc", "qdisc", "del", "dev", v.ns_dev, "root"), check=False)
-
-
-def listen_overflow(v: VethNamespace, port: int, clients: int = 4) -> None:
-    """A listener with a backlog of 1 that never accepts, its accept queue filled to the brim by one
-    client, then a few clients whose handshakes reach it at once: a slow tbf on the host end (its
-    bucket emptied by a first large datagram) holds their final ACKs behind each other's SYNs, so the
-    SYNs all find room (the queue is full only past its backlog) and every ACK after the first finds
-    it full: TCP_LISTEN_OVERFLOW.  SYN cookies are off in the namespace, else the SYNs beyond the
-    backlog would be answered with cookies.  (A SYN refused because the accept queue is full is no
-    drop to the kernel: it frees it as consumed.)"""
-    sh(*v.exec("sysctl", "-qw", "net.ipv4.tcp_syncookies=0"))
-    code = (
-        f"import socket, time; s = socket.socket(); s.bind(('{v.ns_ip}', {port})); s.listen(1)\n"
-        "print('up', flush=True); time.sleep(8)"
-    )
-    listener = subprocess.Popen(v.exec(sys.executable, "-c", code), stdout=subprocess.PIPE, text=True)
-    sockets = []
-    try:
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "up"
-        sockets.append(socket.create_connection((v.ns_ip, port), timeout=5))
-        slow = ("tbf", "rate", "200kbit", "burst", "1600", "limit", "30000")
-        sh("tc", "qdisc", "replace", "dev", v.host_dev, "root", *slow)
-        udp(v.ns_ip, 9, size=1400)  # takes the bucket's burst: the SYNs behind it wait in the queue
-        for _ in range(clients):
-            c = socket.socket()
-            c.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                c.connect((v.ns_ip, port))
-            sockets.append(c)
-        time.sleep(1.5)
-    finally:
-        for c in sockets:
-            c.close()
-        sh("tc", "qdisc", "del", "dev", v.host_dev, "root", check=False)
-        listener.kill()
-        listener.wait()
