@@ -1,5 +1,6 @@
 """Maps the top-level modules/ folder to the subpackage hsflowd_py.modules, and compiles the eBPF
-sampler into the BPF objects the package ships (so that no host needs a compiler or kernel headers).
+programs (the pcap sampler, the drop monitor) into the BPF objects the package ships (so that no
+host needs a compiler or kernel headers).
 
 The objects are built by ``build_py``: into the build tree for a wheel, deb or rpm, next to the
 source for an editable install (``pip install -e .``, scripts/setup.sh).  ``CLANG`` names the
@@ -17,32 +18,36 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-BPF_SOURCE = Path("modules/pcap/sampler_core.bpf.c")
-BPF_OBJECTS = {"little": "sampler_core.bpfel.o", "big": "sampler_core.bpfeb.o"}
-"""One object per byte order (the BPF target follows the host's); ebpf_core.py picks the host's."""
+BPF_SOURCES = {
+    Path("modules/pcap/sampler_core.bpf.c"): [],
+    Path("modules/dropmon/dropmon.bpf.c"): ["-mcpu=v3"],  # compare-and-swap (kernel 5.12 on)
+}
+"""Each source with its own flags; it becomes ``<stem>.bpfel.o`` and ``<stem>.bpfeb.o`` beside it, one
+object per byte order (the BPF target follows the host's), of which the loader picks the host's."""
 
 
-def build_bpf_objects(out_dir: Path) -> None:
-    """Compile the sampler for both byte orders; reproducible (no build path in the debug info)."""
+def build_bpf_objects(out_dir: Path, source: Path, flags: list[str]) -> None:
+    """Compile one program for both byte orders; reproducible (no build path in the debug info)."""
     clang = os.environ.get("CLANG", "clang")
     if shutil.which(clang) is None:
         raise SystemExit(f"setup.py: {clang} not found: building the eBPF object needs clang and libbpf-dev")
     includes = [f"-I/usr/include/{multiarch}"] if (multiarch := sysconfig.get_config_var("MULTIARCH")) else []
     out_dir.mkdir(parents=True, exist_ok=True)
-    for order, name in BPF_OBJECTS.items():
-        target = "bpfel" if order == "little" else "bpfeb"
-        command = [clang, "-target", target, "-O2", "-g", "-Wall", "-Werror", *includes]
-        command += ["-fdebug-compilation-dir=.", "-c", str(BPF_SOURCE), "-o", str(out_dir.resolve() / name)]
+    stem = source.name.removesuffix(".bpf.c")
+    for target in ("bpfel", "bpfeb"):
+        command = [clang, "-target", target, *flags, "-O2", "-g", "-Wall", "-Werror", *includes]
+        command += ["-fdebug-compilation-dir=.", "-c", str(source), "-o", str(out_dir.resolve() / f"{stem}.{target}.o")]
         subprocess.run(command, check=True, cwd=HERE)
 
 
 class BuildPyWithBpf(build_py):
     def run(self) -> None:
         super().run()
-        if getattr(self, "editable_mode", False):
-            build_bpf_objects(HERE / BPF_SOURCE.parent)
-        else:
-            build_bpf_objects(Path(self.build_lib) / "hsflowd_py" / BPF_SOURCE.parent)
+        for source, flags in BPF_SOURCES.items():
+            if getattr(self, "editable_mode", False):
+                build_bpf_objects(HERE / source.parent, source, flags)
+            else:
+                build_bpf_objects(Path(self.build_lib) / "hsflowd_py" / source.parent, source, flags)
 
 
 core = find_packages(include=["hsflowd_py", "hsflowd_py.*"])

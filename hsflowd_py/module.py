@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
@@ -131,8 +132,13 @@ def discover() -> dict[str, type[Module]]:
     for info in pkgutil.iter_modules(package.__path__):
         try:
             importlib.import_module(f"{package.__name__}.{info.name}")
-        except Exception:  # a broken module must not stop the agent
-            log.exception("module %s failed to load", info.name)
+        except Exception as err:  # a broken module must not stop the agent; its block then does nothing
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            log.error(
+                "module %s failed to load, its block is ignored: %s: %s (%s line %d)",
+                info.name, type(err).__name__, err, where.filename, where.lineno,
+            )  # fmt: skip
+            log.debug("module %s: the failure in full", info.name, exc_info=True)
     return MODULES
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .pollers import Collect, Read
 from .sflow.records import HostDescription, Record
+from .sflow.samples import DiscardSample
 
 if TYPE_CHECKING:
     from .ds_index import DsIndexes
@@ -61,6 +62,8 @@ class Core(Protocol):
     def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None: ...
 
     def set_discovered(self, discovered: Discovered) -> None: ...
+
+    def send_discard(self, sample: DiscardSample) -> None: ...
 
 
 class ModuleContext:
@@ -139,6 +142,10 @@ class ModuleContext:
         """The flow path, for a sampler that encodes samples itself (eBPF, in the kernel): it numbers
         them in the path's sequences and adds them to its datagrams while no enricher needs the packet."""
         return self._core.flows
+
+    def send_discard(self, sample: DiscardSample) -> None:
+        """Send a discard sample (0:5); it goes in datagrams of discard samples only."""
+        self._core.send_discard(sample)
 
     def restart_flow_sequence(self, ifindex: int) -> None:
         """The interface stopped being sampled: its next flow sample starts a new sequence."""

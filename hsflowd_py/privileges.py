@@ -26,6 +26,7 @@ CAPABILITIES = {
     "CAP_NET_RAW": 13,
     "CAP_SYS_PTRACE": 19,
     "CAP_SYS_ADMIN": 21,
+    "CAP_SYSLOG": 34,
     "CAP_PERFMON": 38,
     "CAP_BPF": 39,
 }

@@ -82,7 +82,7 @@ def test_gathered_samples_make_the_same_datagrams_as_whole_ones(limit: int) -> N
             b.add(sample, uptime_ms=seq)
             continue
         outside = bytearray(sample)
-        if len(sample) > b.room() and b.pending:
+        if len(sample) > b.room(0) and b.pending:
             b.flush(seq)
         b.add_pieces([sample[:32], memoryview(outside)[32:]], 1, len(sample))
         if seq % 3 == 0:

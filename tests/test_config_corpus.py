@@ -17,7 +17,7 @@ SHARED = PROJECT.parent / "shared"
 CORPUS = HERE / "fixtures" / "hsflowd-conf"
 
 UNSUPPORTED = {
-    "start-sh-ovs-dropmon.conf": ["dropmon", "ovs"],
+    "start-sh-ovs-dropmon.conf": ["ovs"],
 }
 """Files naming blocks of modules hsflowd-py does not have."""
 

@@ -21,7 +21,7 @@ from netns import VethNamespace, sh
 from pcap_netns import veth_pair
 from procs import Proc, free_udp_port, json_datagrams, start_agent, start_collector
 
-from hsflowd_py.modules.pcap import bpf
+from hsflowd_py import bpf
 
 pytestmark = pytest.mark.root
 INTERNAL = "1073741823"

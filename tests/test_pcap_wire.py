@@ -16,8 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from hsflowd_py import bpf
 from hsflowd_py.flow import HEADER_ETHERNET
-from hsflowd_py.modules.pcap import bpf, ebpf, ebpf_core, wire
+from hsflowd_py.modules.pcap import ebpf, ebpf_core, wire
 from hsflowd_py.modules.pcap.ebpf import _CONFIG, _COUNTS, _KEY, _Loaded
 from hsflowd_py.modules.pcap.sampler import SamplerError
 from hsflowd_py.sflow.flow_encoder import FlowEncoder

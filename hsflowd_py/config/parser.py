@@ -32,7 +32,7 @@ from .schema import Block, Family, Option, config_fields, parse_suffix, suffix_f
 from .settings import Settings
 
 UNSUPPORTED_BLOCKS = frozenset(
-    "kvm xen nflog ulog psample dropmon ovs nvml cumulus dent os10 opx sonic eapi vpp json"
+    "kvm xen nflog ulog psample ovs nvml cumulus dent os10 opx sonic eapi vpp json"
     " epcap dbus nlroute".split()
 )
 """Blocks of the established agent's ``sflow {}`` that hsflowd-py does not implement (``json {}``:

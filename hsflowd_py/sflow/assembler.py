@@ -12,6 +12,8 @@ its own on its way out.  A sampler that encodes samples itself (the eBPF sampler
 kernel) hands over each one as a few bytes written here and the rest left where it lies
 (``add_pieces``): the datagram then goes out as a list of pieces, in one ``sendmsg``,
 and ``keep_pieces`` copies what is still pending in before the sampler lets that memory go.
+Discard samples (0:5) travel in datagrams of their own: a collector that does not know the
+sample type (pmacct) abandons the rest of its datagram, flow and counter samples included.
 A sample that cannot be encoded (a value out of its
 field's range) must leave no hole: the fast path gives its room back
 (``unreserve``), and the counted, once-logged drop is :func:`unencodable`.
@@ -66,24 +68,29 @@ class DatagramAssembler:
         """Where the run of ``buffer`` not yet in ``_pieces`` starts."""
         self._outside = 0
         """Bytes of the datagram held in outside pieces."""
+        self._discards = False
+        """Whether the pending samples are discard samples."""
 
     @property
     def pending(self) -> int:
         return self._count
 
-    def add(self, sample: bytes, uptime_ms: int) -> None:
-        """Queue one encoded sample (TLV form), sending first if it would not fit."""
-        off = self.reserve(len(sample), uptime_ms)
+    def add(self, sample: bytes, uptime_ms: int, discards: bool = False) -> None:
+        """Queue one encoded sample (TLV form), sending first if it would not fit; ``discards``: it is a
+        discard sample, which never shares a datagram with the others."""
+        off = self.reserve(len(sample), uptime_ms, discards)
         self.buffer[off : off + len(sample)] = sample
 
-    def reserve(self, size: int, uptime_ms: int) -> int:
-        """Room for one sample of ``size`` bytes, sending first if it would not fit.
+    def reserve(self, size: int, uptime_ms: int, discards: bool = False) -> int:
+        """Room for one sample of ``size`` bytes, sending first if it would not fit or the pending
+        samples are of the other kind (discard or not).
 
         The caller writes the sample into ``buffer`` at the returned offset before anything
         else touches the assembler.  A sample larger than the limit travels alone.
         """
-        if self._count and self._end + self._outside + size >= self.max_bytes:
+        if self._count and (self._end + self._outside + size >= self.max_bytes or discards != self._discards):
             self.flush(uptime_ms)
+        self._discards = discards
         off = self._end
         self._end = end = off + size
         if end > len(self.buffer):
@@ -91,8 +98,12 @@ class DatagramAssembler:
         self._count += 1
         return off
 
-    def room(self) -> int:
-        """Bytes the samples added next may have in all and still join the datagram being built."""
+    def room(self, uptime_ms: int) -> int:
+        """Bytes the flow samples added next may have in all and still join the datagram being built
+        (pending discard samples are sent first: the two never share a datagram)."""
+        if self._discards:
+            self.flush(uptime_ms)
+            self._discards = False
         return self.max_bytes - 1 - self._end - self._outside
 
     def add_pieces(self, pieces: list[Any], count: int, size: int) -> None:

@@ -57,13 +57,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hsflowd_py.bpf import (
+    BPF_RINGBUF_BUSY_BIT,
+    BPF_RINGBUF_DISCARD_BIT,
+    BPF_RINGBUF_HDR_SZ,
+    Map,
+    RingBuffer,
+    possible_cpus,
+)
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN
 
 if TYPE_CHECKING:
     from hsflowd_py.flow_path import FlowPath
 
 from . import ebpf_build, ebpf_core, wire
-from .bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer, possible_cpus
 from .interfaces import Tap
 from .sampler import Emit, Sampler, SamplerError
 from .tc import TcHooks
@@ -371,7 +378,8 @@ class EbpfSampler(Sampler):
         mask, base, pack, head = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ, wire.PATCHED.pack, wire.PATCHED.size
         seqs, uptime, room = {}, 0, 0
         if assembler is not None and flows is not None:
-            seqs, uptime, room = flows.sequences, flows.uptime_ms(), assembler.room()
+            seqs, uptime = flows.sequences, flows.uptime_ms()
+            room = assembler.room(uptime)
         pieces: list[Any] = []  # of the samples that fit in the datagram being built, and their bytes
         count = size = 0
         # the interface of the last record, and its running values as locals (most runs are of one interface)
@@ -406,7 +414,7 @@ class EbpfSampler(Sampler):
                 if size + body + 8 > room and (count or assembler.pending):  # the datagram is full
                     assembler.add_pieces(pieces, count, size)
                     assembler.flush(uptime)
-                    pieces, count, size, room = [], 0, 0, assembler.room()
+                    pieces, count, size, room = [], 0, 0, assembler.room(uptime)
                 seq = seq + 1 & 0xFFFFFFFF
                 pieces += (
                     pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),

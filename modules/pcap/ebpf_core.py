@@ -1,165 +1,36 @@
 """Loading the eBPF sampler from the BPF object built with the package, through libbpf, in-process.
 
 ``sampler_core.bpf.c`` is compiled once at build time (``setup.py``) into one object per byte
-order.  At start-up libbpf (Debian's ``libbpf1``, ``libbpf.so.1``) opens the host's one, sizes
-the ring buffer, creates the maps and loads both programs; no compiler, no kernel headers and
-no child process are involved, so this costs the agent the library's own few hundred kB.
-The object reads only the stable ``__sk_buff`` context, so it loads on kernels with or
-without BTF (``/sys/kernel/btf/vmlinux``), from 5.17 on (BPF ring buffers, and ``bpf_loop`` for the
-samples of a GSO packet); older kernels refuse it, and bcc's build of the same program, and the agent
-falls back to classic BPF.
-
-The binding is ctypes over the dozen libbpf calls used here, so the deb depends on
-``libbpf1`` alone, with no compiled Python extension to build per Python version.  Programs
-and maps are handed on as duplicated descriptors and the libbpf object is closed at once:
-what the agent keeps is exactly what the bcc path (``ebpf_build.py``) hands over.
-
-libbpf's messages (with the verifier's log when a program is refused) are captured while
-loading and the last ones become the error, which the agent logs before falling back to bcc.
+order; the generic libbpf binding (``hsflowd_py/bpf_loader.py``, shared with the drop monitor)
+opens the host's one, sizes the ring buffer, creates the maps and loads both programs.  The object
+reads only the stable ``__sk_buff`` context, so it loads on kernels with or without BTF
+(``/sys/kernel/btf/vmlinux``), from 5.17 on (BPF ring buffers, and ``bpf_loop`` for the samples of
+a GSO packet); older kernels refuse it, and bcc's build of the same program, and the agent falls
+back to classic BPF.  Programs and maps are handed on as duplicated descriptors: what the agent
+keeps is exactly what the bcc path (``ebpf_build.py``) hands over.  A failure becomes a
+SamplerError, which the agent logs before falling back to bcc.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import re
 import sys
 from pathlib import Path
-from typing import Any
+
+from hsflowd_py import bpf_loader
 
 from .ebpf_build import FDS
 from .sampler import SamplerError
 
-LIBBPF = "libbpf.so.1"
 OBJECT = Path(__file__).with_name("sampler_core.bpfel.o" if sys.byteorder == "little" else "sampler_core.bpfeb.o")
 """The object for this host's byte order; a test points it elsewhere."""
 RING_MAP = "samples"
-_LIBBPF_WARN = 0
-_LIBBPF_DEBUG = 2
-
-_INSTRUCTION = re.compile(r"\d+: |; ")
-"""A verifier log line about one instruction (``12: (61) r1 = ...``) or its source (``; x = y @ file:3``)."""
-_STATISTICS = ("processed ", "verification time", "stack depth")
-_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-"""libbpf_print_fn_t: level, format, va_list (a pointer on every ABI this runs on)."""
-
-
-class _Libbpf:
-    """libbpf.so.1 with the signatures of the calls used here, and a capture of its messages."""
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(LIBBPF, use_errno=True)
-        ptr, c_int, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
-        for name, restype, argtypes in (
-            ("bpf_object__open_file", ptr, [ctypes.c_char_p, ptr]),
-            ("bpf_object__load", c_int, [ptr]),
-            ("bpf_object__close", None, [ptr]),
-            ("bpf_object__find_map_by_name", ptr, [ptr, ctypes.c_char_p]),
-            ("bpf_object__find_program_by_name", ptr, [ptr, ctypes.c_char_p]),
-            ("bpf_map__set_max_entries", c_int, [ptr, u32]),
-            ("bpf_map__fd", c_int, [ptr]),
-            ("bpf_map__key_size", u32, [ptr]),
-            ("bpf_map__value_size", u32, [ptr]),
-            ("bpf_map__max_entries", u32, [ptr]),
-            ("bpf_program__fd", c_int, [ptr]),
-            ("libbpf_set_print", ptr, [_PRINT_FN]),
-        ):
-            function = getattr(lib, name)
-            function.restype, function.argtypes = restype, argtypes
-        self.lib = lib
-        self.messages: list[str] = []
-        libc = ctypes.CDLL(None)
-        self._vsnprintf = libc.vsnprintf
-        self._vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-        self._buffer = ctypes.create_string_buffer(1024)
-        self._printer = _PRINT_FN(self._print)  # kept: libbpf calls it for as long as the process lives
-        lib.libbpf_set_print(self._printer)
-
-    def _print(self, level: int, fmt: bytes, args: int) -> int:
-        if level < _LIBBPF_DEBUG:
-            self._vsnprintf(self._buffer, len(self._buffer), fmt, args)
-            self.messages.extend(x for x in self._buffer.value.decode(errors="replace").splitlines() if x.strip())
-            del self.messages[:-40]
-        return 0
-
-    def failure(self, what: str, err: int) -> SamplerError:
-        """An error naming the step, the errno and why: the verifier's conclusion when it refused a
-        program, else libbpf's last words."""
-        reason = os.strerror(err) if err else "failed"
-        return SamplerError("; ".join([f"{what}: {reason}", *(_verifier_verdict(self.messages) or self.messages[-3:])]))
-
-
-def _verifier_verdict(lines: list[str]) -> list[str]:
-    """The lines in which the verifier says why it refused a program: in its log (which libbpf prints
-    between BEGIN and END PROG LOAD LOG), the text after the last instruction it walked and before its
-    statistics."""
-    ends = [i for i, line in enumerate(lines) if "-- END PROG LOAD LOG --" in line]
-    if not ends:
-        return []
-    verdict: list[str] = []
-    for line in reversed(lines[: ends[-1]]):
-        if _INSTRUCTION.match(line) or "-- BEGIN PROG LOAD LOG --" in line:
-            break
-        if not line.startswith(_STATISTICS):
-            verdict.insert(0, line.strip())
-    return verdict
-
-
-_libbpf: _Libbpf | None = None
-
-
-def _library() -> _Libbpf:
-    global _libbpf
-    if _libbpf is None:
-        try:
-            _libbpf = _Libbpf()
-        except OSError as e:
-            raise SamplerError(f"{LIBBPF} cannot be loaded (package libbpf1): {e}") from None
-        except AttributeError as e:  # a libbpf older than 1.0
-            raise SamplerError(f"{LIBBPF} lacks a call this agent uses: {e}") from None
-    return _libbpf
 
 
 def load(ring_bytes: int) -> tuple[dict[str, dict[str, int]], list[int]]:
     """Open, size and load the object; returns the maps' sizes and the descriptors in ``FDS`` order.
 
     Raises SamplerError saying why not (no libbpf, no object, a kernel that refuses it)."""
-    if not OBJECT.exists():
-        raise SamplerError(f"no BPF object at {OBJECT} (setup.py builds it with clang)")
-    bpf = _library()
-    lib = bpf.lib
-    bpf.messages.clear()
-    obj = lib.bpf_object__open_file(str(OBJECT).encode(), None)
-    if not obj:
-        raise bpf.failure(f"opening {OBJECT}", ctypes.get_errno())
-    fds: list[int] = []
     try:
-        ring = lib.bpf_object__find_map_by_name(obj, RING_MAP.encode())
-        if not ring or lib.bpf_map__set_max_entries(ring, ring_bytes) < 0:
-            raise bpf.failure(f"sizing the ring buffer {RING_MAP!r}", ctypes.get_errno())
-        err = lib.bpf_object__load(obj)
-        if err < 0:
-            raise bpf.failure(f"loading {OBJECT.name}", -err)
-        maps: dict[str, dict[str, int]] = {}
-        for name in FDS:
-            handle: Any = lib.bpf_object__find_program_by_name(obj, name.encode())
-            if handle:
-                fd = lib.bpf_program__fd(handle)
-            else:
-                handle = lib.bpf_object__find_map_by_name(obj, name.encode())
-                if not handle:
-                    raise SamplerError(f"{OBJECT.name} has no program or map named {name!r}")
-                fd = lib.bpf_map__fd(handle)
-                maps[name] = {
-                    "key_size": lib.bpf_map__key_size(handle),
-                    "value_size": lib.bpf_map__value_size(handle),
-                    "max_entries": lib.bpf_map__max_entries(handle),
-                }
-            fds.append(os.dup(fd))
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    finally:
-        lib.bpf_object__close(obj)
-    return maps, fds
+        return bpf_loader.load(OBJECT, FDS, {RING_MAP: ring_bytes})
+    except bpf_loader.BpfError as e:
+        raise SamplerError(str(e)) from None

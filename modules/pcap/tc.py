@@ -20,7 +20,7 @@ import errno
 import os
 from typing import Any
 
-from .bpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS, tcx_attach
+from hsflowd_py.bpf import BPF_TCX_EGRESS, BPF_TCX_INGRESS, tcx_attach
 
 INGRESS = 0xFFFFFFF2
 EGRESS = 0xFFFFFFF3

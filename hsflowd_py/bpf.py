@@ -1,10 +1,10 @@
 """The few bpf(2) operations the agent needs on maps it received as file descriptors, and the BPF
 ring buffer read in place.
 
-The programs and maps reach the sampler as descriptors, from libbpf (``ebpf_core.py``, which
-is then done with them) or from bcc's short-lived build process (``ebpf_build.py``), so map
-updates and look-ups are plain ``bpf()`` system calls through ctypes, and the ring buffer is
-two ``mmap`` calls.
+The programs and maps reach the pcap sampler and the drop monitor as descriptors, from libbpf
+(``bpf_loader.py``, which is then done with them) or from bcc's short-lived build process
+(``modules/pcap/ebpf_build.py``), so map updates and look-ups are plain ``bpf()`` system calls
+through ctypes, and the ring buffer is two ``mmap`` calls.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import mmap
 import os
 import platform
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def possible_cpus(root: Path = Path("/")) -> int:
 
 
 class Map:
-    """A BPF hash map (or per-CPU hash map) of fixed key and value sizes, by descriptor."""
+    """A BPF hash or array map (or a per-CPU one) of fixed key and value sizes, by descriptor."""
 
     def __init__(self, fd: int, key_size: int, value_size: int, per_cpu: int = 0) -> None:
         self.fd = fd
@@ -108,6 +109,7 @@ class Map:
 BPF_RINGBUF_BUSY_BIT = 1 << 31
 BPF_RINGBUF_DISCARD_BIT = 1 << 30
 BPF_RINGBUF_HDR_SZ = 8
+_RECORD_LENGTH = struct.Struct("=I")
 
 
 class RingBuffer:
@@ -132,6 +134,24 @@ class RingBuffer:
         self.view = memoryview(self.data_map)
         self.data_offset = page
         """Where the data area starts in ``data_map``."""
+
+    def records(self) -> Iterator[int]:
+        """Where each committed record's header starts in ``data_map``, oldest first, up to the first
+        record still being written.  The consumer position is stored past every record handed out,
+        also when the caller stops or fails: a record is never read twice."""
+        cons = self.consumer_pos[0]
+        prod = self.producer_pos[0]
+        try:
+            while cons < prod:
+                pos = self.data_offset + (cons & self.mask)
+                (length,) = _RECORD_LENGTH.unpack_from(self.data_map, pos)
+                if length & BPF_RINGBUF_BUSY_BIT:
+                    break
+                cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
+                if not length & BPF_RINGBUF_DISCARD_BIT:
+                    yield pos
+        finally:
+            self.consumer_pos[0] = cons
 
     def close(self) -> None:
         for view in (self.consumer_pos, self.producer_pos, self.view):
