@@ -26,7 +26,10 @@ from procs import free_udp_port, json_datagrams, start_agent, start_collector
 from test_pcap_e2e import flow_samples, header_of, wait_for_log
 
 pytestmark = pytest.mark.root
-RATE = 4
+RATE = 2
+"""1-in-2: each estimate's relative standard deviation is then sqrt((RATE - 1) / packets), about
+0.2% for this run's ~220,000 packets, so the 1% bound is ~5 standard deviations away and a fair
+sampler passes it every time (at 1-in-4 it was 2.7, and 1 run in ~30 failed by chance)."""
 IPERF_PORT = 5236
 
 
@@ -109,6 +112,7 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
     assert abs(est_packets - packets) <= 0.01 * packets, (est_packets, packets)
     assert abs(est_bytes - octets) <= 0.01 * octets, (est_bytes, octets)
     pm_packets, pm_bytes = pmacct_totals(csv)
+    pm_bytes -= 4 * pm_packets  # pmacct counts sFlow's frame length, FCS included; /sys does not
     print(f"/sys {packets} packets {octets} bytes; collector {est_packets} {est_bytes}; pmacct {pm_packets} {pm_bytes}")
     assert abs(pm_packets - packets) <= 0.01 * packets, ("pmacct", pm_packets, packets)
     assert abs(pm_bytes - octets) <= 0.01 * octets, ("pmacct", pm_bytes, octets)
