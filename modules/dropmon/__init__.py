@@ -151,7 +151,6 @@ class Dropmon(Module):
         self.loaded: _Loaded | None = None
         self.reasons: dict[int, str] = {}
         self.kallsyms = Kallsyms(context.root)
-        self.sequence = 0
         self.hide: re.Pattern[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_seen = 0
@@ -302,9 +301,8 @@ class Dropmon(Module):
         if self.config.rn:
             records.append(ExtendedLinuxReason(name[:SYMBOL_MAX]))
         records.append(ExtendedTimestamp(ktime + self._epoch_offset))
-        self.sequence = (self.sequence + 1) & 0xFFFFFFFF
         inp, out = interfaces(iif, ifindex)
-        sample = DiscardSample(0, 0, drops, inp, out, drop_code(name), records, self.sequence)
+        sample = DiscardSample(0, 0, drops, inp, out, drop_code(name), records)
         self.context.send_discard(sample)
         self.stats["discard_samples"] += 1
 
