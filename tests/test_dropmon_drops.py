@@ -30,11 +30,13 @@ from typing import Any
 
 import pytest
 from dropmon_traffic import (
+    discard_samples,
     ipv4_udp_frame,
     nft_drop,
     ns_ifindex,
     qdisc_overflow,
     send_frames,
+    sflowtool_discards,
     udp,
 )
 from netns import VethNamespace, sh
@@ -59,15 +61,7 @@ class Run:
 
     def discards(self) -> list[dict[str, Any]]:
         """Each discard sample with its records' fields merged in."""
-        out = []
-        for d in self.datagrams:
-            for s in d["samples"]:
-                if s.get("sampleType_tag") == "0:5":
-                    merged = {k: v for k, v in s.items() if k != "elements"}
-                    for e in s["elements"]:
-                        merged.update(e)
-                    out.append(merged)
-        return out
+        return discard_samples(self.datagrams)
 
 
 def free_tcp_port() -> int:
@@ -210,16 +204,6 @@ def test_discard_samples_never_share_a_datagram(reasons_run: Run) -> None:
     assert all(len(k) == 1 for k in kinds), "a datagram mixes discard samples with others"
 
 
-def sflowtool_discards(text: str) -> dict[str, dict[str, str]]:
-    """sflowtool's discard samples by sequence number: their header fields and the reason name."""
-    out = {}
-    for block in re.findall(r"startSample -+\n(.*?)endSample", text, flags=re.S):
-        fields = dict(line.split(" ", 1) for line in block.strip().splitlines() if " " in line)
-        if fields.get("sampleType_tag") == "0:5":
-            out[fields["sampleSequenceNo"]] = fields
-    return out
-
-
 def test_sflowtool_decodes_the_same_samples(reasons_run: Run) -> None:
     if reasons_run.sflowtool is None:
         pytest.skip(f"no sflowtool at {SFLOWTOOL} (build it from sflow/sflowtool with gcc)")
@@ -314,14 +298,8 @@ def test_a_reload_turns_start_on_and_off(veth: VethNamespace, tmp_path: Path) ->
 
     def discards_to(dport: int) -> int:
         udp(veth.ns_ip, dport, count=3)
-        datagrams = json_datagrams(collector, 1.0)
-        return sum(
-            1
-            for d in datagrams
-            for s in d["samples"]
-            if s.get("sampleType_tag") == "0:5"
-            and any(e.get("discarded_UDPDstPort") == str(dport) for e in s["elements"])
-        )
+        samples = discard_samples(list(json_datagrams(collector, 1.0)))
+        return sum(s.get("discarded_UDPDstPort") == str(dport) for s in samples)
 
     configure("off")
     agent = start_agent(conf, tmp_path / "hsflowd.auto")

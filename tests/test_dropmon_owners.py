@@ -11,7 +11,6 @@ container's name) carry.  Needs root, the test engine and the heavy lock.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from dockerd import Engine, containers
+from dropmon_traffic import discard_samples, sflowtool_discards
 from procs import Proc, free_udp_port, json_datagrams, start_agent, start_collector
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF, namespaces)")
@@ -42,26 +42,7 @@ def counter_indexes(datagrams: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def discards_to(datagrams: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
-    """Discard samples of UDP to ``port``, each with its records' fields merged in."""
-    out = []
-    for d in datagrams:
-        for s in d["samples"]:
-            if s.get("sampleType_tag") == "0:5":
-                merged = {k: v for k, v in s.items() if k != "elements"}
-                for e in s["elements"]:
-                    merged.update(e)
-                if merged.get("discarded_UDPDstPort") == str(port):
-                    out.append(merged)
-    return out
-
-
-def sflowtool_discards(text: str) -> dict[str, dict[str, str]]:
-    out = {}
-    for block in re.findall(r"startSample -+\n(.*?)endSample", text, flags=re.S):
-        fields = dict(line.split(" ", 1) for line in block.strip().splitlines() if " " in line)
-        if fields.get("sampleType_tag") == "0:5":
-            out[fields["sampleSequenceNo"]] = fields
-    return out
+    return [s for s in discard_samples(datagrams) if s.get("discarded_UDPDstPort") == str(port)]
 
 
 def send_from(pid: int, ip: str, port: int, count: int) -> None:
