@@ -40,7 +40,7 @@ from .receivers import Receivers, Target
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_sample
-from .sflow.samples import CounterSample, DiscardSample
+from .sflow.samples import CounterSample
 
 log = logging.getLogger("hsflowd")
 
@@ -359,18 +359,6 @@ class Agent:
         self.assembler.add(encoded, self.uptime_ms())
         self.stats["counter_samples"] += 1
 
-    def send_discard(self, sample: DiscardSample) -> None:
-        """A discard sample (0:5), in a datagram of discard samples only."""
-        if self.assembler is None:
-            return
-        try:
-            encoded = encode_sample(sample)
-        except UNENCODABLE as e:
-            unencodable(self.stats, "discard sample", e)
-            return
-        self.assembler.add(encoded, self.uptime_ms(), discards=True)
-        self.stats["discard_samples"] = self.stats.get("discard_samples", 0) + 1
-
     def poll(self, p: Poller) -> None:
         try:
             records = p.collect()
@@ -594,7 +582,7 @@ class Agent:
             async with self._modules_lock:  # a reload under way finishes its module starts first
                 for m in list(self.modules.values()):
                     await self._stop_module(m)
-            await self.flows.held.drain()
+            await self.flows.drain()
             self.flush()
             self.receivers.close()
             if status_server is not None:

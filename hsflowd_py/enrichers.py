@@ -19,6 +19,12 @@ tcp                       NETNS        SOCKET            0:2209 from sock_diag, 
 systemd ``markTraffic``   SOCKET       ENTITIES          services by cgroup id / socket inode
 ========================  ===========  ================  ==========================================
 
+Discard samples (0:5, ``dropmon {}``) take the same way: their sampled header reaches the same
+enrichers as a :class:`~hsflowd_py.flow.DiscardPacket` (a ``SampledPacket`` whose interface is
+the one the packet came in on, else the one it was leaving through), held the same way, so an
+enricher marks a dropped packet of a container or service as it marks a sampled one, without
+telling them apart.
+
 ``enrich(packet)`` runs on the agent's loop for every sample, so it must be cheap; it adds
 records to ``packet.extra`` and sets the facts it writes.  It answers at once (None) when it can,
 or returns an awaitable when it must wait (a look-up not yet answered): the core then holds the

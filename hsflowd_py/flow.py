@@ -9,6 +9,7 @@ from .sflow.records import INTERNAL_PORT, ExtendedEntities, Record
 
 if TYPE_CHECKING:
     from .packet import Flow
+    from .sflow.samples import DiscardSample
 
 DIRECTION_UNKNOWN = 0
 DIRECTION_IN = 1
@@ -122,6 +123,31 @@ class SampledPacket:
         self.parsed: Flow | None = UNPARSED
         """The flow ``packet.packet_flow`` parsed, kept for the next enricher that asks."""
         self.parsed_tunnel: Flow | None = UNPARSED
+
+
+class DiscardPacket(SampledPacket):
+    """A dropped packet's sampled header on its way through the same enrichers as a flow sample's,
+    with the discard sample (0:5) it becomes: the enrichers' records go after the sample's own.
+
+    A drop has no sampling interface: the packet's interface is the one it came in on (received),
+    else the one it was leaving through (sent), so an enricher reads it as it would a flow sample's.
+    """
+
+    __slots__ = ("sample",)
+
+    def __init__(
+        self, sample: DiscardSample, header: bytes, frame_length: int, stripped: int, header_protocol: int
+    ) -> None:
+        if sample.input and sample.input != INTERNAL_PORT:
+            ds_index, direction = sample.input, DIRECTION_IN
+        elif sample.output and sample.output != INTERNAL_PORT:
+            ds_index, direction = sample.output, DIRECTION_OUT
+        else:
+            ds_index, direction = 0, DIRECTION_UNKNOWN
+        super().__init__(
+            ds_index, 1, 0, sample.drops, direction, header, frame_length, stripped, header_protocol
+        )  # fmt: skip
+        self.sample = sample
 
 
 def mark_entity(packet: SampledPacket, side: int, ds_index: int) -> None:

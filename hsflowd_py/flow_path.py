@@ -7,6 +7,11 @@ becomes a :class:`SampledPacket`, each enricher (``enrichers.py``) may add recor
 time (the tcp module's socket look-up when it has no fresh answer), and it is held
 (``holds.py``) until the answers are in or the hold expires, then packed by the same encoder
 with the enrichers' records after the timestamp.
+
+Discard samples (0:5, the dropmon module's) take the same way: their sampled header goes through
+the same enrichers as a :class:`~hsflowd_py.flow.DiscardPacket`, held as flow samples are when an
+enricher asks for time, so markTraffic's 0:2210 names the container, pod or service whose packet
+was dropped.  They are numbered when sent and go in datagrams of discard samples only.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .enrichers import Enricher, order_enrichers
-from .flow import HEADER_ETHERNET, Encoded, SampledPacket, ports
+from .flow import HEADER_ETHERNET, DiscardPacket, Encoded, SampledPacket, ports
 from .holds import HeldSamples
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
-from .sflow.codec import encode_record
+from .sflow.codec import encode_record, encode_sample
 from .sflow.flow_encoder import FlowEncoder
+from .sflow.samples import DiscardSample
 
 if TYPE_CHECKING:
     from .module import Module
@@ -58,6 +64,8 @@ class FlowPath:
         """The active enrichers in run order (``set_enrichers``); empty: the allocation-free path."""
         self.sequences: dict[int, int] = {}
         self.held = HeldSamples(self.emit_flow, stats, hold_s, self._enrich)
+        self.discard_sequences: dict[tuple[int, int], int] = {}
+        self.held_discards = HeldSamples(self._send_discard, stats, hold_s, self._enrich)
         self._encoder = FlowEncoder()
 
     def set_enrichers(self, pairs: Iterable[tuple[Module, str, Enricher]]) -> None:
@@ -88,6 +96,20 @@ class FlowPath:
                 holds.append(asyncio.ensure_future(aw))
                 waiting |= stage.writes
         return holds, deferred
+
+    def _annotate(self, packet: SampledPacket, stages: list[Stage], held: HeldSamples) -> bool:
+        """Run the enrichers on ``packet``: True when one asked for time and ``held`` holds it."""
+        for i, stage in enumerate(stages):
+            try:
+                aw = stage.enrich(packet)
+            except Exception:
+                self.guard(stage.module, "enrich", _reraise)
+                continue
+            if aw is not None:  # this one asks for time: the rest run as the held path orders them
+                holds, deferred = self._enrich(packet, stages[i + 1 :], stage.writes)
+                held.hold(packet, [asyncio.ensure_future(aw), *holds], deferred)
+                return True
+        return False
 
     def emit_header_sample(
         self,
@@ -124,16 +146,8 @@ class FlowPath:
             ds_index, sampling_rate, sample_pool, drops, direction, bytes(header[start : start + length]), frame_length,
             stripped, header_protocol, timestamp_ns,
         )  # fmt: skip
-        for i, stage in enumerate(stages):
-            try:
-                aw = stage.enrich(packet)
-            except Exception:
-                self.guard(stage.module, "enrich", _reraise)
-                continue
-            if aw is not None:  # this one asks for time: the rest run as the held path orders them
-                holds, deferred = self._enrich(packet, stages[i + 1 :], stage.writes)
-                self.held.hold(packet, [asyncio.ensure_future(aw), *holds], deferred)
-                return
+        if self._annotate(packet, stages, self.held):
+            return
         extra = packet.extra  # answered at once: packed from the ring as on the fast path
         self._pack(
             ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
@@ -149,6 +163,45 @@ class FlowPath:
             packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
             packet.timestamp_ns or time.time_ns(), extras, len(extra),
         )  # fmt: skip
+
+    def emit_discard(self, sample: DiscardSample) -> None:
+        """A discard sample (0:5): its sampled header (0:1) through the enrichers, then into a
+        datagram of discard samples only; one without a header, or with no enricher active, goes now."""
+        header = next((r for r in sample.records if isinstance(r, rec.SampledHeader)), None)
+        stages = self.enrichers
+        if not stages or header is None:
+            self._send(sample)
+            return
+        packet = DiscardPacket(sample, header.header, header.frame_length, header.stripped, header.header_protocol)
+        if not self._annotate(packet, stages, self.held_discards):
+            self._send_discard(packet)
+
+    def _send_discard(self, packet: SampledPacket) -> None:
+        """A discard packet the enrichers are done with: their records after the sample's own."""
+        assert isinstance(packet, DiscardPacket)
+        sample = packet.sample
+        sample.records.extend(r.record if isinstance(r, Encoded) else r for r in packet.extra)
+        self._send(sample)
+
+    def _send(self, sample: DiscardSample) -> None:
+        """Number a discard sample in its data source's sequence and add it to a discard datagram."""
+        a = self.assembler
+        if a is None:
+            return
+        seqs, source = self.discard_sequences, (sample.ds_class, sample.ds_index)
+        sample.sequence = seqs[source] = (seqs.get(source, 0) + 1) & 0xFFFFFFFF
+        try:
+            encoded = encode_sample(sample)
+        except UNENCODABLE as e:
+            seqs[source] = (sample.sequence - 1) & 0xFFFFFFFF  # no gap for collectors to count as a loss
+            unencodable(self.stats, "discard sample", e)
+            return
+        a.add(encoded, self.uptime_ms(), discards=True)
+        self.stats["discard_samples"] = self.stats.get("discard_samples", 0) + 1
+
+    async def drain(self) -> None:
+        """At stop: the held flow and discard samples get their remaining time, then go as they are."""
+        await asyncio.gather(self.held.drain(), self.held_discards.drain())
 
     @staticmethod
     def _encoded_extra(record: rec.Record | Encoded) -> bytes:

@@ -63,8 +63,6 @@ class Core(Protocol):
 
     def set_discovered(self, discovered: Discovered) -> None: ...
 
-    def send_discard(self, sample: DiscardSample) -> None: ...
-
 
 class ModuleContext:
     """Everything a module may ask of the core; one per agent, shared by its modules."""
@@ -144,8 +142,9 @@ class ModuleContext:
         return self._core.flows
 
     def send_discard(self, sample: DiscardSample) -> None:
-        """Send a discard sample (0:5); it goes in datagrams of discard samples only."""
-        self._core.send_discard(sample)
+        """Send a discard sample (0:5): its sampled header through the flow enrichers (markTraffic's
+        0:2210 included), numbered in its data source's sequence, in datagrams of discard samples only."""
+        self._core.flows.emit_discard(sample)
 
     def restart_flow_sequence(self, ifindex: int) -> None:
         """The interface stopped being sampled: its next flow sample starts a new sequence."""
@@ -164,4 +163,3 @@ class ModuleContext:
     def collector_labels(self) -> list[str]:
         """The collectors datagrams now go to, as ``host:port`` for logs."""
         return [r.label for r in self._core.receivers.receivers]
-

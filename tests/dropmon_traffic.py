@@ -7,11 +7,13 @@ an AF_PACKET socket (a raw socket): the kernel's IP stack would fix them before 
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from netns import VethNamespace, sh
 
@@ -82,3 +84,26 @@ def qdisc_overflow(v: VethNamespace, port: int, count: int = 60) -> None:
     )
     subprocess.run(v.exec(sys.executable, "-c", code), check=False, capture_output=True, timeout=30)
     sh(*v.exec("tc", "qdisc", "del", "dev", v.ns_dev, "root"), check=False)
+
+
+def discard_samples(datagrams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each discard sample of the bundled collector's JSON datagrams, with its records' fields merged in."""
+    out = []
+    for d in datagrams:
+        for s in d["samples"]:
+            if s.get("sampleType_tag") == "0:5":
+                merged = {k: v for k, v in s.items() if k != "elements"}
+                for e in s["elements"]:
+                    merged.update(e)
+                out.append(merged)
+    return out
+
+
+def sflowtool_discards(text: str) -> dict[str, dict[str, str]]:
+    """sflowtool's discard samples by sequence number: their fields, records' included."""
+    out = {}
+    for block in re.findall(r"startSample -+\n(.*?)endSample", text, flags=re.S):
+        fields = dict(line.split(" ", 1) for line in block.strip().splitlines() if " " in line)
+        if fields.get("sampleType_tag") == "0:5":
+            out[fields["sampleSequenceNo"]] = fields
+    return out

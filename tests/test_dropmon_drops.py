@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -29,11 +30,13 @@ from typing import Any
 
 import pytest
 from dropmon_traffic import (
+    discard_samples,
     ipv4_udp_frame,
     nft_drop,
     ns_ifindex,
     qdisc_overflow,
     send_frames,
+    sflowtool_discards,
     udp,
 )
 from netns import VethNamespace, sh
@@ -58,15 +61,7 @@ class Run:
 
     def discards(self) -> list[dict[str, Any]]:
         """Each discard sample with its records' fields merged in."""
-        out = []
-        for d in self.datagrams:
-            for s in d["samples"]:
-                if s.get("sampleType_tag") == "0:5":
-                    merged = {k: v for k, v in s.items() if k != "elements"}
-                    for e in s["elements"]:
-                        merged.update(e)
-                    out.append(merged)
-        return out
+        return discard_samples(self.datagrams)
 
 
 def free_tcp_port() -> int:
@@ -90,10 +85,7 @@ def run_agent(tmp_path: Path, block: str, provoke: Callable[[], None], polling: 
     conf.write_text(f"sflow {{\n polling = {polling}\n {collectors}\n dropmon {{ {block} }}\n}}\n")
     agent = start_agent(conf, tmp_path / "hsflowd.auto")
     try:
-        deadline = time.monotonic() + 20
-        while not any("dropmon:" in line for line in agent.stderr) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert any("dropmon:" in line for line in agent.stderr), "".join(agent.stderr)[-2000:]
+        wait_for_log(agent, " sending to ")  # logged once the modules have started
         provoke()
         time.sleep(1.0)
     finally:
@@ -108,6 +100,13 @@ def run_agent(tmp_path: Path, block: str, provoke: Callable[[], None], polling: 
         text = "".join(tool.lines_until(0.5))
         tool.stop()
     return Run(datagrams, text, "".join(agent.stderr), metrics, pcapng)
+
+
+def wait_for_log(agent: Proc, text: str, count: int = 1, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(text in line for line in agent.stderr) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sum(text in line for line in agent.stderr) >= count, (text, "".join(agent.stderr)[-2000:])
 
 
 def snmp(v: VethNamespace, group: str, name: str) -> int:
@@ -205,16 +204,6 @@ def test_discard_samples_never_share_a_datagram(reasons_run: Run) -> None:
     assert all(len(k) == 1 for k in kinds), "a datagram mixes discard samples with others"
 
 
-def sflowtool_discards(text: str) -> dict[str, dict[str, str]]:
-    """sflowtool's discard samples by sequence number: their header fields and the reason name."""
-    out = {}
-    for block in re.findall(r"startSample -+\n(.*?)endSample", text, flags=re.S):
-        fields = dict(line.split(" ", 1) for line in block.strip().splitlines() if " " in line)
-        if fields.get("sampleType_tag") == "0:5":
-            out[fields["sampleSequenceNo"]] = fields
-    return out
-
-
 def test_sflowtool_decodes_the_same_samples(reasons_run: Run) -> None:
     if reasons_run.sflowtool is None:
         pytest.skip(f"no sflowtool at {SFLOWTOOL} (build it from sflow/sflowtool with gcc)")
@@ -291,8 +280,44 @@ def test_hide_leaves_out_matching_reasons_and_functions(veth: VethNamespace, tmp
 
 def test_start_off_sends_nothing(veth: VethNamespace, tmp_path: Path) -> None:
     run = run_agent(tmp_path, "start = off", lambda: udp(veth.ns_ip, 7002), polling=0)
-    assert "start = off" in run.log
+    assert "module dropmon started" not in run.log and "BPF program" not in run.log
     assert run.discards() == []
+
+
+def test_a_reload_turns_start_on_and_off(veth: VethNamespace, tmp_path: Path) -> None:
+    """SIGHUP with ``start`` off → on loads the program (drops are sent), on → off unloads it."""
+    port = free_udp_port()
+    collector = start_collector(port, "-j")
+    conf = tmp_path / "hsflowd.conf"
+
+    def configure(start: str) -> None:
+        conf.write_text(
+            f"sflow {{\n polling = 0\n collector {{ ip = 127.0.0.1 udpport = {port} }}\n"
+            f" dropmon {{ start = {start} }}\n}}\n"
+        )
+
+    def discards_to(dport: int) -> int:
+        udp(veth.ns_ip, dport, count=3)
+        samples = discard_samples(list(json_datagrams(collector, 1.0)))
+        return sum(s.get("discarded_UDPDstPort") == str(dport) for s in samples)
+
+    configure("off")
+    agent = start_agent(conf, tmp_path / "hsflowd.auto")
+    try:
+        wait_for_log(agent, " sending to ")
+        counts = [discards_to(7021)]
+        configure("on")
+        agent.p.send_signal(signal.SIGHUP)
+        wait_for_log(agent, "module dropmon started")
+        counts.append(discards_to(7022))
+        configure("off")
+        agent.p.send_signal(signal.SIGHUP)
+        wait_for_log(agent, "dropmon: stopped monitoring drops")
+        counts.append(discards_to(7023))
+    finally:
+        agent.stop()
+        collector.stop()
+    assert counts == [0, 3, 0], "".join(agent.stderr)[-2000:]
 
 
 def test_prometheus_counts_the_drops_per_agent_and_reason(reasons_run: Run) -> None:

@@ -71,3 +71,14 @@ def test_discard_samples_travel_in_datagrams_of_their_own() -> None:
     kinds = [[type(s).__name__ for s in d.samples] for d in decoded]
     assert kinds == [["FlowSample"], ["DiscardSample", "DiscardSample"], ["CounterSample", "FlowSample"]]
     assert [d.sequence for d in decoded] == [1, 2, 3]
+
+
+def test_the_module_runs_only_while_its_block_asks_for_drops() -> None:
+    """``start = off`` or ``sw = off`` keeps it stopped: the core's reload starts or stops it when they change."""
+    from hsflowd_py.config import parse_config
+
+    def wanted(block: str) -> bool:
+        return dropmon.Dropmon.wanted(parse_config(f"sflow {{ collector {{ ip = 127.0.0.1 }} {block} }}"))
+
+    assert [wanted(b) for b in ("dropmon { }", "dropmon { start = on sw = on }", "")] == [True, True, False]
+    assert [wanted(b) for b in ("dropmon { start = off }", "dropmon { sw = off }")] == [False, False]

@@ -151,7 +151,6 @@ class Dropmon(Module):
         self.loaded: _Loaded | None = None
         self.reasons: dict[int, str] = {}
         self.kallsyms = Kallsyms(context.root)
-        self.sequence = 0
         self.hide: re.Pattern[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_seen = 0
@@ -163,14 +162,16 @@ class Dropmon(Module):
         assert self.settings.dropmon is not None
         return self.settings.dropmon
 
+    @classmethod
+    def wanted(cls, settings: Settings) -> bool:
+        """While the block asks for drops: ``start = off`` (or ``sw = off``, as the tracepoint sees only
+        software drops) keeps the module stopped, and a reload (SIGHUP) that turns it on starts it,
+        one that turns it off stops it, through the core's module life cycle."""
+        s = settings.dropmon
+        return s is not None and s.start and s.sw
+
     async def start(self) -> None:
         s = self.config
-        if not s.start:
-            log.info("dropmon: start = off: not monitoring drops")
-            return
-        if not s.sw:
-            log.info("dropmon: sw = off: the kfree_skb tracepoint sees only software drops, so nothing to monitor")
-            return
         try:
             self.reasons, where = read_reasons(self.context.root)
         except ReasonsError as e:
@@ -231,6 +232,7 @@ class Dropmon(Module):
             self._drain()
             self.loaded.close()
             self.loaded = None
+            log.info("dropmon: stopped monitoring drops")
 
     async def _run(self) -> None:
         next_tick = time.monotonic() + 1.0
@@ -302,9 +304,8 @@ class Dropmon(Module):
         if self.config.rn:
             records.append(ExtendedLinuxReason(name[:SYMBOL_MAX]))
         records.append(ExtendedTimestamp(ktime + self._epoch_offset))
-        self.sequence = (self.sequence + 1) & 0xFFFFFFFF
         inp, out = interfaces(iif, ifindex)
-        sample = DiscardSample(0, 0, drops, inp, out, drop_code(name), records, self.sequence)
+        sample = DiscardSample(0, 0, drops, inp, out, drop_code(name), records)
         self.context.send_discard(sample)
         self.stats["discard_samples"] += 1
 

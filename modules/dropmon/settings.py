@@ -21,10 +21,11 @@ MAX_LIMIT = 10_000
 @dataclass(frozen=True)
 class DropmonSettings:
     """``limit``: discard samples a second at most (the rest are counted in ``drops``); ``start = off``
-    loads nothing; ``sw`` the kernel's software drops (the only kind the tracepoint sees; off, the block
-    does nothing); ``rn`` the reason record (0:1042); ``hide`` a regex of reason names and drop functions
-    not to send; ``max`` drops a second that count as a flood, ``max_trip`` flood seconds in a row after
-    which the module stops (the established agent's circuit breaker).
+    loads nothing (a reload turning it on starts the module, off again stops it); ``sw`` the kernel's
+    software drops (the only kind the tracepoint sees; off, the block does nothing); ``rn`` the reason
+    record (0:1042); ``hide`` a regex of reason names and drop functions not to send; ``max`` drops a
+    second that count as a flood, ``max_trip`` flood seconds in a row after which the module stops (the
+    established agent's circuit breaker).
 
     Accepted for the established agent's files, without effect here (they steer its NET_DM channel or
     its hardware drops, which the tracepoint does not have): ``hw``, ``hw_unknown``, ``hw_function``,
