@@ -32,8 +32,8 @@ checks the interfaces at once (changes coming together checked once), so a pod's
 sampled as soon as the pod is found and closed, with a last counter sample, when it goes.
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``), its 0:1005 the
-name a module gave the port (``ModuleContext.name_port``: a pod's name on its veth), else the kernel's.  Flow samples
-go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
+name a module gave the port (``ModuleContext.name_port``: a pod's name on its veth), else
+the kernel's.  Flow samples go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
 enricher is active; the eBPF sampler's, encoded in the kernel, go from its ring straight into
 the datagram (``ebpf.py``).  After start-up the module freezes the garbage collector's view of
 everything allocated so far (``gc.freeze``): the hot path allocates nothing that lives, so
@@ -136,8 +136,8 @@ class PcapModule(Module):
         _raise_descriptor_limit()
         if any(b.sampler != "cbpf" for b in self.settings.pcap):
             await self._ebpf()  # now, while the agent may still load programs
+        self.context.serve_sampling_requests(self._on_requests)  # before: none made meanwhile is missed
         await self.reconcile()
-        self.context.serve_sampling_requests(self._on_requests)
         self._watch = asyncio.create_task(self._watch_interfaces())
         gc.freeze()
 
