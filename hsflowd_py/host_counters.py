@@ -142,8 +142,11 @@ def _bits(record: Any, name: str) -> int:
     return next(64 if f.type is U64 else 32 for f in record.FIELDS if f.name == name)
 
 
-def interface_counters(info: InterfaceInfo, monotonic: Monotonic) -> tuple[GenericInterface, PortName]:
-    """The 0:1 and 0:1005 records of one interface.
+def interface_counters(
+    info: InterfaceInfo, monotonic: Monotonic, port_name: str | None = None
+) -> tuple[GenericInterface, PortName]:
+    """The 0:1 and 0:1005 records of one interface; 0:1005 is ``port_name`` when a module named the
+    port (``ModuleContext.name_port``), else the kernel's name.
 
     ``monotonic`` belongs to this interface alone: keep one per interface and drop it when the
     interface goes away.  Its counters start from zero at the first call.
@@ -181,7 +184,7 @@ def interface_counters(info: InterfaceInfo, monotonic: Monotonic) -> tuple[Gener
         promiscuous_mode=1 if info.promiscuous else 0,
         **counts,
     )
-    return generic, PortName(name=info.name)
+    return generic, PortName(name=port_name or info.name)
 
 
 def _host_adapters(ifs: list[InterfaceInfo], exclude: AbstractSet[int]) -> HostAdapters:

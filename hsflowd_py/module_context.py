@@ -69,6 +69,9 @@ class ModuleContext:
 
     def __init__(self, core: Core) -> None:
         self._core = core
+        self._port_names: dict[int, str] = {}
+        self._sampling_requests: set[int] = set()
+        self._on_sampling_requests: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ identity
 
@@ -127,6 +130,45 @@ class ModuleContext:
 
     def release_container_ports(self, ifindexes: Iterable[int]) -> None:
         self._core.container_ifindexes.difference_update(ifindexes)
+
+    # ------------------------------------------------------------ host ports
+
+    def name_port(self, ifindex: int, name: str) -> None:
+        """The host interface ``ifindex`` goes by ``name`` in its counter samples' 0:1005 (a pod's
+        veth by the pod's name, as the established agent's ``k8s { setIfName setIfAlias }``)."""
+        self._port_names[ifindex] = name
+
+    def unname_port(self, ifindex: int) -> None:
+        self._port_names.pop(ifindex, None)
+
+    def port_name(self, ifindex: int) -> str | None:
+        """The name given by :meth:`name_port`, None for the kernel's own (what counter samples send)."""
+        return self._port_names.get(ifindex)
+
+    def request_sampling(self, ifindex: int) -> None:
+        """Ask for packet sampling on a host interface (a pod's veth): the ``pcap { dynamic = on }``
+        blocks whose other criteria it meets sample it, until :meth:`release_sampling`.  Requests
+        are kept while no sampler runs, and served once one does."""
+        if ifindex not in self._sampling_requests:
+            self._sampling_requests.add(ifindex)
+            self._sampling_requests_changed()
+
+    def release_sampling(self, ifindex: int) -> None:
+        if ifindex in self._sampling_requests:
+            self._sampling_requests.discard(ifindex)
+            self._sampling_requests_changed()
+
+    @property
+    def sampling_requests(self) -> frozenset[int]:
+        return frozenset(self._sampling_requests)
+
+    def serve_sampling_requests(self, on_change: Callable[[], None] | None) -> None:
+        """The sampler (pcap) is called back, on the loop, whenever the requests change; None when it stops."""
+        self._on_sampling_requests = on_change
+
+    def _sampling_requests_changed(self) -> None:
+        if self._on_sampling_requests is not None:
+            self._on_sampling_requests()
 
     # --------------------------------------------------------------- flows
 

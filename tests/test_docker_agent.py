@@ -71,6 +71,8 @@ class Run:
         self.samples: list[Sample] = []
         self.hosts: list[dict[str, dict[str, Any]]] = []
         self.flows: list[dict[str, Any]] = []
+        self.ports: list[tuple[int, dict[str, dict[str, Any]]]] = []
+        """Interface (0:ifIndex) counter samples: the ifIndex and the records by tag."""
 
     def pump(self, seconds: float) -> None:
         for d in json_datagrams(self.collector, seconds):
@@ -81,6 +83,8 @@ class Run:
                     self.flows.append(s)
                 elif s["sourceId"] == "2:1":
                     self.hosts.append({e["counterBlock_tag"]: e for e in s["elements"]})
+                elif cls == "0":
+                    self.ports.append((int(index), {e["counterBlock_tag"]: e for e in s["elements"]}))
                 elif cls == "3":
                     elements = {e["counterBlock_tag"]: e for e in s["elements"]}
                     self.samples.append(Sample(now, int(index), elements, int(s["sampleSequenceNo"])))

@@ -187,6 +187,55 @@ def test_pod_to_pod_traffic_is_marked_on_both_sides(cri: Cri, agent: Any) -> Non
     assert "Traceback" not in run.stderr()
 
 
+def test_pod_veths_are_sampled_on_request_and_named_after_their_pods(cri: Cri, agent: Any) -> None:
+    """``pcap { dynamic = on }`` samples the veths k8s asks for (not cni0's other ports, not before
+    the pod, not after it); the veth's counter samples name the pod in 0:1005."""
+    b = cri.run_pod(f"vb-{TAG}", "shop", ("sleep", "3600"))
+    b_ip = pod_ip(b)
+    a = cri.run_pod(f"va-{TAG}", "shop", ("ping", "-i", "0.1", b_ip))
+    a_ip = pod_ip(a)
+    veth_a = host_veth(a)
+    veths = {hostname(a): socket.if_nametoindex(veth_a), hostname(b): socket.if_nametoindex(host_veth(b))}
+    run = agent(
+        k8s="markTraffic = on setIfName = on",
+        polling=1,
+        extra='pcap { dev.pattern = "^veth" dynamic = on sampler = cbpf sampling = 1 }',
+    )
+    ds = {name: run.wait_for(name, 10, lambda n=name: run.of(n))[0].ds_index for name in veths}
+
+    def marked_on(ifindex: int) -> list[tuple[int, int]]:
+        out = []
+        for f in run.flows:
+            el = {e["flowBlock_tag"]: e for e in f["elements"]}
+            h = el.get("0:1", {})
+            if f["sourceId"] == f"0:{ifindex}" and {h.get("srcIP"), h.get("dstIP")} == {a_ip, b_ip}:
+                e = el.get("0:2210", {})
+                src = ds[hostname(a)] if h["srcIP"] == a_ip else ds[hostname(b)]
+                dst = ds[hostname(b)] if h["srcIP"] == a_ip else ds[hostname(a)]
+                assert (e.get("entities_src_class"), e.get("entities_dst_class")) == ("3", "3"), el
+                assert (int(e["entities_src_index"]), int(e["entities_dst_index"])) == (src, dst)
+                out.append((src, dst))
+        return out
+
+    for name, ifindex in veths.items():
+        both = run.wait_for(f"marked pings both ways on {name}'s veth", 10, lambda i=ifindex: set(marked_on(i)))
+        assert len(both) == 2
+        named = run.wait_for(
+            f"{name}'s veth counters", 5, lambda i=ifindex: [p for i2, p in run.ports if i2 == i and "0:1005" in p]
+        )
+        assert {p["0:1005"]["ifName"] for p in named} == {name}
+    assert {i for i, _ in run.ports} == set(veths.values()), "only the requested veths are sampled"
+
+    cri.remove_pod(a.sandbox_id)
+    run.wait_for("the removed pod's veth to be closed", 10, lambda: f"stopped sampling {veth_a} " in run.stderr())
+    run.pump(1)
+    flows, ports = len(run.flows), len(run.ports)
+    run.pump(2)
+    assert not [f for f in run.flows[flows:] if f["sourceId"] == f"0:{veths[hostname(a)]}"], "its veth is not sampled"
+    assert not [i for i, _ in run.ports[ports:] if i == veths[hostname(a)]]
+    assert "Traceback" not in run.stderr()
+
+
 def test_plain_containerd_containers(runtime: containerd.Containerd, cri: Cri, tmp_path: Path) -> None:
     """containerd { }: a container run by ``ctr`` (namespace hsflowd-test; no CNI: a network
     namespace of its own with only ``lo``); the CRI's pods and their containers (namespace k8s.io)

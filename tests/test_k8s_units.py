@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hsflowd_py.config import parse_config
 from hsflowd_py.modules.k8s import containerd_api, cri
 from hsflowd_py.modules.k8s.pod import MAX_HOSTNAME_BYTES, PodProber, cut_hostname, names_pod, pod_hostname
 from hsflowd_py.modules.k8s.proto import Field, Message, ProtoError
@@ -192,6 +193,14 @@ def test_codec_errors_are_value_errors() -> None:
 
 
 # ------------------------------------------------------------------ names
+
+
+def test_pod_veth_naming_is_on_with_the_block_as_in_the_established_agent() -> None:
+    """hsflowconfig.c sets k8s.setIfAlias and k8s.setIfName on the k8s block's opening brace."""
+    on = parse_config("sflow { collector { ip = 127.0.0.1 } k8s { } }").k8s
+    assert on is not None and (on.set_if_alias, on.set_if_name) == (True, True)
+    off = parse_config("sflow { collector { ip = 127.0.0.1 } k8s { setIfName = off } }").k8s
+    assert off is not None and (off.set_if_alias, off.set_if_name) == (True, False)
 
 
 def test_short_pod_hostname_is_the_established_agents() -> None:

@@ -47,6 +47,12 @@ def test_ethernet_counters_only_for_nics_from_the_standard_statistics() -> None:
     assert ethernet_counters(iface("docker0", 5, devtype="bridge", has_device=False), Monotonic()) is None
 
 
+def test_a_named_port_sends_its_name_in_0_1005() -> None:
+    veth = iface("veth1", 3, has_device=False, iflink=4)
+    assert interface_records(veth, Monotonic(), "k8s__web-1_shop_u_a")[1] == PortName(name="k8s__web-1_shop_u_a")
+    assert interface_records(veth, Monotonic(), None)[1] == PortName(name="veth1")
+
+
 def test_an_interface_sample_carries_generic_name_and_ethernet_records() -> None:
     records = interface_records(iface("eth0", 2, stats={"rx_packets": 5}), Monotonic())
     assert [type(r) for r in records] == [GenericInterface, PortName, EthernetInterface]

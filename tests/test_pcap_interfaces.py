@@ -69,6 +69,21 @@ def test_a_pattern_skips_loopback_veth_bond_masters_and_vlans() -> None:
     assert set(chosen('pcap { dev.pattern = "th1" }')) == {"eth1"}  # re.search: unanchored
 
 
+def test_a_dynamic_block_takes_only_requested_interfaces_veths_included() -> None:
+    """As the established agent's evt_get_tap: dev/pattern/speed decide, the type filters do not."""
+    settings = parse_config(
+        'sflow { collector { ip = 127.0.0.1 } pcap { dev.pattern = "^veth" dynamic = on sampling = 5 } '
+        'pcap { dev.pattern = "^eth" } }'
+    )
+
+    def names(requested: set[int]) -> dict[str, int]:
+        return {t.name: t.sampling_rate for t in choose(HOST, settings, requested).values()}
+
+    assert names(set()) == {"eth0": 1000, "eth1": 10000, "eth2": 400}
+    assert names({6}) == {"veth9a1": 5, "eth0": 1000, "eth1": 10000, "eth2": 400}
+    assert names({6, 8, 2}) == names({6}), "docker0 fails the dynamic pattern; eth0 stays with its own block"
+
+
 def test_speed_ranges_are_inclusive_and_skip_unknown_speeds() -> None:
     assert set(chosen("pcap { speed = 1G- }")) == {"eth0", "eth1"}
     assert set(chosen("pcap { speed = 1G }")) == {"eth0"}

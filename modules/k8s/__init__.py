@@ -7,7 +7,9 @@
     cgroup (every container and the pause process once) and the pod's network namespace
     (``pod.py``).  2000's hostname is ``k8s__<pod>_<namespace>_u_a`` as the established agent names
     pods, so it carries the namespace (``pod.py`` says how names over 64 bytes are cut); its UUID is
-    the pod's UID.  ``eof``, ``setIfAlias`` and ``setIfName`` are accepted and not used yet.
+    the pod's UID.  Each pod's host veth is asked for packet sampling (``pcap { dynamic = on }``)
+    and, with ``setIfAlias`` and ``setIfName`` (both on by default, as there), carries the pod's
+    hostname as its 0:1005 port name.  ``eof`` is accepted and not used.
 
 ``containerd { }``
     Containers that containerd runs outside Kubernetes (every namespace but the CRI's ``k8s.io``),
@@ -50,6 +52,13 @@ class K8sModule(Follower):
 
     def mark_traffic(self) -> bool:
         return bool(self.settings.k8s and self.settings.k8s.mark_traffic)
+
+    def samples_host_ports(self) -> bool:
+        return True
+
+    def port_name(self, found: Found) -> str | None:
+        k8s = self.settings.k8s
+        return found.hostname if k8s and k8s.set_if_alias and k8s.set_if_name else None
 
     async def list_guests(self, channel: Channel) -> dict[str, Any]:
         return await cri.list_ready(channel)

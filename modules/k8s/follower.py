@@ -18,6 +18,12 @@ Per guest
     out when it shares the host's namespace).  The first sample goes out on the next tick; one
     that stops gets a final sample with the last values read.  The host sample's 0:2100 counts the
     guests (``virtual_domains()``).  ``markTraffic = on``: ``marking.py``.
+
+Host ports (pods only, ``K8sModule``)
+    The host end of each pod veth (``netns_links.py``: the peer ifindex of the pod's interface,
+    confirmed on the host) is asked for packet sampling (served by ``pcap { dynamic = on }``
+    blocks) and, with ``setIfAlias`` and ``setIfName``, named after the pod in its 0:1005; both
+    are given back when the pod goes.
 """
 
 from __future__ import annotations
@@ -115,6 +121,14 @@ class Follower(Module):
     def mark_traffic(self) -> bool:
         raise NotImplementedError
 
+    def samples_host_ports(self) -> bool:
+        """Whether a guest's host veths are asked for packet sampling (``pcap { dynamic = on }``)."""
+        return False
+
+    def port_name(self, found: Found) -> str | None:
+        """The 0:1005 name of a guest's host veths; None leaves the kernel's."""
+        return None
+
     async def list_guests(self, channel: Channel) -> dict[str, Any]:
         """Running guests by key (the value is handed to :meth:`find` for a new one)."""
         raise NotImplementedError
@@ -150,6 +164,29 @@ class Follower(Module):
 
     def status(self) -> dict[str, int]:
         return {**self.stats, self.kind: len(self.guests)}
+
+    def reconfigure(self, settings: Settings) -> None:
+        """``setIfName``/``setIfAlias`` changed by a reload apply to the pods already known."""
+        self.settings = settings
+        for guest in self.guests.values():
+            self._claim_host_ports(guest)
+
+    # ------------------------------------------------------------ host ports
+
+    def _claim_host_ports(self, guest: Guest) -> None:
+        name = self.port_name(guest.found)
+        for ifindex in _host_ends(guest):
+            if self.samples_host_ports():
+                self.context.request_sampling(ifindex)
+            if name is None:
+                self.context.unname_port(ifindex)
+            else:
+                self.context.name_port(ifindex, name)
+
+    def _release_host_ports(self, guest: Guest) -> None:
+        for ifindex in _host_ends(guest):
+            self.context.release_sampling(ifindex)
+            self.context.unname_port(ifindex)
 
     def privileges(self) -> Privileges:
         """The runtime's socket is root's (0660): its group if it has one, else CAP_DAC_OVERRIDE to
@@ -256,7 +293,8 @@ class Follower(Module):
         )
         self.guests[key] = guest
         self.marker.claim(key, guest.ds_index, probe)
-        self.context.claim_container_ports(i.host_ifindex for i in probe.interfaces if i.host_ifindex)
+        self.context.claim_container_ports(_host_ends(guest))
+        self._claim_host_ports(guest)
         self._read(guest)  # the values a final sample carries if it stops before the first poll
         name = f"{self.name} {found.hostname}"
         self.context.add_poller(DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True)
@@ -271,7 +309,8 @@ class Follower(Module):
         self.context.remove_poller(DS_CLASS, guest.ds_index, final=records)
         self.context.release_ds_index(guest.found.uuid)
         self.marker.release(key)
-        self.context.release_container_ports(i.host_ifindex for i in guest.probe.interfaces if i.host_ifindex)
+        self.context.release_container_ports(_host_ends(guest))
+        self._release_host_ports(guest)
         guest.probe.close()
         self.stats["forgotten"] += 1
 
@@ -322,6 +361,11 @@ class Follower(Module):
     def enrichers(self) -> Sequence[Enricher]:
         """Marking only with ``markTraffic = on``: without it, samples take the allocation-free path."""
         return [OwnerMarking(self.marker.traffic)] if self.mark_traffic() else []
+
+
+def _host_ends(guest: Guest) -> list[int]:
+    """The host-side ifindexes of the guest's veths."""
+    return [i.host_ifindex for i in guest.probe.interfaces if i.host_ifindex]
 
 
 def _channel(path: str) -> Channel:

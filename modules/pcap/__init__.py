@@ -26,8 +26,14 @@ classically sampled interfaces fit.  Past that, the fault is logged once and no 
 interface is tried until one closes or a reload comes (counted as ``fd_refusals``), rather
 than every interface failing again at every check.
 
-Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``).  Flow samples
-go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
+``dynamic = on`` blocks sample the interfaces other modules ask for
+(``ModuleContext.request_sampling``; ``k8s { }``'s pod veths): a change of the requests
+checks the interfaces at once (changes coming together checked once), so a pod's veth is
+sampled as soon as the pod is found and closed, with a last counter sample, when it goes.
+
+Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``), its 0:1005 the
+name a module gave the port (``ModuleContext.name_port``: a pod's name on its veth), else
+the kernel's.  Flow samples go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
 enricher is active; the eBPF sampler's, encoded in the kernel, go from its ring straight into
 the datagram (``ebpf.py``).  After start-up the module freezes the garbage collector's view of
 everything allocated so far (``gc.freeze``): the hot path allocates nothing that lives, so
@@ -119,6 +125,8 @@ class PcapModule(Module):
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._requests_changed = False
+        self._requests_task: asyncio.Task[None] | None = None
         self._fds_full_at: int | None = None
         """How many interfaces were open when descriptors ran out; None while there are some left."""
 
@@ -128,13 +136,15 @@ class PcapModule(Module):
         _raise_descriptor_limit()
         if any(b.sampler != "cbpf" for b in self.settings.pcap):
             await self._ebpf()  # now, while the agent may still load programs
+        self.context.serve_sampling_requests(self._on_requests)  # before: none made meanwhile is missed
         await self.reconcile()
         self._watch = asyncio.create_task(self._watch_interfaces())
         gc.freeze()
 
     async def stop(self) -> None:
         self._stopped = True  # a reconcile still pending (SIGHUP) must not reopen anything
-        await cancel(self._watch, *self._tasks)
+        self.context.serve_sampling_requests(None)
+        await cancel(self._watch, self._requests_task, *self._tasks)
         async with self._lock:
             for ifindex in list(self.open):
                 self._close(ifindex, final=False)
@@ -159,6 +169,17 @@ class PcapModule(Module):
                     await self._checked_reconcile()
         finally:
             links.close()
+
+    def _on_requests(self) -> None:
+        """Sampling requests changed: check the interfaces, once for a burst of changes (pods found together)."""
+        self._requests_changed = True
+        if self._requests_task is None or self._requests_task.done():
+            self._requests_task = asyncio.get_running_loop().create_task(self._serve_requests())
+
+    async def _serve_requests(self) -> None:
+        while self._requests_changed:
+            self._requests_changed = False
+            await self._checked_reconcile()
 
     async def _checked_reconcile(self) -> None:
         try:
@@ -226,7 +247,7 @@ class PcapModule(Module):
             except ReaderError as e:
                 self._once("interfaces", f"cannot list interfaces: {e}")
                 return
-            wanted = choose(infos, self.settings)
+            wanted = choose(infos, self.settings, self.context.sampling_requests)
             present = {i.name for i in infos}
             for block in self.settings.pcap:
                 if block.dev is not None and block.dev not in present:
@@ -320,7 +341,7 @@ class PcapModule(Module):
             return None
         if info is None or info.ifindex != entry.tap.ifindex:
             return None
-        entry.last_records = interface_records(info, entry.monotonic)
+        entry.last_records = interface_records(info, entry.monotonic, self.context.port_name(info.ifindex))
         return entry.last_records
 
     def status(self) -> dict[str, Any]:

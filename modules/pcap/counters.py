@@ -42,9 +42,9 @@ def ethernet_counters(info: InterfaceInfo, monotonic: Monotonic) -> EthernetInte
     return EthernetInterface(**values)
 
 
-def interface_records(info: InterfaceInfo, monotonic: Monotonic) -> list[Record]:
-    """Everything an interface's counter sample carries."""
-    records: list[Record] = list(interface_counters(info, monotonic))
+def interface_records(info: InterfaceInfo, monotonic: Monotonic, port_name: str | None = None) -> list[Record]:
+    """Everything an interface's counter sample carries (``port_name``: see ``interface_counters``)."""
+    records: list[Record] = list(interface_counters(info, monotonic, port_name))
     ethernet = ethernet_counters(info, monotonic)
     if ethernet is not None:
         records.append(ethernet)

@@ -9,12 +9,17 @@ slaves are sampled) and VLAN sub-interfaces (their parent is); ``dev`` takes the
 interface whatever it is.  With several blocks, the first that matches an interface decides
 its settings.  An interface that is down is still chosen: sampling starts with its first
 packet once it comes up.
+
+A ``dynamic = on`` block chooses only interfaces another module asked to have sampled
+(``ModuleContext.request_sampling``: ``k8s { }`` asks for its pods' host veths), and those by
+its ``dev``, ``dev.pattern`` and ``speed`` alone, veths included, as the established agent's
+``evt_get_tap`` does: the requester knows what it asked for.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,13 +63,13 @@ def _skipped_by_patterns(info: InterfaceInfo) -> bool:
     return info.loopback or info.veth or info.bond_master or info.vlan
 
 
-def matches(block: PcapSettings, info: InterfaceInfo) -> bool:
-    """Whether ``block`` chooses this interface (never for ``dynamic``: see PcapSettings)."""
-    if block.dynamic:
+def matches(block: PcapSettings, info: InterfaceInfo, requested: Set[int] = frozenset()) -> bool:
+    """Whether ``block`` chooses this interface; a ``dynamic`` one only if it is in ``requested``."""
+    if block.dynamic and info.ifindex not in requested:
         return False
     if block.dev is not None and info.name != block.dev:
         return False
-    if block.dev is None and _skipped_by_patterns(info):
+    if block.dev is None and not block.dynamic and _skipped_by_patterns(info):
         return False
     if block.dev_pattern is not None and not _compiled(block.dev_pattern).search(info.name):
         return False
@@ -91,11 +96,12 @@ def sampling_rate(block: PcapSettings, settings: Settings, speed: int | None) ->
     return settings.sampling
 
 
-def choose(infos: Iterable[InterfaceInfo], settings: Settings) -> dict[int, Tap]:
-    """The interfaces the settings' pcap blocks choose, by ifindex."""
+def choose(infos: Iterable[InterfaceInfo], settings: Settings, requested: Set[int] = frozenset()) -> dict[int, Tap]:
+    """The interfaces the settings' pcap blocks choose, by ifindex; ``requested``: the ifindexes
+    modules asked to have sampled (for ``dynamic`` blocks)."""
     taps: dict[int, Tap] = {}
     for info in infos:
-        block = next((b for b in settings.pcap if matches(b, info)), None)
+        block = next((b for b in settings.pcap if matches(b, info, requested)), None)
         rate = 0 if block is None else sampling_rate(block, settings, info.speed)
         if block is None or rate == 0:
             continue

@@ -20,8 +20,7 @@ class PcapSettings:
     bits/s, high None meaning unbounded.  ``sampler`` (addition) picks the
     kernel sampler: ``auto`` prefers eBPF and falls back to classic BPF.
     ``sampling = 0`` turns sampling off on the chosen interfaces.  ``dynamic = on`` makes the
-    block one that, in the established agent, only other modules' requests open (none here
-    asks), so it samples nothing.
+    block one that only other modules' requests open (``k8s { }``'s pod veths; see ``interfaces.py``).
     """
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ("dev", "dev.pattern", "speed")
