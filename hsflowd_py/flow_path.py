@@ -193,3 +193,64 @@ class FlowPath:
             unencodable(self.stats, f"flow sample of ifIndex {ds_index}", e)
             return
         self.stats["flow_samples"] += 1
+
+
+class EncodedFlows:
+    """The flow path as a sampler that encodes its samples itself (eBPF, in the kernel) sees it:
+    the interfaces' sequence numbers and room in the datagram being built, nothing of the path's
+    insides, so that the path can change without its samplers.
+
+    Samples added here go out as they were given (``DatagramAssembler.add_pieces``): only while
+    :attr:`direct` holds, that is there is an assembler and no enricher wants the packets."""
+
+    __slots__ = ("_flows", "_uptime")
+
+    def __init__(self, flows: FlowPath) -> None:
+        self._flows = flows
+        self._uptime = 0
+
+    @property
+    def direct(self) -> bool:
+        """Encoded samples may go straight into the datagram (else through ``emit_header_sample``)."""
+        return self._flows.assembler is not None and not self._flows.enrichers
+
+    def sequence(self, ifindex: int) -> int:
+        """The interface's last flow sample's sequence number (0: none yet)."""
+        return self._flows.sequences.get(ifindex, 0)
+
+    def set_sequence(self, ifindex: int, sequence: int) -> None:
+        self._flows.sequences[ifindex] = sequence
+
+    def room(self) -> int:
+        """Bytes the samples added next may have in all and still join the datagram being built."""
+        a = self._flows.assembler
+        if a is None:
+            return 0
+        self._uptime = self._flows.uptime_ms()
+        return a.room(self._uptime)
+
+    def add(self, pieces: list[Any], count: int, size: int) -> None:
+        """``count`` samples of ``size`` bytes as ``pieces`` (``DatagramAssembler.add_pieces``), within ``room``."""
+        a = self._flows.assembler
+        if a is not None and count:
+            a.add_pieces(pieces, count, size)
+            self._flows.stats["flow_samples"] += count
+
+    def send(self) -> int:
+        """Send the datagram being built; the room of the next one."""
+        a = self._flows.assembler
+        if a is None:
+            return 0
+        a.flush(self._uptime)
+        return a.room(self._uptime)
+
+    def pending(self) -> int:
+        """Samples in the datagram being built."""
+        a = self._flows.assembler
+        return a.pending if a is not None else 0
+
+    def keep(self) -> None:
+        """The memory of the pieces added so far is about to be reused: copy what is still pending."""
+        a = self._flows.assembler
+        if a is not None:
+            a.keep_pieces()

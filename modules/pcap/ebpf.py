@@ -68,7 +68,7 @@ from hsflowd_py.bpf import (
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN
 
 if TYPE_CHECKING:
-    from hsflowd_py.flow_path import FlowPath
+    from hsflowd_py.flow_path import EncodedFlows
 
 from . import ebpf_build, ebpf_core, wire
 from .interfaces import Tap
@@ -243,7 +243,7 @@ class EbpfSampler(Sampler):
 
     kind = "ebpf"
 
-    def __init__(self, emit: Emit, root: Path, loaded: _Loaded, flows: FlowPath | None = None) -> None:
+    def __init__(self, emit: Emit, root: Path, loaded: _Loaded, flows: EncodedFlows | None = None) -> None:
         self.emit = emit
         self.flows = flows
         """Where samples go as the kernel wrote them; None: always through ``emit``."""
@@ -265,7 +265,7 @@ class EbpfSampler(Sampler):
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
 
     @classmethod
-    async def create(cls, emit: Emit, root: Path, flows: FlowPath | None = None) -> EbpfSampler:
+    async def create(cls, emit: Emit, root: Path, flows: EncodedFlows | None = None) -> EbpfSampler:
         loaded = await load()
         try:
             return cls(emit, root, loaded, flows)
@@ -371,15 +371,11 @@ class EbpfSampler(Sampler):
         self._read_totals()
         if time.monotonic() - self._clock_set >= CLOCK_S:
             self._set_clock()
-        flows = self.flows
-        assembler = flows.assembler if flows is not None and not flows.enrichers else None
+        flows = self.flows if self.flows is not None and self.flows.direct else None
         first, span = cons, prod - cons
         m, view, taps, record = ring.data_map, ring.view, self.taps, _RECORD.unpack_from
         mask, base, pack, head = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ, wire.PATCHED.pack, wire.PATCHED.size
-        seqs, uptime, room = {}, 0, 0
-        if assembler is not None and flows is not None:
-            seqs, uptime = flows.sequences, flows.uptime_ms()
-            room = assembler.room(uptime)
+        room = flows.room() if flows is not None else 0
         pieces: list[Any] = []  # of the samples that fit in the datagram being built, and their bytes
         count = size = 0
         # the interface of the last record, and its running values as locals (most runs are of one interface)
@@ -396,25 +392,27 @@ class EbpfSampler(Sampler):
                     continue
                 if ifindex != current:
                     if state is not None:
-                        state.last, seqs[current] = last, seq
+                        state.last = last
+                        if flows is not None:
+                            flows.set_sequence(current, seq)
                     state = taps.get(ifindex)
                     if state is None:
                         current = -1
                         continue
-                    current, seq, last = ifindex, seqs.get(ifindex, 0), state.last
+                    current, seq, last = ifindex, flows.sequence(ifindex) if flows is not None else 0, state.last
                     before, spread, drops = state.before, state.spread, state.drops
                 pool = before + spread * (cons - first) // span
                 if pool <= last:
                     pool = last + 1
                 last = pool
                 samples += 1
-                if assembler is None:
+                if flows is None:
                     self._emit_record(pos, ifindex, rate, pool, drops)
                     continue
-                if size + body + 8 > room and (count or assembler.pending):  # the datagram is full
-                    assembler.add_pieces(pieces, count, size)
-                    assembler.flush(uptime)
-                    pieces, count, size, room = [], 0, 0, assembler.room(uptime)
+                if size + body + 8 > room and (count or flows.pending()):  # the datagram is full
+                    flows.add(pieces, count, size)
+                    room = flows.send()
+                    pieces, count, size = [], 0, 0
                 seq = seq + 1 & 0xFFFFFFFF
                 pieces += (
                     pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),
@@ -425,12 +423,11 @@ class EbpfSampler(Sampler):
         finally:  # a record that failed is not read again
             if state is not None:
                 state.last = last
-                if assembler is not None:
-                    seqs[current] = seq
-            if assembler is not None and flows is not None:  # the flow path's assembler, not an emit
-                assembler.add_pieces(pieces, count, size)
-                assembler.keep_pieces()  # before the kernel may write over them
-                flows.stats["flow_samples"] += samples
+                if flows is not None:
+                    flows.set_sequence(current, seq)
+            if flows is not None:  # the datagram being built, not an emit
+                flows.add(pieces, count, size)
+                flows.keep()  # before the kernel may write over them
             ring.consumer_pos[0] = cons
             self.samples += samples
 
