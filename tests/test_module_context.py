@@ -47,18 +47,14 @@ class _Idle(Enricher):
 
 
 def test_encoded_flows_number_and_send_samples_given_as_pieces(tmp_path: Path) -> None:
-    """The face of the flow path for a sampler that encodes samples itself: sequences shared with the
-    path (restarted through the context), samples given as pieces sent as one datagram."""
+    """The face of the flow path for a sampler that encodes samples itself: samples given as pieces
+    sent as one datagram, as they were given; not while an enricher wants the packets."""
     a = agent(tmp_path)
     flows = a.context.encoded_flows()
     assert not flows.direct and flows.room() == 0  # no assembler yet
     sent: list[Any] = []
     a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.append)
     assert flows.direct
-    flows.set_sequence(5, 41)
-    assert flows.sequence(5) == 41
-    a.context.restart_flow_sequence(5)
-    assert flows.sequence(5) == 0
     samples = [FlowSample(0, 5, 10, 10 * n, 0, 5, 0x3FFFFFFF, [ExtendedTimestamp(n)], n) for n in (1, 2)]
     encoded = [memoryview(encode_sample(s)) for s in samples]
     room = flows.room()
