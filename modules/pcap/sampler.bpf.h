@@ -18,10 +18,10 @@
  * changed only by atomic adds), so that the agent only cuts the ring into datagrams and sends
  * the samples from it as they are.  The sequence number is taken once the sample's place in
  * the ring is reserved: a sample the full ring refuses is a drop, never a gap in the sequence.
- * A packet of one segment that is sampled is counted then too, so that the window in which two
- * CPUs can take pools in the other order than their places is a few instructions; a GSO
- * packet's segments are counted at once and each sample's pool is its segment's place among
- * them, so that pools weigh each sample as the one wire packet it stands for.  Samples are written without waking the reader
+ * A sampled packet is counted then too, up to the segment sampled (the rest of a GSO packet
+ * after its last sample): a sample's pool is the count of wire packets up to its own, and the
+ * window in which two CPUs can take pools in the other order than their places is a few
+ * instructions.  Samples are written without waking the reader
  * (BPF_RB_NO_WAKEUP): the agent drains the ring on a timer, which bounds its wake-ups
  * whatever the packet rate.
  *
@@ -243,7 +243,7 @@ struct segments {
     struct tap_counts *cnt;
     struct wire *w;
     struct parsed p;
-    u64 now, before;
+    u64 now;
     u32 first, rate, segments, n, vlan, len, fcs;
     u32 gso_size, payload, ip_id, tcp_seq, tcp_flags;
 };
@@ -286,9 +286,10 @@ static __always_inline void sample_segment(struct segments *l, u32 i)
     ts[1] = WIRE32(8);
     ts[2] = WIRE32((u32)(l->now >> 32));
     ts[3] = WIRE32((u32)l->now);
-    /* numbered only now, with its place in the ring reserved */
+    /* counted up to this segment and numbered only now, with its place in the ring reserved */
     struct record *r = reserve_sample();
-    u64 pool = l->segments > 1 ? l->before + i + 1 : __sync_fetch_and_add(&l->cnt->pool, 1) + 1;
+    u32 gap = i == l->first ? i + 1 : l->rate;
+    u64 pool = __sync_fetch_and_add(&l->cnt->pool, gap) + gap;
     if (!r) {
         __sync_fetch_and_add(&l->cnt->drops, 1);
         return;
@@ -322,7 +323,7 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     if (segments == 0 || cfg->loopback)
         segments = 1;
 
-    /* counted here, but for a sampled packet of one segment: as its sample is written */
+    /* counted here, but for a sampled packet: as its samples are written */
     u32 rate = cfg->rate;
     u32 first = rate ? bpf_get_prandom_u32() % rate : segments;
     struct wire *w = first < segments ? scratch_of() : 0;
@@ -330,7 +331,6 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
         __sync_fetch_and_add(&cnt->pool, segments);
         return TC_ACT_UNSPEC;
     }
-    u64 before = segments > 1 ? __sync_fetch_and_add(&cnt->pool, segments) : 0;
     u8 *h = w->header;
 
     /* The frame's first bytes, with an 802.1Q tag the NIC took out put back after the MACs. */
@@ -384,7 +384,7 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     w->word[W_STRIPPED] = WIRE32(fcs);
 
     struct segments l = {.skb = skb, .cnt = cnt, .w = w, .first = first, .rate = rate, .segments = segments,
-                         .n = n, .vlan = vlan, .len = len, .fcs = fcs, .before = before};
+                         .n = n, .vlan = vlan, .len = len, .fcs = fcs};
     l.now = bpf_ktime_get_ns() + epoch_offset();
     if (segments == 1) {
         sample_segment(&l, first);
@@ -414,10 +414,12 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     /* a packet standing for more segments than this takes samples of: the rest are lost samples */
     if (wanted > taken)
         __sync_fetch_and_add(&cnt->drops, wanted - taken);
+    u32 counted = first + (taken - 1) * rate + 1;  /* up to the last sample's segment */
+    if (segments > counted)
+        __sync_fetch_and_add(&cnt->pool, segments - counted);
     return TC_ACT_UNSPEC;
 uncopied:
-    if (segments == 1)
-        __sync_fetch_and_add(&cnt->pool, 1);
+    __sync_fetch_and_add(&cnt->pool, segments);
     return TC_ACT_UNSPEC;
 }
 
