@@ -19,7 +19,7 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 BPF_SOURCES = {
-    Path("modules/pcap/sampler_core.bpf.c"): [],
+    Path("modules/pcap/sampler_core.bpf.c"): ["-mcpu=v3"],  # atomic fetch-and-add (kernel 5.12 on)
     Path("modules/dropmon/dropmon.bpf.c"): ["-mcpu=v3"],  # compare-and-swap (kernel 5.12 on)
 }
 """Each source with its own flags; it becomes ``<stem>.bpfel.o`` and ``<stem>.bpfeb.o`` beside it, one

@@ -268,7 +268,7 @@ class Agent:
                 await self._start_and_stop_modules()
 
     async def _start_and_stop_modules(self) -> None:
-        registry = module_api.discover()
+        registry = module_api.discover(self.settings)
         for name, cls in registry.items():
             wanted = self._wants(cls)
             running = self.modules.get(name)

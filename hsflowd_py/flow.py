@@ -85,6 +85,7 @@ class SampledPacket:
         "parsed_tunnel",
         "sample_pool",
         "sampling_rate",
+        "sequence",
         "socket_inode",
         "stripped",
         "timestamp_ns",
@@ -105,6 +106,7 @@ class SampledPacket:
         netns: str | None = None,
         cgroup_id: int | None = None,
         socket_inode: int | None = None,
+        sequence: int = 0,
     ) -> None:
         self.ds_index = ds_index
         self.sampling_rate = sampling_rate
@@ -120,6 +122,8 @@ class SampledPacket:
         self.netns = netns
         self.cgroup_id = cgroup_id
         self.socket_inode = socket_inode
+        self.sequence = sequence
+        """The sample's sequence number if its sampler numbered it (eBPF, in the kernel); 0: the flow path's."""
         self.parsed: Flow | None = UNPARSED
         """The flow ``packet.packet_flow`` parsed, kept for the next enricher that asks."""
         self.parsed_tunnel: Flow | None = UNPARSED

@@ -124,8 +124,10 @@ class FlowPath:
         length: int,
         timestamp_ns: int,
         header_protocol: int = HEADER_ETHERNET,
+        sequence: int = 0,
     ) -> None:
-        """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring).
+        """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring);
+        ``sequence``: its number if the sampler numbers its samples (eBPF, in the kernel), else 0.
 
         With no enricher active the sample is encoded straight into the datagram being built
         (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise the enrichers
@@ -139,19 +141,20 @@ class FlowPath:
         if not stages:
             self._pack(
                 ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-                start, length, timestamp_ns,
+                start, length, timestamp_ns, sequence,
             )  # fmt: skip
             return
         packet = SampledPacket(
             ds_index, sampling_rate, sample_pool, drops, direction, bytes(header[start : start + length]), frame_length,
-            stripped, header_protocol, timestamp_ns,
+            stripped, header_protocol, timestamp_ns, sequence=sequence,
         )  # fmt: skip
         if self._annotate(packet, stages, self.held):
             return
         extra = packet.extra  # answered at once: packed from the ring as on the fast path
         self._pack(
             ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-            start, length, timestamp_ns, b"".join(map(self._encoded_extra, extra)) if extra else b"", len(extra),
+            start, length, timestamp_ns, sequence, b"".join(map(self._encoded_extra, extra)) if extra else b"",
+            len(extra),
         )  # fmt: skip
 
     def emit_flow(self, packet: SampledPacket) -> None:
@@ -161,7 +164,7 @@ class FlowPath:
         self._pack(
             packet.ds_index, packet.sampling_rate, packet.sample_pool, packet.drops, packet.direction,
             packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
-            packet.timestamp_ns or time.time_ns(), extras, len(extra),
+            packet.timestamp_ns or time.time_ns(), packet.sequence, extras, len(extra),
         )  # fmt: skip
 
     def emit_discard(self, sample: DiscardSample) -> None:
@@ -222,16 +225,20 @@ class FlowPath:
         start: int,
         length: int,
         timestamp_ns: int,
+        sequence: int = 0,
         extras: bytes = b"",
         extra_count: int = 0,
     ) -> None:
-        """Both paths end here: the interface's next sequence number, the ports its direction gives,
-        room in the datagram being built, and the encoder packs the sample into it."""
+        """Both paths end here: the interface's next sequence number (unless the sampler numbered the
+        sample), the ports its direction gives, room in the datagram being built, and the encoder packs
+        the sample into it."""
         a = self.assembler
         if a is None:
             return
         seqs = self.sequences
-        seq = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
+        seq = sequence or (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
+        if not sequence:
+            seqs[ds_index] = seq
         inp, out = ports(ds_index, direction)
         encoder = self._encoder
         off = a.reserve(encoder.size(length) + len(extras), self.uptime_ms())
@@ -242,7 +249,63 @@ class FlowPath:
             )  # fmt: skip
         except UNENCODABLE as e:
             a.unreserve(off)
-            seqs[ds_index] = (seq - 1) & 0xFFFFFFFF
+            if not sequence:
+                seqs[ds_index] = (seq - 1) & 0xFFFFFFFF
             unencodable(self.stats, f"flow sample of ifIndex {ds_index}", e)
             return
         self.stats["flow_samples"] += 1
+
+
+class EncodedFlows:
+    """The flow path as a sampler that encodes its samples itself, numbers included (eBPF, in the
+    kernel), sees it: room in the datagram being built, nothing of the path's insides, so that the
+    path can change without its samplers.
+
+    Samples added here go out as they were given (``DatagramAssembler.add_pieces``): only while
+    :attr:`direct` holds, that is there is an assembler and no enricher wants the packets; else the
+    sampler hands them to ``emit_header_sample`` with their numbers."""
+
+    __slots__ = ("_flows", "_uptime")
+
+    def __init__(self, flows: FlowPath) -> None:
+        self._flows = flows
+        self._uptime = 0
+
+    @property
+    def direct(self) -> bool:
+        """Encoded samples may go straight into the datagram (else through ``emit_header_sample``)."""
+        return self._flows.assembler is not None and not self._flows.enrichers
+
+    def room(self) -> int:
+        """Bytes the samples added next may have in all and still join the datagram being built."""
+        a = self._flows.assembler
+        if a is None:
+            return 0
+        self._uptime = self._flows.uptime_ms()
+        return a.room(self._uptime)
+
+    def add(self, pieces: list[Any], count: int, size: int) -> None:
+        """``count`` samples of ``size`` bytes as ``pieces`` (``DatagramAssembler.add_pieces``), within ``room``."""
+        a = self._flows.assembler
+        if a is not None and count:
+            a.add_pieces(pieces, count, size)
+            self._flows.stats["flow_samples"] += count
+
+    def send(self) -> int:
+        """Send the datagram being built; the room of the next one."""
+        a = self._flows.assembler
+        if a is None:
+            return 0
+        a.flush(self._uptime)
+        return a.room(self._uptime)
+
+    def pending(self) -> int:
+        """Samples in the datagram being built."""
+        a = self._flows.assembler
+        return a.pending if a is not None else 0
+
+    def keep(self) -> None:
+        """The memory of the pieces added so far is about to be reused: copy what is still pending."""
+        a = self._flows.assembler
+        if a is not None:
+            a.keep_pieces()

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from .config import Settings
-from .config.blocks import block_of
+from .config.blocks import MODULES_PACKAGE, block_of, known_blocks
 from .privileges import Privileges
 from .sflow.records import Record
 
@@ -125,11 +125,16 @@ def register(cls: type[Module]) -> type[Module]:
     return cls
 
 
-def discover() -> dict[str, type[Module]]:
-    """Import every module file so that each registers itself."""
+def discover(settings: Settings | None = None) -> dict[str, type[Module]]:
+    """Import the module packages so that each registers itself: with ``settings``, only those with a
+    block set in them (a module runs only then, and a package may cost megabytes: dbus-next brings
+    GLib), so an agent that samples packets and nothing else holds no other module's code; a block
+    added on reload imports its package then.  Without, every package."""
     from . import modules as package
 
     for info in pkgutil.iter_modules(package.__path__):
+        if settings is not None and not _configured(info.name, settings):
+            continue
         try:
             importlib.import_module(f"{package.__name__}.{info.name}")
         except Exception as err:  # a broken module must not stop the agent; its block then does nothing
@@ -140,6 +145,12 @@ def discover() -> dict[str, type[Module]]:
             )  # fmt: skip
             log.debug("module %s: the failure in full", info.name, exc_info=True)
     return MODULES
+
+
+def _configured(folder: str, settings: Settings) -> bool:
+    """Whether a block that the package's ``settings.py`` declares is set in ``settings``."""
+    where = f"{MODULES_PACKAGE}.{folder}.settings"
+    return any(b.cls.__module__ == where and settings.blocks.get(b.attr) for b in known_blocks())
 
 
 def implements(module: Module, hook: str) -> bool:

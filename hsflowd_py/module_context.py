@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from .flow_path import EncodedFlows
 from .pollers import Collect, Read
 from .sflow.records import HostDescription, Record
 from .sflow.samples import DiscardSample
@@ -177,11 +178,10 @@ class ModuleContext:
         """The flow path's entry for samplers (``FlowPath.emit_header_sample``), bound once by the sampler."""
         return self._core.flows.emit_header_sample
 
-    @property
-    def flow_path(self) -> FlowPath:
-        """The flow path, for a sampler that encodes samples itself (eBPF, in the kernel): it numbers
-        them in the path's sequences and adds them to its datagrams while no enricher needs the packet."""
-        return self._core.flows
+    def encoded_flows(self) -> EncodedFlows:
+        """The flow path's face for a sampler that encodes samples itself (eBPF, in the kernel): it numbers
+        them in the interfaces' sequences and adds them to the datagrams while no enricher needs the packet."""
+        return EncodedFlows(self._core.flows)
 
     def send_discard(self, sample: DiscardSample) -> None:
         """Send a discard sample (0:5): its sampled header through the flow enrichers (markTraffic's

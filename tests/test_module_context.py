@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import ast
+import ipaddress
 from pathlib import Path
+from typing import Any
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
+from hsflowd_py.enrichers import Enricher
+from hsflowd_py.module import Module
+from hsflowd_py.sflow.assembler import DatagramAssembler
+from hsflowd_py.sflow.codec import decode_datagram, encode_sample
+from hsflowd_py.sflow.records import ExtendedTimestamp
+from hsflowd_py.sflow.samples import FlowSample
 
 MODULES = Path(__file__).resolve().parent.parent / "modules"
 
@@ -31,6 +39,33 @@ def test_context_acts_on_the_agent(tmp_path: Path) -> None:
     context.restart_flow_sequence(5)
     assert 5 not in a.flows.sequences
     assert context.describe(None, context.host_uuid) == a.host.description(None, a.uuid)
+
+
+class _Idle(Enricher):
+    def enrich(self, packet: Any) -> None:
+        return None
+
+
+def test_encoded_flows_number_and_send_samples_given_as_pieces(tmp_path: Path) -> None:
+    """The face of the flow path for a sampler that encodes samples itself: samples given as pieces
+    sent as one datagram, as they were given; not while an enricher wants the packets."""
+    a = agent(tmp_path)
+    flows = a.context.encoded_flows()
+    assert not flows.direct and flows.room() == 0  # no assembler yet
+    sent: list[Any] = []
+    a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.append)
+    assert flows.direct
+    samples = [FlowSample(0, 5, 10, 10 * n, 0, 5, 0x3FFFFFFF, [ExtendedTimestamp(n)], n) for n in (1, 2)]
+    encoded = [memoryview(encode_sample(s)) for s in samples]
+    room = flows.room()
+    flows.add(encoded, 2, sum(map(len, encoded)))
+    assert flows.pending() == 2 and flows.room() == room - sum(map(len, encoded))
+    assert flows.send() == room and not flows.pending()
+    datagram = decode_datagram(b"".join(sent[0]))
+    assert datagram.samples == samples
+    assert a.stats["flow_samples"] == 2
+    a.flows.set_enrichers([(Module(a.context, a.settings), "idle", _Idle())])
+    assert not flows.direct
 
 
 def module_files() -> list[Path]:

@@ -54,7 +54,7 @@ def configure(loaded: _Loaded, rate: int, header_bytes: int = 128, loopback: boo
     maps = loaded.maps
     config = bpf.Map(loaded.config, maps["config"]["key_size"], maps["config"]["value_size"])
     config.update(_KEY.pack(IFINDEX), _CONFIG.pack(rate, header_bytes, bytes(6), 0, 1, loopback))
-    counts = bpf.Map(loaded.counts, maps["counts"]["key_size"], maps["counts"]["value_size"], bpf.possible_cpus())
+    counts = bpf.Map(loaded.counts, maps["counts"]["key_size"], maps["counts"]["value_size"])
     counts.update(_KEY.pack(IFINDEX), _COUNTS.pack(0, 0, 0))
     clock = bpf.Map(loaded.clock, maps["clock"]["key_size"], maps["clock"]["value_size"])
     clock.update(_KEY.pack(0), struct.pack("=Q", time.time_ns() - time.monotonic_ns()))
@@ -83,8 +83,10 @@ def records(loaded: _Loaded) -> list[bytes]:
         while cons < prod:
             pos = ring.data_offset + (cons & ring.mask)
             (length,) = struct.unpack_from("=I", ring.data_map, pos)
-            out.append(bytes(ring.data_map[pos + 8 : pos + 8 + length]))
-            cons += length + 8 + 7 & ~7
+            (body,) = struct.unpack_from(">I", ring.data_map, pos + 12)  # the sample's own length word
+            out.append(bytes(ring.data_map[pos + 8 : pos + 16 + body]))
+            assert length + 8 + 7 & ~7 == ebpf._STEP  # what the agent's drain steps by
+            cons += ebpf._STEP
         ring.consumer_pos[0] = cons
         return out
     finally:
@@ -108,13 +110,13 @@ def tcp(seq: int, flags: int) -> bytes:
     return struct.pack(">HHIIBBHHH", 40000, 5201, seq, 7, 5 << 4, flags, 512, 0xABCD, 0)
 
 
-def encoded(header: bytes, frame: int, timestamp: int, direction_out: bool = True) -> bytes:
-    """What the encoder writes for this sample, with sequence, pool and drops still 0 (the agent's)."""
+def encoded(header: bytes, frame: int, timestamp: int, number: int, direction_out: bool = True) -> bytes:
+    """What the encoder writes for this sample, the interface's ``number``th sample and packet, no drops."""
     encoder = FlowEncoder()
     buf = bytearray(encoder.size(len(header)))
     inp, out = (INTERNAL_PORT, IFINDEX) if direction_out else (IFINDEX, INTERNAL_PORT)
     encoder.pack_into(
-        buf, 0, 0, IFINDEX, 1, 0, 0, inp, out, HEADER_ETHERNET, frame, 4, header, 0, len(header), timestamp
+        buf, 0, number, IFINDEX, 1, number, 0, inp, out, HEADER_ETHERNET, frame, 4, header, 0, len(header), timestamp
     )
     return bytes(buf)
 
@@ -132,9 +134,10 @@ def test_a_sample_is_the_encoders_bytes(loaded: _Loaded) -> None:
     (record,) = records(loaded)
     ts = timestamp_of(record)
     assert before - 5_000_000_000 < ts < time.time_ns() + 5_000_000_000  # the epoch, not the boot
-    assert record == encoded(frame, len(frame) + 4, ts)
-    header = wire.PATCHED.unpack_from(record)
-    assert (header[wire.SEQUENCE], header[wire.POOL], header[wire.DROPS]) == (0, 0, 0)
+    assert record == encoded(frame, len(frame) + 4, ts, 1)  # sequence number 1, pool 1, no drops
+    run(loaded.egress, frame)
+    (record,) = records(loaded)
+    assert record == encoded(frame, len(frame) + 4, timestamp_of(record), 2)
 
 
 def test_each_sample_of_a_gso_packet_is_one_wire_segment(loaded: _Loaded) -> None:
@@ -151,14 +154,14 @@ def test_each_sample_of_a_gso_packet_is_one_wire_segment(loaded: _Loaded) -> Non
     for i, record in enumerate(got):
         segment = ethernet + ipv4(6, 20 + 1000, 100 + i) + tcp(1_000_000 + 1000 * i, 0x18 if i == 2 else 0x10)
         segment += payload[1000 * i : 1000 * (i + 1)]
-        assert record == encoded(segment[:128], len(segment) + 4, timestamp_of(record)), f"segment {i}"
-    assert totals(counts) == (0, 3)  # three wire packets out
+        assert record == encoded(segment[:128], len(segment) + 4, timestamp_of(record), i + 1), f"segment {i}"
+    assert totals(counts) == (3, 0, 3)  # three wire packets, no drops, three samples
 
 
-def totals(counts: bpf.Map) -> tuple[int, int]:
-    """Packets in and out, summed over the CPUs."""
-    values = [_COUNTS.unpack_from(v) for v in counts.lookup(_KEY.pack(IFINDEX)) or []]
-    return sum(v[0] for v in values), sum(v[1] for v in values)
+def totals(counts: bpf.Map) -> tuple[int, int, int]:
+    """The interface's pool, drops and last sequence number."""
+    (value,) = counts.lookup(_KEY.pack(IFINDEX)) or [bytes(_COUNTS.size)]
+    return _COUNTS.unpack(value)
 
 
 def test_loopback_counts_each_packet_once_as_it_comes_in(loaded: _Loaded) -> None:
@@ -168,11 +171,10 @@ def test_loopback_counts_each_packet_once_as_it_comes_in(loaded: _Loaded) -> Non
     assert records(loaded) == []
     run(loaded.ingress, frame, gso_segs=4, gso_size=10)
     (record,) = records(loaded)
-    assert record == encoded(frame, len(frame) + 4, timestamp_of(record), direction_out=False)
-    assert totals(counts) == (1, 0)
+    assert record == encoded(frame, len(frame) + 4, timestamp_of(record), 1, direction_out=False)
+    assert totals(counts) == (1, 0, 1)
 
 
-def test_the_ring_record_size_follows_the_header_bytes() -> None:
-    """A record is the sample and no more: the ring's size estimate in ebpf.py's docstring holds."""
-    assert wire.HEAD_BYTES + 128 + wire.TIMESTAMP_BYTES + 8 == 228
-    assert ebpf.RING_BYTES >= 150_000 * 0.06 * 228
+def test_the_ring_holds_twice_the_drain_period() -> None:
+    """Each record has room for the largest sample: the ring's size estimate in ebpf.py's docstring holds."""
+    assert ebpf.RING_BYTES // ebpf._STEP >= 145_000 * 2 * ebpf.DRAIN_S

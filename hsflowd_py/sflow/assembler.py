@@ -9,9 +9,9 @@ The datagram is built in one preallocated buffer: ``add`` copies an encoded
 sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
-kernel) hands over each one as a few bytes written here and the rest left where it lies
-(``add_pieces``): the datagram then goes out as a list of pieces, in one ``sendmsg``,
-and ``keep_pieces`` copies what is still pending in before the sampler lets that memory go.
+kernel) hands them over where they lie (``add_pieces``): the datagram then goes out as a list
+of pieces, in one ``sendmsg``, and ``keep_pieces`` copies what is still pending in before the
+sampler lets that memory go.
 Discard samples (0:5) travel in datagrams of their own: a collector that does not know the
 sample type (pmacct) abandons the rest of its datagram, flow and counter samples included.
 A sample that cannot be encoded (a value out of its
@@ -66,6 +66,8 @@ class DatagramAssembler:
         """Outside pieces (bytes, memoryviews) and, as (start, end), the runs of ``buffer`` between them."""
         self._run = self._header_bytes
         """Where the run of ``buffer`` not yet in ``_pieces`` starts."""
+        self._runs = False
+        """Whether ``_pieces`` holds runs of ``buffer`` (else it is sent as it is)."""
         self._outside = 0
         """Bytes of the datagram held in outside pieces."""
         self._discards = False
@@ -113,6 +115,7 @@ class DatagramAssembler:
         if self._end != self._run:  # whole samples added since the last pieces
             self._pieces.append((self._run, self._end))
             self._run = self._end
+            self._runs = True
         self._pieces += pieces
         self._outside += size
         self._count += count
@@ -120,7 +123,8 @@ class DatagramAssembler:
     def _gather(self) -> list[Any]:
         """The pending samples as pieces: outside pieces and runs of ``buffer``, in order."""
         view = memoryview(self.buffer)
-        pieces = [view[p[0] : p[1]] if type(p) is tuple else p for p in self._pieces]
+        pieces = [view[p[0] : p[1]] if type(p) is tuple else p for p in self._pieces] if self._runs else self._pieces
+        self._runs = False
         if self._end != self._run:
             pieces.append(view[self._run : self._end])
         return pieces

@@ -213,7 +213,7 @@ class PcapModule(Module):
 
             try:
                 context = self.context
-                sampler = await EbpfSampler.create(context.emit_header_sample, context.root, context.flow_path)
+                sampler = await EbpfSampler.create(context.emit_header_sample, context.root, context.encoded_flows())
                 self.samplers["ebpf"] = sampler
             except (SamplerError, OSError) as e:
                 self.ebpf_unavailable = str(e)

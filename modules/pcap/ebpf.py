@@ -1,9 +1,9 @@
 """The eBPF sampler: one tc program per direction on each interface (tcx where the kernel has it,
 ``tc.py``), samples through a BPF ring buffer.
 
-``sampler.bpf.h`` counts every packet per CPU, interface and direction (the true sample
-pool), keeps 1 in N and writes it to a ring buffer without waking anyone; the agent drains
-the ring every ``DRAIN_S`` seconds, which bounds its wake-ups whatever the packet rate.
+``sampler.bpf.h`` counts every packet per interface (the true sample pool), keeps 1 in N and
+writes it, numbered, to a ring buffer without waking anyone; the agent drains the ring every
+``DRAIN_S`` seconds, which bounds its wake-ups whatever the packet rate.
 
 Loading, in this order (``load``), each failure logged with its reason:
 
@@ -19,27 +19,25 @@ Loading, in this order (``load``), each failure logged with its reason:
 loader (benchmarks and tests compare them).  Either way the agent keeps the same descriptors:
 the two programs, the ring buffer and two small hash maps.
 
-Samples come out of the kernel as the flow samples the agent sends (``sampler.bpf.h``,
-``wire.py``).  While no enricher needs the packets, the drain fills in each one's sequence
-number, pool and drops (the first 32 bytes, written into the datagram being built) and adds
-the rest as it lies in the ring to the datagram, which goes out as one ``sendmsg`` of those
-pieces (``DatagramAssembler.add_pieces``): nothing of the sample is decoded or copied
-in Python.  With an enricher active the same records are read back into the flow path's
-usual entry (``emit``) and encoded there with the enrichers' records.
+Samples come out of the kernel as the flow samples the agent sends, complete, sequence number,
+pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher needs the packets,
+the drain only cuts the ring into datagram-sized runs: each sample is one slice of the ring
+added to the datagram, which goes out as one ``sendmsg`` of those pieces
+(``EncodedFlows.add``): nothing of a sample is decoded, packed or copied in Python.  With an
+enricher active the same records are read back into the flow path's usual entry (``emit``), with
+the kernel's sequence number, and encoded there with the enrichers' records: both ways number
+an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
+numbers restart when the interface is opened again (its counters are created anew), which is
+what ``ModuleContext.restart_flow_sequence`` means for the other samplers.
 
-Ring sizing (REFERENCE.md section 9): a record is 8 bytes of ring header and the sample,
-92 bytes plus the header bytes (228 with the default 128).  ``RING_BYTES`` is 2 MB: 60 ms of
-the agent not draining at 150 k samples/s of 128-byte headers, 85 ms with 64-byte packets;
-a sample the full ring refuses counts as a drop of that interface, reported in the flow
-samples' ``drops``.  The kernel maps the data area twice in a row and populates the mapping
-at once, so the ring shows as 4 MB of the agent's resident (file) memory although it exists
-once, in the kernel: the ring is the agent's largest single cost in memory, hence no larger.
-
-Per-CPU map look-ups return one value per *possible* CPU, summed here.  The counters are
-read once per drain, after the producer position, so that every drained sample's packet is
-already counted; the samples of one drain get pools spread over the packets counted since the
-previous reading by their place in the ring, strictly increasing per interface, the last one
-equal to the count.
+Ring sizing (REFERENCE.md section 9): the ring reserves only sizes the verifier knows, so each
+record has room for the largest sample (``_STEP``, 360 bytes with its ring header).
+``RING_BYTES`` is 2 MB: 5,825 samples, twice the drain period at 145 k samples/s (1-in-1 of
+64-byte packets at this machine's veth rate); a sample the full ring refuses counts as a drop of that interface,
+reported in the flow samples' ``drops``.  The kernel maps the data area twice in a row and
+populates the mapping at once, so the ring shows as 4 MB of the agent's resident (file)
+memory although it exists once, in the kernel: the ring is the agent's largest single cost in
+memory, hence no larger.
 """
 
 from __future__ import annotations
@@ -63,12 +61,11 @@ from hsflowd_py.bpf import (
     BPF_RINGBUF_HDR_SZ,
     Map,
     RingBuffer,
-    possible_cpus,
 )
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN
 
 if TYPE_CHECKING:
-    from hsflowd_py.flow_path import FlowPath
+    from hsflowd_py.flow_path import EncodedFlows
 
 from . import ebpf_build, ebpf_core, wire
 from .interfaces import Tap
@@ -82,7 +79,7 @@ BUILDER = ebpf_build.__file__
 """The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
 RING_BYTES = 2 << 20
-DRAIN_S = 0.01
+DRAIN_S = 0.02
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
@@ -92,10 +89,13 @@ LOADERS = ("libbpf", "bcc")
 _CONFIG = struct.Struct("=II6sBBB3x")
 """struct tap_config: rate, header_bytes, mac, check_source, ethernet, loopback."""
 _COUNTS = struct.Struct("=QQQ")
-"""struct tap_counts: packets in, packets out, drops."""
-_RECORD = struct.Struct(">I4x8I")
-"""A ring record: its header's first word (native order; only its busy and discard bits are used: the
-length is the sample's own, kept in its second word plus 8), then ``wire.PATCHED``."""
+"""struct tap_counts: the pool (packets seen), drops, the last sequence number."""
+_RECORD = struct.Struct(">I4x4xI8xI")
+"""A ring record: its header's first word (native order; only its busy and discard bits are used), then
+of the sample its length word (the bytes after its first two words) and its source index."""
+_STEP = (BPF_RINGBUF_HDR_SZ + wire.HEAD_BYTES + HEADER_MAX + wire.TIMESTAMP_BYTES + 7) & ~7
+"""A ring record's bytes, header and padding included: every one has room for the largest sample
+(struct record of ``sampler.bpf.h``: the ring reserves only sizes the verifier knows)."""
 _BUSY, _DISCARD = (
     (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT)
     if sys.byteorder == "big"
@@ -223,19 +223,13 @@ async def load() -> _Loaded:
 
 
 class _TapState:
-    """An open interface: its settings, whether its clsact qdisc is ours, its running totals."""
+    """An open interface: its settings, whether its clsact qdisc is ours."""
 
-    __slots__ = ("before", "created_qdisc", "drops", "last", "pool", "spread", "tap")
+    __slots__ = ("created_qdisc", "tap")
 
     def __init__(self, tap: Tap, created_qdisc: bool) -> None:
         self.tap = tap
         self.created_qdisc = created_qdisc
-        self.pool = 0
-        self.drops = 0
-        self.before = 0
-        self.spread = 0
-        self.last = 0
-        """The last sample's pool."""
 
 
 class EbpfSampler(Sampler):
@@ -243,16 +237,14 @@ class EbpfSampler(Sampler):
 
     kind = "ebpf"
 
-    def __init__(self, emit: Emit, root: Path, loaded: _Loaded, flows: FlowPath | None = None) -> None:
+    def __init__(self, emit: Emit, root: Path, loaded: _Loaded, flows: EncodedFlows | None = None) -> None:
         self.emit = emit
         self.flows = flows
         """Where samples go as the kernel wrote them; None: always through ``emit``."""
         self.loaded = loaded
         maps = loaded.maps
         self.config = Map(loaded.config, maps["config"]["key_size"], maps["config"]["value_size"])
-        self.counts = Map(
-            loaded.counts, maps["counts"]["key_size"], maps["counts"]["value_size"], per_cpu=possible_cpus(root)
-        )
+        self.counts = Map(loaded.counts, maps["counts"]["key_size"], maps["counts"]["value_size"])
         self.ring = RingBuffer(loaded.samples, maps["samples"]["max_entries"])
         self.tc = TcHooks()
         self.taps: dict[int, _TapState] = {}
@@ -265,7 +257,7 @@ class EbpfSampler(Sampler):
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
 
     @classmethod
-    async def create(cls, emit: Emit, root: Path, flows: FlowPath | None = None) -> EbpfSampler:
+    async def create(cls, emit: Emit, root: Path, flows: EncodedFlows | None = None) -> EbpfSampler:
         loaded = await load()
         try:
             return cls(emit, root, loaded, flows)
@@ -306,6 +298,7 @@ class EbpfSampler(Sampler):
         if state is None:
             return
         self.tc.detach(ifindex, state.created_qdisc)
+        self._drain()  # what it wrote since, passed over: the interface opened again starts a new sequence
         key = _KEY.pack(ifindex)
         self.config.delete(key)
         self.counts.delete(key)
@@ -324,9 +317,13 @@ class EbpfSampler(Sampler):
         return {
             "interfaces": len(self.taps),
             "samples": self.samples,
-            "drops": sum(s.drops for s in self.taps.values()),
+            "drops": sum(self._drops(ifindex) for ifindex in self.taps),
             "read_errors": self.read_errors,
         }
+
+    def _drops(self, ifindex: int) -> int:
+        values = self.counts.lookup(_KEY.pack(ifindex))
+        return _COUNTS.unpack(values[0])[1] if values else 0
 
     # ------------------------------------------------------------ the hot path
 
@@ -346,100 +343,59 @@ class EbpfSampler(Sampler):
         self._clock_set = time.monotonic()
         self.clock.update(_KEY.pack(0), _CLOCK.pack(time.time_ns() - time.monotonic_ns()))
 
-    def _read_totals(self) -> None:
-        """Fold every CPU's counters of each interface into its pool and drop totals."""
-        for ifindex, state in self.taps.items():
-            values = self.counts.lookup(_KEY.pack(ifindex))
-            if values is None:
-                continue
-            packets = drops = 0
-            for raw in values:
-                rx, tx, lost = _COUNTS.unpack_from(raw)
-                packets += rx + tx
-                drops += lost
-            state.before, state.spread = state.pool, packets - state.pool
-            state.pool, state.drops = packets, drops
-
     def _drain(self) -> None:
-        """Everything the kernel has written so far: into the datagram as it lies in the ring, or,
+        """Everything the kernel has written so far: cut into datagrams as it lies in the ring, or,
         while an enricher needs the packets (or there is no flow path), through ``emit``."""
         ring = self.ring
         cons = ring.consumer_pos[0]
         prod = ring.producer_pos[0]
         if cons == prod:
             return
-        self._read_totals()
         if time.monotonic() - self._clock_set >= CLOCK_S:
             self._set_clock()
-        flows = self.flows
-        assembler = flows.assembler if flows is not None and not flows.enrichers else None
-        first, span = cons, prod - cons
+        flows = self.flows if self.flows is not None and self.flows.direct else None
         m, view, taps, record = ring.data_map, ring.view, self.taps, _RECORD.unpack_from
-        mask, base, pack, head = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ, wire.PATCHED.pack, wire.PATCHED.size
-        seqs, uptime, room = {}, 0, 0
-        if assembler is not None and flows is not None:
-            seqs, uptime = flows.sequences, flows.uptime_ms()
-            room = assembler.room(uptime)
-        pieces: list[Any] = []  # of the samples that fit in the datagram being built, and their bytes
-        count = size = 0
-        # the interface of the last record, and its running values as locals (most runs are of one interface)
-        current, state, seq, last, before, spread, drops = -1, None, 0, 0, 0, 0, 0
-        samples = 0
+        mask, base = ring.mask, ring.data_offset + BPF_RINGBUF_HDR_SZ
+        room = flows.room() if flows is not None else 0
+        waiting = flows.pending() if flows is not None else 0
+        pieces: list[Any] = []  # the samples that fit in the datagram being built, and their bytes
+        count = size = samples = 0
         try:
             while cons < prod:
                 pos = base + (cons & mask)
-                bits, tag, body, _, ds_class, ifindex, rate, _, _ = record(m, pos - BPF_RINGBUF_HDR_SZ)
+                bits, body, ifindex = record(m, pos - BPF_RINGBUF_HDR_SZ)
                 if bits & _BUSY:
                     break
-                cons += body + 23 & ~7  # ring header, sample (8 + body), padded to 8
-                if bits & _DISCARD:
+                cons += _STEP
+                if bits & _DISCARD or ifindex not in taps:
                     continue
-                if ifindex != current:
-                    if state is not None:
-                        state.last, seqs[current] = last, seq
-                    state = taps.get(ifindex)
-                    if state is None:
-                        current = -1
-                        continue
-                    current, seq, last = ifindex, seqs.get(ifindex, 0), state.last
-                    before, spread, drops = state.before, state.spread, state.drops
-                pool = before + spread * (cons - first) // span
-                if pool <= last:
-                    pool = last + 1
-                last = pool
                 samples += 1
-                if assembler is None:
-                    self._emit_record(pos, ifindex, rate, pool, drops)
+                if flows is None:
+                    self._emit_record(pos, ifindex)
                     continue
-                if size + body + 8 > room and (count or assembler.pending):  # the datagram is full
-                    assembler.add_pieces(pieces, count, size)
-                    assembler.flush(uptime)
-                    pieces, count, size, room = [], 0, 0, assembler.room(uptime)
-                seq = seq + 1 & 0xFFFFFFFF
-                pieces += (
-                    pack(tag, body, seq, ds_class, ifindex, rate, pool & 0xFFFFFFFF, drops & 0xFFFFFFFF),
-                    view[pos + head : pos + 8 + body],
-                )
+                body += 8
+                if size + body > room and (count or waiting):  # the datagram is full
+                    flows.add(pieces, count, size)
+                    room, waiting = flows.send(), 0
+                    pieces, count, size = [], 0, 0
+                pieces.append(view[pos : pos + body])
                 count += 1
-                size += body + 8
+                size += body
         finally:  # a record that failed is not read again
-            if state is not None:
-                state.last = last
-                if assembler is not None:
-                    seqs[current] = seq
-            if assembler is not None and flows is not None:  # the flow path's assembler, not an emit
-                assembler.add_pieces(pieces, count, size)
-                assembler.keep_pieces()  # before the kernel may write over them
-                flows.stats["flow_samples"] += samples
+            if flows is not None:  # the datagram being built, not an emit
+                flows.add(pieces, count, size)
+                flows.keep()  # before the kernel may write over them
             ring.consumer_pos[0] = cons
             self.samples += samples
 
-    def _emit_record(self, pos: int, ifindex: int, rate: int, pool: int, drops: int) -> None:
-        """A sample read back from its wire form, for the flow path's usual entry."""
+    def _emit_record(self, pos: int, ifindex: int) -> None:
+        """A sample read back from its wire form, for the flow path's usual entry (with its number)."""
         m = self.ring.data_map
         w = _WIRE.unpack_from(m, pos)
-        inp, out, protocol, frame, hlen = w[9], w[11], w[15], w[16], w[18]
+        sequence, rate, pool, drops, inp, out, protocol, frame, hlen = w[2], *w[5:8], w[9], w[11], w[15], w[16], w[18]
         direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         start = pos + wire.HEAD_BYTES
         (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
-        self.emit(ifindex, rate, pool, drops, direction, frame, self.ring.view, start, hlen, timestamp, protocol)
+        self.emit(
+            ifindex, rate, pool, drops, direction, frame, self.ring.view, start, hlen, timestamp, protocol, sequence
+        )

@@ -9,7 +9,7 @@
 #include "sampler.bpf.h"
 
 BPF_HASH(config, u32, struct tap_config, 4096);
-BPF_PERCPU_HASH(counts, u32, struct tap_counts, 4096);
+BPF_HASH(counts, u32, struct tap_counts, 4096);
 BPF_RINGBUF_OUTPUT(samples, RING_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct wire, 1);
 BPF_ARRAY(clock, u64, 1);
@@ -37,7 +37,12 @@ static __always_inline u64 epoch_offset(void)
     return offset ? *offset : 0;
 }
 
-static __always_inline long output_sample(struct wire *w, u32 size)
+static __always_inline struct record *reserve_sample(void)
 {
-    return samples.ringbuf_output(w, size, BPF_RB_NO_WAKEUP);
+    return samples.ringbuf_reserve(sizeof(struct record));
+}
+
+static __always_inline void submit_sample(struct record *r)
+{
+    samples.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }

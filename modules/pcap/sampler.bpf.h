@@ -10,14 +10,20 @@
  * The front end defines PROGRAM(name) before including this file, then the maps and the
  * accessors declared below.
  *
- * Per packet: count it (per CPU, per interface and direction: the true sample pool), draw a
+ * Per packet: count it (per interface, both directions: the true sample pool), draw a
  * random number, and 1 time in N write the flow sample as it goes on the wire to sFlow
  * collectors (sampler_wire.h, from the agent's record table: sample head, 0:1 sampled header,
- * 0:1043 timestamp) into a BPF ring buffer.  The agent fills in only the sequence number,
- * sample pool and drops, which must be per data source and in order, and sends the rest from
- * the ring as it is.  A sample the full ring refuses is counted as a drop.  Samples are
- * written without waking the reader (BPF_RB_NO_WAKEUP): the agent drains the ring on a
- * timer, which bounds its wake-ups whatever the packet rate.
+ * 0:1043 timestamp) into a BPF ring buffer, complete: its sequence number, sample pool and
+ * drops come from the interface's counters here (struct tap_counts, shared by all CPUs,
+ * changed only by atomic adds), so that the agent only cuts the ring into datagrams and sends
+ * the samples from it as they are.  The sequence number is taken once the sample's place in
+ * the ring is reserved: a sample the full ring refuses is a drop, never a gap in the sequence.
+ * A sampled packet is counted then too, up to the segment sampled (the rest of a GSO packet
+ * after its last sample): a sample's pool is the count of wire packets up to its own, and the
+ * window in which two CPUs can take pools in the other order than their places is a few
+ * instructions.  Samples are written without waking the reader
+ * (BPF_RB_NO_WAKEUP): the agent drains the ring on a timer, which bounds its wake-ups
+ * whatever the packet rate.
  *
  * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on the
  * way in: skb->gso_segs segments of skb->gso_size payload bytes).  It counts as that many
@@ -43,9 +49,10 @@
 #define HEADER_MAX 256
 #endif
 /* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
- * the verifier walks once per turn, so it takes at most 4 samples of one packet. */
+ * the verifier walks once per turn, so it takes at most 2 samples of one packet (3 exceed the
+ * verifier's budget). */
 #ifdef NO_BPF_LOOP
-#define SEGMENT_SAMPLES_MAX 4
+#define SEGMENT_SAMPLES_MAX 2
 #else
 #define SEGMENT_SAMPLES_MAX 64
 #endif
@@ -73,8 +80,9 @@ struct tap_config {
 };
 
 struct tap_counts {
-    u64 packets[2];     /* wire packets seen: [0] ingress, [1] egress */
-    u64 drops;          /* samples lost because the ring was full */
+    u64 pool;           /* wire packets seen, both directions: the sample pool */
+    u64 drops;          /* samples lost: the ring was full, or more samples of one packet than taken */
+    u64 sequence;       /* the last flow sample's sequence number */
 };
 
 /* The flow sample's words up to the header bytes, in wire order (big-endian on the wire). */
@@ -93,12 +101,20 @@ struct wire {
     u8 header[2 * HEADER_MAX + SFLOW_TIMESTAMP_BYTES];
 };
 
+/* A ring record: the sample of its largest size (the ring reserves only sizes the verifier knows),
+ * of which the sample's own length word says how much is the sample. */
+struct record {
+    u32 word[W_WORDS];
+    u8 header[HEADER_MAX + SFLOW_TIMESTAMP_BYTES];
+};
+
 /* Defined by the front end, after its maps. */
 static __always_inline struct tap_config *config_of(u32 *ifindex);
 static __always_inline struct tap_counts *counts_of(u32 *ifindex);
 static __always_inline struct wire *scratch_of(void);
 static __always_inline u64 epoch_offset(void);
-static __always_inline long output_sample(struct wire *w, u32 size);
+static __always_inline struct record *reserve_sample(void);
+static __always_inline void submit_sample(struct record *r);
 
 /* v & mask in an instruction of its own: the compiler, knowing v is smaller already, would drop a
  * plain mask, and the verifier, which tracks less than the compiler, needs it to bound v. */
@@ -270,8 +286,19 @@ static __always_inline void sample_segment(struct segments *l, u32 i)
     ts[1] = WIRE32(8);
     ts[2] = WIRE32((u32)(l->now >> 32));
     ts[3] = WIRE32((u32)l->now);
-    if (output_sample(w, SFLOW_HEAD_BYTES + padded + SFLOW_TIMESTAMP_BYTES) < 0)
-        l->cnt->drops += 1;
+    /* counted up to this segment and numbered only now, with its place in the ring reserved */
+    struct record *r = reserve_sample();
+    u32 gap = i == l->first ? i + 1 : l->rate;
+    u64 pool = __sync_fetch_and_add(&l->cnt->pool, gap) + gap;
+    if (!r) {
+        __sync_fetch_and_add(&l->cnt->drops, 1);
+        return;
+    }
+    __builtin_memcpy(r, w, sizeof(*r));
+    r->word[W_SEQUENCE] = WIRE32((u32)(__sync_fetch_and_add(&l->cnt->sequence, 1) + 1));
+    r->word[W_POOL] = WIRE32((u32)pool);
+    r->word[W_DROPS] = WIRE32((u32)l->cnt->drops);
+    submit_sample(r);
 }
 
 static long segment_callback(u32 index, void *ctx)
@@ -295,17 +322,15 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     u32 segments = skb->gso_segs;
     if (segments == 0 || cfg->loopback)
         segments = 1;
-    cnt->packets[egress ? 1 : 0] += segments;
 
+    /* counted here, but for a sampled packet: as its samples are written */
     u32 rate = cfg->rate;
-    if (rate == 0)
+    u32 first = rate ? bpf_get_prandom_u32() % rate : segments;
+    struct wire *w = first < segments ? scratch_of() : 0;
+    if (!w) {
+        __sync_fetch_and_add(&cnt->pool, segments);
         return TC_ACT_UNSPEC;
-    u32 first = bpf_get_prandom_u32() % rate;
-    if (first >= segments)
-        return TC_ACT_UNSPEC;
-    struct wire *w = scratch_of();
-    if (!w)
-        return TC_ACT_UNSPEC;
+    }
     u8 *h = w->header;
 
     /* The frame's first bytes, with an 802.1Q tag the NIC took out put back after the MACs. */
@@ -320,12 +345,12 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
         n = limit;
     if (vlan && n >= 16) {
         if (bpf_skb_load_bytes(skb, 0, h, 12) < 0)
-            return TC_ACT_UNSPEC;
+            goto uncopied;
         u32 tpid = HOST16((u16)skb->vlan_proto);
         put16(h, 12, tpid ? tpid : ETH_P_8021Q_);
         put16(h, 14, skb->vlan_tci);
         if (n > 16 && bpf_skb_load_bytes(skb, 12, h + 16, LOAD_LENGTH(n - 16, 0xFF)) < 0)
-            return TC_ACT_UNSPEC;
+            goto uncopied;
     } else {
         vlan = 0;
         if (n > 0 && bpf_skb_load_bytes(skb, 0, h, LOAD_LENGTH(n, 0x1FF)) < 0)
@@ -379,16 +404,22 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
         }
     }
     u32 wanted = (segments - first + rate - 1) / rate;
-    u32 loops = wanted < SEGMENT_SAMPLES_MAX ? wanted : SEGMENT_SAMPLES_MAX;
+    u32 taken = wanted < SEGMENT_SAMPLES_MAX ? wanted : SEGMENT_SAMPLES_MAX;
 #ifdef NO_BPF_LOOP
-    for (u32 c = 0; c < SEGMENT_SAMPLES_MAX && c < loops; c++)
+    for (u32 c = 0; c < SEGMENT_SAMPLES_MAX && c < taken; c++)
         segment_callback(c, &l);
 #else
-    bpf_loop(loops, segment_callback, &l, 0);
+    bpf_loop(taken, segment_callback, &l, 0);
 #endif
     /* a packet standing for more segments than this takes samples of: the rest are lost samples */
-    if (wanted > loops)
-        cnt->drops += wanted - loops;
+    if (wanted > taken)
+        __sync_fetch_and_add(&cnt->drops, wanted - taken);
+    u32 counted = first + (taken - 1) * rate + 1;  /* up to the last sample's segment */
+    if (segments > counted)
+        __sync_fetch_and_add(&cnt->pool, segments - counted);
+    return TC_ACT_UNSPEC;
+uncopied:
+    __sync_fetch_and_add(&cnt->pool, segments);
     return TC_ACT_UNSPEC;
 }
 

@@ -55,6 +55,7 @@ class Emit(Protocol):
         length: int,
         timestamp_ns: int,
         header_protocol: int = ...,
+        sequence: int = ...,
     ) -> None: ...
 
 

@@ -1,5 +1,5 @@
 /* The sampler (sampler.bpf.h) as a BPF object: compiled once at build time by clang
- * (setup.py, `clang -target bpfel|bpfeb -O2 -g`) with the UAPI headers of linux-libc-dev
+ * (setup.py, `clang -target bpfel|bpfeb -mcpu=v3 -O2 -g`: v3 for atomic fetch-and-add, kernel 5.12 on) with the UAPI headers of linux-libc-dev
  * and libbpf-dev's bpf_helpers.h, and loaded at run time through libbpf (ebpf_core.py),
  * which sets the ring's size before loading.  -g gives the object its BTF: libbpf needs
  * it for the maps declared below, and the verifier's messages name source lines. */
@@ -25,7 +25,7 @@ struct {
 } config SEC(".maps");
 
 struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+    __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 4096);
     __type(key, u32);
     __type(value, struct tap_counts);
@@ -73,9 +73,14 @@ static __always_inline u64 epoch_offset(void)
     return offset ? *offset : 0;
 }
 
-static __always_inline long output_sample(struct wire *w, u32 size)
+static __always_inline struct record *reserve_sample(void)
 {
-    return bpf_ringbuf_output(&samples, w, size, BPF_RB_NO_WAKEUP);
+    return bpf_ringbuf_reserve(&samples, sizeof(struct record), 0);
+}
+
+static __always_inline void submit_sample(struct record *r)
+{
+    bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
 char LICENSE[] SEC("license") = "GPL";

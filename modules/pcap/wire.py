@@ -8,9 +8,8 @@ C: ``sampler_wire.h`` is generated from here (``python -m hsflowd_py.modules.pca
 a test checks the file is current, and another runs the program and compares its bytes with
 the encoder's for the same packet.
 
-The agent then fixes only what must be per data source and in order: the sequence number,
-the sample pool and the drops, the three words at ``PATCHED`` (with the words before them,
-which it copies), and sends the rest of the record from the ring as it is.
+The sequence number, sample pool and drops are the interface's counters in the kernel too,
+so the agent sends each record from the ring as it is.
 """
 
 from __future__ import annotations
@@ -29,10 +28,6 @@ _ENCODER = FlowEncoder()
 HEAD_BYTES = _ENCODER.fixed_size - struct.calcsize(">IIQ")
 """Bytes before the sampled header's bytes: the flow sample's TLV and head, 0:1's TLV and fixed words."""
 TIMESTAMP_BYTES = _ENCODER.fixed_size - HEAD_BYTES
-PATCHED = struct.Struct(">8I")
-"""The first eight words: tag, length, sequence, source class, source index, rate, pool, drops."""
-SEQUENCE, POOL, DROPS = 2, 6, 7
-"""Their positions in ``PATCHED``."""
 
 DEFINES = {
     "SFLOW_FLOW_SAMPLE_EXPANDED": FLOW_SAMPLE_EXPANDED,
