@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 from hsflowd_py.collector.pcapfile import read_pcap
 from hsflowd_py.sflow import xdr
-from hsflowd_py.sflow.codec import decode_datagram, encode_datagram
+from hsflowd_py.sflow.codec import decode_datagram, encode_datagram, reading
 from hsflowd_py.sflow.layout import Struct
-from hsflowd_py.sflow.records import COUNTER_RECORDS, FLOW, FLOW_RECORDS, Record
-from hsflowd_py.sflow.samples import CounterSample, Datagram, FlowSample
+from hsflowd_py.sflow.records import COUNTER_RECORDS, FLOW, FLOW_RECORDS, HostCpu, Record, SampledHeader
+from hsflowd_py.sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
+from hsflowd_py.sflow.xdr import DecodeError
 
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
@@ -115,3 +116,28 @@ def test_established_agent_datagrams_re_encode_to_the_same_values(name: str) -> 
             again = encode_datagram(datagram)
             assert len(again) == len(packet.payload)
             assert decode_datagram(again) == datagram
+
+
+@pytest.mark.skipif(not VECTORS.is_dir(), reason="shared sFlow vectors not present")
+def test_a_reading_decode_builds_only_its_records_and_skips_the_rest_by_length() -> None:
+    """The exporter's decode: the same samples, each with only the chosen records, none taken for unknown."""
+    only = reading([SampledHeader, HostCpu])
+    seen: set[type] = set()
+    for path in sorted(VECTORS.glob("*.pcap")) + sorted((VECTORS / "devices").glob("*.pcap")):
+        with open(path, "rb") as f:
+            for packet in read_pcap(f):
+                try:
+                    full = decode_datagram(packet.payload)
+                except DecodeError:
+                    continue
+                kept = decode_datagram(packet.payload, only)
+                assert len(kept.samples) == len(full.samples)
+                for mine, theirs in zip(kept.samples, full.samples, strict=True):
+                    records = getattr(theirs, "records", None)
+                    if records is None:
+                        assert mine == theirs
+                        continue
+                    wanted = [r for r in records if type(r) in (SampledHeader, HostCpu, UnknownRecord)]
+                    assert mine.records == wanted
+                    seen.update(type(r) for r in wanted)
+    assert {SampledHeader, HostCpu} <= seen

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from ..sflow.codec import decode_datagram
+from ..sflow.codec import EVERYTHING, decode_datagram
 from ..sflow.samples import Datagram
 from ..sflow.xdr import ADDRESS, DecodeError
 from .exporter import options as exporter_options
@@ -75,6 +75,8 @@ class Collector:
         self.output = output
         self.forwarder = forwarder
         self.exporter = exporter
+        self.reading = exporter.reading if output is None and exporter is not None else EVERYTHING
+        """Exporting only, the decoder builds only the records the exporter reads."""
         self.datagrams = 0
         self.errors = 0
         self.output_failures = 0
@@ -89,7 +91,7 @@ class Collector:
             self.refuse(origin, lambda: _why_not(payload))
             return
         try:
-            decoded = decode_datagram(payload)
+            decoded = decode_datagram(payload, self.reading)
         except DecodeError as e:
             # As sflowtool does, what decoded before the fault is still printed (not exported).
             partial = getattr(e, "partial", None)

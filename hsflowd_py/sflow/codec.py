@@ -8,7 +8,9 @@ into a :class:`DecodeError` that names where it happened.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from functools import lru_cache
+from typing import NamedTuple
 
 from .records import COUNTER_RECORDS, FLOW_RECORDS, Record
 from .samples import (
@@ -30,7 +32,8 @@ from .samples import (
 from .xdr import ADDRESS, DecodeError, pad4, read_u32
 
 _TL = struct.Struct(">II")
-_Fast = tuple[type[Record], struct.Struct | None, struct.Struct | None]
+_Fast = tuple[type[Record] | None, struct.Struct | None, struct.Struct | None]
+"""Per record tag: its class and one-call layouts, or a class of None for a record to skip."""
 _U32 = struct.Struct(">I")
 _FLOW_HEAD = struct.Struct(">11I")
 _COUNTER_HEAD = struct.Struct(">4I")
@@ -183,6 +186,9 @@ def _decode_records(
             off = rec_end
             continue
         cls, plain, head = known
+        if cls is None:  # a known record the reader does not use (see ``Reading``)
+            off = rec_end
+            continue
         if plain is not None and length == plain.size:
             append(cls.from_values(plain.unpack_from(buf, off)))
         elif head is not None and length >= head.size + 4 and (
@@ -219,11 +225,33 @@ def _fast(table: dict[int, type[Record]]) -> dict[int, _Fast]:
     return {tag: (cls, cls.LAYOUT.plain, cls.LAYOUT.plain_then_opaque) for tag, cls in table.items()}
 
 
-_FLOW_FAST = _fast(FLOW_RECORDS)
-_COUNTER_FAST = _fast(COUNTER_RECORDS)
+class Reading(NamedTuple):
+    """The records a decode builds, per tag: flow and discard sample records, counter records."""
+
+    flow: dict[int, _Fast]
+    counter: dict[int, _Fast]
 
 
-def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, index: int) -> Sample:
+EVERYTHING = Reading(_fast(FLOW_RECORDS), _fast(COUNTER_RECORDS))
+"""Every known record built: what the printers need."""
+_SKIP: _Fast = (None, None, None)
+
+
+def reading(records: Iterable[type[Record]]) -> Reading:
+    """A decode that builds only ``records`` and skips the other known records by their length.
+
+    For a reader that uses a few records (the Prometheus exporter): building a record costs more
+    than the rest of its decode, and most records of a host's datagrams are never read.  A skipped
+    record is still framed (its length must fit its sample) but its layout is not checked, and it
+    is not an unknown record.
+    """
+    wanted = set(records)
+    return Reading(
+        *({tag: fast if fast[0] in wanted else _SKIP for tag, fast in table.items()} for table in EVERYTHING)
+    )
+
+
+def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, index: int, tables: Reading) -> Sample:
     """One known sample; on a fault raises _Stop with the sample as far as it decoded."""
     if tag in _HEADS:
         head = _HEADS[tag]
@@ -235,26 +263,26 @@ def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, index: int) 
     if tag == FLOW_SAMPLE_EXPANDED:
         seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, n = fields
         sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, [], seq, infmt, outfmt)
-        table = _FLOW_FAST
+        table = tables.flow
     elif tag == FLOW_SAMPLE:
         seq, source, rate, pool, drops, inp, out, n = fields
         sample = FlowSample(
             source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, [], seq,
             inp >> 30, out >> 30, expanded=False,
         )
-        table = _FLOW_FAST
+        table = tables.flow
     elif tag == COUNTER_SAMPLE_EXPANDED:
         seq, dsc, dsi, n = fields
         sample = CounterSample(dsc, dsi, [], seq)
-        table = _COUNTER_FAST
+        table = tables.counter
     elif tag == COUNTER_SAMPLE:
         seq, source, n = fields
         sample = CounterSample(source >> 24, source & 0xFFFFFF, [], seq, expanded=False)
-        table = _COUNTER_FAST
+        table = tables.counter
     elif tag == DISCARD_SAMPLE:
         seq, dsc, dsi, drops, inp, out, reason, n = fields
         sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
-        table = _FLOW_FAST
+        table = tables.flow
     else:
         return UnknownSample(tag, bytes(buf[start:s_end]))
     try:
@@ -269,7 +297,7 @@ def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, index: int) 
     return sample
 
 
-def _decode_sample(buf: memoryview, off: int, end: int, index: int) -> Sample:
+def _decode_sample(buf: memoryview, off: int, end: int, index: int, tables: Reading) -> Sample:
     tag, length = _TL.unpack_from(buf, off)
     start = off + 8
     s_end = start + length
@@ -278,7 +306,7 @@ def _decode_sample(buf: memoryview, off: int, end: int, index: int) -> Sample:
         partial = None
         if tag in _HEADS and end - start >= _HEADS[tag].size:
             try:
-                partial = _sample_body(tag, buf, start, end, index)
+                partial = _sample_body(tag, buf, start, end, index, tables)
             except _Stop as stop:
                 partial = stop.partial
             if partial is not None and not isinstance(partial, UnknownSample):
@@ -287,16 +315,17 @@ def _decode_sample(buf: memoryview, off: int, end: int, index: int) -> Sample:
         raise _Stop(
             f"{where}: length {length} overruns the datagram or is not a multiple of 4 at offset {off}", off, partial
         )
-    return _sample_body(tag, buf, start, s_end, index)
+    return _sample_body(tag, buf, start, s_end, index, tables)
 
 
-def decode_datagram(data: bytes | memoryview) -> Datagram:
+def decode_datagram(data: bytes | memoryview, tables: Reading = EVERYTHING) -> Datagram:
     """Decode one datagram; raises DecodeError naming the part that is wrong and its byte offset.
 
     Bytes after the last sample are ignored, as sflowtool ignores them.  A
     DecodeError raised after the header carries ``partial``: the datagram
     with the samples decoded before the fault (the last one marked
-    incomplete), which the collector still prints.
+    incomplete), which the collector still prints.  ``tables`` (from :func:`reading`) limits
+    the records built.
     """
     buf = memoryview(data)
     end = len(buf)
@@ -320,7 +349,7 @@ def decode_datagram(data: bytes | memoryview) -> Datagram:
             if off + 8 > end:
                 raise DecodeError(f"sample {i}: datagram ends at offset {off} after {i} of {count} samples")
             try:
-                samples.append(_decode_sample(buf, off, end, i))
+                samples.append(_decode_sample(buf, off, end, i, tables))
             except _Stop as stop:
                 if stop.partial is not None:
                     samples.append(stop.partial)

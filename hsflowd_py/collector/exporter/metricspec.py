@@ -117,14 +117,31 @@ NAMING: dict[type, str] = {rec.HostDescription: "hostname", rec.PortName: "name"
 
 _INFO_NAMES: dict[type, str] = {rec.HostDescription: "host_info", rec.HostParent: "host_parent_info"}
 
-NOT_EXPORTED: frozenset[type] = frozenset((
-    rec.HostAdapters,
-    # Rarely sent (token ring, 100VG, 802.11, radio, SFP lanes, OpenFlow, JVM/JMX, memcache,
-    # application, VDI, OVS, PFC, Broadcom tables, VLAN): printed by every output, not exported.
-    rec.TokenRing, rec.VG, rec.Vlan, rec.Ieee80211, rec.Sfp, rec.Pfc, rec.Radio, rec.OpenFlowPort, rec.Jvm,
-    rec.Jmx, rec.Memcache, rec.AppCounters, rec.AppResources, rec.Memcache2, rec.Vdi, rec.AppWorkers,
-    rec.OvsDatapath, rec.BroadcomTables,
-))
+NOT_EXPORTED: frozenset[type] = frozenset(
+    (
+        rec.HostAdapters,
+        # Rarely sent (token ring, 100VG, 802.11, radio, SFP lanes, OpenFlow, JVM/JMX, memcache,
+        # application, VDI, OVS, PFC, Broadcom tables, VLAN): printed by every output, not exported.
+        rec.TokenRing,
+        rec.VG,
+        rec.Vlan,
+        rec.Ieee80211,
+        rec.Sfp,
+        rec.Pfc,
+        rec.Radio,
+        rec.OpenFlowPort,
+        rec.Jvm,
+        rec.Jmx,
+        rec.Memcache,
+        rec.AppCounters,
+        rec.AppResources,
+        rec.Memcache2,
+        rec.Vdi,
+        rec.AppWorkers,
+        rec.OvsDatapath,
+        rec.BroadcomTables,
+    )
+)
 
 
 @dataclass(frozen=True, eq=False)

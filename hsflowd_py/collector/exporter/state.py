@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...counters import step
+from ...sflow.codec import reading
 from ...sflow.records import DISCARD_REASONS, SampledHeader
 from ...sflow.samples import CounterSample, Datagram, DiscardSample, FlowSample, UnknownRecord
 from .fairshare import FairShare
@@ -50,7 +51,7 @@ from .flowkey import flow_key, protocol_name, render_address
 from .metricspec import INFO, NAMING, PLANS, MetricDef
 from .topflows import TopFlows
 
-__all__ = ["OTHER", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
+__all__ = ["OTHER", "READING", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
 
 OTHER = "other"
 NOT_FOUND = "NotFound"
@@ -215,6 +216,8 @@ def _updater(kind: type) -> Updater:
 
 _UPDATERS: dict[type, Updater] = {kind: _updater(kind) for kind in {*PLANS, *NAMING, *INFO}}
 """Per counter record type that the exporter takes anything from: its compiled update."""
+READING = reading([SampledHeader, *_UPDATERS])
+"""The decode the exporter needs (``codec.reading``): its records built, the others skipped."""
 
 
 @dataclass
@@ -288,6 +291,8 @@ def _port_labels(key: Hashable) -> tuple[str, ...]:
 
 class ExportState:
     """Agents, data sources, flow tables and the collector's own counts."""
+
+    reading = READING
 
     def __init__(
         self,
