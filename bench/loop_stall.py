@@ -92,6 +92,8 @@ class Watchdog:
         self.beat = time.monotonic()
         self.where: dict[str, int] = {}
         self.stalls: list[str] = []
+        self.threads: dict[str, int] = {}
+        """Samples of where the other threads were, every 5 ms (``diagnose``)."""
         self.gc_pauses: list[tuple[float, float, int]] = []
         self._gc_began = 0.0
         self._loop_thread = threading.get_ident()
@@ -123,6 +125,8 @@ class Watchdog:
                 if self._diagnose:
                     self._explain(stall, healthy, snap, seen)
                 stall, seen = None, {}
+            if self._diagnose:
+                self._sample_threads(me, seen if late else None)
             if not late:
                 healthy = snap
                 continue
@@ -132,13 +136,20 @@ class Watchdog:
                 stack = traceback.extract_stack(frame)[-3:] if frame is not None else []
                 key = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)) or "?"
                 self.where[key] = self.where.get(key, 0) + 1
-            if self._diagnose:
-                names = {t.ident: t.name for t in threading.enumerate()}
-                for ident, frame in sys._current_frames().items():
-                    if ident not in (me, self._loop_thread):
-                        code = frame.f_code
-                        key = f"{names.get(ident, '?')}@{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}"
-                        seen[key] = seen.get(key, 0) + 1
+
+    def _sample_threads(self, me: int, seen: dict[str, int] | None) -> None:
+        """Where each other thread is (its two innermost frames), into ``threads``; into ``seen`` too
+        during a stall."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            if ident in (me, self._loop_thread):
+                continue
+            stack = [frame, frame.f_back] if frame.f_back is not None else [frame]
+            where = " < ".join(f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}" for f in stack)
+            key = f"{names.get(ident, '?')}: {where}"
+            self.threads[key] = self.threads.get(key, 0) + 1
+            if seen is not None:
+                seen[key] = seen.get(key, 0) + 1
 
     def _explain(self, began: float, before: Any, after: Any, seen: dict[str, int]) -> None:
         (t0, steal0), (t1, steal1) = before, after
@@ -155,6 +166,24 @@ class Watchdog:
         self.stalls.append(
             f"~{lasted:.0f} ms: {cpu_text}; steal {(steal1 - steal0) * 10} ms; gc {gcs or 'none'}; others at {top}"
         )
+
+    def cpu(self) -> tuple[dict[int, tuple[int, int]], float]:
+        """Each live thread's CPU and wait (ns), and the process's CPU seconds (ended threads too)."""
+        times = os.times()
+        return self._threads.snapshot()[0], times.user + times.system
+
+    def cpu_since(self, before: tuple[dict[int, tuple[int, int]], float]) -> str:
+        """CPU (and run-queue wait) each thread used since ``before``, and what ended threads used."""
+        (t0, total0), (t1, total1) = before, self.cpu()
+        used = []
+        for tid, (cpu, wait) in t1.items():
+            cpu0, wait0 = t0.get(tid, (0, 0))
+            name = "LOOP" if tid == self._loop_native else self._threads.names.get(tid, str(tid))
+            used.append(((cpu - cpu0) / 1e6, (wait - wait0) / 1e6, name))
+        used.sort(reverse=True)
+        ended = (total1 - total0) * 1000 - sum(c for c, _, _ in used)
+        text = ", ".join(f"{n} {c:.0f} ms (wait {w:.0f})" for c, w, n in used if c >= 5 or n == "LOOP")
+        return f"{text}; threads that ended meanwhile ~{ended:.0f} ms; process {(total1 - total0) * 1000:.0f} ms"
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,14 +230,16 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     docker = agent.modules["docker"]
     tracked, count = time.monotonic() - began, len(docker.containers)
     starting.cancel()
-    start_lags, start_where, dog.where = list(starting_lags), dog.where, {}
-    start_stalls, dog.stalls = dog.stalls, []
-    await asyncio.sleep(args.polling)  # one round: every container polled once on its phase
+    start_lags, start_where, start_stalls = list(starting_lags), dog.where, dog.stalls
+    await lateness(time.monotonic() + args.polling, [], dog)  # one round: every container polled once
+    dog.where, dog.stalls, dog.threads = {}, [], {}
+    cpu_before = dog.cpu()
     before = dict(agent.stats)
     until = time.monotonic() + args.seconds
     sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
     sender.start()
     lags = await lateness(until, [], dog)
+    cpu_used = dog.cpu_since(cpu_before)
     dog.stop()
     sender.join()
     after = dict(agent.stats)
@@ -228,6 +259,10 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
         print(f"  stalled > 50 ms {count}x in {where}")
     for stall in dog.stalls:
         print(f"  stall {stall}")
+    if args.diagnose:
+        print(f"  CPU over the {args.seconds:g} s by thread: {cpu_used}")
+        for where, count in sorted(dog.threads.items(), key=lambda item: -item[1])[:12]:
+            print(f"  {count * 5} ms sampled at {where}")
     print(f"meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
           f"{delta['enrich_timeouts']} enrich timeouts")  # fmt: skip
 
