@@ -189,6 +189,12 @@ class Watchdog:
         self._stop.set()
 
 
+def cpu_pressure_us() -> int:
+    """Microseconds in which some runnable task of the machine waited for a CPU (PSI ``some``)."""
+    with open("/proc/pressure/cpu") as f:
+        return int(f.readline().rsplit("total=", 1)[1])
+
+
 async def lateness(until: float, lags: list[float], dog: Watchdog) -> list[float]:
     """Milliseconds each 1 ms sleep overran, added to ``lags`` until ``until`` (monotonic)."""
     while (start := time.monotonic()) < until:
@@ -233,13 +239,14 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     start_lags, start_where, start_stalls = list(starting_lags), dog.where, dog.stalls
     await lateness(time.monotonic() + args.polling, [], dog)  # one round: every container polled once
     dog.where, dog.stalls, dog.threads = {}, [], {}
-    cpu_before = dog.cpu()
+    cpu_before, pressure_before = dog.cpu(), cpu_pressure_us()
     before = dict(agent.stats)
     until = time.monotonic() + args.seconds
     sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
     sender.start()
     lags = await lateness(until, [], dog)
     cpu_used = dog.cpu_since(cpu_before)
+    contended = (cpu_pressure_us() - pressure_before) / 1e4 / args.seconds
     dog.stop()
     sender.join()
     after = dict(agent.stats)
@@ -259,6 +266,7 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
         print(f"  stalled > 50 ms {count}x in {where}")
     for stall in dog.stalls:
         print(f"  stall {stall}")
+    print(f"  the machine meanwhile: some task waited for a CPU {contended:.0f}% of the time (/proc/pressure/cpu)")
     if args.diagnose:
         print(f"  CPU over the {args.seconds:g} s by thread: {cpu_used}")
         for where, count in sorted(dog.threads.items(), key=lambda item: -item[1])[:12]:
