@@ -9,7 +9,11 @@ wake-up is, and a watchdog thread notes where the loop was in each stall over 50
 stall while the containers are being tracked, and over ``--seconds`` after one more polling round
 (worst, 99th percentile, median, wake-ups late by more than 10 and 50 ms, where the loop was), and
 what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held for tcp
-that the agent's own stall made late).
+that the agent's own stall made late), and the machine's CPU pressure over the window (how often
+some task waited for a CPU).  ``--diagnose`` adds, per stall, each thread's CPU and run-queue wait
+(``/proc/self/task/*/schedstat``), the steal, the gc collections and where the other threads were:
+a stall in which the loop's thread waited on the run queue and no other thread of ours ran is the
+machine descheduling it, one in which another of our threads ran is the interpreter lock.
 
 To compare two revisions, run it again with the other one first on the path (a checkout with
 ``hsflowd_py/modules`` linked to its ``modules``)::
@@ -21,7 +25,7 @@ Needs root, iperf3 and Debian's docker.io.  Run under the heavy lock on a shared
 removes its containers (by id) and its namespace at the end.
 
     flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py [--containers 200]
-        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30]
+        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose]
 """
 
 from __future__ import annotations
