@@ -9,7 +9,11 @@ wake-up is, and a watchdog thread notes where the loop was in each stall over 50
 stall while the containers are being tracked, and over ``--seconds`` after one more polling round
 (worst, 99th percentile, median, wake-ups late by more than 10 and 50 ms, where the loop was), and
 what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held for tcp
-that the agent's own stall made late).
+that the agent's own stall made late), and the machine's CPU pressure over the window (how often
+some task waited for a CPU).  ``--diagnose`` adds, per stall, each thread's CPU and run-queue wait
+(``/proc/self/task/*/schedstat``), the steal, the gc collections and where the other threads were:
+a stall in which the loop's thread waited on the run queue and no other thread of ours ran is the
+machine descheduling it, one in which another of our threads ran is the interpreter lock.
 
 To compare two revisions, run it again with the other one first on the path (a checkout with
 ``hsflowd_py/modules`` linked to its ``modules``)::
@@ -21,13 +25,15 @@ Needs root, iperf3 and Debian's docker.io.  Run under the heavy lock on a shared
 removes its containers (by id) and its namespace at the end.
 
     flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py [--containers 200]
-        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30]
+        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import os
 import statistics
 import subprocess
@@ -36,6 +42,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -47,29 +54,149 @@ from pcap_netns import veth_pair  # noqa: E402
 from sampling import PORT, traffic  # noqa: E402
 
 
-class Watchdog:
-    """A thread that, when the loop has not beaten for 50 ms, notes where the loop's thread is
-    (its three innermost frames), once per stall: what the worst stalls were doing."""
+class Threads:
+    """Per-thread CPU and run-queue wait (``/proc/self/task/*/schedstat``: ns on a CPU, ns runnable
+    but waiting for one) and the machine's steal time (``/proc/stat``): what tells a stall spent
+    waiting for the interpreter lock (another of our threads on a CPU, the loop's thread asleep)
+    from one spent descheduled (the loop's thread runnable, its wait growing, or the vCPU stolen)."""
 
     def __init__(self) -> None:
+        self.fds: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+
+    def snapshot(self) -> tuple[dict[int, tuple[int, int]], int]:
+        for name in os.listdir("/proc/self/task"):
+            tid = int(name)
+            if tid not in self.fds:
+                with contextlib.suppress(OSError):
+                    self.fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+        times: dict[int, tuple[int, int]] = {}
+        for tid, fd in list(self.fds.items()):
+            try:
+                cpu, wait, _ = os.pread(fd, 128, 0).split()
+                times[tid] = (int(cpu), int(wait))
+            except (OSError, ValueError):
+                os.close(self.fds.pop(tid))
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self.names[t.native_id] = t.name
+        with open("/proc/stat") as f:
+            steal = int(f.readline().split()[8])
+        return times, steal
+
+
+class Watchdog:
+    """A thread that, when the loop has not beaten for 50 ms, notes where the loop's thread is
+    (its three innermost frames), once per stall: what the worst stalls were doing.  With
+    ``diagnose`` it also notes, per stall, each thread's CPU and run-queue wait over the stall, the
+    machine's steal, the collections of the garbage collector that ran in it, and where the other
+    threads were (their innermost frame, every 5 ms of the stall)."""
+
+    def __init__(self, diagnose: bool = False) -> None:
         self.beat = time.monotonic()
         self.where: dict[str, int] = {}
+        self.stalls: list[str] = []
+        self.threads: dict[str, int] = {}
+        """Samples of where the other threads were, every 5 ms (``diagnose``)."""
+        self.gc_pauses: list[tuple[float, float, int]] = []
+        self._gc_began = 0.0
         self._loop_thread = threading.get_ident()
+        self._loop_native = threading.get_native_id()
+        self._diagnose = diagnose
+        self._threads = Threads()
         self._stop = threading.Event()
-        threading.Thread(target=self._watch, daemon=True).start()
+        if diagnose:
+            gc.callbacks.append(self._gc)
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_began = time.monotonic()
+        else:
+            self.gc_pauses.append((self._gc_began, (time.monotonic() - self._gc_began) * 1000, info["generation"]))
 
     def _watch(self) -> None:
-        noted = 0.0
-        while not self._stop.wait(0.01):
-            if time.monotonic() - self.beat > 0.05 and noted != self.beat:
-                noted = self.beat
+        stall: float | None = None  # the beat the loop missed, while it is stalled
+        healthy = snap = self._threads.snapshot() if self._diagnose else None
+        seen: dict[str, int] = {}
+        me = threading.get_ident()
+        while not self._stop.wait(0.005 if self._diagnose else 0.01):
+            beat = self.beat
+            late = time.monotonic() - beat > 0.05
+            if self._diagnose:
+                snap = self._threads.snapshot()
+            if stall is not None and (not late or stall != beat):
+                if self._diagnose:
+                    self._explain(stall, healthy, snap, seen)
+                stall, seen = None, {}
+            if self._diagnose:
+                self._sample_threads(me, seen if late else None)
+            if not late:
+                healthy = snap
+                continue
+            if stall is None:
+                stall = beat
                 frame = sys._current_frames().get(self._loop_thread)
                 stack = traceback.extract_stack(frame)[-3:] if frame is not None else []
                 key = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack)) or "?"
                 self.where[key] = self.where.get(key, 0) + 1
 
+    def _sample_threads(self, me: int, seen: dict[str, int] | None) -> None:
+        """Where each other thread is (its two innermost frames), into ``threads``; into ``seen`` too
+        during a stall."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            if ident in (me, self._loop_thread):
+                continue
+            stack = [frame, frame.f_back] if frame.f_back is not None else [frame]
+            where = " < ".join(f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}" for f in stack)
+            key = f"{names.get(ident, '?')}: {where}"
+            self.threads[key] = self.threads.get(key, 0) + 1
+            if seen is not None:
+                seen[key] = seen.get(key, 0) + 1
+
+    def _explain(self, began: float, before: Any, after: Any, seen: dict[str, int]) -> None:
+        (t0, steal0), (t1, steal1) = before, after
+        lasted = (time.monotonic() - began) * 1000
+        used = []
+        for tid, (cpu, wait) in t1.items():
+            cpu0, wait0 = t0.get(tid, (0, 0))
+            name = "LOOP" if tid == self._loop_native else self._threads.names.get(tid, str(tid))
+            used.append(((cpu - cpu0) / 1e6, (wait - wait0) / 1e6, name))
+        used.sort(reverse=True)
+        cpu_text = ", ".join(f"{n} cpu {c:.0f} wait {w:.0f}" for c, w, n in used if c >= 1 or w >= 1 or n == "LOOP")
+        gcs = [f"gen{g} {ms:.0f} ms" for at, ms, g in self.gc_pauses if at >= began - 0.01 and ms >= 1]
+        top = sorted(seen.items(), key=lambda item: -item[1])[:3]
+        self.stalls.append(
+            f"~{lasted:.0f} ms: {cpu_text}; steal {(steal1 - steal0) * 10} ms; gc {gcs or 'none'}; others at {top}"
+        )
+
+    def cpu(self) -> tuple[dict[int, tuple[int, int]], float]:
+        """Each live thread's CPU and wait (ns), and the process's CPU seconds (ended threads too)."""
+        times = os.times()
+        return self._threads.snapshot()[0], times.user + times.system
+
+    def cpu_since(self, before: tuple[dict[int, tuple[int, int]], float]) -> str:
+        """CPU (and run-queue wait) each thread used since ``before``, and what ended threads used."""
+        (t0, total0), (t1, total1) = before, self.cpu()
+        used = []
+        for tid, (cpu, wait) in t1.items():
+            cpu0, wait0 = t0.get(tid, (0, 0))
+            name = "LOOP" if tid == self._loop_native else self._threads.names.get(tid, str(tid))
+            used.append(((cpu - cpu0) / 1e6, (wait - wait0) / 1e6, name))
+        used.sort(reverse=True)
+        ended = (total1 - total0) * 1000 - sum(c for c, _, _ in used)
+        text = ", ".join(f"{n} {c:.0f} ms (wait {w:.0f})" for c, w, n in used if c >= 5 or n == "LOOP")
+        return f"{text}; threads that ended meanwhile ~{ended:.0f} ms; process {(total1 - total0) * 1000:.0f} ms"
+
     def stop(self) -> None:
         self._stop.set()
+
+
+def cpu_pressure_us() -> int:
+    """Microseconds in which some runnable task of the machine waited for a CPU (PSI ``some``)."""
+    with open("/proc/pressure/cpu") as f:
+        return int(f.readline().rsplit("total=", 1)[1])
 
 
 async def lateness(until: float, lags: list[float], dog: Watchdog) -> list[float]:
@@ -103,7 +230,7 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     task = asyncio.create_task(agent.run())
     began = time.monotonic()
     starting_lags: list[float] = []
-    dog = Watchdog()
+    dog = Watchdog(args.diagnose)
     starting = asyncio.create_task(lateness(began + 300, starting_lags, dog))
     while time.monotonic() - began < 300:
         await asyncio.sleep(0.5)
@@ -113,13 +240,17 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     docker = agent.modules["docker"]
     tracked, count = time.monotonic() - began, len(docker.containers)
     starting.cancel()
-    start_lags, start_where, dog.where = list(starting_lags), dog.where, {}
-    await asyncio.sleep(args.polling)  # one round: every container polled once on its phase
+    start_lags, start_where, start_stalls = list(starting_lags), dog.where, dog.stalls
+    await lateness(time.monotonic() + args.polling, [], dog)  # one round: every container polled once
+    dog.where, dog.stalls, dog.threads = {}, [], {}
+    cpu_before, pressure_before = dog.cpu(), cpu_pressure_us()
     before = dict(agent.stats)
     until = time.monotonic() + args.seconds
     sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
     sender.start()
     lags = await lateness(until, [], dog)
+    cpu_used = dog.cpu_since(cpu_before)
+    contended = (cpu_pressure_us() - pressure_before) / 1e4 / args.seconds
     dog.stop()
     sender.join()
     after = dict(agent.stats)
@@ -132,9 +263,18 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     print(f"loop stall while the containers were being tracked: {summary(start_lags)}")
     for where, count in sorted(start_where.items(), key=lambda item: -item[1])[:5]:
         print(f"  stalled > 50 ms {count}x in {where}")
+    for stall in start_stalls:
+        print(f"  stall {stall}")
     print(f"loop stall over {args.seconds:g} s after one more polling round: {summary(lags)}")
     for where, count in sorted(dog.where.items(), key=lambda item: -item[1])[:5]:
         print(f"  stalled > 50 ms {count}x in {where}")
+    for stall in dog.stalls:
+        print(f"  stall {stall}")
+    print(f"  the machine meanwhile: some task waited for a CPU {contended:.0f}% of the time (/proc/pressure/cpu)")
+    if args.diagnose:
+        print(f"  CPU over the {args.seconds:g} s by thread: {cpu_used}")
+        for where, count in sorted(dog.threads.items(), key=lambda item: -item[1])[:12]:
+            print(f"  {count * 5} ms sampled at {where}")
     print(f"meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
           f"{delta['enrich_timeouts']} enrich timeouts")  # fmt: skip
 
@@ -146,6 +286,7 @@ def main() -> None:
     p.add_argument("--sampling", type=int, default=100)
     p.add_argument("--polling", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--diagnose", action="store_true", help="per stall: threads' CPU and wait, steal, gc, frames")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: namespaces, raw sockets, the Docker engine")
