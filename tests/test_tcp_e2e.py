@@ -134,7 +134,8 @@ def check(samples: list[Decoded], watcher: SsWatcher, iperf_retransmits: int) ->
     data = [s for s in samples if s.frame.outgoing and tcp_payload(s.frame) > 0]
     assert len(data) >= 100, f"only {len(data)} data segments sampled"
     carrying = [s for s in data if s.tcp_info is not None]
-    assert len(carrying) >= 0.99 * len(data), f"{len(carrying)} of {len(data)} sampled data segments carry 2209"
+    # 95% here, 99% in bench/tcp_lookup.py (see test_tcp_lookup.py)
+    assert len(carrying) >= 0.95 * len(data), f"{len(carrying)} of {len(data)} sampled data segments carry 2209"
     for s in samples:
         if s.tcp_info is not None:
             assert s.tcp_info["tcpinfo_direction"] == ("sent" if s.frame.outgoing else "received")
