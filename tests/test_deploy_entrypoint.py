@@ -181,4 +181,5 @@ def test_bad_values_are_refused_by_the_agent_with_the_line(tmp_path: Path) -> No
 def test_documented_variables_are_the_ones_read() -> None:
     read, documented = entrypoint_variables()
     assert read == documented
-    assert {"COLLECTOR", "PORT", "SAMPLING", "POLLING", "NET", "DEBUG", "HOST_RUN", "CRI_SOCKET", "MARK_TRAFFIC"} <= read
+    assert {"COLLECTOR", "PORT", "SAMPLING", "POLLING", "NET", "DEBUG", "HOST_RUN", "CRI_SOCKET"} <= read
+    assert "MARK_TRAFFIC" in read
