@@ -285,6 +285,8 @@ def test_daemonset_pod_sees_the_nodes_pods(image: str, node_runtime: tuple[conta
                 before = pods_seen()
                 config = agent_runtime.ctr("tasks", "exec", "--exec-id", "cfg", name, "cat", "/etc/hsflowd.conf")
                 runtime.restart()
+                cri.close()
+                cri = cri_pods.Cri(runtime.socket)  # this test's connection went with the old daemon
                 late = cri.run_pod(f"dslate-{tag}", "web")
                 collect_until("the pod made after the runtime restarted", 20, lambda: pod_hostname(late) in pods_seen())
                 collect_until("0:2100 counting three pods", 5, lambda: domains(got)[-1:] == [3])
