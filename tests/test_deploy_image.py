@@ -283,7 +283,10 @@ def test_daemonset_pod_sees_the_nodes_pods(image: str, node_runtime: tuple[conta
                 collect_until("marked pings", 15, lambda: marked_pings(got, bridge_ds))
                 collect_until("0:2100 counting two pods", 5, lambda: domains(got)[-1:] == [2])
                 before = pods_seen()
-                config = agent_runtime.ctr("tasks", "exec", "--exec-id", "cfg", name, "cat", "/etc/hsflowd.conf")
+                config, status = (
+                    agent_runtime.ctr("tasks", "exec", "--exec-id", f"k{n}", name, "cat", path)
+                    for n, path in enumerate(["/etc/hsflowd.conf", "/proc/1/status"])
+                )
                 runtime.restart()
                 cri.close()
                 cri = cri_pods.Cri(runtime.socket)  # this test's connection went with the old daemon
@@ -301,6 +304,12 @@ def test_daemonset_pod_sees_the_nodes_pods(image: str, node_runtime: tuple[conta
     assert 'k8s { unixsock = "/host/run/containerd/containerd.sock" markTraffic = "on" }' in config.stdout
     (dropped,) = [ln for ln in logs.splitlines() if "running as nobody" in ln]
     assert "not permitted, so not kept" not in logs, logs
+    # the socket's group (root's) kept, not CAP_DAC_OVERRIDE (modules/k8s/follower.py privileges())
+    agent = dict(line.split(":\t", 1) for line in status.stdout.splitlines() if ":\t" in line)
+    assert agent["Groups"].split() == ["0"], status.stdout
+    effective = int(agent["CapEff"], 16)
+    switch = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+    assert effective == daemonset_pod_runtime.capability_mask(daemonset_pod_runtime.granted_capabilities() - switch)
     seen = pods_seen()
     for p in (pinger, sleeper):
         assert seen[pod_hostname(p)] == before[pod_hostname(p)], "one dsIndex per pod, across the restart"
