@@ -283,10 +283,9 @@ def test_daemonset_pod_sees_the_nodes_pods(image: str, node_runtime: tuple[conta
                 collect_until("marked pings", 15, lambda: marked_pings(got, bridge_ds))
                 collect_until("0:2100 counting two pods", 5, lambda: domains(got)[-1:] == [2])
                 before = pods_seen()
-                config, status = (
-                    agent_runtime.ctr("tasks", "exec", "--exec-id", f"k{n}", name, "cat", path)
-                    for n, path in enumerate(["/etc/hsflowd.conf", "/proc/1/status"])
-                )
+                config = agent_runtime.ctr("tasks", "exec", "--exec-id", "cfg", name, "cat", "/etc/hsflowd.conf")
+                agent_pid = agent_runtime.ctr("tasks", "list").stdout.split("\n", 1)[1].split()[1]
+                status = Path(f"/proc/{agent_pid}/status").read_text()  # hostPID: its /proc/1 is not the agent
                 runtime.restart()
                 cri.close()
                 cri = cri_pods.Cri(runtime.socket)  # this test's connection went with the old daemon
@@ -305,8 +304,8 @@ def test_daemonset_pod_sees_the_nodes_pods(image: str, node_runtime: tuple[conta
     (dropped,) = [ln for ln in logs.splitlines() if "running as nobody" in ln]
     assert "not permitted, so not kept" not in logs, logs
     # the socket's group (root's) kept, not CAP_DAC_OVERRIDE (modules/k8s/follower.py privileges())
-    agent = dict(line.split(":\t", 1) for line in status.stdout.splitlines() if ":\t" in line)
-    assert agent["Groups"].split() == ["0"], status.stdout
+    agent = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert agent["Groups"].split() == ["0"], status
     effective = int(agent["CapEff"], 16)
     switch = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
     assert effective == daemonset_pod_runtime.capability_mask(daemonset_pod_runtime.granted_capabilities() - switch)
