@@ -52,12 +52,14 @@ def granted_capabilities() -> set[str]:
     return {f"CAP_{c}" for c in caps["add"]}
 
 
-def ctr_run_args(env: dict[str, str]) -> list[str]:
+def ctr_run_args(env: dict[str, str], node: dict[str, Path] | None = None) -> list[str]:
     """``ctr run`` options that give the container what the DaemonSet's pod gives it on a node: its
     namespaces, capabilities, system call filter, resource limits, mounts and environment (``env``
     replaces the manifest's values of those variables). Read from the manifest, so a field this does
     not translate fails here rather than being left out; a hostPath the node lacks, or of the wrong
-    type, raises as the kubelet refuses such a pod."""
+    type, raises as the kubelet refuses such a pod. ``node`` stands in for some of the node's
+    paths (hostPath → a test folder laid out as the node's, e.g. a /run holding the test
+    runtime's socket, where this host's own /run must not be touched)."""
     pod, c = daemonset_pod(), daemonset_container()
     unknown = set(pod) - POD_KEYS_FOR_SCHEDULING - {"hostNetwork", "hostPID", "containers", "volumes"}
     unknown |= set(c) - CONTAINER_KEYS_ELSEWHERE - {"env", "resources", "securityContext", "volumeMounts"}
@@ -85,7 +87,7 @@ def ctr_run_args(env: dict[str, str]) -> list[str]:
     volumes = {v["name"]: v["hostPath"] for v in pod["volumes"]}
     for m in c["volumeMounts"]:
         host = volumes[m["name"]]
-        source = Path(host["path"])
+        source = (node or {}).get(host["path"], Path(host["path"]))
         if not {"Directory": source.is_dir, "File": source.is_file}[host["type"]]():
             raise FileNotFoundError(f"the node has no {host['type']} {source}: the kubelet would refuse the pod")
         options = ":".join(["rbind", *(["ro"] if m.get("readOnly") else []), PROPAGATION[m.get("mountPropagation")]])

@@ -137,6 +137,18 @@ def test_cri_socket_names_the_runtime_socket(tmp_path: Path) -> None:
     assert "k8s" not in (tmp_path / "hsflowd.conf").read_text()
 
 
+def test_mark_traffic_turns_marking_on_in_both_modules(tmp_path: Path) -> None:
+    run_dir = tmp_path / "host-run"
+    with bound(run_dir / "docker.sock", run_dir / "containerd" / "containerd.sock"):
+        lines = effective(tmp_path, HOST_RUN=str(run_dir), MARK_TRAFFIC="on")
+    assert f"docker {{ hostname = off markTraffic = on socket = {run_dir / 'docker.sock'} }}" in lines
+    written = (tmp_path / "hsflowd.conf").read_text()
+    assert f'  k8s {{ unixsock = "{run_dir / "containerd" / "containerd.sock"}" markTraffic = "on" }}\n' in written
+    if k8s_registered():
+        (k8s,) = [x for x in lines if x.startswith("k8s {")]
+        assert "markTraffic = on" in k8s, k8s
+
+
 def test_a_mounted_config_is_used_as_it_is(tmp_path: Path) -> None:
     mine = "sflow {\n  polling = 7\n  collector { ip = 192.0.2.7 }\n}\n"
     (tmp_path / "hsflowd.conf").write_text(mine)
@@ -170,3 +182,4 @@ def test_documented_variables_are_the_ones_read() -> None:
     read, documented = entrypoint_variables()
     assert read == documented
     assert {"COLLECTOR", "PORT", "SAMPLING", "POLLING", "NET", "DEBUG", "HOST_RUN", "CRI_SOCKET"} <= read
+    assert "MARK_TRAFFIC" in read

@@ -7,8 +7,9 @@ python3-* libraries, so the build needs no network either. The container then ru
 ``docker run --net=host -v /var/run/docker.sock:/var/run/docker.sock:ro -e COLLECTOR=… -e SAMPLING=10``
 with the test engine's socket, and this host's collector hears the host, the engine's
 containers, and this test's pings to a container, sampled on that container's bridge (NET=pattern).
-The DaemonSet's pod is run with ``docker run`` given exactly what the manifest gives the container
-(tests/deploy.py ``daemonset_run_args``), on this host, which has no /run/docker.sock.
+The DaemonSet's pod is run by containerd given exactly what the manifest gives the container
+(tests/daemonset_pod.py), on this host, which has no /run/docker.sock, and on a node layout whose
+/run holds the test containerd's CRI socket (tests/containerd.py), with pods made through the CRI.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import containerd
+import cri_pods
 import daemonset_pod as daemonset_pod_runtime
 import dockerd
 import pytest
@@ -137,11 +141,8 @@ def test_daemonset_pod_on_a_node_without_docker(image: str, workload: tuple[str,
     manifest's namespaces, capabilities, seccomp, limits, mounts and environment), on a node with no
     docker.sock: it starts, samples with the packaged BPF object through libbpf, drops to nobody
     keeping CAP_BPF, sends flow samples of this test's pings to the collector on loopback, answers
-    its liveness probe, runs on, and stops cleanly within its grace period.
-
-    Not yet here: the same pod against the test containerd's CRI plugin, seeing pods (k8s {} is
-    being written on another branch; the entrypoint already adds it where a CRI socket is under
-    HOST_RUN, which tests/test_deploy_entrypoint.py checks)."""
+    its liveness probe, runs on, and stops cleanly within its grace period. The same pod on a
+    node with a CRI runtime: the test below."""
     if Path("/run/docker.sock").exists():
         pytest.skip("this host has /run/docker.sock: it is not a node without Docker")
     if present := [s for s in CRI_SOCKETS if Path("/run", s).exists()]:
@@ -201,3 +202,139 @@ def test_daemonset_pod_on_a_node_without_docker(image: str, workload: tuple[str,
     # 400 packets (pings and replies) crossed the bridge, sampled 1-in-2
     print(f"{len(pings)} flow samples of 400 ping packets sampled 1-in-2; {dropped.split('] ')[-1].strip()}")
     assert 130 <= len(pings) <= 270, f"{len(pings)} flow samples of the pings; agent log:\n{logs[-2000:]}"
+
+
+@pytest.fixture
+def node_runtime() -> Iterator[tuple[containerd.Containerd, Path]]:
+    """The test containerd with its CRI plugin (tests/containerd.py), laid out as on a node: its
+    folder is ``<run>/containerd`` (mode 0700, as the node's /run/containerd), so its socket is
+    ``<run>/containerd/containerd.sock``, root:root 0660, where the entrypoint looks under
+    HOST_RUN. ``<run>`` stands for the node's /run in the pod's hostPath; this host's own /run
+    is left alone (another containerd may use /run/containerd). (the daemon, ``<run>``)"""
+    if why_not := containerd.available():
+        pytest.skip(why_not)
+    run = Path(tempfile.mkdtemp(prefix="hsflowd-node-run-"))
+    run.chmod(0o755)
+    (run / "containerd").mkdir(mode=0o700)
+    daemon = containerd.Containerd(run / "containerd")
+    try:
+        daemon.start()
+        yield daemon, run
+    finally:
+        try:
+            cri_pods.remove_all(daemon.socket)
+        finally:
+            daemon.stop()
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def pod_hostname(pod: cri_pods.Pod) -> str:
+    return f"k8s__{pod.name}_{pod.namespace}_u_a"
+
+
+def test_daemonset_pod_sees_the_nodes_pods(image: str, node_runtime: tuple[containerd.Containerd, Path]) -> None:
+    """The DaemonSet's pod (as above) on a containerd node: the node's /run holds the CRI socket,
+    so the entrypoint adds k8s {}. It reports the node's pods (made through the CRI as kubelet
+    makes them) as 3:N with their names, counts them in the host's 0:2100 and, with MARK_TRAFFIC
+    on, names the pinging pod on flow samples of its pings sampled on the CNI bridge (0:2210).
+    The runtime then restarts (a new socket in root's 0700 folder): the agent, by then nobody,
+    connects again and reports a pod made after the restart."""
+    runtime, node_run = node_runtime
+    stat = os.stat(runtime.socket)
+    assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o777) == (0, 0, 0o660), "the node's socket is root's"
+    cri = cri_pods.Cri(runtime.socket)
+    tag = f"{os.getpid() % 100000}"
+    pinger = cri.run_pod(f"dsping-{tag}", "shop", ("ping", "-i", "0.05", containerd.GATEWAY))
+    sleeper = cri.run_pod(f"dssleep-{tag}", "web")
+    name = f"hsflowd-deploy-k8s-{os.getpid()}"
+    port = free_udp_port()
+    env = {
+        "COLLECTOR": "127.0.0.1", "PORT": str(port), "SAMPLING": "4", "POLLING": "1",
+        "NET": f"^{containerd.BRIDGE}$", "MARK_TRAFFIC": "on",
+    }  # fmt: skip
+    bridge_ds = f"0:{Path(f'/sys/class/net/{containerd.BRIDGE}/ifindex').read_text().strip()}"
+    got: list[dict[str, Any]] = []
+
+    def pods_seen() -> dict[str, set[int]]:
+        """2000 hostnames of the 3:N samples so far, with their dsIndexes."""
+        out: dict[str, set[int]] = {}
+        for s in samples(got):
+            if s["sourceId"].startswith("3:"):
+                for e in s["elements"]:
+                    if e.get("counterBlock_tag") == "0:2000":
+                        out.setdefault(e["hostname"], set()).add(int(s["sourceId"][2:]))
+        return out
+
+    def collect_until(what: str, deadline_s: float, done: Any) -> None:
+        for d in json_datagrams(collector, deadline_s):
+            got.append(d)
+            if done():
+                return
+        raise AssertionError(f"{what} not seen in {deadline_s} s; agent log:\n{''.join(pod.stderr)[-3000:]}")
+
+    try:
+        with daemonset_pod_runtime.containerd() as agent_runtime, start_collector(port, "-j") as collector:
+            agent_runtime.import_from_docker(image)
+            args = daemonset_pod_runtime.ctr_run_args(env, node={"/run": node_run})
+            pod = agent_runtime.run(name, f"docker.io/{image}", args)
+            try:
+                wanted = {pod_hostname(pinger), pod_hostname(sleeper)}
+                collect_until("both pods", 30, lambda: wanted <= pods_seen().keys())
+                collect_until("marked pings", 15, lambda: marked_pings(got, bridge_ds))
+                collect_until("0:2100 counting two pods", 5, lambda: domains(got)[-1:] == [2])
+                before = pods_seen()
+                config = agent_runtime.ctr("tasks", "exec", "--exec-id", "cfg", name, "cat", "/etc/hsflowd.conf")
+                agent_pid = agent_runtime.ctr("tasks", "list").stdout.split("\n", 1)[1].split()[1]
+                status = Path(f"/proc/{agent_pid}/status").read_text()  # hostPID: its /proc/1 is not the agent
+                runtime.restart()
+                cri.close()
+                cri = cri_pods.Cri(runtime.socket)  # this test's connection went with the old daemon
+                late = cri.run_pod(f"dslate-{tag}", "web")
+                collect_until("the pod made after the runtime restarted", 20, lambda: pod_hostname(late) in pods_seen())
+                collect_until("0:2100 counting three pods", 5, lambda: domains(got)[-1:] == [3])
+                exit_code = pod.stop(timeout=daemonset_pod()["terminationGracePeriodSeconds"])
+            finally:
+                pod.stop(signal.SIGKILL)
+    finally:
+        cri.close()
+    logs = "".join(pod.stderr)
+
+    assert exit_code == 0 and "Traceback" not in logs, logs[-3000:]
+    assert 'k8s { unixsock = "/host/run/containerd/containerd.sock" markTraffic = "on" }' in config.stdout
+    (dropped,) = [ln for ln in logs.splitlines() if "running as nobody" in ln]
+    assert "not permitted, so not kept" not in logs, logs
+    # the socket's group (root's) kept, not CAP_DAC_OVERRIDE (modules/k8s/follower.py privileges())
+    agent = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert agent["Groups"].split() == ["0"], status
+    effective = int(agent["CapEff"], 16)
+    switch = {"CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"}
+    assert effective == daemonset_pod_runtime.capability_mask(daemonset_pod_runtime.granted_capabilities() - switch)
+    seen = pods_seen()
+    for p in (pinger, sleeper):
+        assert seen[pod_hostname(p)] == before[pod_hostname(p)], "one dsIndex per pod, across the restart"
+    (pinger_ds,) = seen[pod_hostname(pinger)]
+    marks = marked_pings(got, bridge_ds)
+    ends = [{(m[f"entities_{end}_class"], m[f"entities_{end}_index"]) for end in ("src", "dst")} for m in marks]
+    assert all(("3", str(pinger_ds)) in e for e in ends), marks
+    assert {x for e in ends for x in e if x[0] == "3"} == {("3", str(pinger_ds))}, marks
+    print(f"{len(marks)} marked ping samples; {dropped.split('] ')[-1].strip()}")
+
+
+def marked_pings(datagrams: list[dict[str, Any]], bridge_ds: str) -> list[dict[str, Any]]:
+    """The 0:2210 of flow samples of pings to the gateway sampled on the CNI bridge."""
+    out = []
+    for s in samples(datagrams):
+        if s["sourceId"] == bridge_ds and s["sampleType"] == "FLOWSAMPLE" and pinged(s, containerd.GATEWAY):
+            out += [e for e in s["elements"] if e.get("flowBlock_tag") == "0:2210"]
+    return out
+
+
+def domains(datagrams: list[dict[str, Any]]) -> list[int]:
+    """0:2100's count of virtual domains in the host's samples, in order."""
+    return [
+        int(e["vnode_num_domains"])
+        for s in samples(datagrams)
+        if s["sourceId"] == "2:1"
+        for e in s["elements"]
+        if e.get("counterBlock_tag") == "0:2100"
+    ]

@@ -189,18 +189,19 @@ class Follower(Module):
             self.context.unname_port(ifindex)
 
     def privileges(self) -> Privileges:
-        """The runtime's socket is root's (0660): its group if it has one, else CAP_DAC_OVERRIDE to
-        connect (again, after a runtime restart); CAP_SYS_ADMIN to enter a guest's network namespace,
+        """The runtime's socket's group, to connect again as the unprivileged user after the
+        runtime restarts (it makes a new socket file): containerd's and CRI-O's sockets are
+        root:root 0660 in a 0700 folder (``grpc.gid`` may name another group), so that is root's
+        group, and the folder is searched with CAP_DAC_READ_SEARCH, kept anyway for /proc.  Not
+        CAP_DAC_OVERRIDE: it would let the agent write any file, where root's group writes only
+        what is group-writable for it.  CAP_SYS_ADMIN to enter a guest's network namespace,
         CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH for another user's /proc/<pid>/ns/net and io."""
-        caps = {"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
         path = self.socket_path()
         try:
             gid = os.stat(path).st_gid if path else 0
         except OSError:
             gid = 0
-        if not gid:
-            caps.add("CAP_DAC_OVERRIDE")
-        return Privileges(caps, {gid} if gid else set())
+        return Privileges({"CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}, {gid})
 
     # ------------------------------------------------------------ following the runtime
 

@@ -19,6 +19,8 @@
 #   CRI_SOCKET     k8s {} is added, on this socket, when it is one   (the first socket of
 #                    $HOST_RUN/containerd/containerd.sock, $HOST_RUN/k3s/containerd/containerd.sock,
 #                    $HOST_RUN/crio/crio.sock: containerd, k3s's containerd, CRI-O)
+#   MARK_TRAFFIC   on: flow samples of container and pod traffic     (off)
+#                    name them (markTraffic in docker {} and k8s {})
 #   HSFLOWD_CONFIG the config file                                   (/etc/hsflowd.conf)
 # Arguments go to hsflowd-py: `docker run IMAGE --check` prints the effective settings.
 set -eu
@@ -37,6 +39,11 @@ esac
 
 run=${HOST_RUN:-/var/run}
 docker_socket=${DOCKER_SOCKET:-$run/docker.sock}
+mark_traffic=${MARK_TRAFFIC:-off}
+marking=
+if [ "$mark_traffic" != off ]; then
+  marking=" markTraffic = \"$mark_traffic\""
+fi
 cri_socket=
 for socket in ${CRI_SOCKET:-$run/containerd/containerd.sock $run/k3s/containerd/containerd.sock $run/crio/crio.sock}; do
   if [ -S "$socket" ]; then
@@ -67,10 +74,10 @@ write_config() {
     *) echo "  pcap { dev.pattern = \"$NET\" }" ;;
   esac
   if [ -S "$docker_socket" ]; then
-    echo "  docker { socket = \"$docker_socket\" }"
+    echo "  docker { socket = \"$docker_socket\"$marking }"
   fi
   if [ -n "$cri_socket" ]; then
-    echo "  k8s { unixsock = \"$cri_socket\" }"
+    echo "  k8s { unixsock = \"$cri_socket\"$marking }"
   fi
   echo "}"
 }
