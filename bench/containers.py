@@ -118,6 +118,16 @@ def idle_rss(work: Path) -> float:
     return rss
 
 
+def launch_agent(work: Path, port: int, block: str) -> subprocess.Popen[bytes]:
+    """The agent as its own process, polling every ``POLLING`` s with ``block`` (a module's config
+    block) and sending to ``port`` on loopback; its log in ``work/agent.log``."""
+    conf = work / "hsflowd.conf"
+    conf.write_text(f"sflow {{ polling = {POLLING} collector {{ ip = 127.0.0.1 udpport = {port} }} {block} }}\n")
+    cmd = [sys.executable, "-m", "hsflowd_py", "-d", "-f", str(conf), "-o", str(work / "auto")]
+    with open(work / "agent.log", "w") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([*cmd, "-s", str(work / "status.sock")], stderr=log, stdout=log, cwd=ROOT)
+
+
 def cpu_per_round(pid: int, samples: Samples, rounds: int) -> tuple[float, float]:
     """(agent CPU seconds, data-source samples received) per polling round over ``rounds`` rounds,
     after one round that lets the start-up settle (every poller on its random phase)."""
@@ -163,16 +173,8 @@ def main() -> None:
         samples = Samples()
         work = Path(tempfile.mkdtemp(prefix="hsflowd-bench-"))
         print(f"agent RSS without docker {{ }}: {idle_rss(work):.1f} MiB")
-        conf = work / "hsflowd.conf"
-        conf.write_text(
-            f"sflow {{ polling = {POLLING} collector {{ ip = 127.0.0.1 udpport = {samples.port} }}"
-            f" docker {{ socket = {engine.socket} }} }}\n"
-        )
-        log = open(work / "agent.log", "w")  # noqa: SIM115 - closed below
-        cmd = [sys.executable, "-m", "hsflowd_py", "-d", "-f", str(conf), "-o", str(work / "auto")]
-        cmd += ["-s", str(work / "status.sock")]
         launched = time.monotonic()
-        agent = subprocess.Popen(cmd, stderr=log, stdout=log, cwd=ROOT)
+        agent = launch_agent(work, samples.port, f"docker {{ socket = {engine.socket} }}")
         expected = args.containers + others
         while len(samples.mine(prefix)) < args.containers and time.monotonic() - launched < 120:
             samples.drain(0.5)
@@ -207,7 +209,6 @@ def main() -> None:
         if agent is not None:
             agent.terminate()
             agent.wait(30)
-            log.close()
             shutil.rmtree(work, ignore_errors=True)
         for i in range(0, len(ids), 50):
             engine.docker("rm", "-f", *ids[i : i + 50], check=False)

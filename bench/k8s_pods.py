@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from containers import (  # noqa: E402 - bench/containers.py
     Samples,
     cpu_per_round,
     idle_rss,
+    launch_agent,
     print_status,
     rss_mib,
 )
@@ -67,16 +67,8 @@ def main() -> None:
             print(f"started {args.pods} pods in {time.monotonic() - t:.0f} s")
             samples = Samples()
             print(f"agent RSS without k8s {{ }}: {idle_rss(work):.1f} MiB")
-            conf = work / "hsflowd.conf"
-            conf.write_text(
-                f"sflow {{ polling = {POLLING} collector {{ ip = 127.0.0.1 udpport = {samples.port} }}"
-                f" k8s {{ unixsock = {runtime.socket} }} }}\n"
-            )
-            log = open(work / "agent.log", "w")  # noqa: SIM115 - closed below
-            cmd = [sys.executable, "-m", "hsflowd_py", "-d", "-f", str(conf), "-o", str(work / "auto")]
-            cmd += ["-s", str(work / "status.sock")]
             launched = time.monotonic()
-            agent = subprocess.Popen(cmd, stderr=log, stdout=log, cwd=ROOT)
+            agent = launch_agent(work, samples.port, f"k8s {{ unixsock = {runtime.socket} }}")
             while len(samples.mine(f"k8s__{prefix}")) < args.pods and time.monotonic() - launched < 120:
                 samples.drain(0.1)
             print(
@@ -107,7 +99,6 @@ def main() -> None:
             if agent is not None:
                 agent.terminate()
                 agent.wait(30)
-                log.close()
             cri.close()
             shutil.rmtree(work, ignore_errors=True)
 
