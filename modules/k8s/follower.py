@@ -282,11 +282,15 @@ class Follower(Module):
                 return  # most often: it stopped meanwhile
             if probe.interface_error:
                 self.once("netns_errors", "%s: interfaces unknown (%s)", found.hostname, probe.interface_error)
-            self._track(key, found, probe)
+            guest = self._track(key, found, probe)
+            # the values a final sample carries if it stops before the first poll, read off the loop
+            await in_new_thread(guest.read, self.disks, name="k8s-read")
+            if self.guests.get(key) is guest:  # not forgotten meanwhile (stop)
+                self._poll(guest)
         finally:
             self._adding.discard(key)
 
-    def _track(self, key: str, found: Found, probe: PodProbe) -> None:
+    def _track(self, key: str, found: Found, probe: PodProbe) -> Guest:
         guest = Guest(
             key,
             found,
@@ -300,14 +304,17 @@ class Follower(Module):
             self.socket_cgroups.claim(key, guest.ds_index, probe.source.dirs.unified)
         self.context.claim_container_ports(_host_ends(guest))
         self._claim_host_ports(guest)
-        guest.read(self.disks)  # the values a final sample carries if it stops before the first poll
-        guest.take(log, f"{self.name}: {found.hostname}")
-        name = f"{self.name} {found.hostname}"
+        return guest
+
+    def _poll(self, guest: Guest) -> None:
+        """Its first reading in: from the next tick on, read off the loop and sampled."""
+        guest.take(log, f"{self.name}: {guest.found.hostname}")
+        name = f"{self.name} {guest.found.hostname}"
         self.context.add_poller(
             DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True, read=lambda: guest.read(self.disks)
         )
         self.stats["added"] += 1
-        log.debug("%s: tracking %s as 3:%d", self.name, found.hostname, guest.ds_index)
+        log.debug("%s: tracking %s as 3:%d", self.name, guest.found.hostname, guest.ds_index)
 
     def _forget(self, key: str, *, final: bool) -> None:
         guest = self.guests.pop(key, None)
