@@ -30,9 +30,12 @@ per-process fallback counts bytes, not disk requests) and errs.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,13 @@ from hsflowd_py.counters import KERNEL_LONG_BITS, Monotonic
 from hsflowd_py.host_counters import NET_DEV_FIELDS
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers import cgroup as cg
+from hsflowd_py.readers.diskstats import read_counted_disks
 from hsflowd_py.readers.net_dev import parse_net_dev
 from hsflowd_py.sflow.records import VirtCpu, VirtDisk, VirtMemory, VirtNetIO
 
 IO_FIELDS = ("rd_bytes", "wr_bytes", "rd_req", "wr_req")
 U32_FIELDS = frozenset({"pkts_in", "errs_in", "drops_in", "pkts_out", "errs_out", "drops_out", "rd_req", "wr_req"})
+DISKS_REFRESH_S = 60.0
 
 
 @dataclass
@@ -199,3 +204,75 @@ class Totals:
         if self.have_net:
             out.append(VirtNetIO(**self.net))
         return out
+
+
+class CountedDisks:
+    """The whole disks whose I/O a guest's 2103 counts (as for the host: no partitions, no stacked
+    devices), shared by a module's guests and read again once a minute: disks come and go rarely,
+    and every guest's reading asks.  None (count every device) while they cannot be read."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._read_at = float("-inf")
+        self._disks: set[tuple[int, int]] | None = None
+
+    def get(self) -> set[tuple[int, int]] | None:
+        now = time.monotonic()
+        if now - self._read_at >= DISKS_REFRESH_S:
+            try:
+                self._disks = read_counted_disks(self.root)
+            except ReaderError:
+                self._disks = None
+            self._read_at = now
+        return self._disks
+
+
+@dataclass(kw_only=True)
+class GuestCounters:
+    """What the poller of a container or pod keeps of its counters: read off the loop
+    (:meth:`read_from`, on the core's reading thread), taken on it (:meth:`take`) into totals that
+    the final sample carries once the guest is gone.  The base of the modules' per-guest records,
+    which say where their source is (:meth:`counter_source`)."""
+
+    totals: Totals = field(default_factory=Totals)
+    fresh: tuple[Reading, list[ReaderError]] | None = None
+    """The last reading made off the loop, not yet added to the totals."""
+    logged: set[str] = field(default_factory=set)
+    """The faults already logged for this guest (each kind once)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by a read under way and by the loop to swap or close the guest's source, so a read
+    never uses a closed /proc/<pid> descriptor (or whatever took its number)."""
+    gone: bool = False
+    """Forgotten: a read still queued finds nothing to do."""
+
+    def counter_source(self) -> KernelSource | None:
+        """The guest's source now (a subclass's probe may be swapped, under :attr:`lock`)."""
+        raise NotImplementedError
+
+    def read(self, disks: CountedDisks) -> None:
+        """Blocking (cgroup and /proc files): on the core's reading thread, or a thread of its own."""
+        with self.lock:
+            source = self.counter_source()
+            if not self.gone and source is not None:
+                self.fresh = source.read(disks.get())
+
+    def take(self, log: logging.Logger, who: str) -> None:
+        """On the loop: the reading made off it into the totals; a fault logged the first time its
+        kind occurs (a missing file is the guest going away, not a fault)."""
+        fresh, self.fresh = self.fresh, None
+        if fresh is None:
+            return
+        reading, errors = fresh
+        self.totals.add(reading)
+        for err in errors:
+            if not err.missing and err.reason not in self.logged:
+                self.logged.add(err.reason)
+                log.warning("%s: %s", who, err)
+
+    def close(self) -> None:
+        """The guest is forgotten: no read starts after this one, and its source is closed."""
+        with self.lock:
+            self.gone = True
+            source = self.counter_source()
+            if source is not None:
+                source.close()

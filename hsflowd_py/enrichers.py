@@ -15,8 +15,10 @@ otherwise) instead of by hand-picked numbers.  Today's enrichers:
 enricher                  reads        writes            what
 ========================  ===========  ================  ==========================================
 docker ``markTraffic``    —            NETNS, ENTITIES   containers by MAC/IP; the container's netns
+k8s ``markTraffic``       —            NETNS, ENTITIES   pods by MAC/IP (docker's enricher, its own table)
 tcp                       NETNS        SOCKET            0:2209 from sock_diag, in that netns
 systemd ``markTraffic``   SOCKET       ENTITIES          services by cgroup id / socket inode
+k8s ``markTraffic``       SOCKET       ENTITIES          hostNetwork pods by cgroup id
 ========================  ===========  ================  ==========================================
 
 Discard samples (0:5, ``dropmon {}``) take the same way: their sampled header reaches the same

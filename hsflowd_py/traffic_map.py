@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hsflowd_py.enrichers import Enricher
 from hsflowd_py.flow import DST, HEADER_ETHERNET, SRC, Fact, SampledPacket, mark_entity
 from hsflowd_py.packet import packet_flow
+
+if TYPE_CHECKING:
+    from hsflowd_py.netns_links import Interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,12 @@ def addresses(packet: SampledPacket) -> tuple[bytes | None, bytes | None, bytes 
     if flow is None:
         return src_mac, dst_mac, None, None
     return src_mac, dst_mac, flow.src, flow.dst
+
+
+def interface_keys(interfaces: Iterable[Interface]) -> list[bytes]:
+    """What a container or pod claims: its interfaces' MACs and addresses, packed."""
+    interfaces = list(interfaces)
+    return [i.mac for i in interfaces if i.mac] + [a.packed for i in interfaces for a in i.addresses]
 
 
 class TrafficMap:

@@ -21,9 +21,26 @@ from hsflowd_py.modules.k8s.cri import POD_METADATA, SERVICE
 from hsflowd_py.modules.k8s.proto import Field, Message
 
 STRING_ID = (Field(1, "id", "string"),)
+NODE = 2
+"""NamespaceMode NODE: the host's namespace (a ``hostNetwork: true`` pod's network)."""
+NAMESPACE_OPTION = Message("NamespaceOption", (Field(1, "network", "uint"),))
+
+
+def security_context(name: str, number: int) -> Message:
+    """A Linux*SecurityContext with only its NamespaceOption (field ``number``)."""
+    return Message(name, (Field(number, "namespace_options", "message", message=NAMESPACE_OPTION),))
+
+
 LINUX_POD = Message(
     "LinuxPodSandboxConfig",
-    (Field(1, "cgroup_parent", "string"),),
+    (
+        Field(1, "cgroup_parent", "string"),
+        Field(2, "security_context", "message", message=security_context("LinuxSandboxSecurityContext", 1)),
+    ),
+)
+LINUX_CONTAINER = Message(
+    "LinuxContainerConfig",
+    (Field(2, "security_context", "message", message=security_context("LinuxContainerSecurityContext", 3)),),
 )
 POD_CONFIG = Message(
     "PodSandboxConfig",
@@ -44,6 +61,7 @@ CONTAINER_CONFIG = Message(
         Field(3, "command", "string", repeated=True),
         Field(4, "args", "string", repeated=True),
         Field(11, "log_path", "string"),
+        Field(15, "linux", "message", message=LINUX_CONTAINER),
     ),
 )
 CREATE_CONTAINER = Message(
@@ -75,14 +93,23 @@ class Cri:
         reply: bytes = self.channel.unary_unary(SERVICE + method)(request, timeout=timeout)
         return reply
 
-    def run_pod(self, name: str, namespace: str = "default", command: tuple[str, ...] = ("sleep", "3600")) -> Pod:
-        """A pod with one busybox container running ``command``, in kubelet's cgroupfs layout."""
+    def run_pod(
+        self,
+        name: str,
+        namespace: str = "default",
+        command: tuple[str, ...] = ("sleep", "3600"),
+        host_network: bool = False,
+    ) -> Pod:
+        """A pod with one busybox container running ``command``, in kubelet's cgroupfs layout;
+        ``host_network``: in the host's network namespace, as kubelet asks for a ``hostNetwork: true``
+        pod (NamespaceOption network = NODE for the sandbox and its containers)."""
         uid = str(uuid.uuid4())
+        namespaces = {"namespace_options": {"network": NODE if host_network else 0}}
         config = {
             "metadata": {"name": name, "uid": uid, "namespace": namespace, "attempt": 0},
-            "hostname": name,
+            "hostname": "" if host_network else name,
             "labels": {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace},
-            "linux": {"cgroup_parent": f"/{CGROUP_TOP}/besteffort/pod{uid}"},
+            "linux": {"cgroup_parent": f"/{CGROUP_TOP}/besteffort/pod{uid}", "security_context": namespaces},
         }
         sandbox = ONE_ID.decode(self.call("RunPodSandbox", RUN_POD.encode({"config": config})))["id"]
         containers = ()
@@ -97,6 +124,7 @@ class Cri:
                             "image": {"image": BUSYBOX_IMAGE},
                             "command": list(command[:1]),
                             "args": list(command[1:]),
+                            "linux": {"security_context": namespaces},
                         },
                         "sandbox_config": config,
                     }

@@ -8,10 +8,13 @@ the module's tests (it takes ~3 s to start and import the images); run under the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,8 @@ from typing import Any
 import containerd
 import pytest
 from cri_pods import Cri, Pod
+from pcap_netns import veth_pair
+from procs import Proc, free_udp_port
 from test_docker_agent import Run
 
 why_not = containerd.available()
@@ -269,3 +274,129 @@ def test_plain_containerd_containers(runtime: containerd.Containerd, cri: Cri, t
     finally:
         runtime.ctr_remove(cid)
         run.stop()
+
+
+ECHO_PORT = 7777
+ECHO_SERVER = f"""
+import socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {ECHO_PORT}))
+s.listen()
+print("listening", flush=True)
+def echo(c):
+    while data := c.recv(4096):
+        c.sendall(data)
+while True:
+    threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()
+"""
+SFLOWTOOL = "/tmp/sflowtool-src/sflowtool"
+ENTITY_FIELDS = ("src_class", "src_index", "dst_class", "dst_index")
+
+
+def container_pids(pod: Pod) -> list[int]:
+    cgroup = pod_cgroup(pod, "pids") / pod.containers[0] / "cgroup.procs"
+    return [int(p) for p in cgroup.read_text().split()]
+
+
+def tcp_ports_of(pids: list[int]) -> set[int]:
+    """Local ports of the TCP sockets these processes hold (their fds' inodes in /proc/net/tcp)."""
+    inodes = set()
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in os.listdir(fds):
+            with contextlib.suppress(OSError):
+                link = os.readlink(fds / fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return {int(row[1].split(":")[1], 16) for row in rows if row[9] in inodes and row[3] == "01"}
+
+
+def sflowtool_flows(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    """sflowtool's flow samples by (sourceId, sequence number): their fields, records' included."""
+    out = {}
+    for block in re.findall(r"startSample -+\n(.*?)endSample", text, flags=re.S):
+        fields = dict(line.split(" ", 1) for line in block.strip().splitlines() if " " in line)
+        if fields.get("sampleType") == "FLOWSAMPLE":
+            out[(fields["sourceId"], fields["sampleSequenceNo"])] = fields
+    return out
+
+
+def test_host_network_pod_traffic_is_marked_by_its_sockets_cgroup(cri: Cri, agent: Any) -> None:
+    """A ``hostNetwork: true`` pod has the host's MACs and addresses; its TCP traffic is named by the
+    cgroup of its socket (the tcp module's sock_diag answer, mapped to the pod's cgroups in the
+    unified hierarchy, where runc puts each container on this hybrid host).  The pod talks to a
+    server in a namespace over a veth; a host process that is no pod talks to the same server and
+    stays unmarked.  Ground truth: the CRI's pod UID, the pod's processes in its cgroup, their
+    sockets in /proc; sflowtool decodes the same datagrams when it is there."""
+    tool_port = free_udp_port()
+    tool = Proc([SFLOWTOOL, "-p", str(tool_port)]) if os.access(SFLOWTOOL, os.X_OK) else None
+    try:
+        marked, host_samples, ds_index, host_ip = host_network_marking(cri, agent, tool_port if tool else None)
+        theirs = sflowtool_flows("".join(tool.lines_until(0.5))) if tool else None
+    finally:
+        if tool:
+            tool.stop()
+    for s in marked:
+        e = s.get("0:2210", {})
+        want = ["3", str(ds_index), "0", "0"] if s["0:1"]["srcIP"] == host_ip else ["0", "0", "3", str(ds_index)]
+        assert [e.get(f"entities_{k}") for k in ENTITY_FIELDS] == want, s
+    assert host_samples and all("0:2210" not in s for s in host_samples), "a host process is no pod"
+    if theirs is None:
+        pytest.skip(f"no sflowtool at {SFLOWTOOL}: the bundled collector's decoding alone was checked")
+    for s in marked:
+        t = theirs[(s["sample"]["sourceId"], str(s["sample"]["sampleSequenceNo"]))]
+        assert (t["srcIP"], t["TCPSrcPort"]) == (s["0:1"]["srcIP"], s["0:1"]["TCPSrcPort"])
+        assert [t.get(f"entities_{k}") for k in ENTITY_FIELDS] == [s["0:2210"][f"entities_{k}"] for k in ENTITY_FIELDS]
+
+
+def host_network_marking(
+    cri: Cri, agent: Any, tool_port: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, str]:
+    """The samples with 0:2209 of the hostNetwork pod's connection and of the host process's, the
+    pod's dsIndex and the host's address on the veth."""
+    with veth_pair("k8shn", ipv6=False) as v, Proc(v.exec(sys.executable, "-c", ECHO_SERVER)) as server:
+        assert any("listening" in line for line in server.lines_until(10)), server.stderr
+        loop = f"while true; do echo ping; sleep 0.1; done | nc {v.ns_ip} {ECHO_PORT} >/dev/null"
+        pod = cri.run_pod(
+            f"hostnet-{TAG}", "kube-system", ("sh", "-c", f"while true; do {loop}; sleep 0.5; done"), True
+        )
+        pids = container_pids(pod)
+        assert all(os.readlink(f"/proc/{p}/ns/net") == os.readlink("/proc/self/ns/net") for p in pids)
+        in_unified = f"0::/{containerd.CGROUP_TOP}/besteffort/pod{pod.uid}/{pod.containers[0]}"
+        assert all(in_unified in Path(f"/proc/{p}/cgroup").read_text().splitlines() for p in pids)
+        collectors = f"collector {{ ip = 127.0.0.1 udpport = {tool_port} }}" if tool_port else ""
+        run = agent(
+            k8s="markTraffic = on",
+            polling=1,
+            extra=f"tcp {{ }}\n pcap {{ dev = {v.host_dev} sampler = cbpf sampling = 1 }}\n {collectors}",
+        )
+        try:
+            ds = run.wait_for("the pod", 10, lambda: run.of(hostname(pod)))[0]
+            assert ds.e["0:2000"]["UUID"] == pod.uid
+            pod_ports = run.wait_for("the pod's connection", 10, lambda: tcp_ports_of(container_pids(pod)))
+            host = socket.create_connection((v.ns_ip, ECHO_PORT), timeout=5)
+            host_port = host.getsockname()[1]
+
+            def samples(port: int) -> list[dict[str, Any]]:
+                out = []
+                for f in run.flows:
+                    el = {e["flowBlock_tag"]: e for e in f["elements"]}
+                    h = el.get("0:1", {})
+                    if str(port) in (h.get("TCPSrcPort"), h.get("TCPDstPort")) and "0:2209" in el:
+                        out.append({"sample": f, **el})
+                return out
+
+            def both_ways() -> list[dict[str, Any]]:
+                host.sendall(b"not a pod\n")
+                got = [s for p in pod_ports for s in samples(p)]
+                sent = [s for s in got if s["0:1"]["srcIP"] == v.host_ip]
+                return got if sent and len(sent) < len(got) and samples(host_port) else []
+
+            marked = run.wait_for("samples of both connections both ways, with 0:2209", 15, both_ways)
+            host.close()
+            assert "Traceback" not in run.stderr()
+            return marked, samples(host_port), ds.ds_index, v.host_ip
+        finally:
+            run.stop()

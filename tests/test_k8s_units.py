@@ -5,6 +5,8 @@ and the pod cgroup found in the layouts of both kubelet cgroup drivers, v1 and v
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -201,6 +203,22 @@ def test_pod_veth_naming_is_on_with_the_block_as_in_the_established_agent() -> N
     assert on is not None and (on.set_if_alias, on.set_if_name) == (True, True)
     off = parse_config("sflow { collector { ip = 127.0.0.1 } k8s { setIfName = off } }").k8s
     assert off is not None and (off.set_if_alias, off.set_if_name) == (True, False)
+
+
+def test_check_says_eof_is_accepted_and_ignored_and_why(tmp_path: Path) -> None:
+    """mod_k8s.c aborts the agent when its Go helper's output ends, unless ``eof = on``: there is no
+    helper here, and a runtime that goes away is retried (test_k8s_faults.py)."""
+    conf = tmp_path / "hsflowd.conf"
+    conf.write_text("sflow {\n collector { ip = 127.0.0.1 }\n k8s { eof = on }\n containerd { forgetVMs = 90 }\n}\n")
+    check = [sys.executable, "-m", "hsflowd_py", "--check", "-f", str(conf)]
+    out = subprocess.run(check, capture_output=True, text=True, check=True).stdout.splitlines()
+    notes = [line for line in out if "accepted and ignored" in line]
+    assert notes[0].startswith(f"# warning: {conf}:3: key 'eof' in block 'k8s' is accepted and ignored: ")
+    assert "helper" in notes[0] and "retries" in notes[0]
+    assert notes[1].startswith(f"# warning: {conf}:4: key 'forgetVMs' in block 'containerd' is accepted and ignored")
+    settings = parse_config(conf.read_text())
+    assert settings.k8s is not None and settings.k8s.eof
+    assert parse_config("\n".join(settings.describe())) == settings
 
 
 def test_short_pod_hostname_is_the_established_agents() -> None:

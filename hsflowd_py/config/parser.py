@@ -238,6 +238,11 @@ class _Parser:
                 found[name] = child
             return
         value = self._value(key, opener, spec)
+        if spec.ignored:
+            self._warnings.append(
+                f"{self._source}:{key.line}: key {key.text!r} in block {opener.text!r} is accepted and ignored: "
+                f"{spec.ignored}"
+            )
         if spec.suffix is not None:
             found.setdefault(name, {})[suffix] = value
         elif spec.repeat:

@@ -32,6 +32,8 @@ class Option:
     family: the first, in declaration order, whose suffix codec reads the
     suffix takes the line (``sampling.10G`` a speed, ``sampling.http`` an
     application), as the established agent files both under ``sampling.``.
+    ``ignored`` says why a key of the established agent's is accepted and has no effect here: a
+    file that sets it gets a warning saying so (``--check`` prints it, the agent logs it).
     """
 
     key: str
@@ -39,6 +41,7 @@ class Option:
     repeat: bool = False
     suffix: Codec | None = None
     aliases: tuple[str, ...] = ()
+    ignored: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,16 @@ class Block:
 
 
 def conf_key(
-    key: str, codec: Codec, *, repeat: bool = False, suffix: Codec | None = None, aliases: tuple[str, ...] = ()
+    key: str,
+    codec: Codec,
+    *,
+    repeat: bool = False,
+    suffix: Codec | None = None,
+    aliases: tuple[str, ...] = (),
+    ignored: str = "",
 ) -> dict[str, Option]:
     """Field metadata binding a dataclass field to ``key = value`` lines."""
-    return {_META: Option(key, codec, repeat, suffix, aliases)}
+    return {_META: Option(key, codec, repeat, suffix, aliases, ignored)}
 
 
 def conf_block(key: str, cls: type, *, repeat: bool = False) -> dict[str, Block]:

@@ -96,8 +96,9 @@ class Settings:
     blocks: Mapping[str, Any] = field(default_factory=dict)
     """The modules' blocks present in the file, by their declared ``attr``."""
     source: str = "<string>"
-    warnings: tuple[str, ...] = ()
-    """What the parser skipped (unsupported blocks and keys, when told to skip them), one line each."""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """What the parser skipped (unsupported blocks and keys, when told to skip them) and the keys it
+    accepted without effect, one line each: about the file, not the settings, so not compared."""
 
     def __getattr__(self, name: str) -> Any:
         """A module's block by its ``attr`` (``settings.pcap``); only for names no field has."""

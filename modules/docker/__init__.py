@@ -38,14 +38,13 @@ import contextlib
 import grp
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from copy import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hsflowd_py.cgroup_counters import Reading, Totals
+from hsflowd_py.cgroup_counters import CountedDisks, GuestCounters, KernelSource
 from hsflowd_py.config import Settings
 from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module, register
@@ -54,7 +53,6 @@ from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
-from hsflowd_py.readers.diskstats import read_counted_disks
 from hsflowd_py.readers.meminfo import read_meminfo
 from hsflowd_py.sflow.records import (
     HostAdapter,
@@ -64,7 +62,7 @@ from hsflowd_py.sflow.records import (
     Record,
 )
 from hsflowd_py.tasks import cancel, owned_by_thread
-from hsflowd_py.traffic_map import Owner, OwnerMarking, TrafficMap
+from hsflowd_py.traffic_map import Owner, OwnerMarking, TrafficMap, interface_keys
 
 from .counters import parse_stats
 from .engine import Engine, EngineUnavailable, EventFeed, Gone, Malformed, Refused, valid_id
@@ -79,29 +77,22 @@ DS_CLASS = 3
 STATE_RUNNING, STATE_PAUSED, STATE_SHUTDOWN = 1, 3, 4
 """2101 states (libvirt's): an exited container is "shutdown", as the established agent reports."""
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
-DISKS_REFRESH_S = 60.0
 MAX_LOGGED_KINDS = 100
 
 
 @dataclass
-class Tracked:
+class Tracked(GuestCounters):
     """A container followed; its counters are read off the loop (``_read_counters``, on the core's
-    reading thread), taken on it (``_take``)."""
+    reading thread), taken on it (``_take``), guarded as ``GuestCounters`` says."""
 
     info: ContainerInfo
     ds_index: int
     probe: Probe
     paused: bool
-    totals: Totals = field(default_factory=Totals)
     stats_pending: bool = False
-    logged: set[str] = field(default_factory=set)
-    fresh: tuple[Reading, list[ReaderError]] | None = None
-    """The last reading made off the loop, not yet added to the totals."""
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held by a read under way and by the loop to swap or close the probe, so a read never uses a
-    closed /proc/<pid> descriptor (or whatever took its number)."""
-    gone: bool = False
-    """Forgotten: a read still queued finds nothing to do."""
+
+    def counter_source(self) -> KernelSource | None:
+        return self.probe.source
 
 
 @register
@@ -125,7 +116,7 @@ class DockerModule(Module):
         self._logged: set[str] = set()
         self._down_since: float | None = None
         self.prober = Prober(context.root)
-        self._disks: tuple[float, set[tuple[int, int]] | None] = (-DISKS_REFRESH_S, None)
+        self.disks = CountedDisks(context.root)
         self._host_cpus = 1
         self._host_memory = 0
         self._description = HostDescription()
@@ -426,9 +417,7 @@ class DockerModule(Module):
         self.names.release(cid)
         self.hostnames.release(cid)
         self._unclaim_interfaces(t)
-        with t.lock:
-            t.gone = True
-            t.probe.close()
+        t.close()
         self.stats["forgotten"] += 1
         log.debug("docker: %s (%s) stopped; 3:%d released", t.info.name, cid[:12], t.ds_index)
 
@@ -448,10 +437,7 @@ class DockerModule(Module):
             self._once("netns_errors", logging.WARNING, "docker: %s: interfaces unknown (%s)", name, p.interface_error)
 
     def _claim_interfaces(self, t: Tracked) -> None:
-        keys = [i.mac for i in t.probe.interfaces if i.mac] + [
-            a.packed for i in t.probe.interfaces for a in i.addresses
-        ]
-        self.traffic.claim(t.info.id, Owner(t.ds_index, t.probe.netns), keys)
+        self.traffic.claim(t.info.id, Owner(t.ds_index, t.probe.netns), interface_keys(t.probe.interfaces))
         self.context.claim_container_ports(i.host_ifindex for i in t.probe.interfaces if i.host_ifindex)
 
     def _unclaim_interfaces(self, t: Tracked) -> None:
@@ -460,21 +446,8 @@ class DockerModule(Module):
 
     # ------------------------------------------------------------ counters
 
-    def _counted_disks(self) -> set[tuple[int, int]] | None:
-        """Whole disks whose I/O is counted (as for the host: no partitions, no stacked devices)."""
-        now = time.monotonic()
-        if now - self._disks[0] >= DISKS_REFRESH_S:
-            try:
-                self._disks = (now, read_counted_disks(self.context.root))
-            except ReaderError:
-                self._disks = (now, None)
-        return self._disks[1]
-
     def _read_counters(self, t: Tracked) -> None:
-        """Blocking (cgroup and /proc files): on the core's reading thread, or a thread of its own."""
-        with t.lock:
-            if not t.gone and t.probe.source is not None:
-                t.fresh = t.probe.source.read(self._counted_disks())
+        t.read(self.disks)
 
     def _take(self, t: Tracked) -> None:
         """On the loop: the reading made off it into the totals; without a kernel source, ask the
@@ -486,15 +459,7 @@ class DockerModule(Module):
                 self._stats_tasks.add(task)
                 task.add_done_callback(self._stats_tasks.discard)
             return
-        fresh, t.fresh = t.fresh, None
-        if fresh is None:
-            return
-        reading, errors = fresh
-        t.totals.add(reading)
-        for err in errors:
-            if not err.missing and err.reason not in t.logged:  # missing: the container is going away
-                t.logged.add(err.reason)
-                log.warning("docker: %s: %s", t.info.name, err)
+        t.take(log, f"docker: {t.info.name}")
 
     async def _fetch_stats(self, t: Tracked) -> None:
         assert self.engine is not None

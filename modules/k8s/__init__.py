@@ -9,7 +9,7 @@
     pods, so it carries the namespace (``pod.py`` says how names over 64 bytes are cut); its UUID is
     the pod's UID.  Each pod's host veth is asked for packet sampling (``pcap { dynamic = on }``)
     and, with ``setIfAlias`` and ``setIfName`` (both on by default, as there), carries the pod's
-    hostname as its 0:1005 port name.  ``eof`` is accepted and not used.
+    hostname as its 0:1005 port name.  ``eof`` is accepted and ignored (``settings.py`` says why).
 
 ``containerd { }``
     Containers that containerd runs outside Kubernetes (every namespace but the CRI's ``k8s.io``),

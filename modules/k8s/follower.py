@@ -34,10 +34,10 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hsflowd_py.cgroup_counters import Totals
+from hsflowd_py.cgroup_counters import CountedDisks, GuestCounters, KernelSource
 from hsflowd_py.config import Settings
 from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module
@@ -46,13 +46,12 @@ from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
-from hsflowd_py.readers.diskstats import read_counted_disks
 from hsflowd_py.readers.meminfo import read_meminfo
 from hsflowd_py.sflow.records import HostAdapter, HostAdapters, HostDescription, HostParent, Record
-from hsflowd_py.traffic_map import OwnerMarking
+from hsflowd_py.traffic_map import Owner, OwnerMarking, TrafficMap, interface_keys
 
 from .channel import Channel, Malformed, rpc_error
-from .marking import PodMarker
+from .marking import SocketCgroups, SocketMarking
 from .pod import PodProbe, PodProber
 
 log = logging.getLogger("hsflowd.k8s")
@@ -61,7 +60,6 @@ DS_CLASS = 3
 STATE_RUNNING, STATE_SHUTDOWN = 1, 4
 LIST_EVERY_S = 0.5
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 30.0
-DISKS_REFRESH_S = 60.0
 
 
 class Unavailable(Exception):
@@ -83,14 +81,17 @@ class Found:
 
 
 @dataclass
-class Guest:
+class Guest(GuestCounters):
+    """A pod or container followed; its counters read off the loop, as ``GuestCounters`` says."""
+
     key: str
     found: Found
     ds_index: int
     probe: PodProbe
     description: HostDescription
-    totals: Totals = field(default_factory=Totals)
-    logged: set[str] = field(default_factory=set)
+
+    def counter_source(self) -> KernelSource | None:
+        return self.probe.source
 
 
 class Follower(Module):
@@ -103,13 +104,14 @@ class Follower(Module):
     def __init__(self, context: ModuleContext, settings: Settings) -> None:
         super().__init__(context, settings)
         self.guests: dict[str, Guest] = {}
-        self.marker = PodMarker()
+        self.traffic = TrafficMap()
+        self.socket_cgroups = SocketCgroups()
         self.prober = PodProber(context.root)
         self.channel: Channel | None = None
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._adding: set[str] = set()
-        self._disks: tuple[float, set[tuple[int, int]] | None] = (-DISKS_REFRESH_S, None)
+        self.disks = CountedDisks(context.root)
         self._host_cpus = 1
         self._host_memory = 0
 
@@ -280,11 +282,15 @@ class Follower(Module):
                 return  # most often: it stopped meanwhile
             if probe.interface_error:
                 self.once("netns_errors", "%s: interfaces unknown (%s)", found.hostname, probe.interface_error)
-            self._track(key, found, probe)
+            guest = self._track(key, found, probe)
+            # the values a final sample carries if it stops before the first poll, read off the loop
+            await in_new_thread(guest.read, self.disks, name="k8s-read")
+            if self.guests.get(key) is guest:  # not forgotten meanwhile (stop)
+                self._poll(guest)
         finally:
             self._adding.discard(key)
 
-    def _track(self, key: str, found: Found, probe: PodProbe) -> None:
+    def _track(self, key: str, found: Found, probe: PodProbe) -> Guest:
         guest = Guest(
             key,
             found,
@@ -293,14 +299,22 @@ class Follower(Module):
             self.context.describe(found.hostname, uuid.UUID(bytes=found.uuid)),
         )
         self.guests[key] = guest
-        self.marker.claim(key, guest.ds_index, probe)
+        self.traffic.claim(key, Owner(guest.ds_index, probe.netns), interface_keys(probe.interfaces))
+        if probe.source is not None and not probe.source.own_netns and probe.source.dirs.unified is not None:
+            self.socket_cgroups.claim(key, guest.ds_index, probe.source.dirs.unified)
         self.context.claim_container_ports(_host_ends(guest))
         self._claim_host_ports(guest)
-        self._read(guest)  # the values a final sample carries if it stops before the first poll
-        name = f"{self.name} {found.hostname}"
-        self.context.add_poller(DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True)
+        return guest
+
+    def _poll(self, guest: Guest) -> None:
+        """Its first reading in: from the next tick on, read off the loop and sampled."""
+        guest.take(log, f"{self.name}: {guest.found.hostname}")
+        name = f"{self.name} {guest.found.hostname}"
+        self.context.add_poller(
+            DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True, read=lambda: guest.read(self.disks)
+        )
         self.stats["added"] += 1
-        log.debug("%s: tracking %s as 3:%d", self.name, found.hostname, guest.ds_index)
+        log.debug("%s: tracking %s as 3:%d", self.name, guest.found.hostname, guest.ds_index)
 
     def _forget(self, key: str, *, final: bool) -> None:
         guest = self.guests.pop(key, None)
@@ -309,10 +323,11 @@ class Follower(Module):
         records = self._records(guest, STATE_SHUTDOWN) if final and guest.totals.readings else None
         self.context.remove_poller(DS_CLASS, guest.ds_index, final=records)
         self.context.release_ds_index(guest.found.uuid)
-        self.marker.release(key)
+        self.traffic.release(key)
+        self.socket_cgroups.release(key)
         self.context.release_container_ports(_host_ends(guest))
         self._release_host_ports(guest)
-        guest.probe.close()
+        guest.close()
         self.stats["forgotten"] += 1
 
     def once(self, stat: str, message: str, *args: Any) -> None:
@@ -323,26 +338,8 @@ class Follower(Module):
 
     # ------------------------------------------------------------ counters
 
-    def _counted_disks(self) -> set[tuple[int, int]] | None:
-        now = time.monotonic()
-        if now - self._disks[0] >= DISKS_REFRESH_S:
-            try:
-                self._disks = (now, read_counted_disks(self.context.root))
-            except ReaderError:
-                self._disks = (now, None)
-        return self._disks[1]
-
-    def _read(self, guest: Guest) -> None:
-        assert guest.probe.source is not None
-        reading, errors = guest.probe.source.read(self._counted_disks())
-        guest.totals.add(reading)
-        for err in errors:
-            if not err.missing and err.reason not in guest.logged:
-                guest.logged.add(err.reason)
-                log.warning("%s: %s: %s", self.name, guest.found.hostname, err)
-
     def _collect(self, guest: Guest) -> list[Record]:
-        self._read(guest)
+        guest.take(log, f"{self.name}: {guest.found.hostname}")
         return self._records(guest, STATE_RUNNING)
 
     def _records(self, guest: Guest, state: int) -> list[Record]:
@@ -361,7 +358,9 @@ class Follower(Module):
 
     def enrichers(self) -> Sequence[Enricher]:
         """Marking only with ``markTraffic = on``: without it, samples take the allocation-free path."""
-        return [OwnerMarking(self.marker.traffic)] if self.mark_traffic() else []
+        if not self.mark_traffic():
+            return []
+        return [OwnerMarking(self.traffic), SocketMarking(self.socket_cgroups)]
 
 
 def _host_ends(guest: Guest) -> list[int]:

@@ -11,12 +11,20 @@ from hsflowd_py.config import values as v
 from hsflowd_py.config.blocks import module_block
 from hsflowd_py.config.schema import conf_key
 
+EOF_IGNORED = (
+    "the established agent reads pods through a helper program and aborts when the helper's output "
+    "ends, unless eof = on; this agent talks to the runtime itself and, when the runtime goes away, "
+    "keeps running and retries with backoff, as eof = on asks"
+)
+"""What ``k8s { eof }`` does in the established agent (mod_k8s.c, 2023: "allow hsflowd_containerd
+to exit without triggering abort()"), and why it means nothing here."""
+
 
 @module_block("k8s")
 @dataclass(frozen=True)
 class K8sSettings:
-    """``unixsock`` unset: the containerd, CRI-O and k3s sockets are tried in that order.  ``eof``
-    (the established agent's helper-restart switch) is accepted and not used.
+    """``unixsock`` unset: the containerd, CRI-O and k3s sockets are tried in that order (the same
+    CRI calls on each: ``modules/k8s/cri.py``).  ``eof`` is accepted and ignored (``EOF_IGNORED``).
 
     ``setIfAlias`` and ``setIfName`` are on unless turned off, as the established agent turns them
     on with the block: there ``setIfAlias`` makes the pod's name the alias the agent keeps for the
@@ -27,7 +35,7 @@ class K8sSettings:
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
 
     mark_traffic: bool = field(default=False, metadata=conf_key("markTraffic", v.BOOL))
-    eof: bool = field(default=False, metadata=conf_key("eof", v.BOOL))
+    eof: bool = field(default=False, metadata=conf_key("eof", v.BOOL, ignored=EOF_IGNORED))
     set_if_alias: bool = field(default=True, metadata=conf_key("setIfAlias", v.BOOL))
     set_if_name: bool = field(default=True, metadata=conf_key("setIfName", v.BOOL))
     unixsock: str | None = field(default=None, metadata=conf_key("unixsock", v.TEXT))
@@ -37,11 +45,16 @@ class K8sSettings:
 @dataclass(frozen=True)
 class ContainerdSettings:
     """``unixsock`` (addition) names containerd's socket; ``forgetVMs`` is range-checked and
-    unused (the global ``forgetVMs`` applies)."""
+    ignored (the global ``forgetVMs`` applies)."""
 
     REQUIRES_ONE_OF: ClassVar[tuple[str, ...]] = ()
 
-    forget_vms: int | None = field(default=None, metadata=conf_key("forgetVMs", v.integer(60, v.UINT32)))
+    forget_vms: int | None = field(
+        default=None,
+        metadata=conf_key(
+            "forgetVMs", v.integer(60, v.UINT32), ignored="the global forgetVMs applies to containers as to pods"
+        ),
+    )
     hostname: bool = field(default=False, metadata=conf_key("hostname", v.BOOL))
     mark_traffic: bool = field(default=False, metadata=conf_key("markTraffic", v.BOOL))
     unixsock: str | None = field(default=None, metadata=conf_key("unixsock", v.TEXT))
