@@ -113,7 +113,7 @@ def in_process(payloads: list[bytes], seconds: float) -> dict[str, float]:
             payloads, lambda p, o=output: o.write(decode_datagram(p), len(p), RECEIVED), seconds
         )
     state = ExportState(_Counts(), flows=100, expiry=DEFAULT_EXPIRY, now=time.monotonic())
-    export = lambda p: state.observe(decode_datagram(p, state.reading), time.monotonic())  # noqa: E731
+    export = lambda p: state.observe(decode_datagram(p, state.read), time.monotonic())  # noqa: E731
     figures["decode + exporter"] = rate(payloads, export, seconds)
     devnull.close()
     devnull_bytes.close()

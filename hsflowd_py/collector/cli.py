@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from ..sflow.codec import EVERYTHING, decode_datagram
+from ..sflow.codec import decode_datagram
+from ..sflow.records import Record
 from ..sflow.samples import Datagram
 from ..sflow.xdr import ADDRESS, DecodeError
 from .exporter import options as exporter_options
@@ -75,8 +76,6 @@ class Collector:
         self.output = output
         self.forwarder = forwarder
         self.exporter = exporter
-        self.reading = exporter.reading if output is None and exporter is not None else EVERYTHING
-        """Exporting only, the decoder builds only the records the exporter reads."""
         self.datagrams = 0
         self.errors = 0
         self.output_failures = 0
@@ -91,7 +90,7 @@ class Collector:
             self.refuse(origin, lambda: _why_not(payload))
             return
         try:
-            decoded = decode_datagram(payload, self.reading)
+            decoded = decode_datagram(payload, self._only())
         except DecodeError as e:
             # As sflowtool does, what decoded before the fault is still printed (not exported).
             partial = getattr(e, "partial", None)
@@ -104,6 +103,11 @@ class Collector:
             self._write(decoded, len(payload), received, origin)
         if self.exporter is not None:
             self._export(decoded, origin)
+
+    def _only(self) -> frozenset[type[Record]] | None:
+        """Exporting only, the decoder builds only the records the exporter reads (asked each time:
+        ``main`` starts the exporter after the collector is made)."""
+        return self.exporter.read if self.output is None and self.exporter is not None else None
 
     def _write(self, decoded: Datagram, size: int, received: Received, origin: str) -> None:
         """Outputs range-check what they write; should one still fail, the datagram is counted and

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...counters import step
-from ...sflow.codec import reading
 from ...sflow.records import DISCARD_REASONS, SampledHeader
 from ...sflow.samples import CounterSample, Datagram, DiscardSample, FlowSample, UnknownRecord
 from .fairshare import FairShare
@@ -51,7 +50,7 @@ from .flowkey import flow_key, protocol_name, render_address
 from .metricspec import INFO, NAMING, PLANS, MetricDef
 from .topflows import TopFlows
 
-__all__ = ["OTHER", "READING", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
+__all__ = ["OTHER", "READ", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
 
 OTHER = "other"
 NOT_FOUND = "NotFound"
@@ -216,8 +215,8 @@ def _updater(kind: type) -> Updater:
 
 _UPDATERS: dict[type, Updater] = {kind: _updater(kind) for kind in {*PLANS, *NAMING, *INFO}}
 """Per counter record type that the exporter takes anything from: its compiled update."""
-READING = reading([SampledHeader, *_UPDATERS])
-"""The decode the exporter needs (``codec.reading``): its records built, the others skipped."""
+READ = frozenset((SampledHeader, *_UPDATERS))
+"""The records the exporter reads: its decode builds only these (``decode_datagram``'s ``only``)."""
 
 
 @dataclass
@@ -292,7 +291,7 @@ def _port_labels(key: Hashable) -> tuple[str, ...]:
 class ExportState:
     """Agents, data sources, flow tables and the collector's own counts."""
 
-    reading = READING
+    read = READ
 
     def __init__(
         self,
