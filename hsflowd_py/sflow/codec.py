@@ -155,8 +155,9 @@ class _Known(NamedTuple):
     cls: type[Record]
     plain: struct.Struct | None
     """The whole record as one struct of plain numbers (``Layout.plain``), for a record it builds."""
-    head: struct.Struct | None
-    """Plain numbers, then one opaque (``Layout.plain_then_opaque``), for a record it builds."""
+    head_then_length: struct.Struct | None
+    """For a record it builds of plain numbers then one opaque (``Layout.plain_then_opaque``): the
+    numbers and the opaque's length word."""
     lengths: frozenset[int] | None
     """None for a record it builds.  For one it only checks: the padded lengths its layout takes when
     the layout is all fixed-size fields (then the length is all the full decode checks of it), or
@@ -184,7 +185,8 @@ def _fixed_lengths(cls: type[Record]) -> frozenset[int]:
 def _known(cls: type[Record], build: bool) -> _Known:
     layout = cls.LAYOUT
     if build:
-        return _Known(cls, layout.plain, layout.plain_then_opaque, None)
+        head = layout.plain_then_opaque
+        return _Known(cls, layout.plain, None if head is None else struct.Struct(head.format + "I"), None)
     return _Known(cls, None, None, _fixed_lengths(cls))
 
 
@@ -197,79 +199,16 @@ def _tables(only: frozenset[type[Record]] | None) -> tuple[dict[int, _Known], di
     )
 
 
-def _decode_records(
-    buf: memoryview, off: int, end: int, count: int, table: dict[int, _Known], index: int, sample_tag: int,
-    records: list[AnyRecord],
-) -> int:
-    """Decode ``count`` records into ``records``; returns the offset after them.
-
-    On a fault the records before it are already in ``records`` (with a
-    BrokenRecord for a record whose body did not fit), so the caller can
-    still print them as sflowtool does.  The sample's ``index`` and ``sample_tag`` name it in an error.
-    """
-    if count > MAX_RECORDS_PER_SAMPLE:
-        where = _where(index, sample_tag)
-        raise DecodeError(f"{where}: {count} records exceeds the limit of {MAX_RECORDS_PER_SAMPLE} at offset {off}")
-    append = records.append
-    unpack_tl = _TL.unpack_from
-    for i in range(count):
-        if off + 8 > end:
-            where = _where(index, sample_tag)
-            raise DecodeError(f"{where}, record {i}: truncated record header at offset {off}")
-        tag, length = unpack_tl(buf, off)
-        off += 8
-        rec_end = off + ((length + 3) & ~3)
-        if rec_end > end:
-            append(BrokenRecord(tag, table[tag].cls if tag in table else None))
-            where = _where(index, sample_tag)
-            raise DecodeError(
-                f"{where}, record {i} ({tag >> 12}:{tag & 0xFFF}): length {length} overruns the sample at offset {off}"
-            )
-        known = table.get(tag)
-        if known is None:
-            append(UnknownRecord(tag, bytes(buf[off : off + length])))
-            off = rec_end
-            continue
-        cls, plain, head, lengths = known
-        if lengths is not None and rec_end - off in lengths:
-            off = rec_end  # a fixed-size record not built, of a length its layout takes
-            continue
-        if plain is not None and length == plain.size:
-            append(cls.from_values(plain.unpack_from(buf, off)))
-        elif head is not None and length >= head.size + 4 and (
-            head.size + 4 + (((n := _U32.unpack_from(buf, off + head.size)[0]) + 3) & ~3) == rec_end - off
-        ):
-            # the sampled header: numbers, then the opaque's length word and bytes filling the record
-            at = off + head.size + 4
-            append(cls.from_values((*head.unpack_from(buf, off), bytes(buf[at : at + n]))))
-        else:
-            # Bounded by the padded length, as sflowtool's length check is (an agent may declare
-            # a sampled header's record length without the opaque's padding).
-            try:
-                values, used = cls.LAYOUT.unpack(buf, off, rec_end)
-            except DecodeError as e:
-                records.append(BrokenRecord(tag, cls))
-                where = _where(index, sample_tag)
-                raise DecodeError(
-                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: {e}"
-                ) from None
-            if pad4(used - off) != pad4(length):
-                records.append(BrokenRecord(tag, cls))
-                where = _where(index, sample_tag)
-                raise DecodeError(
-                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
-                    f"declared {length} bytes, layout uses {used - off}"
-                )
-            if lengths is None:
-                append(cls.from_values(values))
-        off = rec_end
-    return off
-
-
 def _sample_body(
     tag: int, buf: memoryview, start: int, s_end: int, index: int, tables: tuple[dict[int, _Known], dict[int, _Known]]
 ) -> Sample:
-    """One sample; on a fault raises _Stop with the sample as far as it decoded."""
+    """One sample: its header, then its records.
+
+    On a fault raises _Stop with the sample as far as it decoded (the records before the fault,
+    and a BrokenRecord for a record whose body did not fit), so the caller can still print it as
+    sflowtool does.  ``index`` names the sample in an error.  One function for header and records:
+    a call per sample is a tenth of a flow sample's decode.
+    """
     head = _HEADS.get(tag)
     if head is None:
         return UnknownSample(tag, bytes(buf[start:s_end]))
@@ -279,37 +218,99 @@ def _sample_body(
     fields = head.unpack_from(buf, start)
     sample: FlowSample | CounterSample | DiscardSample
     if tag == FLOW_SAMPLE_EXPANDED:
-        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, n = fields
+        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, count = fields
         sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, [], seq, infmt, outfmt)
         table = tables[0]
     elif tag == FLOW_SAMPLE:
-        seq, source, rate, pool, drops, inp, out, n = fields
+        seq, source, rate, pool, drops, inp, out, count = fields
         sample = FlowSample(
             source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, [], seq,
             inp >> 30, out >> 30, expanded=False,
         )
         table = tables[0]
     elif tag == COUNTER_SAMPLE_EXPANDED:
-        seq, dsc, dsi, n = fields
+        seq, dsc, dsi, count = fields
         sample = CounterSample(dsc, dsi, [], seq)
         table = tables[1]
     elif tag == COUNTER_SAMPLE:
-        seq, source, n = fields
+        seq, source, count = fields
         sample = CounterSample(source >> 24, source & 0xFFFFFF, [], seq, expanded=False)
         table = tables[1]
     else:
-        seq, dsc, dsi, drops, inp, out, reason, n = fields
+        seq, dsc, dsi, drops, inp, out, reason, count = fields
         sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
         table = tables[0]
-    try:
-        off = _decode_records(buf, start + head.size, s_end, n, table, index, tag, sample.records)
-    except DecodeError as e:
+    off = start + head.size
+    if count > MAX_RECORDS_PER_SAMPLE:
         sample.complete = False
-        raise _Stop(str(e), start, sample) from None
+        where = _where(index, tag)
+        limit = MAX_RECORDS_PER_SAMPLE
+        raise _Stop(f"{where}: {count} records exceeds the limit of {limit} at offset {off}", start, sample)
+    append = sample.records.append
+    known_as = table.get
+    unpack_tl = _TL.unpack_from
+    for i in range(count):
+        if off + 8 > s_end:
+            sample.complete = False
+            where = _where(index, tag)
+            raise _Stop(f"{where}, record {i}: truncated record header at offset {off}", start, sample)
+        r_tag, length = unpack_tl(buf, off)
+        off += 8
+        rec_end = off + ((length + 3) & ~3)
+        known = known_as(r_tag)
+        if rec_end > s_end:
+            append(BrokenRecord(r_tag, None if known is None else known.cls))
+            sample.complete = False
+            where = _where(index, tag)
+            record = f"record {i} ({r_tag >> 12}:{r_tag & 0xFFF})"
+            raise _Stop(f"{where}, {record}: length {length} overruns the sample at offset {off}", start, sample)
+        if known is None:
+            append(UnknownRecord(r_tag, bytes(buf[off : off + length])))
+            off = rec_end
+            continue
+        cls, plain, head_then_length, lengths = known
+        if lengths is not None:
+            if rec_end - off in lengths:
+                off = rec_end  # a fixed-size record not built, of a length its layout takes
+                continue
+        elif plain is not None:
+            if length == plain.size:
+                append(cls.from_values(plain.unpack_from(buf, off)))
+                off = rec_end
+                continue
+        elif head_then_length is not None and length >= head_then_length.size:
+            # the sampled header: numbers and the opaque's length word, then its bytes filling the record
+            *values, n = head_then_length.unpack_from(buf, off)
+            at = off + head_then_length.size
+            if at + ((n + 3) & ~3) == rec_end:
+                values.append(bytes(buf[at : at + n]))
+                append(cls.from_values(values))
+                off = rec_end
+                continue
+        # Bounded by the padded length, as sflowtool's length check is (an agent may declare
+        # a sampled header's record length without the opaque's padding).
+        try:
+            values, used = cls.LAYOUT.unpack(buf, off, rec_end)
+        except DecodeError as e:
+            append(BrokenRecord(r_tag, cls))
+            sample.complete = False
+            where = _where(index, tag)
+            record = f"record {i} ({cls.__name__} {r_tag >> 12}:{r_tag & 0xFFF})"
+            raise _Stop(f"{where}, {record} at offset {off}: {e}", start, sample) from None
+        if pad4(used - off) != pad4(length):
+            append(BrokenRecord(r_tag, cls))
+            sample.complete = False
+            where = _where(index, tag)
+            record = f"record {i} ({cls.__name__} {r_tag >> 12}:{r_tag & 0xFFF})"
+            used_text = f"declared {length} bytes, layout uses {used - off}"
+            raise _Stop(f"{where}, {record} at offset {off}: {used_text}", start, sample)
+        if lengths is None:
+            append(cls.from_values(values))
+        off = rec_end
     if off != s_end:
         sample.complete = False
         where = _where(index, tag)
-        raise _Stop(f"{where}: {s_end - off} bytes left over after {n} records at offset {off}", off, sample)
+        raise _Stop(f"{where}: {s_end - off} bytes left over after {count} records at offset {off}", off, sample)
     return sample
 
 
