@@ -75,6 +75,7 @@ class Collector:
         self.err = err
         self.output = output
         self.forwarder = forwarder
+        self.only: frozenset[type[Record]] | None = None
         self.exporter = exporter
         self.datagrams = 0
         self.errors = 0
@@ -90,7 +91,7 @@ class Collector:
             self.refuse(origin, lambda: _why_not(payload))
             return
         try:
-            decoded = decode_datagram(payload, self._only())
+            decoded = decode_datagram(payload, self.only)
         except DecodeError as e:
             # As sflowtool does, what decoded before the fault is still printed (not exported).
             partial = getattr(e, "partial", None)
@@ -104,10 +105,16 @@ class Collector:
         if self.exporter is not None:
             self._export(decoded, origin)
 
-    def _only(self) -> frozenset[type[Record]] | None:
-        """Exporting only, the decoder builds only the records the exporter reads (asked each time:
-        ``main`` starts the exporter after the collector is made)."""
-        return self.exporter.read if self.output is None and self.exporter is not None else None
+    @property
+    def exporter(self) -> ExportState | None:
+        return self._exporter
+
+    @exporter.setter
+    def exporter(self, exporter: ExportState | None) -> None:
+        """Exporting only, the decoder builds only the records the exporter reads (set here, as
+        ``main`` starts the exporter after it makes the collector)."""
+        self._exporter = exporter
+        self.only = exporter.read if self.output is None and exporter is not None else None
 
     def _write(self, decoded: Datagram, size: int, received: Received, origin: str) -> None:
         """Outputs range-check what they write; should one still fail, the datagram is counted and
@@ -242,8 +249,13 @@ def read_file(collector: Collector, path: str) -> None:
     """Decode every UDP payload of a pcap file, printing what sflowtool -r prints."""
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
+        origins: dict[tuple[object, int], str] = {}
         for packet in read_pcap(stream):
-            origin = _origin(packet.source, packet.source_port)
+            origin = origins.get((packet.source, packet.source_port))
+            if origin is None:  # as ``listen``'s peers: printing an address costs more than a small datagram's decode
+                if len(origins) >= PEER_CACHE:
+                    origins.clear()
+                origin = origins[packet.source, packet.source_port] = _origin(packet.source, packet.source_port)
             if packet.truncated:
                 collector.refuse(origin, "datagram cut short by the capture's snaplen")
                 continue
