@@ -174,7 +174,7 @@ def _fixed_lengths(cls: type[Record]) -> frozenset[int]:
     accepted = set()
     for n in range(0, pad4(sum(struct.calcsize(">" + f.type.fmt) for f in layout.fields)) + 4, 4):  # type: ignore[operator]
         try:
-            _, used = layout.unpack(memoryview(bytes(n)), 0, n)
+            _, used = layout.unpack(bytes(n), 0, n)  # type: ignore[arg-type]
         except DecodeError:
             continue
         if pad4(used) == n:
@@ -200,7 +200,7 @@ def _tables(only: frozenset[type[Record]] | None) -> tuple[dict[int, _Known], di
 
 
 def _sample_body(
-    tag: int, buf: memoryview, start: int, s_end: int, index: int, tables: tuple[dict[int, _Known], dict[int, _Known]]
+    tag: int, buf: bytes, start: int, s_end: int, index: int, tables: tuple[dict[int, _Known], dict[int, _Known]]
 ) -> Sample:
     """One sample: its header, then its records.
 
@@ -211,7 +211,7 @@ def _sample_body(
     """
     head = _HEADS.get(tag)
     if head is None:
-        return UnknownSample(tag, bytes(buf[start:s_end]))
+        return UnknownSample(tag, buf[start:s_end])
     if s_end - start < head.size:
         where = _where(index, tag)
         raise _Stop(f"{where}: {s_end - start} bytes is shorter than its header at offset {start}", start, None)
@@ -265,7 +265,7 @@ def _sample_body(
             record = f"record {i} ({r_tag >> 12}:{r_tag & 0xFFF})"
             raise _Stop(f"{where}, {record}: length {length} overruns the sample at offset {off}", start, sample)
         if known is None:
-            append(UnknownRecord(r_tag, bytes(buf[off : off + length])))
+            append(UnknownRecord(r_tag, buf[off : off + length]))
             off = rec_end
             continue
         cls, plain, head_then_length, lengths = known
@@ -283,7 +283,7 @@ def _sample_body(
             *values, n = head_then_length.unpack_from(buf, off)
             at = off + head_then_length.size
             if at + ((n + 3) & ~3) == rec_end:
-                values.append(bytes(buf[at : at + n]))
+                values.append(buf[at : at + n])
                 append(cls.from_values(values))
                 off = rec_end
                 continue
@@ -315,7 +315,7 @@ def _sample_body(
 
 
 def _overrun(
-    tag: int, length: int, buf: memoryview, off: int, end: int, index: int,
+    tag: int, length: int, buf: bytes, off: int, end: int, index: int,
     tables: tuple[dict[int, _Known], dict[int, _Known]],
 ) -> _Stop:
     """The error for a sample whose length overruns the datagram or is not a multiple of 4.
@@ -352,7 +352,7 @@ def decode_datagram(data: bytes | memoryview, only: frozenset[type[Record]] | No
     not asked for (unknown records are still kept).
     """
     tables = _tables(only)
-    buf = memoryview(data)
+    buf = data if type(data) is bytes else bytes(data)  # slices of bytes are bytes: no view, then copy
     end = len(buf)
     version, off = read_u32(buf, 0, end)
     if version != 5:
