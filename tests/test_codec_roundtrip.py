@@ -8,7 +8,6 @@ wrong field order (both directions share the table); the sflowtool vectors in
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import struct
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from verdicts import same_verdict, verdict
 
 from hsflowd_py.collector.pcapfile import read_pcap
 from hsflowd_py.sflow import xdr
@@ -32,8 +32,7 @@ from hsflowd_py.sflow.records import (
     Record,
     SampledHeader,
 )
-from hsflowd_py.sflow.samples import BrokenRecord, CounterSample, Datagram, FlowSample, UnknownRecord
-from hsflowd_py.sflow.xdr import DecodeError
+from hsflowd_py.sflow.samples import CounterSample, Datagram, FlowSample
 
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
@@ -132,35 +131,6 @@ def test_established_agent_datagrams_re_encode_to_the_same_values(name: str) -> 
 ONLY = frozenset((SampledHeader, HostCpu))
 
 
-def _verdict(data: bytes, only: frozenset[type[Record]] | None) -> tuple[str, Datagram | None]:
-    """What a decode says of ``data``: its error ("" for none) and the datagram (partial on an error)."""
-    try:
-        return "", decode_datagram(data, only)
-    except DecodeError as e:
-        return str(e), getattr(e, "partial", None)
-
-
-def _without_unread(datagram: Datagram | None) -> list[Any]:
-    """A full decode's samples with only the records ``ONLY`` builds (and unknown ones) left in."""
-    if datagram is None:
-        return []
-    out = []
-    for sample in datagram.samples:
-        records = getattr(sample, "records", None)
-        if records is not None:
-            kept = [r for r in records if type(r) in ONLY or isinstance(r, UnknownRecord | BrokenRecord)]
-            sample = dataclasses.replace(sample, records=kept)
-        out.append(sample)
-    return out
-
-
-def _same_verdict(data: bytes) -> None:
-    full_error, full = _verdict(data, None)
-    error, kept = _verdict(data, ONLY)
-    assert error == full_error
-    assert _without_unread(kept) == _without_unread(full)
-
-
 @pytest.mark.skipif(not VECTORS.is_dir(), reason="shared sFlow vectors not present")
 def test_a_decode_of_only_some_records_is_the_full_decode_without_the_others() -> None:
     """The exporter's decode: the same samples, each with only the chosen records, none taken for unknown."""
@@ -168,8 +138,8 @@ def test_a_decode_of_only_some_records_is_the_full_decode_without_the_others() -
     for path in sorted(VECTORS.glob("*.pcap")) + sorted((VECTORS / "devices").glob("*.pcap")):
         with open(path, "rb") as f:
             for packet in read_pcap(f):
-                _same_verdict(packet.payload)
-                error, kept = _verdict(packet.payload, ONLY)
+                same_verdict(packet.payload, ONLY)
+                error, kept = verdict(packet.payload, ONLY)
                 seen.update(type(r) for s in kept.samples for r in getattr(s, "records", ()))
     assert {SampledHeader, HostCpu} <= seen
 
@@ -194,31 +164,9 @@ def test_a_record_not_built_is_checked_as_the_full_decode_checks_it() -> None:
     }
     for what, record in cases.items():
         data = _flow_datagram(record)
-        error, _ = _verdict(data, ONLY)
+        error, _ = verdict(data, ONLY)
         assert error, what
-        _same_verdict(data)
+        same_verdict(data, ONLY)
     good = _flow_datagram(struct.pack(">II", ExtendedUser.tag(), len(user)) + user)
-    assert _verdict(good, ONLY)[0] == ""
-    _same_verdict(good)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.integers(0, 10_000), st.lists(st.tuples(st.integers(0, 1 << 16), U32), min_size=1, max_size=3))
-def test_mutated_agent_datagrams_get_one_verdict_from_both_decodes(seed: int, words: list[tuple[int, int]]) -> None:
-    data = bytearray(_AGENT[seed % len(_AGENT)])
-    for at, value in words:
-        at = (at % max(len(data) - 3, 1)) & ~3
-        if at + 4 <= len(data):
-            struct.pack_into(">I", data, at, value)
-    _same_verdict(bytes(data))
-
-
-def _agent_datagrams() -> list[bytes]:
-    out: list[bytes] = []
-    for path in sorted(VECTORS.glob("*.pcap")):
-        with open(path, "rb") as f:
-            out += [packet.payload for packet in read_pcap(f)]
-    return out or [_flow_datagram(struct.pack(">II", ExtendedTimestamp.tag(), 8) + ExtendedTimestamp(7).pack())]
-
-
-_AGENT = _agent_datagrams()
+    assert verdict(good, ONLY)[0] == ""
+    same_verdict(good, ONLY)
