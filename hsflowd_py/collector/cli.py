@@ -102,8 +102,8 @@ class Collector:
         self.datagrams += 1
         if self.output is not None:
             self._write(decoded, len(payload), received, origin)
-        if self.exporter is not None:
-            self._export(decoded, origin)
+        if self._exporter is not None:
+            self._export(self._exporter, decoded, origin)
 
     @property
     def exporter(self) -> ExportState | None:
@@ -129,15 +129,14 @@ class Collector:
                 print(f"{PROG}: output failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
             self.output_failures += 1
 
-    def _export(self, decoded: Datagram, origin: str) -> None:
+    def _export(self, exporter: ExportState, decoded: Datagram, origin: str) -> None:
         """The exporter must never stop the collector: a failure is counted, and told once."""
-        assert self.exporter is not None
         try:
-            self.exporter.observe(decoded, time.monotonic(), origin.rpartition(":")[0])
+            exporter.observe(decoded, time.monotonic(), origin.rpartition(":")[0])
         except Exception as e:
-            if not self.exporter.failures:
+            if not exporter.failures:
                 print(f"{PROG}: exporter failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
-            self.exporter.failed()
+            exporter.failed()
 
     def refuse(self, origin: str, why: str | Callable[[], str]) -> None:
         """Count every bad datagram; print at most a few a second so a flood cannot drown stderr."""
