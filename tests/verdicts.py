@@ -43,5 +43,5 @@ def same_verdict(data: bytes, only: frozenset[type[Record]]) -> Datagram | None:
     full_error, full = verdict(data)
     error, mine = verdict(data, only)
     assert error == full_error
-    assert _built(mine, only) == _built(full, only)
+    assert repr(_built(mine, only)) == repr(_built(full, only))  # by repr: a float field may be NaN
     return None if error else mine

@@ -31,7 +31,6 @@ from .samples import (
 from .xdr import ADDRESS, DecodeError, pad4, read_u32
 
 _TL = struct.Struct(">II")
-_U32 = struct.Struct(">I")
 _FLOW_HEAD = struct.Struct(">11I")
 _COUNTER_HEAD = struct.Struct(">4I")
 _HEADS = {
