@@ -21,9 +21,15 @@ First, the issue's end-to-end figure: ``sflowtool-py -r`` on ``host-flows.pcap``
 repeated 100 times (13,900 datagrams), text and JSON to /dev/null, the best of
 three runs; with ``--before DIR`` the same for another checkout (e.g. ``git
 worktree add /tmp/before 21b9cc3``) and with ``--sflowtool PATH`` for the real
-sflowtool, in the same run, so the ratios hold on a shared machine.
+sflowtool, in the same run, so the ratios hold on a shared machine.  Before that, the same
+capture exported to Prometheus, by this checkout and the ``--before`` one: through ``-r FILE
+--prometheus 127.0.0.1:0`` (the collector's ``main``), and each datagram handed to the collector
+as it receives one (decode and export only), in a fresh process with its imports done;
+datagrams per second of wall time and of the process's CPU time, which on a shared box is the
+fairer of the two (another process on the core stretches the wall time, not the CPU time).
+``--export`` prints only this.
 
-    .venv/bin/python bench/collector.py [--seconds 3] [--before DIR] [--sflowtool PATH]
+    .venv/bin/python bench/collector.py [--seconds 3] [--before DIR] [--sflowtool PATH] [--export]
 """
 
 from __future__ import annotations
@@ -113,8 +119,8 @@ def in_process(payloads: list[bytes], seconds: float) -> dict[str, float]:
             payloads, lambda p, o=output: o.write(decode_datagram(p), len(p), RECEIVED), seconds
         )
     state = ExportState(_Counts(), flows=100, expiry=DEFAULT_EXPIRY, now=time.monotonic())
-    export = lambda p: state.observe(decode_datagram(p, state.reading), time.monotonic())  # noqa: E731
-    figures["decode + exporter"] = rate(payloads, export, seconds)
+    exporting = lambda p: state.observe(decode_datagram(p, state.read), time.monotonic())  # noqa: E731
+    figures["decode + exporter"] = rate(payloads, exporting, seconds)
     devnull.close()
     devnull_bytes.close()
     return figures
@@ -199,13 +205,86 @@ def end_to_end(before: str | None, sflowtool: str | None) -> None:
         capture.unlink()
 
 
+_EXPORT = """
+import contextlib, io, os, sys, time
+from hsflowd_py.collector import cli
+from hsflowd_py.collector.exporter.state import ExportState
+from hsflowd_py.collector.pcapfile import read_pcap
+from hsflowd_py.collector.text import Received
+capture, runs = sys.argv[1], int(sys.argv[2])
+os.sched_setaffinity(0, {int(sys.argv[3])})
+def best(run):
+    wall = cpu = float("inf")
+    for _ in range(runs):
+        w, c = time.perf_counter(), time.process_time()
+        run()
+        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
+    return wall, cpu
+def read():
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert cli.main(["-r", capture, "--prometheus", "127.0.0.1:0"]) == 0
+with open(capture, "rb") as f:
+    packets = [(p.payload, f"{p.source}:{p.source_port}") for p in read_pcap(f)]
+received = Received("-", 0, 0, 0, 0)
+class Counts:
+    datagrams = errors = 0
+def each():
+    state = ExportState(Counts(), flows=100, expiry=300.0, now=time.monotonic())
+    collector = cli.Collector(io.StringIO(), None, None, state)
+    for payload, origin in packets:
+        collector.datagram(payload, origin, received)
+    assert collector.errors == 0 and state.failures == 0
+print(*best(read), *best(each))
+"""
+"""Times, inside a process whose imports are done (so that any checkout on ``PYTHONPATH`` runs the
+same measurement): ``sflowtool-py -r FILE --prometheus`` (its ``main``), and each datagram of the
+file handed to the collector as it receives one, with the exporter only (``Collector.datagram``:
+decode and export, no pcap reading)."""
+
+
+def export_times(tree: Path, capture: Path, runs: int = 5) -> list[float]:
+    """Wall and CPU seconds of the best of ``runs`` passes over ``capture`` by ``tree``: ``-r``, then in-process."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cpu = "1" if (os.cpu_count() or 1) > 1 else "0"
+    out = subprocess.run(
+        [sys.executable, "-c", _EXPORT, str(capture), str(runs), cpu], env=env, cwd=tree, capture_output=True,
+        text=True, check=True,
+    ).stdout.split()
+    return [float(x) for x in out]
+
+
+def export(before: str | None) -> None:
+    capture, datagrams = repeated_capture()
+    try:
+        trees = {"sflowtool-py": Path(__file__).resolve().parent.parent}
+        if before:
+            trees["sflowtool-py before"] = Path(before).resolve()
+        times = {name: export_times(tree, capture) for name, tree in trees.items()}
+        print(f"host-flows.pcap x100 ({datagrams:,} datagrams) exported to Prometheus, best of 5, datagrams/s:")
+        for i, what in enumerate(("-r FILE --prometheus", "each datagram, decoded and exported")):
+            print(f"  {what}:")
+            for name, figures in times.items():
+                wall, cpu = figures[2 * i : 2 * i + 2]
+                ratio = ""
+                if name != "sflowtool-py":
+                    ours = times["sflowtool-py"][2 * i : 2 * i + 2]
+                    ratio = f"  (sflowtool-py = {wall / ours[0]:.2f}x wall, {cpu / ours[1]:.2f}x CPU)"
+                print(f"    {name:<20} {datagrams / wall:>9,.0f} wall  {datagrams / cpu:>9,.0f} CPU{ratio}")
+    finally:
+        capture.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--before", metavar="DIR", help="a checkout of another revision to time alongside")
     parser.add_argument("--sflowtool", metavar="PATH", help="the real sflowtool binary to time alongside")
+    parser.add_argument("--export", action="store_true", help="only the -r --prometheus figures")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1 if os.cpu_count() and os.cpu_count() > 1 else 0})  # type: ignore[operator]
+    export(args.before)
+    if args.export:
+        return
     end_to_end(args.before, args.sflowtool)
     for name, payloads in (("agent", agent_workload()), ("flows", flows_workload())):
         samples = sum(len(decode_datagram(p).samples) for p in payloads)

@@ -1,8 +1,10 @@
 """Fuzz the two parsers that read bytes from outside: the collector's datagram decoder (with every
 output it feeds: text, -g, -j/-J, -l, -t pcap, -T pcapng, also for the part of a malformed datagram
-decoded before its fault) and the packet walker (``hsflowd_py/packet.py``) with every user of it: the
-agent's flow parser (tunnels followed), the GSO offsets, the Prometheus flow key, under both walker
-rules.
+decoded before its fault; and the Prometheus exporter: its decode, which builds only the records it
+reads, must reject exactly what the full decode rejects, with the same error, and what it accepts
+goes into the exporter's state and a scrape) and the packet walker (``hsflowd_py/packet.py``) with
+every user of it: the agent's flow parser (tunnels followed), the GSO offsets, the Prometheus flow
+key, under both walker rules.
 
 Seeds: the C agent's captures, the switch/router/discard datagrams of ../shared/vectors/devices
 (compact and discard samples) and tests/fixtures/sflowtool-6.11/records.pcap (every record of the
@@ -28,7 +30,12 @@ import sys
 import time
 from pathlib import Path
 
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
 from hsflowd_py.collector.exporter.flowkey import flow_key
+from hsflowd_py.collector.exporter.server import families
+from hsflowd_py.collector.exporter.state import ExportState
 from hsflowd_py.collector.jsonout import format_json
 from hsflowd_py.collector.lines import format_lines
 from hsflowd_py.collector.pcapfile import read_pcap
@@ -37,7 +44,7 @@ from hsflowd_py.collector.text import Received, datagram_view, format_grep, form
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 from hsflowd_py.packet import LINK_IP, SFLOWTOOL, STANDARD, ip_end, parse, payload_offset, tcp_sequence_at, walk
 from hsflowd_py.sflow.codec import decode_datagram
-from hsflowd_py.sflow.records import SampledHeader
+from hsflowd_py.sflow.records import Record, SampledHeader
 from hsflowd_py.sflow.xdr import DecodeError
 
 VECTORS = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
@@ -118,6 +125,46 @@ def fuzz_decoder(data: bytes) -> None:
     _SINK.truncate()
 
 
+def _error(data: bytes, only: frozenset[type[Record]] | None = None) -> str:
+    """What a decode of ``data`` says is wrong with it ("" for nothing)."""
+    try:
+        decode_datagram(data, only)
+    except DecodeError as e:
+        return str(e)
+    return ""
+
+
+class _Counts:
+    datagrams = 0
+    errors = 0
+
+
+class _Exporter:
+    """The exporter's path of ``sflowtool-py --prometheus``: its decode, then its state, scraped now and then;
+    the clock moves 10 ms an input, so agents, sources and flows also expire."""
+
+    def __init__(self) -> None:
+        self.state = ExportState(_Counts(), flows=10, expiry=30.0)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]
+        self.now = 0.0
+        self.inputs = 0
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return families(self.state, None, self.now)
+
+    def __call__(self, data: bytes) -> None:
+        full, mine = _error(data), _error(data, self.state.read)
+        if mine != full:
+            raise AssertionError(f"the exporter's decode says {mine!r}, the full decode {full!r}")
+        self.inputs += 1
+        self.now += 0.01
+        if not mine:
+            self.state.observe(decode_datagram(data, self.state.read), self.now, "192.0.2.1")
+        if self.inputs % 5000 == 0:
+            generate_latest(self.registry)
+
+
 def fuzz_header(data: bytes) -> None:
     for link in (HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6, LINK_IP):
         parse(data, link, tunnel=True)
@@ -149,7 +196,12 @@ def main() -> int:
     rng = random.Random(args.seed)
     datagrams, headers = seeds()
     failures = 0
-    for name, target, pool in (("decoder", fuzz_decoder, datagrams), ("packet walker", fuzz_header, headers)):
+    targets = (
+        ("decoder", fuzz_decoder, datagrams),
+        ("exporter", _Exporter(), datagrams),
+        ("packet walker", fuzz_header, headers),
+    )
+    for name, target, pool in targets:
         start_rss, t0 = rss_mb(), time.perf_counter()
         for i in range(args.count):
             data = rng.randbytes(rng.randint(0, 300)) if i % 10 == 0 else mutate(rng, rng.choice(pool), pool)

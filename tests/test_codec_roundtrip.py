@@ -9,20 +9,30 @@ wrong field order (both directions share the table); the sflowtool vectors in
 from __future__ import annotations
 
 import ipaddress
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from verdicts import same_verdict, verdict
 
 from hsflowd_py.collector.pcapfile import read_pcap
 from hsflowd_py.sflow import xdr
-from hsflowd_py.sflow.codec import decode_datagram, encode_datagram, reading
+from hsflowd_py.sflow.codec import decode_datagram, encode_datagram
 from hsflowd_py.sflow.layout import Struct
-from hsflowd_py.sflow.records import COUNTER_RECORDS, FLOW, FLOW_RECORDS, HostCpu, Record, SampledHeader
-from hsflowd_py.sflow.samples import CounterSample, Datagram, FlowSample, UnknownRecord
-from hsflowd_py.sflow.xdr import DecodeError
+from hsflowd_py.sflow.records import (
+    COUNTER_RECORDS,
+    FLOW,
+    FLOW_RECORDS,
+    ExtendedTimestamp,
+    ExtendedUser,
+    HostCpu,
+    Record,
+    SampledHeader,
+)
+from hsflowd_py.sflow.samples import CounterSample, Datagram, FlowSample
 
 U32 = st.integers(0, 2**32 - 1)
 U64 = st.integers(0, 2**64 - 1)
@@ -118,26 +128,45 @@ def test_established_agent_datagrams_re_encode_to_the_same_values(name: str) -> 
             assert decode_datagram(again) == datagram
 
 
+ONLY = frozenset((SampledHeader, HostCpu))
+
+
 @pytest.mark.skipif(not VECTORS.is_dir(), reason="shared sFlow vectors not present")
-def test_a_reading_decode_builds_only_its_records_and_skips_the_rest_by_length() -> None:
+def test_a_decode_of_only_some_records_is_the_full_decode_without_the_others() -> None:
     """The exporter's decode: the same samples, each with only the chosen records, none taken for unknown."""
-    only = reading([SampledHeader, HostCpu])
     seen: set[type] = set()
     for path in sorted(VECTORS.glob("*.pcap")) + sorted((VECTORS / "devices").glob("*.pcap")):
         with open(path, "rb") as f:
             for packet in read_pcap(f):
-                try:
-                    full = decode_datagram(packet.payload)
-                except DecodeError:
-                    continue
-                kept = decode_datagram(packet.payload, only)
-                assert len(kept.samples) == len(full.samples)
-                for mine, theirs in zip(kept.samples, full.samples, strict=True):
-                    records = getattr(theirs, "records", None)
-                    if records is None:
-                        assert mine == theirs
-                        continue
-                    wanted = [r for r in records if type(r) in (SampledHeader, HostCpu, UnknownRecord)]
-                    assert mine.records == wanted
-                    seen.update(type(r) for r in wanted)
+                same_verdict(packet.payload, ONLY)
+                error, kept = verdict(packet.payload, ONLY)
+                seen.update(type(r) for s in kept.samples for r in getattr(s, "records", ()))
     assert {SampledHeader, HostCpu} <= seen
+
+
+def _flow_datagram(*records: bytes) -> bytes:
+    """One expanded flow sample holding ``records`` (each tag, length and body, as on the wire)."""
+    body = struct.pack(">11I", 1, 0, 3, 1, 1, 0, 0, 3, 0, 0, len(records)) + b"".join(records)
+    sample = struct.pack(">II", 3, len(body)) + body
+    return struct.pack(">IIIIIII", 5, 1, 0x7F000001, 0, 1, 0, 1) + sample
+
+
+def test_a_record_not_built_is_checked_as_the_full_decode_checks_it() -> None:
+    """The rule for records a decode does not build: a wrong layout inside a length that fits the sample
+    is the full decode's error, not a record skipped; a fixed-size record is checked by its length."""
+    user = ExtendedUser(1, "alice", 1, "bob").pack()
+    bad_string = user[:4] + struct.pack(">I", 4000) + user[8:]  # a string longer than its record
+    timestamp = ExtendedTimestamp(7).pack()
+    cases = {
+        "a string overrunning its record": struct.pack(">II", ExtendedUser.tag(), len(user)) + bad_string,
+        "a fixed record 4 bytes too long": struct.pack(">II", ExtendedTimestamp.tag(), 12) + timestamp + bytes(4),
+        "a fixed record 4 bytes too short": struct.pack(">II", ExtendedTimestamp.tag(), 4) + timestamp[:4],
+    }
+    for what, record in cases.items():
+        data = _flow_datagram(record)
+        error, _ = verdict(data, ONLY)
+        assert error, what
+        same_verdict(data, ONLY)
+    good = _flow_datagram(struct.pack(">II", ExtendedUser.tag(), len(user)) + user)
+    assert verdict(good, ONLY)[0] == ""
+    same_verdict(good, ONLY)

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from ..sflow.codec import EVERYTHING, decode_datagram
+from ..sflow.codec import decode_datagram
+from ..sflow.records import Record
 from ..sflow.samples import Datagram
 from ..sflow.xdr import ADDRESS, DecodeError
 from .exporter import options as exporter_options
@@ -74,9 +75,8 @@ class Collector:
         self.err = err
         self.output = output
         self.forwarder = forwarder
+        self.only: frozenset[type[Record]] | None = None
         self.exporter = exporter
-        self.reading = exporter.reading if output is None and exporter is not None else EVERYTHING
-        """Exporting only, the decoder builds only the records the exporter reads."""
         self.datagrams = 0
         self.errors = 0
         self.output_failures = 0
@@ -91,7 +91,7 @@ class Collector:
             self.refuse(origin, lambda: _why_not(payload))
             return
         try:
-            decoded = decode_datagram(payload, self.reading)
+            decoded = decode_datagram(payload, self.only)
         except DecodeError as e:
             # As sflowtool does, what decoded before the fault is still printed (not exported).
             partial = getattr(e, "partial", None)
@@ -102,8 +102,19 @@ class Collector:
         self.datagrams += 1
         if self.output is not None:
             self._write(decoded, len(payload), received, origin)
-        if self.exporter is not None:
-            self._export(decoded, origin)
+        if self._exporter is not None:
+            self._export(self._exporter, decoded, origin)
+
+    @property
+    def exporter(self) -> ExportState | None:
+        return self._exporter
+
+    @exporter.setter
+    def exporter(self, exporter: ExportState | None) -> None:
+        """Exporting only, the decoder builds only the records the exporter reads (set here, as
+        ``main`` starts the exporter after it makes the collector)."""
+        self._exporter = exporter
+        self.only = exporter.read if self.output is None and exporter is not None else None
 
     def _write(self, decoded: Datagram, size: int, received: Received, origin: str) -> None:
         """Outputs range-check what they write; should one still fail, the datagram is counted and
@@ -118,15 +129,14 @@ class Collector:
                 print(f"{PROG}: output failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
             self.output_failures += 1
 
-    def _export(self, decoded: Datagram, origin: str) -> None:
+    def _export(self, exporter: ExportState, decoded: Datagram, origin: str) -> None:
         """The exporter must never stop the collector: a failure is counted, and told once."""
-        assert self.exporter is not None
         try:
-            self.exporter.observe(decoded, time.monotonic(), origin.rpartition(":")[0])
+            exporter.observe(decoded, time.monotonic(), origin.rpartition(":")[0])
         except Exception as e:
-            if not self.exporter.failures:
+            if not exporter.failures:
                 print(f"{PROG}: exporter failed on a datagram from {origin}: {e!r} (told once)", file=self.err)
-            self.exporter.failed()
+            exporter.failed()
 
     def refuse(self, origin: str, why: str | Callable[[], str]) -> None:
         """Count every bad datagram; print at most a few a second so a flood cannot drown stderr."""
@@ -238,8 +248,13 @@ def read_file(collector: Collector, path: str) -> None:
     """Decode every UDP payload of a pcap file, printing what sflowtool -r prints."""
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
+        origins: dict[tuple[object, int], str] = {}
         for packet in read_pcap(stream):
-            origin = _origin(packet.source, packet.source_port)
+            origin = origins.get((packet.source, packet.source_port))
+            if origin is None:  # as ``listen``'s peers: printing an address costs more than a small datagram's decode
+                if len(origins) >= PEER_CACHE:
+                    origins.clear()
+                origin = origins[packet.source, packet.source_port] = _origin(packet.source, packet.source_port)
             if packet.truncated:
                 collector.refuse(origin, "datagram cut short by the capture's snaplen")
                 continue

@@ -8,7 +8,6 @@ into a :class:`DecodeError` that names where it happened.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -32,9 +31,6 @@ from .samples import (
 from .xdr import ADDRESS, DecodeError, pad4, read_u32
 
 _TL = struct.Struct(">II")
-_Fast = tuple[type[Record] | None, struct.Struct | None, struct.Struct | None]
-"""Per record tag: its class and one-call layouts, or a class of None for a record to skip."""
-_U32 = struct.Struct(">I")
 _FLOW_HEAD = struct.Struct(">11I")
 _COUNTER_HEAD = struct.Struct(">4I")
 _HEADS = {
@@ -152,182 +148,210 @@ def _where(index: int, tag: int) -> str:
     return f"sample {index} ({tag >> 12}:{tag & 0xFFF})"
 
 
-def _decode_records(
-    buf: memoryview, off: int, end: int, count: int, table: dict[int, _Fast], index: int, sample_tag: int,
-    records: list[AnyRecord],
-) -> int:
-    """Decode ``count`` records into ``records``; returns the offset after them.
+class _Known(NamedTuple):
+    """How the decoder treats one known record tag, looked up once per record."""
 
-    On a fault the records before it are already in ``records`` (with a
-    BrokenRecord for a record whose body did not fit), so the caller can
-    still print them as sflowtool does.  The sample's ``index`` and ``sample_tag`` name it in an error.
-    """
-    if count > MAX_RECORDS_PER_SAMPLE:
-        where = _where(index, sample_tag)
-        raise DecodeError(f"{where}: {count} records exceeds the limit of {MAX_RECORDS_PER_SAMPLE} at offset {off}")
-    append = records.append
-    unpack_tl = _TL.unpack_from
-    for i in range(count):
-        if off + 8 > end:
-            where = _where(index, sample_tag)
-            raise DecodeError(f"{where}, record {i}: truncated record header at offset {off}")
-        tag, length = unpack_tl(buf, off)
-        off += 8
-        rec_end = off + ((length + 3) & ~3)
-        if rec_end > end:
-            append(BrokenRecord(tag, table[tag][0] if tag in table else None))
-            where = _where(index, sample_tag)
-            raise DecodeError(
-                f"{where}, record {i} ({tag >> 12}:{tag & 0xFFF}): length {length} overruns the sample at offset {off}"
-            )
-        known = table.get(tag)
-        if known is None:
-            append(UnknownRecord(tag, bytes(buf[off : off + length])))
-            off = rec_end
+    cls: type[Record]
+    plain: struct.Struct | None
+    """The whole record as one struct of plain numbers (``Layout.plain``), for a record it builds."""
+    head_then_length: struct.Struct | None
+    """For a record it builds of plain numbers then one opaque (``Layout.plain_then_opaque``): the
+    numbers and the opaque's length word."""
+    lengths: frozenset[int] | None
+    """None for a record it builds.  For one it only checks: the padded lengths its layout takes when
+    the layout is all fixed-size fields (then the length is all the full decode checks of it), or
+    empty when it has variable fields (then its layout is walked as for a built record)."""
+
+
+def _fixed_lengths(cls: type[Record]) -> frozenset[int]:
+    """The padded lengths the full decode accepts for a record of fixed-size fields, found by that
+    decode's own layout walk over zeros (fixed fields take any bytes, so only the length matters);
+    empty for a record with variable fields, whose check needs its bytes."""
+    layout = cls.LAYOUT
+    if any(not f.type.fixed for f in layout.fields):
+        return frozenset()
+    accepted = set()
+    for n in range(0, pad4(sum(struct.calcsize(">" + f.type.fmt) for f in layout.fields)) + 4, 4):  # type: ignore[operator]
+        try:
+            _, used = layout.unpack(bytes(n), 0, n)  # type: ignore[arg-type]
+        except DecodeError:
             continue
-        cls, plain, head = known
-        if cls is None:  # a known record the reader does not use (see ``Reading``)
-            off = rec_end
-            continue
-        if plain is not None and length == plain.size:
-            append(cls.from_values(plain.unpack_from(buf, off)))
-        elif head is not None and length >= head.size + 4 and (
-            head.size + 4 + (((n := _U32.unpack_from(buf, off + head.size)[0]) + 3) & ~3) == rec_end - off
-        ):
-            # the sampled header: numbers, then the opaque's length word and bytes filling the record
-            at = off + head.size + 4
-            append(cls.from_values((*head.unpack_from(buf, off), bytes(buf[at : at + n]))))
-        else:
-            # Bounded by the padded length, as sflowtool's length check is (an agent may declare
-            # a sampled header's record length without the opaque's padding).
-            try:
-                values, used = cls.LAYOUT.unpack(buf, off, rec_end)
-            except DecodeError as e:
-                records.append(BrokenRecord(tag, cls))
-                where = _where(index, sample_tag)
-                raise DecodeError(
-                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: {e}"
-                ) from None
-            if pad4(used - off) != pad4(length):
-                records.append(BrokenRecord(tag, cls))
-                where = _where(index, sample_tag)
-                raise DecodeError(
-                    f"{where}, record {i} ({cls.__name__} {tag >> 12}:{tag & 0xFFF}) at offset {off}: "
-                    f"declared {length} bytes, layout uses {used - off}"
-                )
-            append(cls.from_values(values))
-        off = rec_end
-    return off
+        if pad4(used) == n:
+            accepted.add(n)
+    return frozenset(accepted)
 
 
-def _fast(table: dict[int, type[Record]]) -> dict[int, _Fast]:
-    """Per tag: the class and its one-call layouts (see Layout.plain), looked up once per record."""
-    return {tag: (cls, cls.LAYOUT.plain, cls.LAYOUT.plain_then_opaque) for tag, cls in table.items()}
+def _known(cls: type[Record], build: bool) -> _Known:
+    layout = cls.LAYOUT
+    if build:
+        head = layout.plain_then_opaque
+        return _Known(cls, layout.plain, None if head is None else struct.Struct(head.format + "I"), None)
+    return _Known(cls, None, None, _fixed_lengths(cls))
 
 
-class Reading(NamedTuple):
-    """The records a decode builds, per tag: flow and discard sample records, counter records."""
-
-    flow: dict[int, _Fast]
-    counter: dict[int, _Fast]
-
-
-EVERYTHING = Reading(_fast(FLOW_RECORDS), _fast(COUNTER_RECORDS))
-"""Every known record built: what the printers need."""
-_SKIP: _Fast = (None, None, None)
-
-
-def reading(records: Iterable[type[Record]]) -> Reading:
-    """A decode that builds only ``records`` and skips the other known records by their length.
-
-    For a reader that uses a few records (the Prometheus exporter): building a record costs more
-    than the rest of its decode, and most records of a host's datagrams are never read.  A skipped
-    record is still framed (its length must fit its sample) but its layout is not checked, and it
-    is not an unknown record.
-    """
-    wanted = set(records)
-    return Reading(
-        *({tag: fast if fast[0] in wanted else _SKIP for tag, fast in table.items()} for table in EVERYTHING)
+@lru_cache(maxsize=8)
+def _tables(only: frozenset[type[Record]] | None) -> tuple[dict[int, _Known], dict[int, _Known]]:
+    """Per record tag of the record table: flow (and discard) sample records, counter records."""
+    return tuple(  # type: ignore[return-value]
+        {tag: _known(cls, only is None or cls in only) for tag, cls in table.items()}
+        for table in (FLOW_RECORDS, COUNTER_RECORDS)
     )
 
 
-def _sample_body(tag: int, buf: memoryview, start: int, s_end: int, index: int, tables: Reading) -> Sample:
-    """One known sample; on a fault raises _Stop with the sample as far as it decoded."""
-    if tag in _HEADS:
-        head = _HEADS[tag]
-        if s_end - start < head.size:
-            where = _where(index, tag)
-            raise _Stop(f"{where}: {s_end - start} bytes is shorter than its header at offset {start}", start, None)
-        fields = head.unpack_from(buf, start)
-    sample: Sample
+def _sample_body(
+    tag: int, buf: bytes, start: int, s_end: int, index: int, tables: tuple[dict[int, _Known], dict[int, _Known]]
+) -> Sample:
+    """One sample: its header, then its records.
+
+    On a fault raises _Stop with the sample as far as it decoded (the records before the fault,
+    and a BrokenRecord for a record whose body did not fit), so the caller can still print it as
+    sflowtool does.  ``index`` names the sample in an error.  One function for header and records:
+    a call per sample is a tenth of a flow sample's decode.
+    """
+    head = _HEADS.get(tag)
+    if head is None:
+        return UnknownSample(tag, buf[start:s_end])
+    if s_end - start < head.size:
+        where = _where(index, tag)
+        raise _Stop(f"{where}: {s_end - start} bytes is shorter than its header at offset {start}", start, None)
+    fields = head.unpack_from(buf, start)
+    sample: FlowSample | CounterSample | DiscardSample
     if tag == FLOW_SAMPLE_EXPANDED:
-        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, n = fields
+        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, count = fields
         sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, [], seq, infmt, outfmt)
-        table = tables.flow
+        table = tables[0]
     elif tag == FLOW_SAMPLE:
-        seq, source, rate, pool, drops, inp, out, n = fields
+        seq, source, rate, pool, drops, inp, out, count = fields
         sample = FlowSample(
             source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, [], seq,
             inp >> 30, out >> 30, expanded=False,
         )
-        table = tables.flow
+        table = tables[0]
     elif tag == COUNTER_SAMPLE_EXPANDED:
-        seq, dsc, dsi, n = fields
+        seq, dsc, dsi, count = fields
         sample = CounterSample(dsc, dsi, [], seq)
-        table = tables.counter
+        table = tables[1]
     elif tag == COUNTER_SAMPLE:
-        seq, source, n = fields
+        seq, source, count = fields
         sample = CounterSample(source >> 24, source & 0xFFFFFF, [], seq, expanded=False)
-        table = tables.counter
-    elif tag == DISCARD_SAMPLE:
-        seq, dsc, dsi, drops, inp, out, reason, n = fields
-        sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
-        table = tables.flow
+        table = tables[1]
     else:
-        return UnknownSample(tag, bytes(buf[start:s_end]))
-    try:
-        off = _decode_records(buf, start + head.size, s_end, n, table, index, tag, sample.records)
-    except DecodeError as e:
+        seq, dsc, dsi, drops, inp, out, reason, count = fields
+        sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
+        table = tables[0]
+    off = start + head.size
+    if count > MAX_RECORDS_PER_SAMPLE:
         sample.complete = False
-        raise _Stop(str(e), start, sample) from None
+        where = _where(index, tag)
+        limit = MAX_RECORDS_PER_SAMPLE
+        raise _Stop(f"{where}: {count} records exceeds the limit of {limit} at offset {off}", start, sample)
+    append = sample.records.append
+    known_as = table.get
+    unpack_tl = _TL.unpack_from
+    for i in range(count):
+        if off + 8 > s_end:
+            sample.complete = False
+            where = _where(index, tag)
+            raise _Stop(f"{where}, record {i}: truncated record header at offset {off}", start, sample)
+        r_tag, length = unpack_tl(buf, off)
+        off += 8
+        rec_end = off + ((length + 3) & ~3)
+        known = known_as(r_tag)
+        if rec_end > s_end:
+            append(BrokenRecord(r_tag, None if known is None else known.cls))
+            sample.complete = False
+            where = _where(index, tag)
+            record = f"record {i} ({r_tag >> 12}:{r_tag & 0xFFF})"
+            raise _Stop(f"{where}, {record}: length {length} overruns the sample at offset {off}", start, sample)
+        if known is None:
+            append(UnknownRecord(r_tag, buf[off : off + length]))
+            off = rec_end
+            continue
+        cls, plain, head_then_length, lengths = known
+        if lengths is not None:
+            if rec_end - off in lengths:
+                off = rec_end  # a fixed-size record not built, of a length its layout takes
+                continue
+        elif plain is not None:
+            if length == plain.size:
+                append(cls.from_values(plain.unpack_from(buf, off)))
+                off = rec_end
+                continue
+        elif head_then_length is not None and length >= head_then_length.size:
+            # the sampled header: numbers and the opaque's length word, then its bytes filling the record
+            *values, n = head_then_length.unpack_from(buf, off)
+            at = off + head_then_length.size
+            if at + ((n + 3) & ~3) == rec_end:
+                values.append(buf[at : at + n])
+                append(cls.from_values(values))
+                off = rec_end
+                continue
+        # Bounded by the padded length, as sflowtool's length check is (an agent may declare
+        # a sampled header's record length without the opaque's padding).
+        try:
+            values, used = cls.LAYOUT.unpack(buf, off, rec_end)
+        except DecodeError as e:
+            append(BrokenRecord(r_tag, cls))
+            sample.complete = False
+            where = _where(index, tag)
+            record = f"record {i} ({cls.__name__} {r_tag >> 12}:{r_tag & 0xFFF})"
+            raise _Stop(f"{where}, {record} at offset {off}: {e}", start, sample) from None
+        if pad4(used - off) != pad4(length):
+            append(BrokenRecord(r_tag, cls))
+            sample.complete = False
+            where = _where(index, tag)
+            record = f"record {i} ({cls.__name__} {r_tag >> 12}:{r_tag & 0xFFF})"
+            used_text = f"declared {length} bytes, layout uses {used - off}"
+            raise _Stop(f"{where}, {record} at offset {off}: {used_text}", start, sample)
+        if lengths is None:
+            append(cls.from_values(values))
+        off = rec_end
     if off != s_end:
         sample.complete = False
         where = _where(index, tag)
-        raise _Stop(f"{where}: {s_end - off} bytes left over after {n} records at offset {off}", off, sample)
+        raise _Stop(f"{where}: {s_end - off} bytes left over after {count} records at offset {off}", off, sample)
     return sample
 
 
-def _decode_sample(buf: memoryview, off: int, end: int, index: int, tables: Reading) -> Sample:
-    tag, length = _TL.unpack_from(buf, off)
-    start = off + 8
-    s_end = start + length
-    if length % 4 or s_end > end:
-        # sflowtool reads the sample's header before it checks the length: do the same for known types.
-        partial = None
-        if tag in _HEADS and end - start >= _HEADS[tag].size:
-            try:
-                partial = _sample_body(tag, buf, start, end, index, tables)
-            except _Stop as stop:
-                partial = stop.partial
-            if partial is not None and not isinstance(partial, UnknownSample):
-                partial.complete = False
-        where = _where(index, tag)
-        raise _Stop(
-            f"{where}: length {length} overruns the datagram or is not a multiple of 4 at offset {off}", off, partial
-        )
-    return _sample_body(tag, buf, start, s_end, index, tables)
+def _overrun(
+    tag: int, length: int, buf: bytes, off: int, end: int, index: int,
+    tables: tuple[dict[int, _Known], dict[int, _Known]],
+) -> _Stop:
+    """The error for a sample whose length overruns the datagram or is not a multiple of 4.
+
+    sflowtool reads the sample's header (and its records, up to the datagram's end) before it
+    checks the length: so does this, for known types, to print what it read.
+    """
+    partial = None
+    if tag in _HEADS and end - off - 8 >= _HEADS[tag].size:
+        try:
+            partial = _sample_body(tag, buf, off + 8, end, index, tables)
+        except _Stop as stop:
+            partial = stop.partial
+        if partial is not None and not isinstance(partial, UnknownSample):
+            partial.complete = False
+    where = _where(index, tag)
+    return _Stop(
+        f"{where}: length {length} overruns the datagram or is not a multiple of 4 at offset {off}", off, partial
+    )
 
 
-def decode_datagram(data: bytes | memoryview, tables: Reading = EVERYTHING) -> Datagram:
+def decode_datagram(data: bytes | memoryview, only: frozenset[type[Record]] | None = None) -> Datagram:
     """Decode one datagram; raises DecodeError naming the part that is wrong and its byte offset.
 
     Bytes after the last sample are ignored, as sflowtool ignores them.  A
     DecodeError raised after the header carries ``partial``: the datagram
     with the samples decoded before the fault (the last one marked
-    incomplete), which the collector still prints.  ``tables`` (from :func:`reading`) limits
-    the records built.
+    incomplete), which the collector still prints.
+
+    ``only``: build only these records (a reader that uses a few of them, as the Prometheus
+    exporter does: building a record costs more than the rest of its decode).  The others are
+    checked as the full decode checks them and left out, so the same datagrams raise the same
+    errors at the same places either way; what comes back is the full decode without the records
+    not asked for (unknown records are still kept).
     """
-    buf = memoryview(data)
+    tables = _tables(only)
+    buf = data if type(data) is bytes else bytes(data)  # slices of bytes are bytes: no view, then copy
     end = len(buf)
     version, off = read_u32(buf, 0, end)
     if version != 5:
@@ -345,17 +369,19 @@ def decode_datagram(data: bytes | memoryview, tables: Reading = EVERYTHING) -> D
     try:
         if count > MAX_SAMPLES_PER_DATAGRAM:
             raise DecodeError(f"datagram header: {count} samples exceeds the limit of {MAX_SAMPLES_PER_DATAGRAM}")
+        unpack_tl = _TL.unpack_from
         for i in range(count):
             if off + 8 > end:
                 raise DecodeError(f"sample {i}: datagram ends at offset {off} after {i} of {count} samples")
-            try:
-                samples.append(_decode_sample(buf, off, end, i, tables))
-            except _Stop as stop:
-                if stop.partial is not None:
-                    samples.append(stop.partial)
-                raise
-            off += 8 + _TL.unpack_from(buf, off)[1]
+            tag, length = unpack_tl(buf, off)
+            s_end = off + 8 + length
+            if length % 4 or s_end > end:
+                raise _overrun(tag, length, buf, off, end, i, tables)
+            samples.append(_sample_body(tag, buf, off + 8, s_end, i, tables))
+            off = s_end
     except DecodeError as e:
+        if isinstance(e, _Stop) and e.partial is not None:
+            samples.append(e.partial)
         error = DecodeError(str(e))
         error.partial = datagram  # type: ignore[attr-defined]
         raise error from None

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...counters import step
-from ...sflow.codec import reading
 from ...sflow.records import DISCARD_REASONS, SampledHeader
 from ...sflow.samples import CounterSample, Datagram, DiscardSample, FlowSample, UnknownRecord
 from .fairshare import FairShare
@@ -51,7 +50,7 @@ from .flowkey import flow_key, protocol_name, render_address
 from .metricspec import INFO, NAMING, PLANS, MetricDef
 from .topflows import TopFlows
 
-__all__ = ["OTHER", "READING", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
+__all__ = ["OTHER", "READ", "AgentState", "Counts", "ExportState", "FlowSeries", "Limits", "Snapshot", "SourceState"]
 
 OTHER = "other"
 NOT_FOUND = "NotFound"
@@ -216,8 +215,8 @@ def _updater(kind: type) -> Updater:
 
 _UPDATERS: dict[type, Updater] = {kind: _updater(kind) for kind in {*PLANS, *NAMING, *INFO}}
 """Per counter record type that the exporter takes anything from: its compiled update."""
-READING = reading([SampledHeader, *_UPDATERS])
-"""The decode the exporter needs (``codec.reading``): its records built, the others skipped."""
+READ = frozenset((SampledHeader, *_UPDATERS))
+"""The records the exporter reads: its decode builds only these (``decode_datagram``'s ``only``)."""
 
 
 @dataclass
@@ -292,7 +291,7 @@ def _port_labels(key: Hashable) -> tuple[str, ...]:
 class ExportState:
     """Agents, data sources, flow tables and the collector's own counts."""
 
-    reading = READING
+    read = READ
 
     def __init__(
         self,
@@ -321,6 +320,8 @@ class ExportState:
         self.refused = 0
         self.evicted = {"agent": 0, "source": 0}
         self.last_tick = now
+        self.last_agent: str | None = None
+        """The agent of the last datagram taken in (most datagrams come from the agent before)."""
         self.agent_texts: dict[object, str] = {}
         """Agent address → its text, made once: ``str`` of an address costs more than the rest of a
         datagram's bookkeeping.  Cleared when it outgrows the agents the limits allow."""
@@ -341,14 +342,15 @@ class ExportState:
             agent.last_seen = now
             agent.datagrams += 1
             agent.sequence(datagram.sub_agent_id, datagram.sequence, datagram.uptime_ms)
+            flows: list[FlowSample] = []
             for sample in datagram.samples:
-                if isinstance(sample, FlowSample):
-                    agent.flow_samples += 1
-                    self._flow(agent_text, sample, now)
-                elif isinstance(sample, CounterSample):
+                kind = type(sample)
+                if kind is FlowSample:
+                    flows.append(sample)  # taken in together, below
+                elif kind is CounterSample:
                     agent.counter_samples += 1
-                    self._counters(agent_text, agent, sample, now)
-                elif isinstance(sample, DiscardSample):
+                    self._counters(agent_text, agent, sample, now)  # type: ignore[arg-type]
+                elif kind is DiscardSample:
                     # One dropped packet each: sFlow gives discard samples no sampling rate to scale by.
                     agent.discard_samples += 1
                     reason = DISCARD_REASONS.get(sample.reason, NOT_FOUND)
@@ -356,6 +358,9 @@ class ExportState:
                 else:  # an UnknownSample: a type the decoder skipped by length
                     agent.other_samples += 1
                     self.unknown_samples += 1
+            if flows:
+                agent.flow_samples += len(flows)
+                self._flows(agent_text, flows, now)
             if now - self.last_tick >= 1.0:
                 self._tick(now)
 
@@ -377,8 +382,9 @@ class ExportState:
                 self._evict_agent(self.established.victim()[0])
                 if agent_text not in self.agents:
                     return None
-        else:
+        elif agent_text is not self.last_agent:  # the last agent heard is the last of its group already
             self.established.touch(agent_text, agent.sender)
+        self.last_agent = agent_text
         return agent
 
     def _evict_agent(self, agent_text: str) -> None:
@@ -402,19 +408,22 @@ class ExportState:
         self._drop_source(key)
         self.evicted["source"] += 1
 
-    def _flow(self, agent: str, sample: FlowSample, now: float) -> None:
-        for record in sample.records:
-            kind = type(record)
-            if kind is SampledHeader:
-                key = flow_key(record.header_protocol, record.header)
-                if key is not None:
-                    rate = sample.sampling_rate or 1
-                    nbytes = max(record.frame_length - record.stripped, 0) * rate
-                    src, dst, protocol, port = key
-                    self.ip_flows.add((agent, src, dst), nbytes, rate, now)
-                    self.port_flows.add((agent, src, dst, protocol, port), nbytes, rate, now)
-            elif kind is UnknownRecord:
-                self.unknown_records += 1
+    def _flows(self, agent: str, samples: list[FlowSample], now: float) -> None:
+        """A datagram's flow samples into the flow tables."""
+        ip_add, port_add = self.ip_flows.add, self.port_flows.add
+        for sample in samples:
+            rate = sample.sampling_rate or 1
+            for record in sample.records:
+                kind = type(record)
+                if kind is SampledHeader:
+                    key = flow_key(record.header_protocol, record.header)  # type: ignore[union-attr]
+                    if key is not None:
+                        nbytes = max(record.frame_length - record.stripped, 0) * rate  # type: ignore[union-attr]
+                        src, dst, protocol, port = key
+                        ip_add((agent, src, dst), nbytes, rate, now)
+                        port_add((agent, src, dst, protocol, port), nbytes, rate, now)
+                elif kind is UnknownRecord:
+                    self.unknown_records += 1
 
     def _counters(self, agent_text: str, agent: AgentState, sample: CounterSample, now: float) -> None:
         key = (agent_text, sample.ds_class, sample.ds_index)
