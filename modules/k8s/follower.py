@@ -43,6 +43,7 @@ from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module
 from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
@@ -298,7 +299,7 @@ class Follower(Module):
         self._claim_host_ports(guest)
         self._read(guest)  # the values a final sample carries if it stops before the first poll
         name = f"{self.name} {found.hostname}"
-        self.context.add_poller(DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True)
+        self.context.add_poller(PollerSpec(DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True))
         self.stats["added"] += 1
         log.debug("%s: tracking %s as 3:%d", self.name, found.hostname, guest.ds_index)
 

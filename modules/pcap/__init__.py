@@ -54,6 +54,7 @@ from hsflowd_py.config import Settings
 from hsflowd_py.counters import Monotonic
 from hsflowd_py.module import Module, register
 from hsflowd_py.netlink import LinkChanges
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.netclass import read_interface, read_interfaces
@@ -296,7 +297,7 @@ class PcapModule(Module):
         self._logged.pop(f"open {tap.ifindex}", None)
         self._logged.pop(f"dev {tap.name}", None)
         entry = self.open[tap.ifindex] = _Open(tap, sampler)
-        self.context.add_poller(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}")
+        self.context.add_poller(PollerSpec(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}"))
         log.info(
             "pcap: sampling %s (ifIndex %d) 1-in-%d with the %s sampler",
             tap.name,
