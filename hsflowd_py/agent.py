@@ -37,6 +37,7 @@ from .pidfile import AlreadyRunning, InstanceLock, PidFile
 from .pollers import Poller, PollerSpec
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
+from .sched_slice import request_slice
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_sample
@@ -536,6 +537,9 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        refused = request_slice()  # this thread runs the loop (sched_slice.py)
+        if refused is not None:
+            log.debug("the loop keeps the scheduler's default slice: %s", refused)
         instance = self._lock_instance()
         try:
             await self._run_locked()
