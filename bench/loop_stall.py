@@ -14,6 +14,15 @@ some task waited for a CPU).  ``--diagnose`` adds, per stall, each thread's CPU 
 (``/proc/self/task/*/schedstat``), the steal, the gc collections and where the other threads were:
 a stall in which the loop's thread waited on the run queue and no other thread of ours ran is the
 machine descheduling it, one in which another of our threads ran is the interpreter lock.
+``--trace`` says, for each wake-up late by more than 30 ms, which threads of the whole machine
+ran meanwhile (``sched_trace.py``: a perf trace of the context switches): whose work took the CPUs.
+
+iperf3 runs in a session of its own (so in a scheduler autogroup of its own, as a host's
+traffic is not the agent's); ``--traffic-session agent`` puts it in the agent's, where the
+kernel shares one autogroup's CPU time between the loop and the two iperf3 processes and the
+loop's entity on its CPU carries a sliver of the group's weight.  ``--slices 0,500000`` runs one
+window per value with the loop's scheduler slice set to it first (``hsflowd_py/sched_slice.py``;
+0 is the kernel's default), to compare them under the same load in one run.
 
 To compare two revisions, run it again with the other one first on the path (a checkout with
 ``hsflowd_py/modules`` linked to its ``modules``)::
@@ -25,7 +34,8 @@ Needs root, iperf3 and Debian's docker.io.  Run under the heavy lock on a shared
 removes its containers (by id) and its namespace at the end.
 
     flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py [--containers 200]
-        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose]
+        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose] [--trace]
+        [--traffic-session own|agent] [--slices NS,NS,...]
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import statistics
 import subprocess
@@ -292,6 +303,7 @@ async def window(args: argparse.Namespace, agent: Any, dog: Watchdog, slice_ns: 
     spans: list[tuple[float, float]] = []
     lags = await lateness(until, [], dog, spans)
     if trace is not None:
+        dog.beat = math.inf  # perf writing its trace out is no stall of the agent's
         trace.stop()
     cpu_used = dog.cpu_since(cpu_before)
     contended = (cpu_pressure_us() - pressure_before) / 1e4 / args.seconds
