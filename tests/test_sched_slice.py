@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -24,23 +25,32 @@ def kernel_slice_ns() -> int:
         return int(next(line for line in f if line.startswith("se.slice")).split(":")[1])
 
 
+def run_thread(body: Callable[[], None]) -> None:
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+
+
+def as_loop(loop: Callable[[], None], child: Callable[[], None]) -> None:
+    """``loop`` on a thread of its own (the test runner's keeps its slice and nice level), then
+    ``child`` on a thread that one starts."""
+
+    def body() -> None:
+        loop()
+        run_thread(child)
+
+    run_thread(body)
+
+
 def test_the_calling_thread_gets_the_short_slice_and_threads_it_starts_the_default() -> None:
     seen: dict[str, int | str | None] = {}
 
-    def child() -> None:
-        seen["child"] = kernel_slice_ns()
-
-    def loop_thread() -> None:  # a thread of its own: the test runner's keeps its slice
+    def loop() -> None:
         seen["default"] = kernel_slice_ns()
         seen["refused"] = request_slice()
         seen["loop"] = kernel_slice_ns()
-        started = threading.Thread(target=child)
-        started.start()
-        started.join()
 
-    thread = threading.Thread(target=loop_thread)
-    thread.start()
-    thread.join()
+    as_loop(loop, lambda: seen.update(child=kernel_slice_ns()))
     assert seen["refused"] is None
     assert seen["loop"] == LOOP_SLICE_NS != seen["default"]
     assert seen["child"] == seen["default"], "reset on fork: a thread the loop starts has the default slice"
@@ -49,20 +59,12 @@ def test_the_calling_thread_gets_the_short_slice_and_threads_it_starts_the_defau
 def test_a_negative_nice_level_is_kept_for_the_threads_the_loop_starts() -> None:
     if os.geteuid() != 0:
         pytest.skip("a negative nice level needs root")
-    seen: dict[str, int] = {}
+    seen: dict[str, int | str | None] = {}
 
-    def child() -> None:
-        seen["child_nice"] = os.getpriority(os.PRIO_PROCESS, 0)
-
-    def loop_thread() -> None:
+    def loop() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, -3)  # this thread only (Linux: a tid)
-        assert request_slice() is None
+        seen["refused"] = request_slice()
         seen["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
-        started = threading.Thread(target=child)
-        started.start()
-        started.join()
 
-    thread = threading.Thread(target=loop_thread)
-    thread.start()
-    thread.join()
-    assert seen == {"nice": -3, "child_nice": -3}
+    as_loop(loop, lambda: seen.update(child_nice=os.getpriority(os.PRIO_PROCESS, 0)))
+    assert seen == {"refused": None, "nice": -3, "child_nice": -3}
