@@ -19,8 +19,8 @@ ran meanwhile (``sched_trace.py``: a perf trace of the context switches): whose 
 
 iperf3 runs in a session of its own (so in a scheduler autogroup of its own, as a host's
 traffic is not the agent's); ``--traffic-session agent`` puts it in the agent's, where the
-kernel shares one autogroup's CPU time between the loop and the two iperf3 processes and the
-loop's entity on its CPU carries a sliver of the group's weight.  ``--slices 0,500000`` runs one
+kernel gives the loop and the two busy iperf3 processes one autogroup's CPU time between them
+(the agent's old setting; 25-267 ms stalls against 19-36 ms).  ``--slices 0,500000`` runs one
 window per value with the loop's scheduler slice set to it first (``hsflowd_py/sched_slice.py``;
 0 is the kernel's default), to compare them under the same load in one run.
 
