@@ -4,7 +4,8 @@ The loop sleeps most of the time and runs in bursts of well under a millisecond 
 samples, a tick), but it shares the CPUs with whatever else the host runs: traffic, the
 container engine, other daemons.  Under the EEVDF scheduler (Linux 6.6 and later) a woken
 task is picked by its virtual deadline, which lies one *slice* after its eligible time; with
-the default slice (``base_slice_ns``, 0.75 ms times 1 + log2 of the CPU count) a busy box makes
+the default slice (``base_slice_ns``, 0.7 ms times 1 + log2 of the CPU count: 1.4 ms read back
+here on 2 CPUs) a busy box makes
 the loop wait behind every other runnable task's turn.  Since Linux 6.12 a fair task may ask
 for a shorter slice with ``sched_setattr`` and ``sched_runtime`` (0.1 to 100 ms): its deadlines
 come sooner, so it is picked sooner after waking and may preempt the running task; it gets no
@@ -17,8 +18,9 @@ Only the calling thread gets it.  ``SCHED_FLAG_RESET_ON_FORK`` gives threads and
 started from it the default slice again (the agent's reading threads are throughput work), except
 under a negative nice level, which the flag would also reset to 0 for them: there they inherit
 the short slice instead.  A policy other than SCHED_OTHER (an operator's SCHED_BATCH or
-SCHED_IDLE) is left alone.  Kernels before 6.12 accept the call and ignore ``sched_runtime`` for
-fair tasks; a kernel or architecture without ``sched_setattr`` leaves the loop as it was.
+SCHED_IDLE) is left alone.  Kernels before 6.12 have no slice for a fair task to ask for: they
+ignore ``sched_runtime`` there, and a refusal is only logged (debug); a kernel or architecture
+without ``sched_setattr`` leaves the loop as it was.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "riscv64": (274, 275)}
 """(sched_setattr, sched_getattr) by machine; the generic table's numbers for arm64 and riscv."""
 
 LOOP_SLICE_NS = 500_000
-"""A third of the default on a 2-CPU host (1.5 ms): longer than the loop's usual burst, so the
+"""About a third of the default on a 2-CPU host (1.4 ms): longer than the loop's usual burst, so the
 loop is rarely cut off mid-burst by its own slice ending."""
 
 
