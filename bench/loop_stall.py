@@ -14,6 +14,15 @@ some task waited for a CPU).  ``--diagnose`` adds, per stall, each thread's CPU 
 (``/proc/self/task/*/schedstat``), the steal, the gc collections and where the other threads were:
 a stall in which the loop's thread waited on the run queue and no other thread of ours ran is the
 machine descheduling it, one in which another of our threads ran is the interpreter lock.
+``--trace`` says, for each wake-up late by more than 30 ms, which threads of the whole machine
+ran meanwhile (``sched_trace.py``: a perf trace of the context switches): whose work took the CPUs.
+
+iperf3 runs in a session of its own (so in a scheduler autogroup of its own, as a host's
+traffic is not the agent's); ``--traffic-session agent`` puts it in the agent's, where the
+kernel gives the loop and the two busy iperf3 processes one autogroup's CPU time between them
+(the agent's old setting; 25-267 ms stalls against 19-36 ms).  ``--slices 0,500000`` runs one
+window per value with the loop's scheduler slice set to it first (``hsflowd_py/sched_slice.py``;
+0 is the kernel's default), to compare them under the same load in one run.
 
 To compare two revisions, run it again with the other one first on the path (a checkout with
 ``hsflowd_py/modules`` linked to its ``modules``)::
@@ -25,7 +34,8 @@ Needs root, iperf3 and Debian's docker.io.  Run under the heavy lock on a shared
 removes its containers (by id) and its namespace at the end.
 
     flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py [--containers 200]
-        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose]
+        [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose] [--trace]
+        [--traffic-session own|agent] [--slices NS,NS,...]
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import os
 import statistics
 import subprocess
@@ -52,6 +63,7 @@ import dockerd  # noqa: E402 - the test engine lives beside the tests
 from containers import start_containers  # noqa: E402
 from pcap_netns import veth_pair  # noqa: E402
 from sampling import PORT, traffic  # noqa: E402
+from sched_trace import SchedTrace  # noqa: E402
 
 
 class Threads:
@@ -193,18 +205,28 @@ class Watchdog:
         self._stop.set()
 
 
+SPAN_MS = 30
+"""Wake-ups later than this are the stalls ``--trace`` explains."""
+
+
 def cpu_pressure_us() -> int:
     """Microseconds in which some runnable task of the machine waited for a CPU (PSI ``some``)."""
     with open("/proc/pressure/cpu") as f:
         return int(f.readline().rsplit("total=", 1)[1])
 
 
-async def lateness(until: float, lags: list[float], dog: Watchdog) -> list[float]:
-    """Milliseconds each 1 ms sleep overran, added to ``lags`` until ``until`` (monotonic)."""
+async def lateness(
+    until: float, lags: list[float], dog: Watchdog, spans: list[tuple[float, float]] | None = None
+) -> list[float]:
+    """Milliseconds each 1 ms sleep overran, added to ``lags`` until ``until`` (monotonic); the
+    wake-ups late by more than ``SPAN_MS`` as (due, woken) into ``spans``."""
     while (start := time.monotonic()) < until:
         dog.beat = start
         await asyncio.sleep(0.001)
-        lags.append((time.monotonic() - start - 0.001) * 1000)
+        woke = time.monotonic()
+        lags.append((woke - start - 0.001) * 1000)
+        if spans is not None and lags[-1] > SPAN_MS:
+            spans.append((start + 0.001, woke))
     return lags
 
 
@@ -240,42 +262,74 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     docker = agent.modules["docker"]
     tracked, count = time.monotonic() - began, len(docker.containers)
     starting.cancel()
-    start_lags, start_where, start_stalls = list(starting_lags), dog.where, dog.stalls
-    await lateness(time.monotonic() + args.polling, [], dog)  # one round: every container polled once
-    dog.where, dog.stalls, dog.threads = {}, [], {}
-    cpu_before, pressure_before = dog.cpu(), cpu_pressure_us()
-    before = dict(agent.stats)
-    until = time.monotonic() + args.seconds
-    sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps), daemon=True)
-    sender.start()
-    lags = await lateness(until, [], dog)
-    cpu_used = dog.cpu_since(cpu_before)
-    contended = (cpu_pressure_us() - pressure_before) / 1e4 / args.seconds
-    dog.stop()
-    sender.join()
-    after = dict(agent.stats)
-    agent.request_stop()
-    await task
-    delta = {key: after[key] - before.get(key, 0) for key in ("counter_samples", "flow_samples", "enrich_timeouts")}
     print(f"agent code: {Path(hsflowd_py.__file__).parent}")
     print(f"{count} containers tracked {tracked:.1f} s after the start; polling = {args.polling}; "
           f"{args.pps} packets/s sampled 1-in-{args.sampling}, tcp {{ udp = on }}; {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"loop stall while the containers were being tracked: {summary(start_lags)}")
-    for where, count in sorted(start_where.items(), key=lambda item: -item[1])[:5]:
-        print(f"  stalled > 50 ms {count}x in {where}")
-    for stall in start_stalls:
-        print(f"  stall {stall}")
-    print(f"loop stall over {args.seconds:g} s after one more polling round: {summary(lags)}")
+    print(f"loop stall while the containers were being tracked: {summary(starting_lags)}")
+    report_stalls(dog)
+    await lateness(time.monotonic() + args.polling, [], dog)  # one round: every container polled once
+    for slice_ns in args.slices or [None]:
+        await window(args, agent, dog, slice_ns)
+    dog.stop()
+    agent.request_stop()
+    await task
+
+
+def report_stalls(dog: Watchdog) -> None:
+    """Where the loop was in the stalls the watchdog saw since the last report, and what ran."""
     for where, count in sorted(dog.where.items(), key=lambda item: -item[1])[:5]:
         print(f"  stalled > 50 ms {count}x in {where}")
     for stall in dog.stalls:
         print(f"  stall {stall}")
+    dog.where, dog.stalls, dog.threads = {}, [], {}
+
+
+async def window(args: argparse.Namespace, agent: Any, dog: Watchdog, slice_ns: int | None) -> None:
+    """One window of ``--seconds`` with traffic; ``slice_ns`` (not None): the loop's scheduler slice
+    asked for first (0: the kernel's default)."""
+    if slice_ns is not None:
+        from hsflowd_py.sched_slice import request_slice
+
+        refused = request_slice(slice_ns)
+        print(f"the loop's slice: {'default' if slice_ns == 0 else f'{slice_ns / 1e6:g} ms'} ({refused or 'asked'})")
+    cpu_before, pressure_before = dog.cpu(), cpu_pressure_us()
+    before = dict(agent.stats)
+    modules_before = {name: agent.modules[name].status() for name in ("pcap", "docker")}
+    until = time.monotonic() + args.seconds
+    own = args.traffic_session == "own"
+    sender = threading.Thread(target=traffic, args=(args.v, args.seconds, args.pps, own), daemon=True)
+    trace = SchedTrace() if args.trace else None
+    sender.start()
+    spans: list[tuple[float, float]] = []
+    lags = await lateness(until, [], dog, spans)
+    if trace is not None:
+        dog.beat = math.inf  # perf writing its trace out is no stall of the agent's
+        trace.stop()
+    cpu_used = dog.cpu_since(cpu_before)
+    contended = (cpu_pressure_us() - pressure_before) / 1e4 / args.seconds
+    sender.join()
+    delta = {key: agent.stats[key] - before[key] for key in ("counter_samples", "flow_samples", "enrich_timeouts")}
+    print(f"loop stall over {args.seconds:g} s after a polling round: {summary(lags)}")
+    report_stalls(dog)
     print(f"  the machine meanwhile: some task waited for a CPU {contended:.0f}% of the time (/proc/pressure/cpu)")
     if args.diagnose:
         print(f"  CPU over the {args.seconds:g} s by thread: {cpu_used}")
         for where, count in sorted(dog.threads.items(), key=lambda item: -item[1])[:12]:
             print(f"  {count * 5} ms sampled at {where}")
-    print(f"meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
+    if trace is not None:
+        windows = trace.windows(spans, threading.get_native_id())
+        total: dict[str, float] = {}
+        for w in windows:
+            print(f"  late > {SPAN_MS} ms, {w.text()}")
+            for name, ms in w.ran.items():
+                total[name.rsplit(" ", 1)[0]] = total.get(name.rsplit(" ", 1)[0], 0) + ms
+        busy = sorted(total.items(), key=lambda item: -item[1])[:10]
+        print(f"  over those {len(windows)} stalls, by command (ms): {', '.join(f'{n} {ms:.0f}' for n, ms in busy)}")
+    for name in ("pcap", "docker"):
+        counters = agent.modules[name].status()
+        moved = {k: v - modules_before[name].get(k, 0) for k, v in counters.items() if isinstance(v, int)}
+        print(f"  {name} counters that moved: {', '.join(f'{k} {v}' for k, v in moved.items() if v) or 'none'}")
+    print(f"  meanwhile: {delta['counter_samples']} counter samples, {delta['flow_samples']} flow samples, "
           f"{delta['enrich_timeouts']} enrich timeouts")  # fmt: skip
 
 
@@ -287,6 +341,18 @@ def main() -> None:
     p.add_argument("--polling", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--diagnose", action="store_true", help="per stall: threads' CPU and wait, steal, gc, frames")
+    p.add_argument(
+        "--traffic-session",
+        choices=("own", "agent"),
+        default="own",
+        help="iperf3 in a session of its own (a host's traffic is not the agent's), or in the agent's (its autogroup)",
+    )
+    p.add_argument(
+        "--slices",
+        type=lambda text: [int(ns) for ns in text.split(",")],
+        help="one window per value: the loop's scheduler slice in ns asked first (0: the default), e.g. 0,500000",
+    )
+    p.add_argument("--trace", action="store_true", help=f"per wake-up late > {SPAN_MS} ms: what ran system-wide (perf)")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: namespaces, raw sockets, the Docker engine")
@@ -303,7 +369,10 @@ def main() -> None:
         with veth_pair("stal", ipv6=False) as v:
             args.v = v
             server = subprocess.Popen(
-                v.exec("iperf3", "-s", "-p", str(PORT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                v.exec("iperf3", "-s", "-p", str(PORT)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=args.traffic_session == "own",
             )
             try:
                 time.sleep(0.5)

@@ -126,7 +126,8 @@ def packets(dev: str) -> int:
     return int((base / "rx_packets").read_text()) + int((base / "tx_packets").read_text())
 
 
-def traffic(v: VethNamespace, seconds: float, pps: int) -> None:
+def traffic(v: VethNamespace, seconds: float, pps: int, own_session: bool = False) -> None:
+    """``own_session``: the sender in a session (so a scheduler autogroup) of its own, apart from the caller's."""
     subprocess.run(
         [
             "iperf3",
@@ -144,6 +145,7 @@ def traffic(v: VethNamespace, seconds: float, pps: int) -> None:
         ],
         check=True,
         capture_output=True,
+        start_new_session=own_session,
     )
 
 

@@ -34,9 +34,10 @@ from .host_counters import HostCounters
 from .module_context import Discovered, ModuleContext
 from .netns import in_new_thread
 from .pidfile import AlreadyRunning, InstanceLock, PidFile
-from .pollers import Collect, Poller, Read
+from .pollers import Poller, PollerSpec
 from .readers.identity import host_uuid
 from .receivers import Receivers, Target
+from .sched_slice import request_slice
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
 from .sflow.codec import encode_sample
@@ -268,7 +269,9 @@ class Agent:
                 await self._start_and_stop_modules()
 
     async def _start_and_stop_modules(self) -> None:
-        registry = module_api.discover(self.settings)
+        # on a thread: importing a module's package (pyroute2 for eBPF, docker, dbus-next) holds the
+        # interpreter for ~130 ms, a stall of the loop's sampling when a reload adds a block
+        registry = await asyncio.to_thread(module_api.discover, self.settings)
         for name, cls in registry.items():
             wanted = self._wants(cls)
             running = self.modules.get(name)
@@ -312,24 +315,15 @@ class Agent:
 
     # ---------------------------------------------------------------- pollers
 
-    def add_poller(
-        self,
-        ds_class: int,
-        ds_index: int,
-        collect: Collect,
-        name: str,
-        first_now: bool = False,
-        read: Read | None = None,
-    ) -> Poller:
-        """Register a data source; ``first_now`` sends its first sample on the next tick; ``read``
-        is its blocking part, run off the loop before ``collect`` (``pollers.py``)."""
-        p = Poller(ds_class, ds_index, collect, name, read)
+    def add_poller(self, spec: PollerSpec) -> Poller:
+        """Register a data source (replacing one of the same ``ds_class:ds_index``)."""
+        p = Poller(spec)
         now = time.monotonic()
-        if first_now:
+        if spec.first_now:
             p.next_due = now
         else:
             p.schedule_first(now, self.settings.polling or 1, self.rng)
-        self.pollers[(ds_class, ds_index)] = p
+        self.pollers[(spec.ds_class, spec.ds_index)] = p
         return p
 
     def _rephase_pollers(self) -> None:
@@ -337,7 +331,7 @@ class Agent:
         interval = self.settings.polling
         now = time.monotonic()
         for p in self.pollers.values():
-            if interval > 0 and p.interval is None and p.next_due > now + interval:
+            if interval > 0 and p.next_due > now + interval:
                 p.schedule_first(now, interval, self.rng)
 
     def remove_poller(self, ds_class: int, ds_index: int, final: list[rec.Record] | None = None) -> None:
@@ -349,22 +343,22 @@ class Agent:
     def _send_counters(self, p: Poller, records: list[rec.Record]) -> None:
         if self.assembler is None:
             return
-        sample = CounterSample(p.ds_class, p.ds_index, records, p.next_sequence())
+        sample = CounterSample(p.spec.ds_class, p.spec.ds_index, records, p.next_sequence())
         try:
             encoded = encode_sample(sample)
         except UNENCODABLE as e:
             p.sequence = (p.sequence - 1) & 0xFFFFFFFF  # no gap for collectors to count as a loss
-            unencodable(self.stats, f"counter sample of {p.name}", e)
+            unencodable(self.stats, f"counter sample of {p.spec.name}", e)
             return
         self.assembler.add(encoded, self.uptime_ms())
         self.stats["counter_samples"] += 1
 
     def poll(self, p: Poller) -> None:
         try:
-            records = p.collect()
+            records = p.spec.collect()
         except Exception:
             self.stats["faults"] += 1
-            log.exception("poller %s failed", p.name)
+            log.exception("poller %s failed", p.spec.name)
             return
         if records:
             self._send_counters(p, records)
@@ -403,11 +397,11 @@ class Agent:
             for p in list(self.pollers.values()):
                 if p.reading or not p.due(now):
                     continue
-                if p.read is not None and len(batch) >= READS_PER_TICK:
+                if p.spec.read is not None and len(batch) >= READS_PER_TICK:
                     p.postpone(now)
                     continue
-                p.advance(now, p.interval or interval)
-                if p.read is None:
+                p.advance(now, interval)
+                if p.spec.read is None:
                     self.poll(p)
                 else:
                     batch.append(p)
@@ -430,7 +424,7 @@ class Agent:
             p.reading = False
             if not ok:
                 self.stats["faults"] += 1
-            elif self.pollers.get((p.ds_class, p.ds_index)) is p:
+            elif self.pollers.get((p.spec.ds_class, p.spec.ds_index)) is p:
                 self.poll(p)
         self.flush()
 
@@ -545,6 +539,9 @@ class Agent:
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("status: %s", self.status()))
+        refused = request_slice()  # this thread runs the loop (sched_slice.py)
+        if refused is not None:
+            log.debug("the loop keeps the scheduler's default slice: %s", refused)
         instance = self._lock_instance()
         try:
             await self._run_locked()
@@ -555,7 +552,7 @@ class Agent:
     async def _run_locked(self) -> None:
         pid_file = self._write_pid_file()
         self.apply_settings()
-        self.add_poller(*HOST_DS, self.host_records, "host", read=self.read_host)
+        self.add_poller(PollerSpec(*HOST_DS, self.host_records, "host", read=self.read_host))
         status_server = None
         try:
             await self._sync_modules()
@@ -598,10 +595,10 @@ def _read_all(batch: list[Poller]) -> list[bool]:
     ok = []
     for p in batch:
         try:
-            assert p.read is not None
-            p.read()
+            assert p.spec.read is not None
+            p.spec.read()
             ok.append(True)
         except Exception:
-            log.exception("poller %s: reading failed", p.name)
+            log.exception("poller %s: reading failed", p.spec.name)
             ok.append(False)
     return ok

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .flow_path import EncodedFlows
-from .pollers import Collect, Read
+from .pollers import PollerSpec
 from .sflow.records import HostDescription, Record
 from .sflow.samples import DiscardSample
 
@@ -50,15 +50,7 @@ class Core(Protocol):
     discovered: Discovered
     container_ifindexes: set[int]
 
-    def add_poller(
-        self,
-        ds_class: int,
-        ds_index: int,
-        collect: Collect,
-        name: str,
-        first_now: bool = False,
-        read: Read | None = None,
-    ) -> Any: ...
+    def add_poller(self, spec: PollerSpec) -> object: ...
 
     def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None: ...
 
@@ -97,21 +89,11 @@ class ModuleContext:
 
     # -------------------------------------------------------- data sources
 
-    def add_poller(
-        self,
-        ds_class: int,
-        ds_index: int,
-        collect: Collect,
-        name: str,
-        first_now: bool = False,
-        read: Read | None = None,
-    ) -> None:
-        """Poll ``collect`` every interval as data source ``ds_class:ds_index``; ``first_now`` on the next tick.
-
-        ``read``: the blocking part (files of /proc, /sys, cgroups), run off the loop, in a batch
-        with other pollers' and within a per-tick budget, right before ``collect``; it may run on
-        any thread, so it only stores what it read where ``collect`` takes it."""
-        self._core.add_poller(ds_class, ds_index, collect, name, first_now, read)
+    def add_poller(self, spec: PollerSpec) -> None:
+        """Poll ``spec.collect`` every interval as data source ``ds_class:ds_index`` (``first_now``:
+        from the next tick); its ``read`` runs off the loop, in a batch with other pollers' and
+        within a per-tick budget, right before ``collect``."""
+        self._core.add_poller(spec)
 
     def remove_poller(self, ds_class: int, ds_index: int, final: list[Record] | None = None) -> None:
         """Stop polling a data source, sending ``final`` as its last counter sample first."""

@@ -17,7 +17,9 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NLMSG_ERROR = 2
@@ -35,9 +37,15 @@ SO_RCVBUFFORCE = 33  # Linux; not exported by Python's socket module
 RTATTR = struct.Struct("=HH")
 ERRNO = struct.Struct("=i")
 
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
 RTM_NEWADDR = 20
 RTM_GETADDR = 22
 RTMGRP_LINK = 0x1
+IFINFOMSG = struct.Struct("=BxHiII")
+"""ifi_family, ifi_type, ifi_index, ifi_flags, ifi_change."""
+IFLA_IFNAME = 3
+AF_BRIDGE = 7
 IFADDRMSG = struct.Struct("=BBBBI")
 """ifa_family, ifa_prefixlen, ifa_flags, ifa_scope, ifa_index."""
 IFA_ADDRESS = 1
@@ -151,42 +159,94 @@ def dump_addresses(timeout: float = 2.0) -> list[tuple[int, bytes]]:
                     out.append(entry)
 
 
-class LinkChanges:
-    """Whether the kernel announced a link change (RTM_NEWLINK/RTM_DELLINK: an interface added,
-    removed, renamed, up or down, enslaved) since the last question: a check of the interfaces
-    reads /sys only then, not every ``checkAdaptors`` (40 files per interface, container veths
-    included).
+@dataclass(frozen=True)
+class Announced:
+    """What a check of the interfaces reads again: ``everything``, or the links in ``links``."""
 
-    The first question answers yes, so the socket may open after a first full read; so does one
-    after ``refresh_s`` without any (the established agent's ``refreshAdaptors``: what no event
-    announces, such as a speed renegotiated without a carrier change, is read then), one after
-    the socket overran (lost announcements), and every one when the interfaces are read from a
-    tree other than ``/`` (a test's), which no kernel announces changes of.
+    everything: bool
+    links: Mapping[int, str | None] = field(default_factory=dict)
+    """ifindex → the link's name as last announced, None once it was removed."""
+
+
+def decode_link(data: bytes, start: int, end: int) -> tuple[int, int, str | None] | None:
+    """(family, ifindex, name) of an RTM_NEWLINK/RTM_DELLINK payload; None if it is too short."""
+    if end - start < IFINFOMSG.size:
+        return None
+    family, _, index, _, _ = IFINFOMSG.unpack_from(data, start)
+    name = next(
+        (
+            bytes(data[a:b]).split(b"\0", 1)[0].decode(errors="replace")
+            for attr, a, b in attributes(data, start + IFINFOMSG.size, end)
+            if attr == IFLA_IFNAME
+        ),
+        None,
+    )
+    return family, index, name
+
+
+class LinkChanges:
+    """Which links the kernel announced (RTM_NEWLINK/RTM_DELLINK: an interface added, removed,
+    renamed, up or down, enslaved) since the last question: a check of the interfaces reads
+    those from /sys, not every interface every ``checkAdaptors`` (40 files per interface,
+    container veths included).
+
+    A bridge repeats each change of a port in a message of family AF_BRIDGE (its port state,
+    for STP), sent alongside the link's own: those add nothing and are only counted.
+
+    The first question answers ``everything``, so the socket may open before a first full read;
+    so does one after ``refresh_s`` without any (the established agent's ``refreshAdaptors``:
+    what no event announces, such as a speed renegotiated without a carrier change, is read
+    then), one after the socket overran (lost announcements), and every one when the interfaces
+    are read from a tree other than ``/`` (a test's), which no kernel announces changes of.
     """
 
     def __init__(self, root: Path) -> None:
         self._sock = open_socket(NETLINK_ROUTE, RTMGRP_LINK) if root == Path("/") else None
         self._read_at: float | None = None
+        self.stats: Counter[str] = Counter()
+        """``link_events`` (each a link to read again), ``bridge_events`` (ignored), ``overruns``."""
 
-    def changed(self, refresh_s: float) -> bool:
+    def changes(self, refresh_s: float) -> Announced:
         now = time.monotonic()
-        changed = self._sock is None or self._read_at is None or now - self._read_at >= refresh_s or self._drain()
-        if changed:
+        announced = self._drain()
+        if announced is None or self._read_at is None or now - self._read_at >= refresh_s:
             self._read_at = now
-        return changed
+            return Announced(everything=True)
+        return Announced(everything=False, links=announced)
 
-    def _drain(self) -> bool:
-        assert self._sock is not None
-        announced = False
+    def read_all_next(self) -> None:
+        """The links announced were not read (the read failed): the next question answers ``everything``."""
+        self._read_at = None
+
+    def _drain(self) -> dict[int, str | None] | None:
+        """The links announced since the last drain; None when they must all be read (no socket, an overrun)."""
+        if self._sock is None:
+            return None
+        links: dict[int, str | None] = {}
+        complete = True
         while True:
             try:
-                self._sock.recv(RECV_BYTES)
+                data = self._sock.recv(RECV_BYTES)
             except BlockingIOError:
-                return announced
+                return links if complete else None
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     raise
-            announced = True  # a message on this group is a link change; an overrun lost some
+                self.stats["overruns"] += 1
+                complete = False
+                continue
+            for msg_type, _, _, start, end in messages(data):
+                link = decode_link(data, start, end) if msg_type in (RTM_NEWLINK, RTM_DELLINK) else None
+                if link is None:
+                    continue
+                family, index, name = link
+                if family == AF_BRIDGE:
+                    self.stats["bridge_events"] += 1
+                    continue
+                self.stats["link_events"] += 1
+                if msg_type == RTM_NEWLINK and name is None:
+                    complete = False  # no name to read it by (the kernel always sends one)
+                links[index] = None if msg_type == RTM_DELLINK else name
 
     def close(self) -> None:
         if self._sock is not None:

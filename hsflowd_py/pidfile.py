@@ -6,6 +6,13 @@ redirect it or stop the start) and stays root's.  At exit it is removed if it is
 the agent wrote.  Once the agent has given up root it may not remove names from a root-owned
 folder such as /run; it then empties the file through the descriptor it kept, so no stale pid
 is left for an init script to signal.
+
+The rule, then: whoever asks for a pid file in a folder only root may change removes it, as
+Debian's init-script skeleton does after ``start-stop-daemon --stop`` (``rm -f $PIDFILE``) and
+systemd does for ``PIDFile=``; removing it before the drop is no way out, since the file must
+name the process while it runs.  A pid file the agent is to remove itself goes in a folder its
+run user may write (``-p /run/hsflowd-py/hsflowd.pid`` with that folder the user's).  The unit
+shipped with the package needs none: systemd knows the agent's pid.
 """
 
 from __future__ import annotations

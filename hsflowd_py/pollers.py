@@ -19,18 +19,31 @@ Collect = Callable[[], list[Record] | None]
 Read = Callable[[], object]
 
 
-@dataclass
-class Poller:
-    """A data source polled for counters; ``collect`` returns its records or None to skip a round."""
+@dataclass(frozen=True)
+class PollerSpec:
+    """A data source to poll for counters, as a module declares it (``ModuleContext.add_poller``, the
+    core's ``add_poller``): the one place its parts are named, so no layer can pass them in another
+    order."""
 
     ds_class: int
     ds_index: int
     collect: Collect
+    """Its records, or None to skip a round."""
     name: str
+    """For logs."""
+    first_now: bool = False
+    """First sample on the next tick, not at a random phase (a container just found)."""
     read: Read | None = None
-    """Blocking work run off the loop just before ``collect`` (which then only builds records)."""
-    interval: int | None = None
-    """Seconds between polls; None follows the agent's ``polling``."""
+    """Blocking work (files of /proc, /sys, cgroups) run off the loop just before ``collect``, which
+    then only builds records; it may run on any thread, so it only stores what it read where
+    ``collect`` takes it."""
+
+
+@dataclass
+class Poller:
+    """A polled data source: its declaration and where its schedule stands."""
+
+    spec: PollerSpec
     next_due: float = 0.0
     sequence: int = 0
     reading: bool = False

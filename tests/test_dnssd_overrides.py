@@ -8,6 +8,7 @@ from pathlib import Path
 from hsflowd_py.agent import Agent, Discovered
 from hsflowd_py.config import parse_config
 from hsflowd_py.modules.dnssd.txt import parse_txt
+from hsflowd_py.pollers import PollerSpec
 
 CONF = """sflow {
   sampling = 400
@@ -24,7 +25,7 @@ def test_txt_overrides_the_file_and_the_auto_file_shows_it(tmp_path: Path) -> No
     auto = tmp_path / "hsflowd.auto"
     agent = Agent(parse_config(CONF), auto_path=str(auto))
     agent.apply_settings()
-    host = agent.add_poller(2, 1, list, "host")
+    host = agent.add_poller(PollerSpec(2, 1, list, "host"))
     assert host.next_due - time.monotonic() > 0.5  # first phase somewhere in 1..300 s
     assert "collector=127.0.0.1 9\n" in auto.read_text()
 

@@ -29,6 +29,7 @@ from hsflowd_py.cgroup_counters import KernelSource, ProcDir
 from hsflowd_py.config import Settings, parse_config
 from hsflowd_py.flow import DIRECTION_UNKNOWN, HEADER_IPV4, SampledPacket
 from hsflowd_py.modules.docker import DockerModule
+from hsflowd_py.pollers import Poller
 from hsflowd_py.readers import cgroup as cg
 from hsflowd_py.sflow import records as rec
 
@@ -46,8 +47,8 @@ class Recorder(Agent):
         super().__init__(settings, root=root)
         self.samples: list[tuple[int, list[rec.Record]]] = []
 
-    def _send_counters(self, p: Any, records: list[rec.Record]) -> None:
-        self.samples.append((p.ds_index, records))
+    def _send_counters(self, p: Poller, records: list[rec.Record]) -> None:
+        self.samples.append((p.spec.ds_index, records))
 
     def of(self, ds_index: int) -> list[dict[int, rec.Record]]:
         return [{r.FORMAT: r for r in records} for ds, records in self.samples if ds == ds_index]

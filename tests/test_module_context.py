@@ -11,6 +11,7 @@ from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
 from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.sflow.assembler import DatagramAssembler
 from hsflowd_py.sflow.codec import decode_datagram, encode_sample
 from hsflowd_py.sflow.records import ExtendedTimestamp
@@ -31,7 +32,7 @@ def test_context_acts_on_the_agent(tmp_path: Path) -> None:
     assert a.container_ifindexes == {7}
     index = context.allocate_ds_index(b"u" * 16)
     assert index == a.ds_indexes.allocate(b"u" * 16)
-    context.add_poller(3, index, list, "test")
+    context.add_poller(PollerSpec(3, index, list, "test"))
     assert (3, index) in a.pollers
     context.remove_poller(3, index)
     assert (3, index) not in a.pollers

@@ -14,6 +14,7 @@ from hsflowd_py.config.parser import parse_config
 from hsflowd_py.enrichers import Enricher
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET, HEADER_IPV4
 from hsflowd_py.module import Module
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.sflow import records as rec
 from hsflowd_py.sflow.assembler import DatagramAssembler
 from hsflowd_py.sflow.codec import decode_datagram, encode_record, encode_sample
@@ -151,8 +152,8 @@ def test_a_counter_sample_that_cannot_be_encoded_is_left_out() -> None:
     the other data sources' samples still go out in a valid datagram."""
     sent: list[bytes] = []
     agent = _agent(sent)
-    good = agent.add_poller(2, 1, lambda: [rec.HostParent(2, 1)], "good")
-    bad = agent.add_poller(2, 2, lambda: [rec.HostParent(2, None)], "bad")
+    good = agent.add_poller(PollerSpec(2, 1, lambda: [rec.HostParent(2, 1)], "good"))
+    bad = agent.add_poller(PollerSpec(2, 2, lambda: [rec.HostParent(2, None)], "bad"))
     agent.poll(good)
     agent.poll(bad)
     agent.poll(good)

@@ -15,6 +15,7 @@ import pytest
 
 from hsflowd_py.agent import READS_PER_TICK, Agent
 from hsflowd_py.config import parse_config
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.sflow.records import HostAdapters, HostParent, Record
 
 CONFIG = "sflow { polling = 10 collector { ip = 127.0.0.1 udpport = 9 } }"
@@ -47,7 +48,7 @@ def test_reads_run_off_the_loop_within_the_budget_and_spread_over_ticks(tmp_path
     async def scenario() -> tuple[int, list[int], list[int]]:
         agent.apply_settings()
         for index, source in enumerate([broken, dropped, *sources]):
-            agent.add_poller(3, index + 1, source.collect, f"source {index}", first_now=True, read=source.read)
+            agent.add_poller(PollerSpec(3, index + 1, source.collect, f"source {index}", True, source.read))
         loop_thread = threading.get_ident()
         per_tick = []
         for tick in range(4):

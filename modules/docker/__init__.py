@@ -50,6 +50,7 @@ from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module, register
 from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
@@ -357,12 +358,14 @@ class DockerModule(Module):
             return  # forgotten meanwhile (stop)
         self._take(t)
         self.context.add_poller(
-            DS_CLASS,
-            t.ds_index,
-            lambda: self._collect(t),
-            f"docker {info.name}",
-            first_now=first_now,
-            read=lambda: self._read_counters(t),
+            PollerSpec(
+                DS_CLASS,
+                t.ds_index,
+                lambda: self._collect(t),
+                f"docker {info.name}",
+                first_now=first_now,
+                read=lambda: self._read_counters(t),
+            )
         )
         self.stats["added"] += 1
         log.debug("docker: tracking %s (%s) as 3:%d", info.name, cid[:12], t.ds_index)

@@ -43,6 +43,7 @@ from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module
 from hsflowd_py.module_context import ModuleContext
 from hsflowd_py.netns import in_new_thread
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cpuinfo import read_cpuinfo
@@ -311,7 +312,9 @@ class Follower(Module):
         guest.take(log, f"{self.name}: {guest.found.hostname}")
         name = f"{self.name} {guest.found.hostname}"
         self.context.add_poller(
-            DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True, read=lambda: guest.read(self.disks)
+            PollerSpec(
+                DS_CLASS, guest.ds_index, lambda: self._collect(guest), name, True, read=lambda: guest.read(self.disks)
+            )
         )
         self.stats["added"] += 1
         log.debug("%s: tracking %s as 3:%d", self.name, guest.found.hostname, guest.ds_index)

@@ -12,10 +12,11 @@ behind the same interface (``sampler.py``), picked per ``pcap {}`` block by ``sa
   loaded the reason is logged once and the classic sampler takes every interface; a block
   that asks for ``ebpf`` explicitly falls back the same way, with a warning.
 
-Every ``checkAdaptors`` seconds the interface list is read again, in a thread (2,000
-interfaces take most of a second to read from /sys, which would stall sampling on the loop):
-new matching interfaces are opened, vanished ones closed (with a last counter sample),
-changed rates applied in place.  An interface that cannot be opened (missing, no permission,
+Every ``checkAdaptors`` seconds the interfaces the kernel announced a change of since the last
+check (``netlink.LinkChanges``) are read again from /sys, in a thread, and all of them every
+``refreshAdaptors`` (2,000 interfaces take most of a second to read, which would stall sampling
+on the loop): new matching interfaces are opened, vanished ones closed (with a last counter
+sample), changed rates applied in place.  An interface that cannot be opened (missing, no permission,
 no tc) is logged once per distinct reason, retried at the next check, and the others carry on.
 
 File descriptors: a classically sampled interface holds two (its socket, and the duplicate
@@ -53,10 +54,11 @@ from typing import TYPE_CHECKING, Any
 from hsflowd_py.config import Settings
 from hsflowd_py.counters import Monotonic
 from hsflowd_py.module import Module, register
-from hsflowd_py.netlink import LinkChanges
+from hsflowd_py.netlink import Announced, LinkChanges
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
-from hsflowd_py.readers.netclass import read_interface, read_interfaces
+from hsflowd_py.readers.netclass import InterfaceInfo, read_interface, read_interfaces
 from hsflowd_py.sflow.records import Record
 from hsflowd_py.tasks import cancel
 
@@ -129,6 +131,9 @@ class PcapModule(Module):
         self._requests_task: asyncio.Task[None] | None = None
         self._fds_full_at: int | None = None
         """How many interfaces were open when descriptors ran out; None while there are some left."""
+        self._links: LinkChanges | None = None
+        self._infos: dict[int, InterfaceInfo] = {}
+        """Every interface as last read, by ifindex: what a check re-chooses from."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -137,6 +142,7 @@ class PcapModule(Module):
         if any(b.sampler != "cbpf" for b in self.settings.pcap):
             await self._ebpf()  # now, while the agent may still load programs
         self.context.serve_sampling_requests(self._on_requests)  # before: none made meanwhile is missed
+        self._links = LinkChanges(self.context.root)  # before the first read: no change in between is missed
         await self.reconcile()
         self._watch = asyncio.create_task(self._watch_interfaces())
         gc.freeze()
@@ -151,6 +157,9 @@ class PcapModule(Module):
             for sampler in self.samplers.values():
                 sampler.stop()
             self.samplers.clear()
+            if self._links is not None:
+                self._links.close()
+                self._links = None
 
     def reconfigure(self, settings: Settings) -> None:
         """New rates or header size apply at once, not at the next interface check."""
@@ -161,14 +170,9 @@ class PcapModule(Module):
         task.add_done_callback(self._tasks.discard)
 
     async def _watch_interfaces(self) -> None:
-        links = LinkChanges(self.context.root)
-        try:
-            while True:
-                await asyncio.sleep(self.settings.check_adaptors)
-                if links.changed(self.settings.refresh_adaptors):
-                    await self._checked_reconcile()
-        finally:
-            links.close()
+        while True:
+            await asyncio.sleep(self.settings.check_adaptors)
+            await self._checked_reconcile()
 
     def _on_requests(self) -> None:
         """Sampling requests changed: check the interfaces, once for a burst of changes (pods found together)."""
@@ -242,11 +246,19 @@ class PcapModule(Module):
         async with self._lock:
             if self._stopped:
                 return
-            try:
-                infos = await asyncio.to_thread(read_interfaces, self.context.root)
-            except ReaderError as e:
-                self._once("interfaces", f"cannot list interfaces: {e}")
-                return
+            links = self._links
+            announced = Announced(everything=True) if links is None else links.changes(self.settings.refresh_adaptors)
+            if announced.everything or announced.links:
+                try:
+                    self._infos = await asyncio.to_thread(self._read, announced, dict(self._infos))
+                except BaseException as e:
+                    if links is not None:
+                        links.read_all_next()  # what was announced is read at the next check
+                    if not isinstance(e, ReaderError):
+                        raise
+                    self._once("interfaces", f"cannot list interfaces: {e}")
+                    return
+            infos = sorted(self._infos.values(), key=lambda i: i.ifindex)
             wanted = choose(infos, self.settings, self.context.sampling_requests)
             present = {i.name for i in infos}
             for block in self.settings.pcap:
@@ -273,6 +285,20 @@ class PcapModule(Module):
                     current.tap = tap
                     log.info("pcap: %s now sampled 1-in-%d", tap.name, tap.sampling_rate)
 
+    def _read(self, announced: Announced, known: dict[int, InterfaceInfo]) -> dict[int, InterfaceInfo]:
+        """(On a thread.)  ``known`` with the announced links read again, or every interface read."""
+        root = self.context.root
+        if announced.everything:
+            self.stats["full_reads"] += 1
+            return {i.ifindex: i for i in read_interfaces(root)}
+        for ifindex, name in announced.links.items():
+            known.pop(ifindex, None)
+            info = None if name is None else read_interface(root, name)
+            if info is not None:  # else gone (or moved to another namespace) since the announcement
+                known[info.ifindex] = info
+            self.stats["links_read"] += 1
+        return known
+
     async def _open(self, tap: Tap) -> None:
         sampler = await self._sampler_for(tap)
         try:
@@ -296,7 +322,7 @@ class PcapModule(Module):
         self._logged.pop(f"open {tap.ifindex}", None)
         self._logged.pop(f"dev {tap.name}", None)
         entry = self.open[tap.ifindex] = _Open(tap, sampler)
-        self.context.add_poller(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}")
+        self.context.add_poller(PollerSpec(0, tap.ifindex, lambda: self._collect(entry), f"pcap {tap.name}"))
         log.info(
             "pcap: sampling %s (ifIndex %d) 1-in-%d with the %s sampler",
             tap.name,
@@ -347,6 +373,8 @@ class PcapModule(Module):
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.stats)
         out["interfaces"] = len(self.open)
+        if self._links is not None:
+            out.update(self._links.stats)
         for kind, sampler in self.samplers.items():
             for key, value in sampler.status().items():
                 out[f"{kind}_{key}"] = value

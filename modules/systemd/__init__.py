@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from hsflowd_py.config import Settings
 from hsflowd_py.enrichers import Enricher
 from hsflowd_py.module import Module, register
+from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.readers import ReaderError
 from hsflowd_py.readers.cgroup import CgroupMount, read_mounts
@@ -245,7 +246,7 @@ class SystemdModule(Module):
         )
         svc.place(self.mounts, cgroup)
         self.services[name] = svc
-        self.context.add_poller(DS_CLASS, svc.ds_index, svc.records, f"systemd {name}", first_now=self.listed_once)
+        self.context.add_poller(PollerSpec(DS_CLASS, svc.ds_index, svc.records, f"systemd {name}", self.listed_once))
         log.debug("systemd: tracking %s as 3:%d (cgroup %r)", name, svc.ds_index, cgroup)
 
     def _forget(self, name: str) -> None:
