@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from netns import VethNamespace, sh
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, SampledPacket
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, Interface, SampledPacket
 from hsflowd_py.packet import parse
 
 ETH_P_ALL = 0x0003
@@ -83,16 +83,19 @@ class Capture:
 
 
 def sampled(frame: Frame, ifindex: int, rate: int = 10, netns: str | None = None) -> SampledPacket:
-    return SampledPacket(
-        ds_index=ifindex,
-        sampling_rate=rate,
+    packet = SampledPacket(
+        Interface(ifindex, rate),
         sample_pool=0,
         drops=0,
         direction=DIRECTION_OUT if frame.outgoing else DIRECTION_IN,
-        header=frame.data,
         frame_length=frame.length + 4,
-        netns=netns,
+        header=frame.data,
+        start=0,
+        length=len(frame.data),
+        timestamp_ns=0,
     )
+    packet.netns = netns
+    return packet
 
 
 def tcp_payload(frame: Frame) -> int:

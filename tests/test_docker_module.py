@@ -27,7 +27,7 @@ from dockerd import SOCKET, Container, Engine, containers
 from hsflowd_py.agent import Agent
 from hsflowd_py.cgroup_counters import KernelSource, ProcDir
 from hsflowd_py.config import Settings, parse_config
-from hsflowd_py.flow import DIRECTION_UNKNOWN, HEADER_IPV4, SampledPacket
+from hsflowd_py.flow import DIRECTION_UNKNOWN, HEADER_IPV4, Interface, SampledPacket
 from hsflowd_py.modules.docker import DockerModule
 from hsflowd_py.readers import cgroup as cg
 from hsflowd_py.sflow import records as rec
@@ -100,14 +100,15 @@ def capture(dev: str, macs: set[bytes], count: int, timeout: float) -> list[byte
 
 def sampled(frame: bytes, protocol: int = 1) -> SampledPacket:
     return SampledPacket(
-        ds_index=socket.if_nametoindex("docker0"),
-        sampling_rate=1,
+        Interface(socket.if_nametoindex("docker0"), 1, protocol),
         sample_pool=1,
         drops=0,
         direction=DIRECTION_UNKNOWN,
-        header=frame[:128],
         frame_length=len(frame) + 4,
-        header_protocol=protocol,
+        header=frame,
+        start=0,
+        length=min(len(frame), 128),
+        timestamp_ns=0,
     )
 
 

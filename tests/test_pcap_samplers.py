@@ -23,7 +23,7 @@ import pytest
 from netns import VethNamespace, sh
 from pcap_netns import veth_pair
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, HEADER_ETHERNET
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, Header
 from hsflowd_py.modules.pcap.cbpf import CbpfSampler
 from hsflowd_py.modules.pcap.ebpf import EbpfSampler
 from hsflowd_py.modules.pcap.interfaces import Tap
@@ -45,20 +45,47 @@ class Sample:
     frame_length: int
     header: bytes
     timestamp_ns: int
-    protocol: int
-    sequence: int
+    ethernet: bool
+    sequence: int | None
 
 
 class Sink:
-    """Stands in for FlowPath.emit_header_sample: keeps every sample (copying the header out of the ring)."""
+    """Stands in for the flow path (``FlowPath.interface``): keeps every sample, the header copied out of
+    the ring, with the values of the interface's entry the sampler asked for."""
 
     def __init__(self) -> None:
         self.samples: list[Sample] = []
 
-    def __call__(self, ds, rate, pool, drops, direction, frame, src, start, hlen, ts, protocol=HEADER_ETHERNET, seq=0):  # type: ignore[no-untyped-def]
-        self.samples.append(
-            Sample(ds, rate, pool, drops, direction, frame, bytes(src[start : start + hlen]), ts, protocol, seq)
-        )
+    def __call__(self, ifindex: int, sampling_rate: int, ethernet: bool) -> Entry:
+        return Entry(self, ifindex, sampling_rate, ethernet)
+
+
+@dataclass
+class Entry:
+    sink: Sink
+    ds_index: int
+    rate: int
+    ethernet: bool
+
+    def emit(
+        self,
+        *,
+        sample_pool: int,
+        drops: int,
+        direction: int,
+        frame_length: int,
+        header: Header,
+        start: int,
+        length: int,
+        timestamp_ns: int,
+        sequence: int | None = None,
+    ) -> None:
+        self.sink.samples.append(
+            Sample(
+                self.ds_index, self.rate, sample_pool, drops, direction, frame_length,
+                bytes(header[start : start + length]), timestamp_ns, self.ethernet, sequence,
+            )
+        )  # fmt: skip
 
 
 def offloads(v: VethNamespace, state: str) -> None:

@@ -1,0 +1,85 @@
+"""The per-packet half of a flow sample is declared once (``flow.Emit``): every layer from the
+sampler's entry to the encoder takes exactly its values in its order, and every call between the
+layers passes each one for itself, so that two values swapped cannot pack into a wrong sample."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hsflowd_py import flow_path
+from hsflowd_py.flow import Emit, SampledPacket
+from hsflowd_py.flow_path import FlowPath, SampledInterface
+from hsflowd_py.sflow.flow_encoder import FlowEncoder
+
+DECLARED = list(inspect.signature(Emit.__call__).parameters.values())[1:]
+NAMES = [p.name for p in DECLARED]
+
+LAYERS: dict[str, tuple[Callable[..., Any], int]] = {
+    "emit": (SampledInterface.emit, 1),
+    "SampledPacket": (SampledPacket.__init__, 2),
+    "_pack": (FlowPath._pack, 4),
+    "pack_into": (FlowEncoder.pack_into, 6),
+}
+"""Each layer, and how many of its parameters (self included) come before the packet's values."""
+
+
+def test_the_declaration_is_keyword_only() -> None:
+    assert NAMES[:2] == ["sample_pool", "drops"] and NAMES[-1] == "sequence"
+    assert all(p.kind is p.KEYWORD_ONLY for p in DECLARED)
+
+
+def test_every_layer_takes_the_declared_values_in_order() -> None:
+    for name, (fn, before) in LAYERS.items():
+        params = list(inspect.signature(fn).parameters.values())[before:]
+        assert [p.name for p in params] == NAMES, name
+        for mine, declared in zip(params, DECLARED, strict=True):
+            resolved = name == "pack_into" and mine.name == "sequence"  # numbered by then: an int
+            assert mine.annotation == ("int" if resolved else declared.annotation), (name, mine.name)
+    # where modules call in, by keyword only
+    for fn, before in (LAYERS["emit"], LAYERS["SampledPacket"]):
+        assert all(p.kind is p.KEYWORD_ONLY for p in list(inspect.signature(fn).parameters.values())[before:])
+
+
+def _named(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def misplaced(call: ast.Call) -> list[str]:
+    """The declared values a call to a layer passes by position under another name than their own
+    (by keyword the language binds them to their own)."""
+    fn, _ = LAYERS[_named(call.func) or ""]
+    assert not any(isinstance(a, ast.Starred) for a in call.args) and all(k.arg for k in call.keywords)
+    params = list(inspect.signature(fn).parameters)[1:]  # as bound: no self
+    return [p for p, a in zip(params, call.args, strict=False) if p in NAMES and _named(a) != p]
+
+
+def calls_between_layers() -> list[ast.Call]:
+    tree = ast.parse(Path(flow_path.__file__).read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _named(n.func) in LAYERS]
+
+
+def test_calls_between_layers_pass_each_value_by_its_own_name() -> None:
+    """A value passed by position must be a variable or attribute of the same name as the parameter
+    it lands in; by keyword, the language binds it.  Either way a swap cannot go unnoticed."""
+    calls = calls_between_layers()
+    assert {_named(c.func) for c in calls} == set(LAYERS) - {"emit"}  # the samplers call emit, by keyword
+    for call in calls:
+        assert misplaced(call) == [], f"flow_path.py line {call.lineno}: {ast.unparse(call)}"
+
+
+def test_a_swap_is_caught() -> None:
+    """The flow path's call of the encoder with two of its values swapped, as the old positional API
+    would have packed silently."""
+    (call,) = (c for c in calls_between_layers() if _named(c.func) == "pack_into")
+    args = call.args
+    i, j = (next(k for k, a in enumerate(args) if _named(a) == name) for name in ("sample_pool", "drops"))
+    args[i], args[j] = args[j], args[i]
+    assert misplaced(call) == ["sample_pool", "drops"]
