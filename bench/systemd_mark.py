@@ -27,10 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from packets import sampled_packet
 from test_systemd_owners import Server, capture, expected
 from test_systemd_service import LiveCgroup
 
-from hsflowd_py.flow import Interface, SampledPacket
+from hsflowd_py.flow import SampledPacket
 from hsflowd_py.modules.systemd.owners import Owners, scan
 
 
@@ -42,10 +43,7 @@ def per_call_us(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def fresh(p: SampledPacket, cgroup_id: int | None = None) -> SampledPacket:
-    packet = SampledPacket(
-        Interface(p.ds_index, 1), sample_pool=1, drops=0, direction=p.direction, frame_length=p.frame_length,
-        header=p.header, start=0, length=len(p.header), timestamp_ns=0,
-    )  # fmt: skip
+    packet = sampled_packet(p.ds_index, p.header, p.direction, frame_length=p.frame_length)
     packet.cgroup_id = cgroup_id
     return packet
 

@@ -31,11 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from netns import VethNamespace
+from packets import sampled_packet
 from tcp_traffic import Capture, Frame, sink
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, Interface, SampledPacket
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT
 from hsflowd_py.modules.tcp import TcpModule
 from hsflowd_py.packet import parse
 
@@ -110,10 +111,7 @@ async def enrich_alone(frames: list[Frame], ifindex: int, samples: int, burst: i
         holds = []
         for i in range(start, min(start + burst, samples)):
             f = frames[i % n]
-            packet = SampledPacket(
-                Interface(ifindex, 10), sample_pool=0, drops=0, direction=0, frame_length=f.length + 4, header=f.data,
-                start=0, length=len(f.data), timestamp_ns=0,
-            )  # fmt: skip
+            packet = sampled_packet(ifindex, f.data, rate=10, frame_length=f.length + 4, header_bytes=len(f.data))
             if (hold := enricher.enrich(packet)) is not None:
                 holds.append(hold)
         await asyncio.gather(*holds)

@@ -171,19 +171,9 @@ class SampledPacket:
     )  # fmt: skip
 
     def __init__(
-        self,
-        interface: Interface,
-        *,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Header,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        sequence: int | None = None,
-    ) -> None:
+        self, interface: Interface, *, sample_pool: int, drops: int, direction: int, frame_length: int, header: Header,
+        start: int, length: int, timestamp_ns: int, sequence: int | None = None,
+    ) -> None:  # fmt: skip
         self.interface = interface
         self.ds_index = interface.ds_index
         self.sampling_rate = interface.sampling_rate

@@ -194,22 +194,13 @@ class FlowPath:
         return record.data if isinstance(record, Encoded) else encode_record(record)
 
     def _pack(
-        self,
-        interface: Interface,
-        extras: bytes,
-        extra_count: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Header,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        sequence: int | None = None,
-    ) -> None:
+        self, interface: Interface, extras: bytes, extra_count: int,
+        sample_pool: int, drops: int, direction: int, frame_length: int, header: Header, start: int, length: int,
+        timestamp_ns: int, sequence: int | None = None,
+    ) -> None:  # fmt: skip
         """Both paths end here: the interface's next sequence number (unless the sampler numbered the
-        sample), room in the datagram being built, and the encoder packs the sample into it."""
+        sample), room in the datagram being built, and the encoder packs the sample into it.  The
+        packet's values are ``flow.Emit``'s, positionally in its order, as the encoder takes them."""
         a = self.assembler
         if a is None:
             return
@@ -248,18 +239,9 @@ class SampledInterface(Interface):
         self._path = path
 
     def emit(
-        self,
-        *,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Header,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        sequence: int | None = None,
-    ) -> None:
+        self, *, sample_pool: int, drops: int, direction: int, frame_length: int, header: Header, start: int,
+        length: int, timestamp_ns: int, sequence: int | None = None,
+    ) -> None:  # fmt: skip
         """A sampled packet (``flow.Emit``), its header still in the sampler's ring.
 
         With no enricher active the sample is encoded straight into the datagram being built
@@ -272,17 +254,9 @@ class SampledInterface(Interface):
         extras, extra_count = b"", 0
         if stages:
             packet = SampledPacket(
-                self,
-                sample_pool=sample_pool,
-                drops=drops,
-                direction=direction,
-                frame_length=frame_length,
-                header=header,
-                start=start,
-                length=length,
-                timestamp_ns=timestamp_ns,
-                sequence=sequence,
-            )
+                self, sample_pool=sample_pool, drops=drops, direction=direction, frame_length=frame_length,
+                header=header, start=start, length=length, timestamp_ns=timestamp_ns, sequence=sequence,
+            )  # fmt: skip
             if path._annotate(packet, stages, path.held):
                 return
             extra = packet.extra  # answered at once: packed from the ring as on the fast path

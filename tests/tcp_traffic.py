@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass
 
 from netns import VethNamespace, sh
+from packets import sampled_packet
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, Interface, SampledPacket
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, SampledPacket
 from hsflowd_py.packet import parse
 
 ETH_P_ALL = 0x0003
@@ -83,17 +84,9 @@ class Capture:
 
 
 def sampled(frame: Frame, ifindex: int, rate: int = 10, netns: str | None = None) -> SampledPacket:
-    packet = SampledPacket(
-        Interface(ifindex, rate),
-        sample_pool=0,
-        drops=0,
-        direction=DIRECTION_OUT if frame.outgoing else DIRECTION_IN,
-        frame_length=frame.length + 4,
-        header=frame.data,
-        start=0,
-        length=len(frame.data),
-        timestamp_ns=0,
-    )
+    direction = DIRECTION_OUT if frame.outgoing else DIRECTION_IN
+    length, data = frame.length + 4, frame.data
+    packet = sampled_packet(ifindex, data, direction, rate=rate, frame_length=length, header_bytes=len(data))
     packet.netns = netns
     return packet
 

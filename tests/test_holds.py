@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from hsflowd_py.flow import DIRECTION_IN, Interface, SampledPacket
+from packets import sampled_packet
+
+from hsflowd_py.flow import DIRECTION_IN, SampledPacket
 from hsflowd_py.holds import SWEEP_S, HeldSamples
 
 
 def packet(n: int) -> SampledPacket:
-    return SampledPacket(
-        Interface(n, 10), sample_pool=10, drops=0, direction=DIRECTION_IN, frame_length=64, header=b"", start=0,
-        length=0, timestamp_ns=0,
-    )  # fmt: skip
+    return sampled_packet(n, b"", DIRECTION_IN, rate=10, frame_length=64)
 
 
 def run(scenario) -> tuple[list[tuple[int, float]], dict[str, int]]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns import VethNamespace, sh
@@ -39,14 +40,14 @@ KINDS = ["cbpf", "ebpf"]
 class Sample:
     ds_index: int
     rate: int
-    pool: int
+    ethernet: bool
+    header: bytes
+    sample_pool: int
     drops: int
     direction: int
     frame_length: int
-    header: bytes
     timestamp_ns: int
-    ethernet: bool
-    sequence: int | None
+    sequence: int | None = None
 
 
 class Sink:
@@ -67,25 +68,10 @@ class Entry:
     rate: int
     ethernet: bool
 
-    def emit(
-        self,
-        *,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Header,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        sequence: int | None = None,
-    ) -> None:
-        self.sink.samples.append(
-            Sample(
-                self.ds_index, self.rate, sample_pool, drops, direction, frame_length,
-                bytes(header[start : start + length]), timestamp_ns, self.ethernet, sequence,
-            )
-        )  # fmt: skip
+    def emit(self, *, header: Header, start: int, length: int, **packet: Any) -> None:
+        """``flow.Emit``: the packet's other values as the sampler named them."""
+        header = bytes(header[start : start + length])
+        self.sink.samples.append(Sample(self.ds_index, self.rate, self.ethernet, header, **packet))
 
 
 def offloads(v: VethNamespace, state: str) -> None:
@@ -160,9 +146,9 @@ def test_pool_directions_and_headers(veth: VethNamespace, kind: str) -> None:
     samples = sink.samples
     assert counted >= 8000
     last = samples[-1]
-    assert abs(last.pool - counted) <= counted * 0.01, (last.pool, counted)
-    assert [s.pool for s in samples] == sorted(s.pool for s in samples)
-    assert within_binomial(len(samples), last.pool, 5), (len(samples), last.pool)
+    assert abs(last.sample_pool - counted) <= counted * 0.01, (last.sample_pool, counted)
+    assert [s.sample_pool for s in samples] == sorted(s.sample_pool for s in samples)
+    assert within_binomial(len(samples), last.sample_pool, 5), (len(samples), last.sample_pool)
     assert last.drops == 0
     if kind != "cbpf":  # numbered in the kernel, with no gap (two CPUs may swap neighbours)
         assert sorted(s.sequence for s in samples) == list(range(1, len(samples) + 1))
@@ -196,7 +182,8 @@ def test_rate_one_takes_every_packet(veth: VethNamespace, kind: str) -> None:
 
     asyncio.run(run())
     assert len(sink.samples) >= 1000
-    assert abs(len(sink.samples) - sink.samples[-1].pool) <= 2  # a packet's sample may be in the ring before its count
+    # a packet's sample may be in the ring before its count
+    assert abs(len(sink.samples) - sink.samples[-1].sample_pool) <= 2
     assert all(len(s.header) == min(64, s.frame_length - 4) for s in sink.samples)
 
 
@@ -270,10 +257,10 @@ def test_drops_are_a_running_total_of_lost_samples(veth: VethNamespace, kind: st
     asyncio.run(run())
     last = sink.samples[-1]
     assert last.drops > sent // 4, "the ring should have overflowed"
-    assert abs(len(sink.samples) + last.drops - last.pool) <= 0.001 * last.pool + 5
+    assert abs(len(sink.samples) + last.drops - last.sample_pool) <= 0.001 * last.sample_pool + 5
     drops = [s.drops for s in sink.samples]
     assert drops == sorted(drops)
-    assert drops[-1] - drops[0] <= last.pool  # a running total, not a sum of totals
+    assert drops[-1] - drops[0] <= last.sample_pool  # a running total, not a sum of totals
 
 
 def test_ebpf_counts_gso_packets_as_their_wire_segments() -> None:
@@ -302,8 +289,8 @@ def test_ebpf_counts_gso_packets_as_their_wire_segments() -> None:
     wire = math.ceil(300 * mib / mss) + acks  # data segments one way, one ACK per skb back (no GRO here)
     last = sink.samples[-1]
     assert skbs < wire / 5, "TSO should have built super-packets"
-    assert abs(last.pool - wire) <= 0.02 * wire, (last.pool, wire, skbs)
-    assert within_binomial(len(sink.samples), last.pool, 10)
+    assert abs(last.sample_pool - wire) <= 0.02 * wire, (last.sample_pool, wire, skbs)
+    assert within_binomial(len(sink.samples), last.sample_pool, 10)
     data = sorted(s.frame_length for s in sink.samples if s.direction == DIRECTION_OUT)
     assert len(data) > 0.9 * len(sink.samples)
     assert data[len(data) // 2] == 14 + 20 + 32 + mss + 4  # a full segment on the wire, FCS included
@@ -327,7 +314,8 @@ async def main():
     await asyncio.sleep(0.3)
     counted = (rx_packets("lo") - rx, tx_packets("lo") - tx)
     sampler.stop()
-    print(json.dumps({"counted": counted, "samples": [[s.pool, s.direction, s.header.hex()] for s in sink.samples]}))
+    samples = [[s.sample_pool, s.direction, s.header.hex()] for s in sink.samples]
+    print(json.dumps({"counted": counted, "samples": samples}))
 
 asyncio.run(main())
 """

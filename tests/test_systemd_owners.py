@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from packets import sampled_packet
 from test_systemd_service import HOST_MEMORY, LiveCgroup, describe
 
 from hsflowd_py import netlink as nl
@@ -26,7 +27,6 @@ from hsflowd_py.flow import (
     DIRECTION_UNKNOWN,
     DST,
     SRC,
-    Interface,
     SampledPacket,
     mark_entity,
 )
@@ -105,19 +105,7 @@ def capture(port: int, traffic: Callable[[], None], ifindex: int = IFINDEX) -> l
                 flow = parse(frame, 1)
                 if flow is not None and port in (flow.sport, flow.dport):
                     direction = DIRECTION_OUT if addr[2] == PACKET_OUTGOING else DIRECTION_IN
-                    out.append(
-                        SampledPacket(
-                            Interface(ifindex, 1),
-                            sample_pool=1,
-                            drops=0,
-                            direction=direction,
-                            frame_length=len(frame) + 4,
-                            header=frame,
-                            start=0,
-                            length=min(len(frame), 128),
-                            timestamp_ns=0,
-                        )
-                    )
+                    out.append(sampled_packet(ifindex, frame, direction))
         except TimeoutError:
             pass
     assert out, f"nothing captured on lo for port {port}"
@@ -325,10 +313,7 @@ def test_an_unknown_direction_tries_both_ends(server: Server) -> None:
 
 
 def test_mark_shares_the_entity_record_another_module_made() -> None:
-    p = SampledPacket(
-        Interface(1, 1), sample_pool=1, drops=0, direction=DIRECTION_IN, frame_length=64, header=b"", start=0, length=0,
-        timestamp_ns=0,
-    )  # fmt: skip
+    p = sampled_packet(1, b"", DIRECTION_IN, frame_length=64)
     p.extra.append(ExtendedEntities(3, 100007, 0, 0))  # docker named the sending container
     mark_entity(p, DST, 100042)
     mark_entity(p, SRC, 100099)  # a side already named stays as it is

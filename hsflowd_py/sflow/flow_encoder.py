@@ -71,22 +71,10 @@ class FlowEncoder:
         return self.fixed_size + pad4(header_length)
 
     def pack_into(
-        self,
-        buf: bytearray,
-        off: int,
-        interface: Interface,
-        extras: bytes,
-        extra_count: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Header,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        sequence: int,
-    ) -> None:
+        self, buf: bytearray, off: int, interface: Interface, extras: bytes, extra_count: int,
+        sample_pool: int, drops: int, direction: int, frame_length: int, header: Header, start: int, length: int,
+        timestamp_ns: int, sequence: int,
+    ) -> None:  # fmt: skip
         """Write one sample of ``size(length) + len(extras)`` bytes at ``off``: the interface's values,
         then the packet's (``flow.Emit``'s, numbered), then ``extras``, ``extra_count`` records
         encoded by ``codec.encode_record``.
