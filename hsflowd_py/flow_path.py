@@ -134,20 +134,14 @@ class FlowPath:
     def emit_flow(self, packet: SampledPacket) -> None:
         """Encode a held packet: as on the fast path, with the enrichers' records after the timestamp."""
         extra = packet.extra
+        extras = b"".join(map(self._encoded_extra, extra)) if extra else b""
+        header = packet.header
+        start, length, timestamp_ns = 0, len(header), packet.timestamp_ns or time.time_ns()
         self._pack(
-            packet.interface,
-            b"".join(map(self._encoded_extra, extra)) if extra else b"",
-            len(extra),
-            sample_pool=packet.sample_pool,
-            drops=packet.drops,
-            direction=packet.direction,
-            frame_length=packet.frame_length,
-            header=packet.header,
-            start=0,
-            length=len(packet.header),
-            timestamp_ns=packet.timestamp_ns or time.time_ns(),
-            sequence=packet.sequence,
-        )
+            packet.interface, extras, len(extra),
+            packet.sample_pool, packet.drops, packet.direction, packet.frame_length, header, start, length,
+            timestamp_ns, packet.sequence,
+        )  # fmt: skip
 
     def emit_discard(self, sample: DiscardSample) -> None:
         """A discard sample (0:5): its sampled header (0:1) through the enrichers, then into a
@@ -254,9 +248,8 @@ class SampledInterface(Interface):
         extras, extra_count = b"", 0
         if stages:
             packet = SampledPacket(
-                self, sample_pool=sample_pool, drops=drops, direction=direction, frame_length=frame_length,
-                header=header, start=start, length=length, timestamp_ns=timestamp_ns, sequence=sequence,
-            )  # fmt: skip
+                self, sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence
+            )
             if path._annotate(packet, stages, path.held):
                 return
             extra = packet.extra  # answered at once: packed from the ring as on the fast path

@@ -15,6 +15,7 @@ from hsflowd_py.flow import Emit, SampledPacket
 from hsflowd_py.flow_path import FlowPath, SampledInterface
 from hsflowd_py.sflow.flow_encoder import FlowEncoder
 
+REPO = Path(__file__).resolve().parent.parent
 DECLARED = list(inspect.signature(Emit.__call__).parameters.values())[1:]
 NAMES = [p.name for p in DECLARED]
 
@@ -39,9 +40,8 @@ def test_every_layer_takes_the_declared_values_in_order() -> None:
         for mine, declared in zip(params, DECLARED, strict=True):
             resolved = name == "pack_into" and mine.name == "sequence"  # numbered by then: an int
             assert mine.annotation == ("int" if resolved else declared.annotation), (name, mine.name)
-    # where modules call in, by keyword only
-    for fn, before in (LAYERS["emit"], LAYERS["SampledPacket"]):
-        assert all(p.kind is p.KEYWORD_ONLY for p in list(inspect.signature(fn).parameters.values())[before:])
+    fn, before = LAYERS["emit"]  # where samplers call in, by keyword only
+    assert all(p.kind is p.KEYWORD_ONLY for p in list(inspect.signature(fn).parameters.values())[before:])
 
 
 def _named(node: ast.expr) -> str | None:
@@ -61,24 +61,29 @@ def misplaced(call: ast.Call) -> list[str]:
     return [p for p, a in zip(params, call.args, strict=False) if p in NAMES and _named(a) != p]
 
 
-def calls_between_layers() -> list[ast.Call]:
-    tree = ast.parse(Path(flow_path.__file__).read_text())
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _named(n.func) in LAYERS]
+def calls_of(path: Path, layers: set[str]) -> list[ast.Call]:
+    tree = ast.parse(path.read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _named(n.func) in layers]
 
 
-def test_calls_between_layers_pass_each_value_by_its_own_name() -> None:
+def test_calls_of_the_layers_pass_each_value_by_its_own_name() -> None:
     """A value passed by position must be a variable or attribute of the same name as the parameter
-    it lands in; by keyword, the language binds it.  Either way a swap cannot go unnoticed."""
-    calls = calls_between_layers()
+    it lands in; by keyword, the language binds it.  Either way a swap cannot go unnoticed.  The flow
+    path's own calls, and every ``SampledPacket(...)`` in the tree (tests and benchmarks make them)."""
+    calls = calls_of(Path(flow_path.__file__), set(LAYERS))
     assert {_named(c.func) for c in calls} == set(LAYERS) - {"emit"}  # the samplers call emit, by keyword
+    for folder in ("hsflowd_py", "modules", "tests", "bench"):
+        for path in (REPO / folder).rglob("*.py"):
+            if path != Path(flow_path.__file__):
+                calls += calls_of(path, {"SampledPacket"})
     for call in calls:
-        assert misplaced(call) == [], f"flow_path.py line {call.lineno}: {ast.unparse(call)}"
+        assert misplaced(call) == [], f"line {call.lineno}: {ast.unparse(call)}"
 
 
 def test_a_swap_is_caught() -> None:
     """The flow path's call of the encoder with two of its values swapped, as the old positional API
     would have packed silently."""
-    (call,) = (c for c in calls_between_layers() if _named(c.func) == "pack_into")
+    (call,) = calls_of(Path(flow_path.__file__), {"pack_into"})
     args = call.args
     i, j = (next(k for k, a in enumerate(args) if _named(a) == name) for name in ("sample_pool", "drops"))
     args[i], args[j] = args[j], args[i]
