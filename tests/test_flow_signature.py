@@ -28,9 +28,9 @@ LAYERS: dict[str, tuple[Callable[..., Any], int]] = {
 """Each layer, and how many of its parameters (self included) come before the packet's values."""
 
 
-def test_the_declaration_is_keyword_only() -> None:
-    assert NAMES[:2] == ["sample_pool", "drops"] and NAMES[-1] == "sequence"
+def test_the_declaration_is_keyword_only_and_none_means_not_numbered() -> None:
     assert all(p.kind is p.KEYWORD_ONLY for p in DECLARED)
+    assert [p.name for p in DECLARED if p.default is not p.empty] == ["sequence"] and DECLARED[-1].default is None
 
 
 def test_every_layer_takes_the_declared_values_in_order() -> None:
@@ -61,9 +61,9 @@ def misplaced(call: ast.Call) -> list[str]:
     return [p for p, a in zip(params, call.args, strict=False) if p in NAMES and _named(a) != p]
 
 
-def calls_of(path: Path, layers: set[str]) -> list[ast.Call]:
+def calls_of(path: Path, layers: set[str]) -> list[tuple[Path, ast.Call]]:
     tree = ast.parse(path.read_text())
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _named(n.func) in layers]
+    return [(path, n) for n in ast.walk(tree) if isinstance(n, ast.Call) and _named(n.func) in layers]
 
 
 def test_calls_of_the_layers_pass_each_value_by_its_own_name() -> None:
@@ -71,19 +71,19 @@ def test_calls_of_the_layers_pass_each_value_by_its_own_name() -> None:
     it lands in; by keyword, the language binds it.  Either way a swap cannot go unnoticed.  The flow
     path's own calls, and every ``SampledPacket(...)`` in the tree (tests and benchmarks make them)."""
     calls = calls_of(Path(flow_path.__file__), set(LAYERS))
-    assert {_named(c.func) for c in calls} == set(LAYERS) - {"emit"}  # the samplers call emit, by keyword
+    assert {_named(c.func) for _, c in calls} == set(LAYERS) - {"emit"}  # the samplers call emit, by keyword
     for folder in ("hsflowd_py", "modules", "tests", "bench"):
         for path in (REPO / folder).rglob("*.py"):
             if path != Path(flow_path.__file__):
                 calls += calls_of(path, {"SampledPacket"})
-    for call in calls:
-        assert misplaced(call) == [], f"line {call.lineno}: {ast.unparse(call)}"
+    for path, call in calls:
+        assert misplaced(call) == [], f"{path.name} line {call.lineno}: {ast.unparse(call)}"
 
 
 def test_a_swap_is_caught() -> None:
     """The flow path's call of the encoder with two of its values swapped, as the old positional API
     would have packed silently."""
-    (call,) = calls_of(Path(flow_path.__file__), {"pack_into"})
+    ((_, call),) = calls_of(Path(flow_path.__file__), {"pack_into"})
     args = call.args
     i, j = (next(k for k, a in enumerate(args) if _named(a) == name) for name in ("sample_pool", "drops"))
     args[i], args[j] = args[j], args[i]
