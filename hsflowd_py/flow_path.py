@@ -201,7 +201,7 @@ class FlowPath:
         ds_index = interface.ds_index
         seqs = self.sequences
         ours = sequence is None  # else the sampler numbered it, 0 included (a wrapped kernel counter)
-        if ours:
+        if sequence is None:
             sequence = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
         encoder = self._encoder
         off = a.reserve(encoder.fixed_size + ((length + 3) & ~3) + len(extras), self.uptime_ms())

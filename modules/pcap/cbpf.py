@@ -44,7 +44,7 @@ import socket
 import struct
 from pathlib import Path
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, Header
 
 from .interfaces import Tap
 from .sampler import (
@@ -250,7 +250,7 @@ class _Ring:
                 direction = DIRECTION_UNKNOWN  # forwarded, not sent by this host
             hlen = snaplen if snaplen <= limit else limit
             frame = length + fcs
-            src = view
+            src: Header = view
             if pstatus & TP_STATUS_VLAN_VALID and ethernet:
                 tci, tpid = _VLAN.unpack_from(m, p)
                 if not pstatus & TP_STATUS_VLAN_TPID_VALID:
