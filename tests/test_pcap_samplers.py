@@ -56,9 +56,15 @@ class Sink:
 
     def __init__(self) -> None:
         self.samples: list[Sample] = []
+        self.entries: dict[tuple[int, int, bool], Entry] = {}
 
     def __call__(self, ifindex: int, sampling_rate: int, ethernet: bool) -> Entry:
-        return Entry(self, ifindex, sampling_rate, ethernet)
+        """The same entry while the interface's values stay (the eBPF sampler asks at every sample)."""
+        key = (ifindex, sampling_rate, ethernet)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self.entries[key] = Entry(self, *key)
+        return entry
 
 
 @dataclass
