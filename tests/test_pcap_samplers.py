@@ -52,10 +52,11 @@ class Sample:
 
 class Sink:
     """Stands in for the flow path (``FlowPath.interface``): keeps every sample, the header copied out of
-    the ring, with the values of the interface's entry the sampler asked for."""
+    the ring, with the values of the interface's entry the sampler asked for.  Samples are kept as
+    given and made into :class:`Sample` when read: the drain of a fast stream has no time to spare."""
 
     def __init__(self) -> None:
-        self.samples: list[Sample] = []
+        self.given: list[tuple[Entry, bytes, dict[str, Any]]] = []
         self.entries: dict[tuple[int, int, bool], Entry] = {}
 
     def __call__(self, ifindex: int, sampling_rate: int, ethernet: bool) -> Entry:
@@ -65,6 +66,10 @@ class Sink:
         if entry is None:
             entry = self.entries[key] = Entry(self, *key)
         return entry
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [Sample(e.ds_index, e.rate, e.ethernet, header, **packet) for e, header, packet in self.given]
 
 
 @dataclass
@@ -76,8 +81,7 @@ class Entry:
 
     def emit(self, *, header: Header, start: int, length: int, **packet: Any) -> None:
         """``flow.Emit``: the packet's other values as the sampler named them."""
-        header = bytes(header[start : start + length])
-        self.sink.samples.append(Sample(self.ds_index, self.rate, self.ethernet, header, **packet))
+        self.sink.given.append((self, bytes(header[start : start + length]), packet))
 
 
 def offloads(v: VethNamespace, state: str) -> None:
