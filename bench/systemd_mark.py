@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from packets import sampled_packet
 from test_systemd_owners import Server, capture, expected
 from test_systemd_service import LiveCgroup
 
@@ -42,7 +43,9 @@ def per_call_us(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def fresh(p: SampledPacket, cgroup_id: int | None = None) -> SampledPacket:
-    return SampledPacket(p.ds_index, 1, 1, 0, p.direction, p.header, p.frame_length, cgroup_id=cgroup_id)
+    packet = sampled_packet(p.ds_index, p.header, p.direction, frame_length=p.frame_length)
+    packet.cgroup_id = cgroup_id
+    return packet
 
 
 def main() -> None:

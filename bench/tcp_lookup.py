@@ -2,7 +2,7 @@
 
 Frames of real TCP connections (root namespace -> a sink in a test namespace,
 data out and ACKs back) are captured off the veth, then fed to an in-process
-agent the way a sampler does (``FlowPath.emit_header_sample``), in bursts of
+agent the way a sampler does (``FlowPath.interface(...).emit``), in bursts of
 ``--burst`` samples per loop iteration, through encoding and UDP delivery to a
 local socket.  With ``tcp { }`` each sample takes the enriched path: parse,
 local test, a sock_diag look-up (merged with in-flight ones for the same
@@ -31,11 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from netns import VethNamespace
+from packets import sampled_packet
 from tcp_traffic import Capture, Frame, sink
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, SampledPacket
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT
 from hsflowd_py.modules.tcp import TcpModule
 from hsflowd_py.packet import parse
 
@@ -70,13 +71,14 @@ async def run(frames: list[Frame], ifindex: int, samples: int, burst: int, with_
     tcp = agent.modules.get("tcp")
     annotated_before = tcp.stats["annotated"] if tcp else 0
     n = len(frames)
+    emit = agent.flows.interface(ifindex, 10, True).emit
     t0 = time.process_time()
     w0 = time.perf_counter()
     for i in range(samples):
         f = frames[i % n]
-        agent.flows.emit_header_sample(
-            ifindex, 10, 0, 0, DIRECTION_OUT if f.outgoing else DIRECTION_IN, f.length + 4, f.data, 0, len(f.data),
-            time.time_ns(),
+        emit(
+            sample_pool=0, drops=0, direction=DIRECTION_OUT if f.outgoing else DIRECTION_IN, frame_length=f.length + 4,
+            header=f.data, start=0, length=len(f.data), timestamp_ns=time.time_ns(),
         )  # fmt: skip
         if i % burst == burst - 1:
             await asyncio.sleep(0)
@@ -109,7 +111,7 @@ async def enrich_alone(frames: list[Frame], ifindex: int, samples: int, burst: i
         holds = []
         for i in range(start, min(start + burst, samples)):
             f = frames[i % n]
-            packet = SampledPacket(ifindex, 10, 0, 0, 0, f.data, f.length + 4)
+            packet = sampled_packet(ifindex, f.data, rate=10, frame_length=f.length + 4, header_bytes=len(f.data))
             if (hold := enricher.enrich(packet)) is not None:
                 holds.append(hold)
         await asyncio.gather(*holds)

@@ -1,8 +1,10 @@
 """The flow path: sampled packets from the samplers, through the enrichers, into the datagram.
 
-A sampler hands each packet to :meth:`FlowPath.emit_header_sample` with its header still in
-the sampler's ring.  With no enricher active it is packed there and then into the datagram
-being built (``sflow/flow_encoder.py``), with nothing allocated per packet.  Otherwise it
+A sampler gets an interface's entry from :meth:`FlowPath.interface` when it opens it (the
+per-interface half of its samples, ``flow.Interface``) and hands each packet to its ``emit`` (the
+per-packet half, ``flow.Emit``) with its header still in the sampler's ring.  With no enricher
+active it is packed there and then into the datagram being built (``sflow/flow_encoder.py``),
+with nothing allocated per packet.  Otherwise it
 becomes a :class:`SampledPacket`, each enricher (``enrichers.py``) may add records or ask for
 time (the tcp module's socket look-up when it has no fresh answer), and it is held
 (``holds.py``) until the answers are in or the hold expires, then packed by the same encoder
@@ -22,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .enrichers import Enricher, order_enrichers
-from .flow import HEADER_ETHERNET, DiscardPacket, Encoded, SampledPacket, ports
+from .flow import HEADER_ETHERNET, HEADER_IP, DiscardPacket, Encoded, Header, Interface, SampledPacket
 from .holds import HeldSamples
 from .sflow import records as rec
 from .sflow.assembler import UNENCODABLE, DatagramAssembler, unencodable
@@ -63,6 +65,9 @@ class FlowPath:
         self.enrichers: list[Stage] = []
         """The active enrichers in run order (``set_enrichers``); empty: the allocation-free path."""
         self.sequences: dict[int, int] = {}
+        """Each interface's last sequence number, for samples the flow path numbers."""
+        self.interfaces: dict[int, SampledInterface] = {}
+        """The entry last made for each interface (``interface``)."""
         self.held = HeldSamples(self.emit_flow, stats, hold_s, self._enrich)
         self.discard_sequences: dict[tuple[int, int], int] = {}
         self.held_discards = HeldSamples(self._send_discard, stats, hold_s, self._enrich)
@@ -111,60 +116,31 @@ class FlowPath:
                 return True
         return False
 
-    def emit_header_sample(
-        self,
-        ds_index: int,
-        sampling_rate: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Any,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        header_protocol: int = HEADER_ETHERNET,
-        sequence: int = 0,
-    ) -> None:
-        """A sampler's packet whose header is ``header[start:start+length]`` (a slice of its ring);
-        ``sequence``: its number if the sampler numbers its samples (eBPF, in the kernel), else 0.
+    def interface(self, ds_index: int, sampling_rate: int, ethernet: bool) -> SampledInterface:
+        """The entry for a sampler's samples of interface ``ds_index`` at ``sampling_rate`` (frames with
+        a MAC header, else IP packets): the same object while neither changes."""
+        protocol = HEADER_ETHERNET if ethernet else HEADER_IP
+        known = self.interfaces.get(ds_index)
+        if known is not None and known.sampling_rate == sampling_rate and known.header_protocol == protocol:
+            return known
+        self.interfaces[ds_index] = made = SampledInterface(self, ds_index, sampling_rate, protocol)
+        return made
 
-        With no enricher active the sample is encoded straight into the datagram being built
-        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise the enrichers
-        annotate a :class:`SampledPacket`; one they answer at once is packed there and then, one
-        they ask time for is held (``holds.py``) and packed by :meth:`emit_flow` when complete.
-        Ethernet frames lost their 4-byte FCS on the way to the sampler (``stripped``); headers
-        without a MAC header had none.
-        """
-        stripped = 4 if header_protocol == HEADER_ETHERNET else 0
-        stages = self.enrichers
-        if not stages:
-            self._pack(
-                ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-                start, length, timestamp_ns, sequence,
-            )  # fmt: skip
-            return
-        packet = SampledPacket(
-            ds_index, sampling_rate, sample_pool, drops, direction, bytes(header[start : start + length]), frame_length,
-            stripped, header_protocol, timestamp_ns, sequence=sequence,
-        )  # fmt: skip
-        if self._annotate(packet, stages, self.held):
-            return
-        extra = packet.extra  # answered at once: packed from the ring as on the fast path
-        self._pack(
-            ds_index, sampling_rate, sample_pool, drops, direction, header_protocol, frame_length, stripped, header,
-            start, length, timestamp_ns, sequence, b"".join(map(self._encoded_extra, extra)) if extra else b"",
-            len(extra),
-        )  # fmt: skip
+    def restart_sequence(self, ds_index: int) -> None:
+        """The interface stopped being sampled: its next flow sample starts a new sequence."""
+        self.sequences.pop(ds_index, None)
+        self.interfaces.pop(ds_index, None)
 
     def emit_flow(self, packet: SampledPacket) -> None:
         """Encode a held packet: as on the fast path, with the enrichers' records after the timestamp."""
         extra = packet.extra
         extras = b"".join(map(self._encoded_extra, extra)) if extra else b""
+        header = packet.header
+        start, length, timestamp_ns = 0, len(header), packet.timestamp_ns or time.time_ns()
         self._pack(
-            packet.ds_index, packet.sampling_rate, packet.sample_pool, packet.drops, packet.direction,
-            packet.header_protocol, packet.frame_length, packet.stripped, packet.header, 0, len(packet.header),
-            packet.timestamp_ns or time.time_ns(), packet.sequence, extras, len(extra),
+            packet.interface, extras, len(extra),
+            packet.sample_pool, packet.drops, packet.direction, packet.frame_length, header, start, length,
+            timestamp_ns, packet.sequence,
         )  # fmt: skip
 
     def emit_discard(self, sample: DiscardSample) -> None:
@@ -175,7 +151,7 @@ class FlowPath:
         if not stages or header is None:
             self._send(sample)
             return
-        packet = DiscardPacket(sample, header.header, header.frame_length, header.stripped, header.header_protocol)
+        packet = DiscardPacket(sample, header)
         if not self._annotate(packet, stages, self.held_discards):
             self._send_discard(packet)
 
@@ -212,48 +188,77 @@ class FlowPath:
         return record.data if isinstance(record, Encoded) else encode_record(record)
 
     def _pack(
-        self,
-        ds_index: int,
-        sampling_rate: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        header_protocol: int,
-        frame_length: int,
-        stripped: int,
-        header: Any,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        sequence: int = 0,
-        extras: bytes = b"",
-        extra_count: int = 0,
-    ) -> None:
+        self, interface: Interface, extras: bytes, extra_count: int,
+        sample_pool: int, drops: int, direction: int, frame_length: int, header: Header, start: int, length: int,
+        timestamp_ns: int, sequence: int | None = None,
+    ) -> None:  # fmt: skip
         """Both paths end here: the interface's next sequence number (unless the sampler numbered the
-        sample), the ports its direction gives, room in the datagram being built, and the encoder packs
-        the sample into it."""
+        sample), room in the datagram being built, and the encoder packs the sample into it.  The
+        packet's values are ``flow.Emit``'s, positionally in its order, as the encoder takes them."""
         a = self.assembler
         if a is None:
             return
+        ds_index = interface.ds_index
         seqs = self.sequences
-        seq = sequence or (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
-        if not sequence:
-            seqs[ds_index] = seq
-        inp, out = ports(ds_index, direction)
+        ours = sequence is None  # else the sampler numbered it, 0 included (a wrapped kernel counter)
+        if sequence is None:
+            sequence = seqs[ds_index] = (seqs.get(ds_index, 0) + 1) & 0xFFFFFFFF
         encoder = self._encoder
-        off = a.reserve(encoder.size(length) + len(extras), self.uptime_ms())
+        off = a.reserve(encoder.fixed_size + ((length + 3) & ~3) + len(extras), self.uptime_ms())
         try:
             encoder.pack_into(
-                a.buffer, off, seq, ds_index, sampling_rate, sample_pool, drops, inp, out,
-                header_protocol, frame_length, stripped, header, start, length, timestamp_ns, extras, extra_count,
+                a.buffer, off, interface, extras, extra_count,
+                sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence,
             )  # fmt: skip
         except UNENCODABLE as e:
             a.unreserve(off)
-            if not sequence:
-                seqs[ds_index] = (seq - 1) & 0xFFFFFFFF
+            if ours:
+                seqs[ds_index] = (sequence - 1) & 0xFFFFFFFF
             unencodable(self.stats, f"flow sample of ifIndex {ds_index}", e)
             return
         self.stats["flow_samples"] += 1
+
+
+class SampledInterface(Interface):
+    """One sampled interface's entry into the flow path: its sampler calls :meth:`emit` per packet.
+
+    Made by :meth:`FlowPath.interface` when the sampler opens the interface, and again when its rate
+    changes: what every sample of the interface shares is set here once, not passed per packet.
+    """
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: FlowPath, ds_index: int, sampling_rate: int, header_protocol: int) -> None:
+        super().__init__(ds_index, sampling_rate, header_protocol)
+        self._path = path
+
+    def emit(
+        self, *, sample_pool: int, drops: int, direction: int, frame_length: int, header: Header, start: int,
+        length: int, timestamp_ns: int, sequence: int | None = None,
+    ) -> None:  # fmt: skip
+        """A sampled packet (``flow.Emit``), its header still in the sampler's ring.
+
+        With no enricher active the sample is encoded straight into the datagram being built
+        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise the enrichers
+        annotate a :class:`SampledPacket`; one they answer at once is packed there and then, from
+        the ring, one they ask time for is held (``holds.py``) and packed by ``emit_flow`` when complete.
+        """
+        path = self._path
+        stages = path.enrichers
+        extras, extra_count = b"", 0
+        if stages:
+            packet = SampledPacket(
+                self, sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence
+            )
+            if path._annotate(packet, stages, path.held):
+                return
+            extra = packet.extra  # answered at once: packed from the ring as on the fast path
+            if extra:
+                extras, extra_count = b"".join(map(path._encoded_extra, extra)), len(extra)
+        path._pack(
+            self, extras, extra_count,
+            sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence,
+        )  # fmt: skip
 
 
 class EncodedFlows:
@@ -263,7 +268,7 @@ class EncodedFlows:
 
     Samples added here go out as they were given (``DatagramAssembler.add_pieces``): only while
     :attr:`direct` holds, that is there is an assembler and no enricher wants the packets; else the
-    sampler hands them to ``emit_header_sample`` with their numbers."""
+    sampler hands them to its interfaces' ``emit`` with their numbers."""
 
     __slots__ = ("_flows", "_uptime")
 
@@ -273,7 +278,7 @@ class EncodedFlows:
 
     @property
     def direct(self) -> bool:
-        """Encoded samples may go straight into the datagram (else through ``emit_header_sample``)."""
+        """Encoded samples may go straight into the datagram (else through the interfaces' ``emit``)."""
         return self._flows.assembler is not None and not self._flows.enrichers
 
     def room(self) -> int:

@@ -22,7 +22,7 @@ from .sflow.samples import DiscardSample
 
 if TYPE_CHECKING:
     from .ds_index import DsIndexes
-    from .flow_path import FlowPath
+    from .flow_path import FlowPath, SampledInterface
     from .host_counters import HostCounters
     from .receivers import Receivers
 
@@ -155,10 +155,11 @@ class ModuleContext:
 
     # --------------------------------------------------------------- flows
 
-    @property
-    def emit_header_sample(self) -> Callable[..., None]:
-        """The flow path's entry for samplers (``FlowPath.emit_header_sample``), bound once by the sampler."""
-        return self._core.flows.emit_header_sample
+    def flow_interface(self, ifindex: int, sampling_rate: int, ethernet: bool) -> SampledInterface:
+        """The flow path's entry for a sampler's interface (``FlowPath.interface``): what its samples
+        share, set once; the sampler calls its ``emit`` per packet (``flow.Emit``), and asks again
+        when the interface's rate changes."""
+        return self._core.flows.interface(ifindex, sampling_rate, ethernet)
 
     def encoded_flows(self) -> EncodedFlows:
         """The flow path's face for a sampler that encodes samples itself (eBPF, in the kernel): it numbers
@@ -172,7 +173,7 @@ class ModuleContext:
 
     def restart_flow_sequence(self, ifindex: int) -> None:
         """The interface stopped being sampled: its next flow sample starts a new sequence."""
-        self._core.flows.sequences.pop(ifindex, None)
+        self._core.flows.restart_sequence(ifindex)
 
     # ----------------------------------------------- collectors (DNS-SD)
 

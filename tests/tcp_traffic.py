@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from netns import VethNamespace, sh
+from packets import sampled_packet
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, SampledPacket
 from hsflowd_py.packet import parse
@@ -83,16 +84,11 @@ class Capture:
 
 
 def sampled(frame: Frame, ifindex: int, rate: int = 10, netns: str | None = None) -> SampledPacket:
-    return SampledPacket(
-        ds_index=ifindex,
-        sampling_rate=rate,
-        sample_pool=0,
-        drops=0,
-        direction=DIRECTION_OUT if frame.outgoing else DIRECTION_IN,
-        header=frame.data,
-        frame_length=frame.length + 4,
-        netns=netns,
-    )
+    direction = DIRECTION_OUT if frame.outgoing else DIRECTION_IN
+    length, data = frame.length + 4, frame.data
+    packet = sampled_packet(ifindex, data, direction, rate=rate, frame_length=length, header_bytes=len(data))
+    packet.netns = netns
+    return packet
 
 
 def tcp_payload(frame: Frame) -> int:

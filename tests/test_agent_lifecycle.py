@@ -118,8 +118,12 @@ def test_stop_flushes_pending_flow_samples(tmp_path: Path) -> None:
     async def scenario() -> None:
         task = asyncio.create_task(agent.run())
         await asyncio.sleep(0.2)
+        emit = agent.flows.interface(7, 10, True).emit
         for _ in range(5):
-            agent.flows.emit_header_sample(7, 10, 100, 0, DIRECTION_OUT, 64, b"\x00" * 60, 0, 60, 1)
+            emit(
+                sample_pool=100, drops=0, direction=DIRECTION_OUT, frame_length=64, header=bytes(60), start=0,
+                length=60, timestamp_ns=1,
+            )  # fmt: skip
         assert agent.assembler is not None and agent.assembler.pending == 5
         agent.request_stop()
         await task

@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 from dockerd import SOCKET, Container, Engine, containers
+from packets import sampled_packet
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.cgroup_counters import KernelSource, ProcDir
 from hsflowd_py.config import Settings, parse_config
-from hsflowd_py.flow import DIRECTION_UNKNOWN, HEADER_IPV4, SampledPacket
+from hsflowd_py.flow import HEADER_IPV4, SampledPacket
 from hsflowd_py.modules.docker import DockerModule
 from hsflowd_py.pollers import Poller
 from hsflowd_py.readers import cgroup as cg
@@ -100,16 +101,7 @@ def capture(dev: str, macs: set[bytes], count: int, timeout: float) -> list[byte
 
 
 def sampled(frame: bytes, protocol: int = 1) -> SampledPacket:
-    return SampledPacket(
-        ds_index=socket.if_nametoindex("docker0"),
-        sampling_rate=1,
-        sample_pool=1,
-        drops=0,
-        direction=DIRECTION_UNKNOWN,
-        header=frame[:128],
-        frame_length=len(frame) + 4,
-        header_protocol=protocol,
-    )
+    return sampled_packet(socket.if_nametoindex("docker0"), frame, protocol=protocol)
 
 
 def entities(packet: SampledPacket) -> tuple[int, int, int, int] | None:

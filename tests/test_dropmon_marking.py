@@ -139,7 +139,10 @@ def test_a_discard_waits_for_an_enricher_that_asks_for_time(agent: tuple[Agent, 
         a.context.send_discard(discard(MAC_A, MAC_B))
         assert len(a.flows.held_discards) == 1
         a.flows.set_enrichers([])
-        a.flows.emit_header_sample(3, 1, 1, 0, 1, 64, frame(MAC_A, MAC_B), 0, 52, 1)
+        a.flows.interface(3, 1, True).emit(
+            sample_pool=1, drops=0, direction=1, frame_length=64, header=frame(MAC_A, MAC_B), start=0, length=52,
+            timestamp_ns=1,
+        )  # fmt: skip
         assert slow.answer is not None
         slow.answer.set_result(None)
         await asyncio.sleep(0.01)

@@ -62,7 +62,10 @@ def test_a_failing_enricher_is_counted_against_its_module_and_the_sample_still_g
         agent.flows.set_enrichers([(owner, "broken", Broken())])
         with caplog.at_level("ERROR"):
             for _ in range(3):
-                agent.flows.emit_header_sample(7, 10, 1, 0, DIRECTION_OUT, 64, bytes(60), 0, 60, 1)
+                agent.flows.interface(7, 10, True).emit(
+                    sample_pool=1, drops=0, direction=DIRECTION_OUT, frame_length=64, header=bytes(60), start=0,
+                    length=60, timestamp_ns=1,
+                )  # fmt: skip
         agent.flush()
         samples = decode_datagram(sink.recv(9000)).samples
         agent.receivers.close()

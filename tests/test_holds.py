@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+from packets import sampled_packet
+
 from hsflowd_py.flow import DIRECTION_IN, SampledPacket
 from hsflowd_py.holds import SWEEP_S, HeldSamples
 
 
 def packet(n: int) -> SampledPacket:
-    return SampledPacket(n, 10, 10, 0, DIRECTION_IN, b"", 64)
+    return sampled_packet(n, b"", DIRECTION_IN, rate=10, frame_length=64)
 
 
 def run(scenario) -> tuple[list[tuple[int, float]], dict[str, int]]:

@@ -36,9 +36,11 @@ def test_context_acts_on_the_agent(tmp_path: Path) -> None:
     assert (3, index) in a.pollers
     context.remove_poller(3, index)
     assert (3, index) not in a.pollers
+    entry = context.flow_interface(5, 10, True)
+    assert context.flow_interface(5, 10, True) is entry and context.flow_interface(5, 20, True) is not entry
     a.flows.sequences[5] = 41
     context.restart_flow_sequence(5)
-    assert 5 not in a.flows.sequences
+    assert 5 not in a.flows.sequences and 5 not in a.flows.interfaces
     assert context.describe(None, context.host_uuid) == a.host.description(None, a.uuid)
 
 

@@ -59,7 +59,7 @@ async def main():
         "kernel_btf_visible": Path("/sys/kernel/btf/vmlinux").exists(),
         "ifindex": tap.ifindex,
         "counted": counted,
-        "samples": [[s.ds_index, s.rate, s.pool, s.direction, s.header.hex()] for s in sink.samples],
+        "samples": [[s.ds_index, s.rate, s.sample_pool, s.direction, s.header.hex()] for s in sink.samples],
     }))
 
 asyncio.run(main())

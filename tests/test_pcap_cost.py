@@ -17,6 +17,7 @@ import pytest
 from netns import ns_exec, sh
 from pcap_netns import veth_pair
 from procs import Proc, free_udp_port, python
+from test_pcap_samplers import Sink
 
 from hsflowd_py.modules.pcap.cbpf import CbpfSampler
 from hsflowd_py.modules.pcap.interfaces import Tap
@@ -58,7 +59,7 @@ def test_a_ring_fits_the_interface_and_holds_two_descriptors() -> None:
         with veth_pair("pcost") as v:
 
             async def run() -> tuple[int, int, int]:
-                sampler = CbpfSampler(lambda *a, **k: None, Path("/"))
+                sampler = CbpfSampler(Sink(), Path("/"))
                 before = len(os.listdir("/proc/self/fd"))
                 slow = tap_of(bridge, 400)
                 sampler.open(slow)

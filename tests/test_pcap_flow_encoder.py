@@ -12,16 +12,34 @@ from hypothesis import strategies as st
 from hsflowd_py.agent import Agent
 from hsflowd_py.config.parser import parse_config
 from hsflowd_py.enrichers import Enricher
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET, HEADER_IPV4
+from hsflowd_py.flow import (
+    DIRECTION_IN,
+    DIRECTION_OUT,
+    DIRECTION_UNKNOWN,
+    HEADER_ETHERNET,
+    HEADER_IP,
+    HEADER_IPV4,
+    HEADER_IPV6,
+    Interface,
+)
 from hsflowd_py.module import Module
 from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.sflow import records as rec
 from hsflowd_py.sflow.assembler import DatagramAssembler
 from hsflowd_py.sflow.codec import decode_datagram, encode_record, encode_sample
 from hsflowd_py.sflow.flow_encoder import FlowEncoder
+from hsflowd_py.sflow.records import INTERNAL_PORT
 from hsflowd_py.sflow.samples import FlowSample
 
 U32 = st.integers(0, 2**32 - 1)
+
+
+PORTS = {
+    DIRECTION_IN: lambda i: (i, INTERNAL_PORT),
+    DIRECTION_OUT: lambda i: (INTERNAL_PORT, i),
+    DIRECTION_UNKNOWN: lambda i: (0, 0),
+}
+"""A sample's (input, output) by the packet's direction (REFERENCE.md section 2)."""
 
 
 @given(
@@ -30,9 +48,8 @@ U32 = st.integers(0, 2**32 - 1)
     rate=U32,
     pool=st.integers(0, 2**40),
     drops=st.integers(0, 2**40),
-    inp=U32,
-    out=U32,
-    proto=st.sampled_from([1, 11, 12]),
+    direction=st.sampled_from(sorted(PORTS)),
+    link=st.sampled_from([HEADER_ETHERNET, HEADER_IP, HEADER_IPV4, HEADER_IPV6]),
     frame_length=U32,
     header=st.binary(max_size=256),
     lead=st.integers(0, 7),
@@ -51,24 +68,30 @@ def test_fast_encoding_equals_the_codec(
     rate: int,
     pool: int,
     drops: int,
-    inp: int,
-    out: int,
-    proto: int,
+    direction: int,
+    link: int,
     frame_length: int,
     header: bytes,
     lead: int,
     ts: int,
     extras: list[rec.Record],
 ) -> None:
-    records = [rec.SampledHeader(proto, frame_length, 4, header), rec.ExtendedTimestamp(ts), *extras]
+    """The interface's half and the packet's half packed in place: the codec's bytes.  An IP link's
+    header is IPv4 or IPv6 by its version nibble, as the eBPF program (``sampler.bpf.h``) says."""
+    proto = link
+    if link == HEADER_IP:
+        proto = HEADER_IPV4 if header and header[0] >> 4 == 4 else HEADER_IPV6
+    stripped = 4 if link == HEADER_ETHERNET else 0
+    records = [rec.SampledHeader(proto, frame_length, stripped, header), rec.ExtendedTimestamp(ts), *extras]
+    inp, out = PORTS[direction](ds_index)
     expected = encode_sample(FlowSample(0, ds_index, rate, pool, drops, inp, out, records, seq))
     enc = FlowEncoder()
     encoded = b"".join(encode_record(r) for r in extras)
     buf = bytearray(b"\xee" * (enc.size(len(header)) + len(encoded) + 20))  # stale bytes must not leak into padding
     src = memoryview(b"\x55" * lead + header)
     enc.pack_into(
-        buf, 10, seq, ds_index, rate, pool, drops, inp, out, proto, frame_length, 4, src, lead, len(header), ts,
-        encoded, len(extras),
+        buf, 10, Interface(ds_index, rate, link), encoded, len(extras),
+        pool, drops, direction, frame_length, src, lead, len(header), ts, seq,
     )  # fmt: skip
     assert enc.size(len(header)) + len(encoded) == len(expected)
     assert bytes(buf[10 : 10 + len(expected)]) == expected
@@ -90,11 +113,18 @@ class _Marker(Enricher):
 
 
 def _emit_three(agent: Agent, frame: bytes) -> None:
+    """Three Ethernet frames of interface 7, one each way, then an IPv4 packet (a tunnel's) of interface 8."""
     ring = memoryview(b"\0" * 16 + frame)
-    emit = agent.flows.emit_header_sample
+    emit = agent.flows.interface(7, 10, True).emit
     for direction in (DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN):
-        emit(7, 10, 100, 2, direction, len(frame) + 4, ring, 16, len(frame), 1_700_000_000 * 10**9)
-    emit(7, 10, 110, 2, DIRECTION_IN, 60, ring, 16, 20, 5, header_protocol=HEADER_IPV4)
+        emit(
+            sample_pool=100, drops=2, direction=direction, frame_length=len(frame) + 4, header=ring, start=16,
+            length=len(frame), timestamp_ns=1_700_000_000 * 10**9,
+        )  # fmt: skip
+    agent.flows.interface(8, 10, False).emit(
+        sample_pool=110, drops=2, direction=DIRECTION_IN, frame_length=60, header=ring, start=16 + 0x40, length=20,
+        timestamp_ns=5,
+    )  # fmt: skip
     agent.flush()
 
 
@@ -119,13 +149,37 @@ def test_fast_and_enriched_paths_send_the_same_samples() -> None:
         for attr in ("sequence", "ds_class", "ds_index", "sampling_rate", "sample_pool", "drops", "input", "output"):
             assert getattr(fs, attr) == getattr(ss, attr)
     ins = [(x.input, x.output) for x in f.samples]
-    assert ins == [(7, 0x3FFFFFFF), (0x3FFFFFFF, 7), (0, 0), (7, 0x3FFFFFFF)]
-    assert [x.sequence for x in f.samples] == [1, 2, 3, 4]
+    assert ins == [(7, 0x3FFFFFFF), (0x3FFFFFFF, 7), (0, 0), (8, 0x3FFFFFFF)]
+    assert [(x.ds_index, x.sequence) for x in f.samples] == [(7, 1), (7, 2), (7, 3), (8, 1)]
     eth, ip = f.samples[0].records[0], f.samples[3].records[0]
     assert (eth.header_protocol, eth.frame_length, eth.stripped, eth.header) == (HEADER_ETHERNET, 94, 4, frame)
-    assert (ip.header_protocol, ip.stripped, ip.header) == (HEADER_IPV4, 0, frame[:20])
+    assert (ip.header_protocol, ip.stripped, ip.header) == (HEADER_IPV4, 0, frame[0x40:0x54])
     assert f.samples[0].records[1] == rec.ExtendedTimestamp(1_700_000_000 * 10**9)
     assert a.stats["flow_samples"] == 4
+
+
+def test_a_kernel_sequence_number_that_wrapped_to_zero_is_kept() -> None:
+    """The eBPF sampler numbers samples in the kernel, in 32 bits: after 0xFFFFFFFF comes 0, which both
+    paths send as it is (it used to mean "not numbered", and the flow path numbered it again).  The
+    flow path's own count of the interface, for samples that come unnumbered, is not disturbed."""
+    frame = bytes(range(60))
+    for enriched in (False, True):
+        sent: list[bytes] = []
+        agent = _agent(sent)
+        if enriched:
+            agent.flows.set_enrichers([(Module(agent.context, agent.settings), "marker-test", _Marker())])
+
+        async def run(agent: Agent = agent) -> None:
+            emit = agent.flows.interface(7, 10, True).emit
+            for sequence in (0xFFFFFFFF, 0, 1, None):
+                emit(
+                    sample_pool=100, drops=0, direction=DIRECTION_IN, frame_length=64, header=frame, start=0,
+                    length=60, timestamp_ns=1, sequence=sequence,
+                )  # fmt: skip
+            agent.flush()
+
+        asyncio.run(run())
+        assert [x.sequence for x in decode_datagram(sent[0]).samples] == [0xFFFFFFFF, 0, 1, 1], enriched
 
 
 def test_a_sample_that_cannot_be_encoded_leaves_no_hole(caplog: Any) -> None:
@@ -135,10 +189,12 @@ def test_a_sample_that_cannot_be_encoded_leaves_no_hole(caplog: Any) -> None:
     sent: list[bytes] = []
     agent = _agent(sent)
     ring = memoryview(bytes(range(90)))
-    emit = agent.flows.emit_header_sample
     with caplog.at_level("WARNING", logger="hsflowd.assembler"):
         for rate in (10, 2**32 + 1, 10, -1, 10):
-            emit(7, rate, 100, 0, DIRECTION_IN, 94, ring, 0, 90, 1)
+            agent.flows.interface(7, rate, True).emit(
+                sample_pool=100, drops=0, direction=DIRECTION_IN, frame_length=94, header=ring, start=0, length=90,
+                timestamp_ns=1,
+            )  # fmt: skip
     agent.flush()
     d = decode_datagram(sent[0])
     assert [(s.sequence, s.sampling_rate) for s in d.samples] == [(1, 10), (2, 10), (3, 10)]

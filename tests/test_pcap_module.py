@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from netns import VethNamespace
 from pcap_netns import veth_pair
+from test_pcap_samplers import Sink
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config.parser import parse_config
@@ -193,7 +194,7 @@ def test_a_classic_sampler_that_cannot_read_the_counters_leaks_no_descriptor(tmp
     tap = Tap("gone0", 999_999, 1, 128, False, "cbpf", None, True)
 
     async def run() -> None:
-        sampler = CbpfSampler(lambda *a, **k: None, tmp_path)
+        sampler = CbpfSampler(Sink(), tmp_path)
         with pytest.raises(SamplerError, match="No such file"):
             sampler.open(tap)
         sampler.stop()

@@ -17,12 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from hsflowd_py import bpf
-from hsflowd_py.flow import HEADER_ETHERNET
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, HEADER_ETHERNET, Interface
 from hsflowd_py.modules.pcap import ebpf, ebpf_core, wire
 from hsflowd_py.modules.pcap.ebpf import _CONFIG, _COUNTS, _KEY, _Loaded
 from hsflowd_py.modules.pcap.sampler import SamplerError
 from hsflowd_py.sflow.flow_encoder import FlowEncoder
-from hsflowd_py.sflow.records import INTERNAL_PORT
 
 pytestmark = pytest.mark.root
 
@@ -114,10 +113,11 @@ def encoded(header: bytes, frame: int, timestamp: int, number: int, direction_ou
     """What the encoder writes for this sample, the interface's ``number``th sample and packet, no drops."""
     encoder = FlowEncoder()
     buf = bytearray(encoder.size(len(header)))
-    inp, out = (INTERNAL_PORT, IFINDEX) if direction_out else (IFINDEX, INTERNAL_PORT)
+    direction = DIRECTION_OUT if direction_out else DIRECTION_IN
     encoder.pack_into(
-        buf, 0, number, IFINDEX, 1, number, 0, inp, out, HEADER_ETHERNET, frame, 4, header, 0, len(header), timestamp
-    )
+        buf, 0, Interface(IFINDEX, 1, HEADER_ETHERNET), b"", 0,
+        number, 0, direction, frame, header, 0, len(header), timestamp, number,
+    )  # fmt: skip
     return bytes(buf)
 
 

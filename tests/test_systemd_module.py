@@ -170,7 +170,10 @@ def test_marking_waits_for_the_enricher_whose_answer_it_reads(
     agent.flows.set_enrichers([(module, "systemd", marking), (module, "zzz-tcp", answers)])  # names would put tcp last
 
     def emit(p: SampledPacket) -> None:  # as a sampler hands a packet over
-        agent.flows.emit_header_sample(p.ds_index, 1, 1, 0, p.direction, p.frame_length, p.header, 0, len(p.header), 1)
+        agent.flows.interface(p.ds_index, 1, True).emit(
+            sample_pool=1, drops=0, direction=p.direction, frame_length=p.frame_length, header=p.header, start=0,
+            length=len(p.header), timestamp_ns=1,
+        )  # fmt: skip
 
     async def run() -> None:
         emit(packets[0])

@@ -17,10 +17,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from packets import sampled_packet
 from test_systemd_service import HOST_MEMORY, LiveCgroup, describe
 
 from hsflowd_py import netlink as nl
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, DST, SRC, SampledPacket, mark_entity
+from hsflowd_py.flow import (
+    DIRECTION_IN,
+    DIRECTION_OUT,
+    DIRECTION_UNKNOWN,
+    DST,
+    SRC,
+    SampledPacket,
+    mark_entity,
+)
 from hsflowd_py.modules.systemd.owners import LOOPBACK_IFINDEX, SCAN_MIN_S, Owners, scan
 from hsflowd_py.modules.systemd.service import Service
 from hsflowd_py.modules.tcp import inet_diag
@@ -96,7 +105,7 @@ def capture(port: int, traffic: Callable[[], None], ifindex: int = IFINDEX) -> l
                 flow = parse(frame, 1)
                 if flow is not None and port in (flow.sport, flow.dport):
                     direction = DIRECTION_OUT if addr[2] == PACKET_OUTGOING else DIRECTION_IN
-                    out.append(SampledPacket(ifindex, 1, 1, 0, direction, frame[:128], len(frame) + 4))
+                    out.append(sampled_packet(ifindex, frame, direction))
         except TimeoutError:
             pass
     assert out, f"nothing captured on lo for port {port}"
@@ -304,7 +313,7 @@ def test_an_unknown_direction_tries_both_ends(server: Server) -> None:
 
 
 def test_mark_shares_the_entity_record_another_module_made() -> None:
-    p = SampledPacket(1, 1, 1, 0, DIRECTION_IN, b"", 64)
+    p = sampled_packet(1, b"", DIRECTION_IN, frame_length=64)
     p.extra.append(ExtendedEntities(3, 100007, 0, 0))  # docker named the sending container
     mark_entity(p, DST, 100042)
     mark_entity(p, SRC, 100099)  # a side already named stays as it is

@@ -60,10 +60,17 @@ def test_flow_samples_carry_tcp_info_to_the_collector(link: VethNamespace) -> No
                     )
                     agent.apply_settings()
                     await agent._sync_modules()
+                    emit = agent.flows.interface(cap.ifindex, 10, True).emit
                     for f in frames:
-                        direction = DIRECTION_OUT if f.outgoing else DIRECTION_IN
-                        agent.flows.emit_header_sample(
-                            cap.ifindex, 10, 100, 0, direction, f.length + 4, f.data, 0, len(f.data), time.time_ns()
+                        emit(
+                            sample_pool=100,
+                            drops=0,
+                            direction=DIRECTION_OUT if f.outgoing else DIRECTION_IN,
+                            frame_length=f.length + 4,
+                            header=f.data,
+                            start=0,
+                            length=len(f.data),
+                            timestamp_ns=time.time_ns(),
                         )
                     while len(agent.flows.held):
                         await asyncio.sleep(0.01)

@@ -4,7 +4,9 @@ any records enrichers added (already encoded), packed in place into a datagram b
 ``codec.encode_sample`` builds record objects and joins bytes; at a hundred thousand samples
 a second that costs more than the sampling itself.  This encoder writes the same bytes with
 one precompiled ``Struct.pack_into`` for everything up to the header bytes, one slice copy
-for the header and one ``pack_into`` for the timestamp.
+for the header and one ``pack_into`` for the timestamp.  It takes a sample's two halves as
+``hsflowd_py/flow.py`` declares them: the interface's values (``Interface``, ports by direction
+worked out once) and the packet's, in the order ``Emit`` declares them.
 
 The layout is compiled from the declarations, not restated: the flow sample head and the TLV
 words come from the codec, the 0:1 words from ``SampledHeader``'s fixed run followed by its
@@ -20,13 +22,16 @@ then still dissect the sampled packet.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .codec import _FLOW_HEAD, _TL
 from .layout import Field, Layout
 from .records import ExtendedTimestamp, SampledHeader
 from .samples import FLOW_SAMPLE_EXPANDED
 from .xdr import OPAQUE, pad4
+
+if TYPE_CHECKING:
+    from ..flow import Header, Interface
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
 
@@ -66,35 +71,20 @@ class FlowEncoder:
         return self.fixed_size + pad4(header_length)
 
     def pack_into(
-        self,
-        buf: bytearray,
-        off: int,
-        sequence: int,
-        ds_index: int,
-        sampling_rate: int,
-        sample_pool: int,
-        drops: int,
-        input: int,
-        output: int,
-        header_protocol: int,
-        frame_length: int,
-        stripped: int,
-        header: Any,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        extras: bytes = b"",
-        extra_count: int = 0,
-    ) -> None:
-        """Write one sample of ``size(length) + len(extras)`` bytes at ``off``; the header is
-        ``header[start:start+length]``.
+        self, buf: bytearray, off: int, interface: Interface, extras: bytes, extra_count: int,
+        sample_pool: int, drops: int, direction: int, frame_length: int, header: Header, start: int, length: int,
+        timestamp_ns: int, sequence: int,
+    ) -> None:  # fmt: skip
+        """Write one sample of ``size(length) + len(extras)`` bytes at ``off``: the interface's values,
+        then the packet's (``flow.Emit``'s, numbered), then ``extras``, ``extra_count`` records
+        encoded by ``codec.encode_record``.
 
         ``header`` is anything sliceable into a buffer (a memoryview over a ring, bytes).
-        ``extras`` are ``extra_count`` records encoded by ``codec.encode_record``, written last.
         Counters are taken modulo 2^32 as the codec does.
         """
         padded = (length + 3) & ~3
         head = self._head
+        input, output = interface.ports[direction]
         head.pack_into(
             buf,
             off,
@@ -102,8 +92,8 @@ class FlowEncoder:
             head.size - 8 + padded + self._ts.size + len(extras),
             sequence,
             0,  # ds_class: samplers sample interfaces (0:ifIndex)
-            ds_index,
-            sampling_rate,
+            interface.ds_index,
+            interface.sampling_rate,
             sample_pool & 0xFFFFFFFF,
             drops & 0xFFFFFFFF,
             0,  # input format: one ifIndex
@@ -113,9 +103,9 @@ class FlowEncoder:
             2 + extra_count,  # records
             self._header_tag,
             self._header_body + padded,
-            header_protocol,
+            interface.header_protocol or interface.protocol_of(header, start, length),  # HEADER_IP is 0
             frame_length,
-            stripped,
+            interface.stripped,
             length,
         )
         p = off + head.size

@@ -34,7 +34,7 @@ sampled as soon as the pod is found and closed, with a last counter sample, when
 
 Each sampled interface gets a counter poller on 0:ifIndex (``counters.py``), its 0:1005 the
 name a module gave the port (``ModuleContext.name_port``: a pod's name on its veth), else
-the kernel's.  Flow samples go out through the agent's allocation-free path (``FlowPath.emit_header_sample``) unless an
+the kernel's.  Flow samples go out through the agent's allocation-free path (``FlowPath.interface``) unless an
 enricher is active; the eBPF sampler's, encoded in the kernel, go from its ring straight into
 the datagram (``ebpf.py``).  After start-up the module freezes the garbage collector's view of
 everything allocated so far (``gc.freeze``): the hot path allocates nothing that lives, so
@@ -217,7 +217,7 @@ class PcapModule(Module):
 
             try:
                 context = self.context
-                sampler = await EbpfSampler.create(context.emit_header_sample, context.root, context.encoded_flows())
+                sampler = await EbpfSampler.create(context.flow_interface, context.root, context.encoded_flows())
                 self.samplers["ebpf"] = sampler
             except (SamplerError, OSError) as e:
                 self.ebpf_unavailable = str(e)
@@ -236,7 +236,7 @@ class PcapModule(Module):
     def _cbpf(self) -> Sampler:
         sampler = self.samplers.get("cbpf")
         if sampler is None:
-            sampler = self.samplers["cbpf"] = CbpfSampler(self.context.emit_header_sample, self.context.root)
+            sampler = self.samplers["cbpf"] = CbpfSampler(self.context.flow_interface, self.context.root)
         return sampler
 
     # ---------------------------------------------------------------- interfaces

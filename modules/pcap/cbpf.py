@@ -44,13 +44,14 @@ import socket
 import struct
 from pathlib import Path
 
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, Header
 
 from .interfaces import Tap
 from .sampler import (
     FCS_BYTES,
     VLAN_TAG_BYTES,
-    Emit,
+    FlowEntry,
+    OpenFlows,
     OutOfDescriptors,
     RunningTotal,
     Sampler,
@@ -153,9 +154,10 @@ def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]])
 class _Ring:
     """One interface: its socket, its mapped ring and its running totals."""
 
-    def __init__(self, tap: Tap, root: Path, emit: Emit) -> None:
+    def __init__(self, tap: Tap, root: Path, open_flows: OpenFlows) -> None:
         self.tap = tap
-        self.emit = emit
+        self.open_flows = open_flows
+        self.flow: FlowEntry  # set by configure, with the rate
         self.block = 0
         self.samples = 0
         self.failed: str | None = None
@@ -188,6 +190,7 @@ class _Ring:
     def configure(self, tap: Tap) -> None:
         self.tap = tap
         self.header_bytes = tap.header_bytes
+        self.flow = self.open_flows(tap.ifindex, tap.sampling_rate, tap.ethernet)
         attach_filter(self.sock, random_filter(tap.sampling_rate, max(tap.header_bytes, 1)))
 
     def _packets(self) -> int:
@@ -224,7 +227,7 @@ class _Ring:
         return done
 
     def _walk(self, p: int, count: int) -> None:
-        """The hot loop: ``count`` packets from offset ``p``, each straight into ``emit``."""
+        """The hot loop: ``count`` packets from offset ``p``, each straight into the flow path's ``emit``."""
         try:
             _, dropped = self._statistics()
             self.drops += dropped
@@ -234,12 +237,11 @@ class _Ring:
             self._fail(f"cannot read its counters: {e}")
             before = after = self.pool_seen
         drops, spread = self.drops, after - before
-        m, view, emit, unpack = self.map, self.view, self.emit, _PACKET.unpack_from
+        m, view, emit, unpack = self.map, self.view, self.flow.emit, _PACKET.unpack_from
         tap = self.tap
-        ds_index, rate, limit, mac, ethernet = tap.ifindex, tap.sampling_rate, self.header_bytes, tap.mac, tap.ethernet
+        limit, mac, ethernet = self.header_bytes, tap.mac, tap.ethernet
         check_source = ethernet and mac is not None
         fcs = FCS_BYTES if ethernet else 0
-        protocol = HEADER_ETHERNET
         for i in range(1, count + 1):
             step, sec, nsec, snaplen, length, pstatus, mac_off, pkttype = unpack(m, p)
             direction = DIRECTIONS[pkttype]
@@ -247,18 +249,24 @@ class _Ring:
             if direction == DIRECTION_OUT and check_source and m[start + 6 : start + 12] != mac:
                 direction = DIRECTION_UNKNOWN  # forwarded, not sent by this host
             hlen = snaplen if snaplen <= limit else limit
-            if not ethernet:
-                protocol = HEADER_IPV4 if hlen and m[start] >> 4 == 4 else HEADER_IPV6
             frame = length + fcs
-            src = view
+            src: Header = view
             if pstatus & TP_STATUS_VLAN_VALID and ethernet:
                 tci, tpid = _VLAN.unpack_from(m, p)
                 if not pstatus & TP_STATUS_VLAN_TPID_VALID:
                     tpid = 0
                 hlen = restore_vlan_tag(self.vlan_scratch, view, start, hlen, tpid, tci, limit)
                 src, start, frame = self.vlan_scratch, 0, frame + VLAN_TAG_BYTES
-            pool = before + spread * i // count
-            emit(ds_index, rate, pool, drops, direction, frame, src, start, hlen, sec * 1_000_000_000 + nsec, protocol)
+            emit(
+                sample_pool=before + spread * i // count,
+                drops=drops,
+                direction=direction,
+                frame_length=frame,
+                header=src,
+                start=start,
+                length=hlen,
+                timestamp_ns=sec * 1_000_000_000 + nsec,
+            )
             p += step
 
     def check_error(self) -> None:
@@ -285,8 +293,8 @@ class CbpfSampler(Sampler):
 
     kind = "cbpf"
 
-    def __init__(self, emit: Emit, root: Path) -> None:
-        self.emit = emit
+    def __init__(self, open_flows: OpenFlows, root: Path) -> None:
+        self.open_flows = open_flows
         self.root = root
         self.rings: dict[int, _Ring] = {}
         self.loop = asyncio.get_running_loop()
@@ -294,7 +302,7 @@ class CbpfSampler(Sampler):
 
     def open(self, tap: Tap) -> None:
         try:
-            ring = _Ring(tap, self.root, self.emit)
+            ring = _Ring(tap, self.root, self.open_flows)
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):
                 raise OutOfDescriptors(f"no file descriptor left: {e.strerror}") from None

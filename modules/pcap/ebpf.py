@@ -62,14 +62,14 @@ from hsflowd_py.bpf import (
     Map,
     RingBuffer,
 )
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET
 
 if TYPE_CHECKING:
     from hsflowd_py.flow_path import EncodedFlows
 
 from . import ebpf_build, ebpf_core, wire
 from .interfaces import Tap
-from .sampler import Emit, Sampler, SamplerError
+from .sampler import OpenFlows, Sampler, SamplerError
 from .tc import TcHooks
 
 log = logging.getLogger("hsflowd.pcap")
@@ -237,8 +237,8 @@ class EbpfSampler(Sampler):
 
     kind = "ebpf"
 
-    def __init__(self, emit: Emit, root: Path, loaded: _Loaded, flows: EncodedFlows | None = None) -> None:
-        self.emit = emit
+    def __init__(self, open_flows: OpenFlows, root: Path, loaded: _Loaded, flows: EncodedFlows | None = None) -> None:
+        self.open_flows = open_flows
         self.flows = flows
         """Where samples go as the kernel wrote them; None: always through ``emit``."""
         self.loaded = loaded
@@ -257,10 +257,10 @@ class EbpfSampler(Sampler):
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
 
     @classmethod
-    async def create(cls, emit: Emit, root: Path, flows: EncodedFlows | None = None) -> EbpfSampler:
+    async def create(cls, open_flows: OpenFlows, root: Path, flows: EncodedFlows | None = None) -> EbpfSampler:
         loaded = await load()
         try:
-            return cls(emit, root, loaded, flows)
+            return cls(open_flows, root, loaded, flows)
         except BaseException:
             loaded.close()
             raise
@@ -396,6 +396,14 @@ class EbpfSampler(Sampler):
         direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         start = pos + wire.HEAD_BYTES
         (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
-        self.emit(
-            ifindex, rate, pool, drops, direction, frame, self.ring.view, start, hlen, timestamp, protocol, sequence
+        self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET).emit(
+            sample_pool=pool,
+            drops=drops,
+            direction=direction,
+            frame_length=frame,
+            header=self.ring.view,
+            start=start,
+            length=hlen,
+            timestamp_ns=timestamp,
+            sequence=sequence,
         )

@@ -1,7 +1,7 @@
 """What the pcap module asks of a kernel sampler, and what both samplers share.
 
 A sampler takes 1-in-N packets of each opened interface in the kernel and hands each one to
-``emit`` (the agent's :meth:`~hsflowd_py.flow_path.FlowPath.emit_header_sample`) with its true
+the ``emit`` of the interface's entry into the flow path (:class:`OpenFlows`) with its true
 sample pool and drop count.  Both are running totals for the interface since the sampler
 opened it, as the sFlow v5 specification defines them: ``sample_pool`` counts the packets
 that could have been sampled, ``drops`` the samples lost between the kernel and the agent
@@ -23,10 +23,11 @@ import struct
 from typing import Any, Protocol
 
 from hsflowd_py.counters import step
+from hsflowd_py.flow import FCS_BYTES as FCS_BYTES
+from hsflowd_py.flow import Emit
 
 from .interfaces import Tap
 
-FCS_BYTES = 4
 VLAN_TAG_BYTES = 4
 _TAG = struct.Struct(">HH")
 
@@ -41,22 +42,20 @@ class OutOfDescriptors(SamplerError):
     """The process has no file descriptor left (EMFILE, ENFILE) for another interface."""
 
 
-class Emit(Protocol):
-    def __call__(
-        self,
-        ds_index: int,
-        sampling_rate: int,
-        sample_pool: int,
-        drops: int,
-        direction: int,
-        frame_length: int,
-        header: Any,
-        start: int,
-        length: int,
-        timestamp_ns: int,
-        header_protocol: int = ...,
-        sequence: int = ...,
-    ) -> None: ...
+class OpenFlows(Protocol):
+    """The flow path's entry for a sampler (``ModuleContext.flow_interface``): for an interface, its
+    index, rate and link type (frames with a MAC header, or IP packets), the ``emit`` its samples go
+    through (``hsflowd_py.flow.Emit``).  A sampler asks when it opens an interface and when the
+    interface's rate changes; everything else a sample says comes with each packet."""
+
+    def __call__(self, ifindex: int, sampling_rate: int, ethernet: bool) -> FlowEntry: ...
+
+
+class FlowEntry(Protocol):
+    """What a sampler holds per open interface (``hsflowd_py.flow_path.SampledInterface``)."""
+
+    @property
+    def emit(self) -> Emit: ...
 
 
 class Sampler(abc.ABC):
