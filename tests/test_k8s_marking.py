@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from packets import sampled_packet
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, SampledPacket
 from hsflowd_py.modules.k8s import marking as k8s_marking
@@ -50,7 +51,9 @@ def host_network_pod(root: Path) -> Path:
 
 
 def packet(direction: int, cgroup_id: int | None) -> SampledPacket:
-    return SampledPacket(3, 1, 1, 0, direction, b"", 64, cgroup_id=cgroup_id)
+    p = sampled_packet(3, bytes(60), direction)
+    p.cgroup_id = cgroup_id
+    return p
 
 
 def entities(p: SampledPacket) -> tuple[int, int, int, int] | None:
