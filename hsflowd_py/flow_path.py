@@ -261,7 +261,7 @@ class EncodedFlows:
     kernel), sees it: room in the datagram being built, nothing of the path's insides, so that the
     path can change without its samplers.
 
-    Samples added here go out as they were given (``DatagramAssembler.add_pieces``): only while
+    Samples added here go out as they were given (``DatagramAssembler.add_samples``): only while
     :attr:`direct` holds, that is there is an assembler and no enricher wants the packets; else the
     sampler hands them to ``emit_header_sample`` with their numbers."""
 
@@ -284,11 +284,19 @@ class EncodedFlows:
         self._uptime = self._flows.uptime_ms()
         return a.room(self._uptime)
 
-    def add(self, pieces: list[Any], count: int, size: int) -> None:
-        """``count`` samples of ``size`` bytes as ``pieces`` (``DatagramAssembler.add_pieces``), within ``room``."""
+    def add(self, samples: bytes, count: int) -> None:
+        """``count`` samples given back to back, within ``room`` (``DatagramAssembler.add_samples``)."""
         a = self._flows.assembler
         if a is not None and count:
-            a.add_pieces(pieces, count, size)
+            a.add_samples(samples, count)
+            self._flows.stats["flow_samples"] += count
+
+    def send_alone(self, samples: bytes, count: int) -> None:
+        """``count`` samples of ``samples`` (at most an empty datagram's room) in a datagram of their own,
+        sent now, after the one being built (``DatagramAssembler.send_samples``)."""
+        a = self._flows.assembler
+        if a is not None:
+            a.send_samples(samples, count, self._uptime)
             self._flows.stats["flow_samples"] += count
 
     def send(self) -> int:
@@ -303,9 +311,3 @@ class EncodedFlows:
         """Samples in the datagram being built."""
         a = self._flows.assembler
         return a.pending if a is not None else 0
-
-    def keep(self) -> None:
-        """The memory of the pieces added so far is about to be reused: copy what is still pending."""
-        a = self._flows.assembler
-        if a is not None:
-            a.keep_pieces()

@@ -183,7 +183,7 @@ class Receivers:
 
     def send(self, datagram: Any) -> None:
         """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather: the eBPF
-        sampler's samples still in its ring), in one system call per collector."""
+        sampler's samples behind their header), in one system call per collector."""
         pieces = datagram if isinstance(datagram, list) else (datagram,)
         for r in self.receivers:
             if r.sockaddr is None:

@@ -42,7 +42,12 @@ static __always_inline struct record *reserve_sample(void)
     return samples.ringbuf_reserve(sizeof(struct record));
 }
 
-static __always_inline void submit_sample(struct record *r)
+static __always_inline u64 ring_waiting(void)
 {
-    samples.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    return samples.ringbuf_query(BPF_RB_AVAIL_DATA);
+}
+
+static __always_inline void submit_sample(struct record *r, u64 flags)
+{
+    samples.ringbuf_submit(r, flags);
 }

@@ -78,9 +78,14 @@ static __always_inline struct record *reserve_sample(void)
     return bpf_ringbuf_reserve(&samples, sizeof(struct record), 0);
 }
 
-static __always_inline void submit_sample(struct record *r)
+static __always_inline u64 ring_waiting(void)
 {
-    bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    return bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA);
+}
+
+static __always_inline void submit_sample(struct record *r, u64 flags)
+{
+    bpf_ringbuf_submit(r, flags);
 }
 
 char LICENSE[] SEC("license") = "GPL";
