@@ -171,16 +171,6 @@ class Receivers:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
 
-    def _send(self, r: Receiver, pieces: list[Any] | tuple[Any]) -> None:
-        """A refusal reported by this send is about an earlier datagram (the kernel reports the ICMP
-        error on the next send and sends nothing): counted, and this datagram is sent all the same."""
-        sock = r.socket()
-        try:
-            sock.sendmsg(pieces)
-        except ConnectionRefusedError as e:
-            self._fault(r, e)
-            sock.sendmsg(pieces)
-
     def send(self, datagram: Any) -> None:
         """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather: the eBPF
         sampler's samples behind their header), in one system call per collector."""
@@ -190,7 +180,14 @@ class Receivers:
                 r.errors += 1  # never resolved: counted, logged by the resolution
                 continue
             try:
-                self._send(r, pieces)
+                sock = r.sock or r.socket()
+                try:
+                    sock.sendmsg(pieces)
+                except ConnectionRefusedError as e:
+                    # about an earlier datagram (the kernel reports the ICMP error on the next send
+                    # and sends nothing): counted, and this one is sent all the same
+                    self._fault(r, e)
+                    sock.sendmsg(pieces)
             except OSError as e:
                 if e.errno not in _TRANSIENT:
                     log.debug("collector %s: unexpected send error", r.label, exc_info=True)
