@@ -3,7 +3,7 @@
 
 ``sampler.bpf.h`` counts every packet per interface (the true sample pool), keeps 1 in N and
 writes it, numbered, to a ring buffer, waking the agent only when the samples waiting there
-reach a multiple of ``WAKE_BYTES`` (about 1,450 samples); the agent drains the ring then, and
+reach a multiple of ``WAKE_BYTES`` (1,024 samples); the agent drains the ring then, and
 every ``DRAIN_S`` seconds for the samples of quiet periods.  On this project's machines a
 wake-up of the agent costs ~130 µs of its CPU whatever it does (the timer, the scheduler, the
 hypervisor): woken every 20 ms as before, 6.5 ms per second went on waking alone, as much as
@@ -36,15 +36,15 @@ numbers restart when the interface is opened again (its counters are created ane
 what ``ModuleContext.restart_flow_sequence`` means for the other samplers.
 
 Ring sizing (REFERENCE.md section 9): the ring reserves only sizes the verifier knows, so each
-record has room for the largest sample (``_STEP``, 360 bytes with its ring header), and records
-follow one another at that fixed stride, which the drain reads in bulk (``_cut``).
-``RING_BYTES`` is 2 MB: 5,825 samples, of which a wake-up comes after the first 1,456: the other
-4,369 are 30 ms at 145 k samples/s (1-in-1 of 64-byte packets at this machine's veth rate) for the
-agent to answer; a sample the full ring refuses counts as a drop of that interface,
-reported in the flow samples' ``drops``.  The kernel maps the data area twice in a row and
-populates the mapping at once, so the ring shows as 4 MB of the agent's resident (file)
-memory although it exists once, in the kernel: the ring is the agent's largest single cost in
-memory, hence no larger.
+record has room for the largest sample, padded to 512 bytes with its ring header (``_STEP``):
+records follow one another at that fixed stride, which the drain reads in bulk (``_read``), and
+none lies across the ring's end, so the agent maps the data area once (the kernel offers it twice
+in a row for records that do) and it counts once in the agent's resident memory, populated at
+once: the ring is the agent's largest single cost in memory, hence no larger.  ``RING_BYTES`` is
+2 MB: 4,096 samples, of which a wake-up comes after the first 1,024: the other 3,072 are 21 ms at
+145 k samples/s (1-in-1 of 64-byte packets at this machine's veth rate) for the agent to answer,
+as much as the 20 ms drain period left before; a sample the full ring refuses counts as a drop of
+that interface, reported in the flow samples' ``drops``.
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ _CONFIG = struct.Struct("=II6sBBB3x")
 """struct tap_config: rate, header_bytes, mac, check_source, ethernet, loopback."""
 _COUNTS = struct.Struct("=QQQ")
 """struct tap_counts: the pool (packets seen), drops, the last sequence number."""
-_RECORD_BYTES = wire.HEAD_BYTES + HEADER_MAX + wire.TIMESTAMP_BYTES
-"""sizeof(struct record) of ``sampler.bpf.h``: the length in the ring header of every committed record."""
-_STEP = (BPF_RINGBUF_HDR_SZ + _RECORD_BYTES + 7) & ~7
-"""A ring record's bytes, header and padding included: every one has room for the largest sample
-(struct record of ``sampler.bpf.h``: the ring reserves only sizes the verifier knows)."""
+_STEP = 512
+"""A ring record's bytes with its ring header (RECORD_SLOT of ``sampler.bpf.h``): room for the largest
+sample (the ring reserves only sizes the verifier knows), padded to a power of two so that no record
+lies across the ring's end, which is therefore mapped once."""
+_RECORD_BYTES = _STEP - BPF_RINGBUF_HDR_SZ
+"""sizeof(struct record): the length in the ring header of every committed record."""
 _WORDS = _STEP // 4
 """The stride of records in 32-bit words: a record's ring header word, its sample's length word and
 source index are every ``_WORDS``th word from their first (``_cut``)."""
@@ -114,6 +115,12 @@ _WIRE = struct.Struct(">19I")
 _TIMESTAMP = struct.Struct(">8xQ")
 _KEY = struct.Struct("=I")
 _CLOCK = struct.Struct("=Q")
+
+
+def _committed(heads: list[int]) -> int:
+    """How many records, of those whose ring headers' first words are ``heads``, precede the first
+    still being written (busy): the reader stops there, as the kernel's order requires."""
+    return next((i for i, head in enumerate(heads) if head & BPF_RINGBUF_BUSY_BIT), len(heads))
 
 
 def _be_words(words: memoryview) -> list[int]:
@@ -266,7 +273,7 @@ class EbpfSampler(Sampler):
         maps = loaded.maps
         self.config = Map(loaded.config, maps["config"]["key_size"], maps["config"]["value_size"])
         self.counts = Map(loaded.counts, maps["counts"]["key_size"], maps["counts"]["value_size"])
-        self.ring = RingBuffer(loaded.samples, maps["samples"]["max_entries"])
+        self.ring = RingBuffer(loaded.samples, maps["samples"]["max_entries"], twice=False)
         self.tc = TcHooks()
         self.taps: dict[int, _TapState] = {}
         self.samples = 0
@@ -380,10 +387,8 @@ class EbpfSampler(Sampler):
         self.clock.update(_KEY.pack(0), _CLOCK.pack(time.time_ns() - time.monotonic_ns()))
 
     def _drain(self) -> None:
-        """Everything the kernel has written so far, up to the first record still being written:
-        cut into datagrams as it lies in the ring (``_cut``), or, while an enricher needs the packets
-        (or there is no flow path), read back through ``emit``.  Records discarded or of an
-        interface closed since are passed over."""
+        """Everything the kernel has written so far, up to the first record still being written, in
+        at most two runs of records (the ring's end may fall between two)."""
         ring = self.ring
         cons = ring.consumer_pos[0]
         prod = ring.producer_pos[0]
@@ -391,34 +396,46 @@ class EbpfSampler(Sampler):
             return
         if time.monotonic() - self._clock_set >= CLOCK_S:
             self._set_clock()
-        start = ring.data_offset + (cons & ring.mask)  # the records up to prod lie in a row (the double mapping)
-        n = (prod - cons) // _STEP
-        words = self._words[start >> 2 : (start >> 2) + n * _WORDS]
-        heads = words[0::_WORDS].tolist()
+        read = 0
+        try:
+            while cons + read < prod:
+                at = (cons + read) & ring.mask
+                n = min(prod - cons - read, ring.size - at) // _STEP
+                start = ring.data_offset + at
+                words = self._words[start >> 2 : (start >> 2) + n * _WORDS]
+                heads = words[0::_WORDS].tolist()
+                ready = n if heads.count(_RECORD_BYTES) == n else _committed(heads)
+                read += ready * _STEP  # before they are read: a record that fails is not read again
+                self._read(start, words, heads[:ready])
+                if ready < n:
+                    break
+        finally:  # records that failed are not read again
+            ring.consumer_pos[0] = cons + read
+
+    def _read(self, start: int, words: memoryview, heads: list[int]) -> None:
+        """The committed records from ``start`` on (``heads``: their ring headers' first words, ``words``
+        their words): cut into datagrams as they lie in the ring (``_cut``), or, while an enricher
+        needs the packets (or there is no flow path), read back through ``emit``.  Records discarded
+        or of an interface closed since are passed over."""
+        n = len(heads)
         clean = heads.count(_RECORD_BYTES) == n
-        if not clean:  # read up to the first still being written
-            n = next((i for i, head in enumerate(heads) if head & BPF_RINGBUF_BUSY_BIT), n)
-            clean = heads[:n].count(_RECORD_BYTES) == n
         sources = _be_words(words[_SOURCE_WORD::_WORDS])[:n]
         flows = self.flows if self.flows is not None and self.flows.direct else None
-        try:
-            if flows is not None and clean and set(sources) <= self.taps.keys():
-                self._cut(flows, start, _be_words(words[_LENGTH_WORD::_WORDS])[:n])
-                return
-            taps = self.taps
-            good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
-            if flows is None:
-                for i in itertools.compress(range(n), good):
-                    self._emit_record(start + BPF_RINGBUF_HDR_SZ + i * _STEP, sources[i])
-                    self.samples += 1
-                return
-            lengths = _be_words(words[_LENGTH_WORD::_WORDS])
-            for kept, run in itertools.groupby(range(n), good.__getitem__):
-                if kept:
-                    first, *rest = run
-                    self._cut(flows, start + first * _STEP, lengths[first : first + 1 + len(rest)])
-        finally:  # records that failed are not read again
-            ring.consumer_pos[0] = cons + n * _STEP
+        if flows is not None and clean and set(sources) <= self.taps.keys():
+            self._cut(flows, start, _be_words(words[_LENGTH_WORD::_WORDS])[:n])
+            return
+        taps = self.taps
+        good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
+        if flows is None:
+            for i in itertools.compress(range(n), good):
+                self._emit_record(start + BPF_RINGBUF_HDR_SZ + i * _STEP, sources[i])
+                self.samples += 1
+            return
+        lengths = _be_words(words[_LENGTH_WORD::_WORDS])
+        for kept, run in itertools.groupby(range(n), good.__getitem__):
+            if kept:
+                first, *rest = run
+                self._cut(flows, start + first * _STEP, lengths[first : first + 1 + len(rest)])
 
     def _cut(self, flows: EncodedFlows, start: int, lengths: list[int]) -> None:
         """The samples of the records from ``start`` on, ``lengths`` their length words, to the flow

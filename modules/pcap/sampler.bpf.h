@@ -113,11 +113,16 @@ struct wire {
 };
 
 /* A ring record: the sample of its largest size (the ring reserves only sizes the verifier knows),
- * of which the sample's own length word says how much is the sample. */
+ * of which the sample's own length word says how much is the sample, padded so that with its ring
+ * header it takes RECORD_SLOT bytes: a power of two, so that records lie at a fixed stride and
+ * never across the end of the ring, which the agent then maps once, not twice (ebpf.py). */
+#define RECORD_SLOT 512
 struct record {
     u32 word[W_WORDS];
     u8 header[HEADER_MAX + SFLOW_TIMESTAMP_BYTES];
+    u8 pad[RECORD_SLOT - 8 - SFLOW_HEAD_BYTES - HEADER_MAX - SFLOW_TIMESTAMP_BYTES];
 };
+_Static_assert(sizeof(struct record) + 8 == RECORD_SLOT, "a record and its ring header fill a slot");
 
 /* Defined by the front end, after its maps. */
 static __always_inline struct tap_config *config_of(u32 *ifindex);
@@ -313,7 +318,7 @@ static __always_inline void sample_segment(struct segments *l, u32 i)
         __sync_fetch_and_add(&l->cnt->drops, 1);
         return;
     }
-    __builtin_memcpy(r, w, sizeof(*r));
+    __builtin_memcpy(r, w, __builtin_offsetof(struct record, pad));
     r->word[W_SEQUENCE] = WIRE32((u32)(__sync_fetch_and_add(&l->cnt->sequence, 1) + 1));
     r->word[W_POOL] = WIRE32((u32)pool);
     r->word[W_DROPS] = WIRE32((u32)l->cnt->drops);
