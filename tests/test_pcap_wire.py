@@ -177,16 +177,15 @@ def test_loopback_counts_each_packet_once_as_it_comes_in(loaded: _Loaded) -> Non
 
 
 def test_the_ring_has_room_for_the_agent_to_answer_a_wake_up() -> None:
-    """After the wake-up at WAKE_BYTES, the rest of the ring holds 20 ms of samples at 145 k samples/s
+    """After a wake-up, WAKE_SAMPLES in, the rest of the ring holds 20 ms of samples at 145 k samples/s
     (1-in-1 of 64-byte packets at this machine's veth rate): the ring size estimate in ebpf.py's docstring."""
-    assert (ebpf.RING_BYTES - ebpf.WAKE_BYTES) // ebpf._STEP >= 145_000 * 0.020
+    assert ebpf.RING_BYTES // ebpf._STEP - ebpf.WAKE_SAMPLES >= 145_000 * 0.020
     assert ebpf.RING_BYTES % ebpf._STEP == 0  # no record lies across the end of the ring, mapped once
 
 
-def test_the_agent_is_woken_once_wake_bytes_of_samples_wait() -> None:
+def test_the_agent_is_woken_once_per_wake_samples_written() -> None:
     """The program wakes the ring's readers (here an edge-triggered epoll, as the agent's) with the
-    sample that brings the bytes waiting to WAKE_BYTES, not before, and not for a sample that
-    waits alone."""
+    WAKE_SAMPLES-th sample written, not before, and not by the next one."""
     try:
         loaded = _Loaded(*ebpf_core.load(ebpf.RING_BYTES), "libbpf")
     except SamplerError as e:
@@ -196,12 +195,12 @@ def test_the_agent_is_woken_once_wake_bytes_of_samples_wait() -> None:
         frame = MAC_A + MAC_B + b"\x08\x00" + ipv4(17, 8, 1) + struct.pack(">HHHH", 1, 2, 8, 0)
         with select.epoll() as wake:
             wake.register(loaded.samples, select.EPOLLIN | select.EPOLLET)
-            for _ in range(-(-ebpf.WAKE_BYTES // ebpf._STEP) - 1):  # one short of WAKE_BYTES
+            for _ in range(ebpf.WAKE_SAMPLES - 1):
                 run(loaded.egress, frame)
             assert wake.poll(0.2) == []
             run(loaded.egress, frame)
             assert wake.poll(2.0) == [(loaded.samples, select.EPOLLIN)]
-            records(loaded)  # read: none wait
+            records(loaded)
             run(loaded.egress, frame)
             assert wake.poll(0.2) == []
     finally:

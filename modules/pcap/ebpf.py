@@ -2,12 +2,11 @@
 ``tc.py``), samples through a BPF ring buffer.
 
 ``sampler.bpf.h`` counts every packet per interface (the true sample pool), keeps 1 in N and
-writes it, numbered, to a ring buffer, waking the agent only when the samples waiting there
-reach a multiple of ``WAKE_BYTES`` (1,024 samples); the agent drains the ring then, and
-every ``DRAIN_S`` seconds for the samples of quiet periods.  On this project's machines a
-wake-up of the agent costs ~130 µs of its CPU whatever it does (the timer, the scheduler, the
-hypervisor): woken every 20 ms as before, 6.5 ms per second went on waking alone, as much as
-sending 10,000 samples.
+writes it, numbered, to a ring buffer, waking the agent only once per ``WAKE_SAMPLES`` samples;
+the agent drains the ring then, and every ``DRAIN_S`` seconds for the samples of quiet periods.
+On this project's machines a wake-up of the agent costs ~130 µs of its CPU whatever it does (the
+timer, the scheduler, the hypervisor): woken every 20 ms as before, 6.5 ms per second went on
+waking alone, as much as sending 10,000 samples.
 
 Loading, in this order (``load``), each failure logged with its reason:
 
@@ -21,7 +20,8 @@ Loading, in this order (``load``), each failure logged with its reason:
 
 ``HSFLOWD_PY_EBPF_LOADER=libbpf`` or ``=bcc`` in the agent's environment allows only that
 loader (benchmarks and tests compare them).  Either way the agent keeps the same descriptors:
-the two programs, the ring buffer and two small hash maps.
+the two programs, the ring buffer, two small hash maps and two one-entry arrays (the clock, the
+count of samples written).
 
 Samples come out of the kernel as the flow samples the agent sends, complete, sequence number,
 pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher needs the packets,
@@ -85,10 +85,10 @@ BUILDER = ebpf_build.__file__
 """The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
 RING_BYTES = 2 << 20
-WAKE_BYTES = 512 << 10
-"""As ``sampler.bpf.h`` defines it: the kernel wakes the agent each time this many bytes of samples wait."""
+WAKE_SAMPLES = 1024
+"""As ``sampler.bpf.h`` defines it: the kernel wakes the agent once per this many samples written."""
 DRAIN_S = 0.5
-"""The timer's period: how long a sample may wait in the ring while fewer than ``WAKE_BYTES`` of them do."""
+"""The timer's period: how long a sample may wait in the ring while fewer than ``WAKE_SAMPLES`` are written."""
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
@@ -369,7 +369,7 @@ class EbpfSampler(Sampler):
             self._timer = self.loop.call_later(DRAIN_S, self._tick)
 
     def _woken(self) -> None:
-        """The kernel's wake-up (``WAKE_BYTES`` of samples wait), through the edge-triggered epoll."""
+        """The kernel's wake-up (``WAKE_SAMPLES`` more samples written), through the edge-triggered epoll."""
         self._wake.poll(0)  # taken: the next wake-up is the next edge
         self._drain_now()
 

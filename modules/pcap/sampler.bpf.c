@@ -13,6 +13,7 @@ BPF_HASH(counts, u32, struct tap_counts, 4096);
 BPF_RINGBUF_OUTPUT(samples, RING_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct wire, 1);
 BPF_ARRAY(clock, u64, 1);
+BPF_ARRAY(written, u64, 1);
 
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
@@ -42,9 +43,10 @@ static __always_inline struct record *reserve_sample(void)
     return samples.ringbuf_reserve(sizeof(struct record));
 }
 
-static __always_inline u64 ring_waiting(void)
+static __always_inline u64 *written_count(void)
 {
-    return samples.ringbuf_query(BPF_RB_AVAIL_DATA);
+    u32 zero = 0;
+    return written.lookup(&zero);
 }
 
 static __always_inline void submit_sample(struct record *r, u64 flags)

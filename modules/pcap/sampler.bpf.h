@@ -21,10 +21,10 @@
  * A sampled packet is counted then too, up to the segment sampled (the rest of a GSO packet
  * after its last sample): a sample's pool is the count of wire packets up to its own, and the
  * window in which two CPUs can take pools in the other order than their places is a few
- * instructions.  Samples are written without waking the reader (BPF_RB_NO_WAKEUP) except the
- * one that brings the bytes waiting in the ring past a multiple of WAKE_BYTES (ring_wake): the
- * agent is woken once per WAKE_BYTES of samples whatever the packet rate, and drains the ring
- * on a slow timer besides, for the samples of quiet periods.
+ * instructions.  Samples are written without waking the reader (BPF_RB_NO_WAKEUP) except every
+ * WAKE_SAMPLES-th one written (ring_wake): the agent is woken once per WAKE_SAMPLES samples
+ * whatever the packet rate, and drains the ring on a slow timer besides, for the samples of quiet
+ * periods.
  *
  * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on the
  * way in: skb->gso_segs segments of skb->gso_size payload bytes).  It counts as that many
@@ -49,15 +49,10 @@
 #ifndef HEADER_MAX
 #define HEADER_MAX 256
 #endif
-/* The agent is woken when the samples waiting in the ring reach a multiple of WAKE_BYTES (a
- * power of two, at most a quarter of the ring: ebpf.RING_BYTES), and only then: by the sample
- * whose reservation brought them within WAKE_WINDOW bytes past it.  The window is two
- * records wide so that records reserved by other CPUs between this one's reservation and its
- * look at the ring do not step over it; should it be stepped over all the same, the next
- * multiple wakes the agent.  The record after the one that woke it may wake it again: the agent
- * then finds a few samples to read as it is running, which costs no sleep and wake-up. */
-#define WAKE_BYTES (512 << 10)
-#define WAKE_WINDOW (2 * sizeof(struct record))
+/* The agent is woken by every WAKE_SAMPLES-th sample written to the ring, all interfaces counted
+ * together (struct written: one atomic add per sample, so exactly one wake-up per WAKE_SAMPLES);
+ * a power of two, at most a quarter of the ring's records (ebpf.RING_BYTES). */
+#define WAKE_SAMPLES 1024
 
 /* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
  * the verifier walks once per turn, so it takes at most 2 samples of one packet (3 exceed the
@@ -130,14 +125,16 @@ static __always_inline struct tap_counts *counts_of(u32 *ifindex);
 static __always_inline struct wire *scratch_of(void);
 static __always_inline u64 epoch_offset(void);
 static __always_inline struct record *reserve_sample(void);
-static __always_inline u64 ring_waiting(void);
+static __always_inline u64 *written_count(void);
 static __always_inline void submit_sample(struct record *r, u64 flags);
 
-/* How to submit a sample: waking the agent when the ring's waiting bytes cross a multiple of WAKE_BYTES. */
+/* How to submit a sample: waking the agent if it is the WAKE_SAMPLES-th written since the last wake-up. */
 static __always_inline u64 ring_wake(void)
 {
-    u64 waiting = ring_waiting();
-    return waiting >= WAKE_BYTES && (waiting & (WAKE_BYTES - 1)) < WAKE_WINDOW ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+    u64 *written = written_count();
+    if (!written)
+        return BPF_RB_NO_WAKEUP;
+    return (__sync_fetch_and_add(written, 1) + 1) & (WAKE_SAMPLES - 1) ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
 }
 
 /* v & mask in an instruction of its own: the compiler, knowing v is smaller already, would drop a
