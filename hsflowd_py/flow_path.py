@@ -291,13 +291,13 @@ class EncodedFlows:
             a.add_samples(samples, count)
             self._flows.stats["flow_samples"] += count
 
-    def send_alone(self, samples: bytes, count: int) -> None:
-        """``count`` samples of ``samples`` (at most an empty datagram's room) in a datagram of their own,
+    def send_alone(self, datagrams: list[tuple[bytes, int]]) -> None:
+        """Datagrams of their own, each (samples back to back, how many) within an empty datagram's room,
         sent now, after the one being built (``DatagramAssembler.send_samples``)."""
         a = self._flows.assembler
         if a is not None:
-            a.send_samples(samples, count, self._uptime)
-            self._flows.stats["flow_samples"] += count
+            a.send_samples(datagrams, self._uptime)
+            self._flows.stats["flow_samples"] += sum(count for _, count in datagrams)
 
     def send(self) -> int:
         """Send the datagram being built; the room of the next one."""

@@ -10,8 +10,8 @@ sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
 kernel) hands them over a datagram's worth at a time: copied in behind the pending ones
-(``add_samples``), or, when they fill a datagram of their own, sent at once behind its header,
-in one ``sendmsg`` of two pieces (``send_samples``).
+(``add_samples``), or, when they fill datagrams of their own, sent at once, a run of datagrams
+of one size in one ``sendmsg`` with UDP segmentation offload (``send_samples``, :class:`Segments`).
 Discard samples (0:5) travel in datagrams of their own: a collector that does not know the
 sample type (pmacct) abandons the rest of its datagram, flow and counter samples included.
 A sample that cannot be encoded (a value out of its
@@ -24,11 +24,28 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .codec import datagram_header
 
 log = logging.getLogger("hsflowd.assembler")
+
+SEGMENTS_MAX = 64
+"""Datagrams in one :class:`Segments` (the kernel's UDP_MAX_SEGMENTS)."""
+SEGMENTS_BYTES = 60_000
+"""Bytes in one :class:`Segments`: one UDP payload, under 64 KB with room for the headers."""
+
+
+class Segments(NamedTuple):
+    """``count`` datagrams back to back in ``data``, each of ``size`` bytes but the last, which may be
+    shorter: for one ``sendmsg`` with UDP segmentation offload (``Receivers.send``), the kernel
+    cutting them apart (on loopback as it hands them to the receiving socket), so that the path
+    through the stack is taken once for the run, not once per datagram."""
+
+    data: bytes
+    size: int
+    count: int
+
 
 _TAIL = struct.Struct(">III")
 """The datagram header's last words: sequence number, uptime, number of samples."""
@@ -135,13 +152,27 @@ class DatagramAssembler:
         self._end = self._header_bytes
         self.send(datagram)
 
-    def send_samples(self, samples: bytes, count: int, uptime_ms: int) -> None:
-        """Send ``count`` encoded flow samples (``samples``, within an empty datagram's ``room``) as a
-        datagram of their own, after what is pending: the eBPF sampler's hot path, one call and one
-        ``sendmsg`` of two pieces per datagram."""
+    def send_samples(self, datagrams: list[tuple[bytes, int]], uptime_ms: int) -> None:
+        """Send datagrams of encoded flow samples given as (samples, how many), each within an empty
+        datagram's ``room``, after what is pending: the eBPF sampler's hot path.  Runs of datagrams of
+        one size go to ``send`` as :class:`Segments`, one ``sendmsg`` for the run."""
         if self._count:
             self.flush(uptime_ms)
-        self.sequence = sequence = (self.sequence + 1) & 0xFFFFFFFF
-        self.samples_sent += count
-        self.datagrams_sent += 1
-        self.send([self._prefix + _TAIL.pack(sequence, uptime_ms & 0xFFFFFFFF, count), samples])
+        uptime = uptime_ms & 0xFFFFFFFF
+        whole = []
+        for samples, count in datagrams:
+            self.sequence = sequence = (self.sequence + 1) & 0xFFFFFFFF
+            whole.append(self._prefix + _TAIL.pack(sequence, uptime, count) + samples)
+            self.samples_sent += count
+        self.datagrams_sent += len(whole)
+        i = 0
+        while i < len(whole):
+            size = len(whole[i])
+            end = min(len(whole), i + min(SEGMENTS_MAX, SEGMENTS_BYTES // size))
+            j = i + 1
+            while j < end and len(whole[j]) == size:
+                j += 1
+            if j < end and len(whole[j]) < size:  # a shorter one may end the run
+                j += 1
+            self.send(whole[i] if j == i + 1 else Segments(b"".join(whole[i:j]), size, j - i))
+            i = j

@@ -26,9 +26,11 @@ count of samples written).
 Samples come out of the kernel as the flow samples the agent sends, complete, sequence number,
 pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher needs the packets,
 the drain only cuts the ring into datagram-sized runs (``_cut``): a datagram's samples are
-copied out of the ring as one piece by a single struct unpacking (records lie at a fixed stride)
-and sent behind the datagram's header in one ``sendmsg`` (``EncodedFlows.send_alone``): nothing
-of a sample is decoded or packed in Python, and no Python step is taken per sample.  With an
+copied out of the ring as one piece by a single struct unpacking (records lie at a fixed stride),
+and the full datagrams of a drain go out together, those of one size in one ``sendmsg`` with UDP
+segmentation offload (``EncodedFlows.send_alone``): nothing of a sample is decoded or packed in
+Python, no Python step is taken per sample, and the kernel's path is taken once per run of
+datagrams, not once per datagram.  With an
 enricher active the same records are read back into the flow path's usual entry (``emit``), with
 the kernel's sequence number, and encoded there with the enrichers' records: both ways number
 an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
@@ -447,6 +449,7 @@ class EbpfSampler(Sampler):
         sizes = [length + 8 for length in lengths]
         total = list(itertools.accumulate(sizes))
         room, waiting = flows.room(), flows.pending()
+        whole: list[tuple[bytes, int]] = []  # full datagrams, sent together
         i = used = 0
         try:
             while i < n:
@@ -458,15 +461,20 @@ class EbpfSampler(Sampler):
                     j = i + 1  # larger than an empty datagram: alone
                 size = total[j - 1] - used
                 pieces = _samples(tuple(sizes[i:j])).unpack_from(ring, start + i * _STEP + BPF_RINGBUF_HDR_SZ)
-                if j < n and not waiting:  # a whole datagram: out at once
-                    flows.send_alone(b"".join(pieces), j - i)
+                if j < n and not waiting:  # a whole datagram
+                    whole.append((b"".join(pieces), j - i))
                 else:
+                    if whole:
+                        flows.send_alone(whole)
+                        whole = []
                     flows.add(b"".join(pieces), j - i)
                     room -= size
                     waiting += j - i
                 used += size
                 i = j
         finally:
+            if whole:
+                flows.send_alone(whole)
             self.samples += i
 
     def _emit_record(self, pos: int, ifindex: int) -> None:
