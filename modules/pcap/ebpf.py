@@ -30,9 +30,9 @@ copied out of the ring as one piece by a single struct unpacking (records lie at
 and the full datagrams of a drain go out together, those of one size in one ``sendmsg`` with UDP
 segmentation offload (``EncodedFlows.send_alone``): nothing of a sample is decoded or packed in
 Python, no Python step is taken per sample, and the kernel's path is taken once per run of
-datagrams, not once per datagram.  With an
-enricher active the same records are read back into the flow path's usual entry (``emit``), with
-the kernel's sequence number, and encoded there with the enrichers' records: both ways number
+datagrams, not once per datagram.  With an enricher active the same records are read back into
+the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
+the enrichers' records: both ways number
 an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
 numbers restart when the interface is opened again (its counters are created anew), which is
 what ``ModuleContext.restart_flow_sequence`` means for the other samplers.
@@ -109,7 +109,7 @@ _RECORD_BYTES = _STEP - BPF_RINGBUF_HDR_SZ
 """sizeof(struct record): the length in the ring header of every committed record."""
 _WORDS = _STEP // 4
 """The stride of records in 32-bit words: a record's ring header word, its sample's length word and
-source index are every ``_WORDS``th word from their first (``_cut``)."""
+source index are every ``_WORDS``th word from their first (``_drain``, ``_read``)."""
 _SOURCE_WORD, _LENGTH_WORD = 6, 3
 """Where a sample's source index and length word are, in words from its record's ring header."""
 _WIRE = struct.Struct(">19I")
