@@ -196,7 +196,13 @@ def measure(
         agent = subprocess.Popen([sys.executable, *args], stderr=err, cwd=tree, text=True, env=env)
     try:
         line = wait_for(agent, log, f"sampling {v.host_dev} ")
+    except SystemExit:  # the sink too: left running, it would hold the caller's pipe open
+        sink.kill()
+        agent.kill()
+        raise
+    try:
         if kind in EBPF_LOADERS and ("eBPF" not in line or EBPF_LOADERS[kind][1] not in log.read_text()):
+            sink.kill()
             sys.exit(f"the {kind} eBPF sampler is unavailable: {log.read_text()[-1000:]}")
         time.sleep(1)
         start_packets = packets(v.host_dev)

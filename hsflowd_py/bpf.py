@@ -123,12 +123,14 @@ class RingBuffer:
     position in the consumer page (``ebpf.py`` does that walk inline: it is the hot loop).
     """
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, twice: bool = True) -> None:
+        """``twice=False`` maps the data area once (half the resident memory), for a reader whose
+        records never lie across its end."""
         page = mmap.PAGESIZE
         self.size = size
         self.mask = size - 1
         self._consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self.data_map = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self.data_map = mmap.mmap(fd, page + (2 if twice else 1) * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self.consumer_pos = memoryview(self._consumer).cast("Q")
         self.producer_pos = memoryview(self.data_map).cast("Q")
         self.view = memoryview(self.data_map)

@@ -8,6 +8,9 @@ and ignored: this agent's modules are Python packages.  Additions: ``-s``, ``--s
 
 from __future__ import annotations
 
+from . import no_ssl  # noqa: F401  (first: asyncio without ssl, see there)
+
+# isort: split
 import argparse
 import asyncio
 import json

@@ -266,7 +266,7 @@ class EncodedFlows:
     kernel), sees it: room in the datagram being built, nothing of the path's insides, so that the
     path can change without its samplers.
 
-    Samples added here go out as they were given (``DatagramAssembler.add_pieces``): only while
+    Samples added here go out as they were given (``DatagramAssembler.add_samples``): only while
     :attr:`direct` holds, that is there is an assembler and no enricher wants the packets; else the
     sampler hands them to its interfaces' ``emit`` with their numbers."""
 
@@ -289,12 +289,20 @@ class EncodedFlows:
         self._uptime = self._flows.uptime_ms()
         return a.room(self._uptime)
 
-    def add(self, pieces: list[Any], count: int, size: int) -> None:
-        """``count`` samples of ``size`` bytes as ``pieces`` (``DatagramAssembler.add_pieces``), within ``room``."""
+    def add(self, samples: bytes, count: int) -> None:
+        """``count`` samples given back to back, within ``room`` (``DatagramAssembler.add_samples``)."""
         a = self._flows.assembler
         if a is not None and count:
-            a.add_pieces(pieces, count, size)
+            a.add_samples(samples, count)
             self._flows.stats["flow_samples"] += count
+
+    def send_alone(self, datagrams: list[tuple[bytes, int]]) -> None:
+        """Datagrams of their own, each (samples back to back, how many) within an empty datagram's room,
+        sent now, after the one being built (``DatagramAssembler.send_samples``)."""
+        a = self._flows.assembler
+        if a is not None:
+            a.send_samples(datagrams, self._uptime)
+            self._flows.stats["flow_samples"] += sum(count for _, count in datagrams)
 
     def send(self) -> int:
         """Send the datagram being built; the room of the next one."""
@@ -308,9 +316,3 @@ class EncodedFlows:
         """Samples in the datagram being built."""
         a = self._flows.assembler
         return a.pending if a is not None else 0
-
-    def keep(self) -> None:
-        """The memory of the pieces added so far is about to be reused: copy what is still pending."""
-        a = self._flows.assembler
-        if a is not None:
-            a.keep_pieces()

@@ -20,14 +20,22 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from .sflow.assembler import Segments
 
 log = logging.getLogger("hsflowd.receivers")
 
 _TRANSIENT = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.ENOBUFS, errno.EPERM}
 _UDP_HINTS = {"type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}
+UDP_SEGMENT = 103
+"""The UDP socket option (linux/udp.h) giving a send's segment size: not in the socket module."""
+_SEGMENT_SIZE = struct.Struct("=H")
+_NO_SEGMENTING = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
+"""What a send with UDP_SEGMENT fails with where the kernel, device or route cannot segment it."""
 QUIET_S = 10.0
 """Seconds without a fault after which a faulty collector is logged as sending again."""
 
@@ -58,6 +66,8 @@ class Receiver:
     unresolved: str | None = field(default=None)
     """The same for name resolution, which fails and recovers independently of sending."""
     resolving: asyncio.Task[None] | None = None
+    segmenting: bool = True
+    """Runs of datagrams go in one send (UDP segmentation offload); False once its route refused it."""
 
     @property
     def label(self) -> str:
@@ -171,35 +181,53 @@ class Receivers:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
 
-    def _send(self, r: Receiver, pieces: list[Any] | tuple[Any]) -> None:
-        """A refusal reported by this send is about an earlier datagram (the kernel reports the ICMP
-        error on the next send and sends nothing): counted, and this datagram is sent all the same."""
-        sock = r.socket()
-        try:
-            sock.sendmsg(pieces)
-        except ConnectionRefusedError as e:
-            self._fault(r, e)
-            sock.sendmsg(pieces)
-
     def send(self, datagram: Any) -> None:
-        """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather: the eBPF
-        sampler's samples still in its ring), in one system call per collector."""
+        """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather), in one system
+        call per collector; or a run of datagrams (``Segments``), in one system call with UDP
+        segmentation offload, or one by one to a collector whose route refuses it."""
+        if type(datagram) is Segments:
+            ancillary = [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(datagram.size))]
+            data, size = datagram.data, datagram.size
+            for r in self.receivers:
+                if not r.segmenting or not self._deliver(r, (data,), ancillary, datagram.count):
+                    for at in range(0, len(data), size):
+                        self._deliver(r, (data[at : at + size],), (), 1)
+            return
         pieces = datagram if isinstance(datagram, list) else (datagram,)
         for r in self.receivers:
-            if r.sockaddr is None:
-                r.errors += 1  # never resolved: counted, logged by the resolution
-                continue
+            self._deliver(r, pieces, (), 1)
+
+    def _deliver(self, r: Receiver, pieces: Any, ancillary: list[Any] | tuple[()], count: int) -> bool:
+        """``count`` datagrams to one collector; False (nothing sent, nothing counted) when the kernel
+        refuses segmentation offload on its route (then never asked again for that collector)."""
+        if r.sockaddr is None:
+            r.errors += count  # never resolved: counted, logged by the resolution
+            return True
+        try:
+            sock = r.sock or r.socket()
             try:
-                self._send(r, pieces)
-            except OSError as e:
-                if e.errno not in _TRANSIENT:
-                    log.debug("collector %s: unexpected send error", r.label, exc_info=True)
+                sock.sendmsg(pieces, ancillary)
+            except ConnectionRefusedError as e:
+                # about an earlier datagram (the kernel reports the ICMP error on the next send
+                # and sends nothing): counted, and this one is sent all the same
                 self._fault(r, e)
-                continue
-            r.sent += 1
-            if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
-                log.info("collector %s: sending again", r.label)
-                r.failing = None
+                sock.sendmsg(pieces, ancillary)
+        except OSError as e:
+            if ancillary and e.errno in _NO_SEGMENTING:
+                r.segmenting = False
+                log.info(
+                    "collector %s: no UDP segmentation offload on its route (%s): datagrams one by one", r.label, e
+                )
+                return False
+            if e.errno not in _TRANSIENT:
+                log.debug("collector %s: unexpected send error", r.label, exc_info=True)
+            self._fault(r, e)
+            return True
+        r.sent += count
+        if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
+            log.info("collector %s: sending again", r.label)
+            r.failing = None
+        return True
 
     def close(self) -> None:
         for r in self.receivers:

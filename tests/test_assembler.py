@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from hsflowd_py.sflow import records as rec
-from hsflowd_py.sflow.assembler import DatagramAssembler
+from hsflowd_py.sflow.assembler import DatagramAssembler, Segments
 from hsflowd_py.sflow.codec import decode_datagram, encode_sample
 from hsflowd_py.sflow.samples import CounterSample, FlowSample
 
@@ -61,37 +61,65 @@ def test_a_sample_that_would_reach_the_limit_starts_a_new_datagram() -> None:
 
 
 @pytest.mark.parametrize("limit", [400, 1400])
-def test_gathered_samples_make_the_same_datagrams_as_whole_ones(limit: int) -> None:
-    """Samples added as 32 bytes written here and the rest left in an outside buffer (the eBPF ring),
-    mixed with whole ones, some sent while still outside, some copied in before their outside buffer
-    was reused: the datagrams are byte for byte those of the same samples added whole."""
+def test_samples_added_encoded_make_the_same_datagrams_as_whole_ones(limit: int) -> None:
+    """Samples added a few at a time back to back (the eBPF drain's ``add_samples``, within ``room``),
+    mixed with whole ones: the datagrams are byte for byte those of the same samples added whole."""
     whole: list[bytes] = []
-    gathered: list[bytes] = []
-    pieces: list[int] = []
-
-    def send(datagram: bytes | list) -> None:
-        """As sendmsg: the pieces are read at once."""
-        pieces.append(1 if isinstance(datagram, bytes) else len(datagram))
-        gathered.append(datagram if isinstance(datagram, bytes) else b"".join(datagram))
-
-    a, b = DatagramAssembler(AGENT4, 1, limit, whole.append), DatagramAssembler(AGENT4, 1, limit, send)
-    for seq in range(1, 60):
-        sample = flow(seq, 16 * (seq % 5))
-        a.add(sample, uptime_ms=seq)
+    encoded: list[bytes] = []
+    a, b = DatagramAssembler(AGENT4, 1, limit, whole.append), DatagramAssembler(AGENT4, 1, limit, encoded.append)
+    seq = 1
+    while seq < 60:
+        run = [flow(s, 16 * (s % 5)) for s in range(seq, seq + seq % 3 + 1)]
+        for sample in run:
+            a.add(sample, uptime_ms=seq)
         if seq % 7 == 0:
-            b.add(sample, uptime_ms=seq)
-            continue
-        outside = bytearray(sample)
-        if len(sample) > b.room(0) and b.pending:
-            b.flush(seq)
-        b.add_pieces([sample[:32], memoryview(outside)[32:]], 1, len(sample))
-        if seq % 3 == 0:
-            a.flush(seq)
-            b.flush(seq)
-        else:
-            b.keep_pieces()
-            outside[:] = bytes(len(outside))  # the ring reused
+            for sample in run:
+                b.add(sample, uptime_ms=seq)
+        while seq % 7 and run:  # as the drain does: what fits, then a new datagram
+            fit = next((k for k in range(len(run), 0, -1) if sum(map(len, run[:k])) <= b.room(seq)), 0)
+            if not fit and b.pending:
+                b.flush(seq)
+                continue
+            fit = fit or 1
+            b.add_samples(b"".join(run[:fit]), fit)
+            run = run[fit:]
+        seq += seq % 3 + 1
     a.flush(1000)
     b.flush(1000)
-    assert gathered == whole
-    assert max(pieces) > 3  # some went out in pieces
+    assert encoded == whole
+
+
+def test_samples_sent_alone_make_the_same_datagrams_as_whole_ones() -> None:
+    """Datagrams' worth of samples handed over at once (the eBPF drain's ``send_samples``), after a
+    sample still pending: the same datagrams, numbered in order, as the same samples added whole;
+    those of one size (and a shorter last one) as one run of segments."""
+    whole: list[bytes] = []
+    alone: list[bytes] = []
+    runs: list[int] = []
+
+    def send(d: bytes | list | Segments) -> None:
+        if isinstance(d, Segments):
+            runs.append(d.count)
+            alone.extend(d.data[at : at + d.size] for at in range(0, len(d.data), d.size))
+        else:
+            alone.append(d if isinstance(d, bytes) else b"".join(d))
+
+    a = DatagramAssembler(AGENT6, 7, 1400, whole.append)
+    b = DatagramAssembler(AGENT6, 7, 1400, send)
+    samples = [flow(seq, 64) for seq in range(1, 30)]
+    per = (1400 - 1 - 40) // len(samples[0])  # samples in a datagram after the 40-byte IPv6 header
+    a.add(samples[0], 5)
+    b.add(samples[0], 5)
+    a.flush(5)  # the pending sample leaves first, then each run fills its own datagram
+    for first in range(1, len(samples), per):
+        for sample in samples[first : first + per]:
+            a.add(sample, 5)
+    a.flush(5)
+    b.send_samples(
+        [(b"".join(samples[f : f + per]), len(samples[f : f + per])) for f in range(1, len(samples), per)], 5
+    )
+    assert alone == whole
+    assert runs == [len(whole) - 1]  # all but the pending sample's datagram in one run, the last shorter
+    assert len(whole[-1]) < len(whole[-2])
+    assert [d.sequence for d in map(decode_datagram, alone)] == list(range(1, len(whole) + 1))
+    assert b.samples_sent == len(samples) and b.datagrams_sent == len(whole)

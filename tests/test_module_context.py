@@ -49,8 +49,8 @@ class _Idle(Enricher):
         return None
 
 
-def test_encoded_flows_number_and_send_samples_given_as_pieces(tmp_path: Path) -> None:
-    """The face of the flow path for a sampler that encodes samples itself: samples given as pieces
+def test_encoded_flows_number_and_send_samples_given_encoded(tmp_path: Path) -> None:
+    """The face of the flow path for a sampler that encodes samples itself: samples given back to back
     sent as one datagram, as they were given; not while an enricher wants the packets."""
     a = agent(tmp_path)
     flows = a.context.encoded_flows()
@@ -59,12 +59,12 @@ def test_encoded_flows_number_and_send_samples_given_as_pieces(tmp_path: Path) -
     a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.append)
     assert flows.direct
     samples = [FlowSample(0, 5, 10, 10 * n, 0, 5, 0x3FFFFFFF, [ExtendedTimestamp(n)], n) for n in (1, 2)]
-    encoded = [memoryview(encode_sample(s)) for s in samples]
+    encoded = b"".join(encode_sample(s) for s in samples)
     room = flows.room()
-    flows.add(encoded, 2, sum(map(len, encoded)))
-    assert flows.pending() == 2 and flows.room() == room - sum(map(len, encoded))
+    flows.add(encoded, 2)
+    assert flows.pending() == 2 and flows.room() == room - len(encoded)
     assert flows.send() == room and not flows.pending()
-    datagram = decode_datagram(b"".join(sent[0]))
+    datagram = decode_datagram(sent[0])
     assert datagram.samples == samples
     assert a.stats["flow_samples"] == 2
     a.flows.set_enrichers([(Module(a.context, a.settings), "idle", _Idle())])

@@ -10,6 +10,7 @@ packet are built here independently, as the kernel's TCP segmentation would cut 
 from __future__ import annotations
 
 import ctypes
+import select
 import struct
 import time
 from collections.abc import Iterator
@@ -175,6 +176,32 @@ def test_loopback_counts_each_packet_once_as_it_comes_in(loaded: _Loaded) -> Non
     assert totals(counts) == (1, 0, 1)
 
 
-def test_the_ring_holds_twice_the_drain_period() -> None:
-    """Each record has room for the largest sample: the ring's size estimate in ebpf.py's docstring holds."""
-    assert ebpf.RING_BYTES // ebpf._STEP >= 145_000 * 2 * ebpf.DRAIN_S
+def test_the_ring_has_room_for_the_agent_to_answer_a_wake_up() -> None:
+    """After a wake-up, WAKE_SAMPLES in, the rest of the ring holds 20 ms of samples at 145 k samples/s
+    (1-in-1 of 64-byte packets at this machine's veth rate): the ring size estimate in ebpf.py's docstring."""
+    assert ebpf.RING_BYTES // ebpf._STEP - ebpf.WAKE_SAMPLES >= 145_000 * 0.020
+    assert ebpf.RING_BYTES % ebpf._STEP == 0  # no record lies across the end of the ring, mapped once
+
+
+def test_the_agent_is_woken_once_per_wake_samples_written() -> None:
+    """The program wakes the ring's readers (here an edge-triggered epoll, as the agent's) with the
+    WAKE_SAMPLES-th sample written, not before, and not by the next one."""
+    try:
+        loaded = _Loaded(*ebpf_core.load(ebpf.RING_BYTES), "libbpf")
+    except SamplerError as e:
+        pytest.skip(f"the BPF object cannot be loaded here: {e}")
+    try:
+        configure(loaded, 1)
+        frame = MAC_A + MAC_B + b"\x08\x00" + ipv4(17, 8, 1) + struct.pack(">HHHH", 1, 2, 8, 0)
+        with select.epoll() as wake:
+            wake.register(loaded.samples, select.EPOLLIN | select.EPOLLET)
+            for _ in range(ebpf.WAKE_SAMPLES - 1):
+                run(loaded.egress, frame)
+            assert wake.poll(0.2) == []
+            run(loaded.egress, frame)
+            assert wake.poll(2.0) == [(loaded.samples, select.EPOLLIN)]
+            records(loaded)
+            run(loaded.egress, frame)
+            assert wake.poll(0.2) == []
+    finally:
+        loaded.close()

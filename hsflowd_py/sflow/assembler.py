@@ -9,9 +9,9 @@ The datagram is built in one preallocated buffer: ``add`` copies an encoded
 sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
-kernel) hands them over where they lie (``add_pieces``): the datagram then goes out as a list
-of pieces, in one ``sendmsg``, and ``keep_pieces`` copies what is still pending in before the
-sampler lets that memory go.
+kernel) hands them over a datagram's worth at a time: copied in behind the pending ones
+(``add_samples``), or, when they fill datagrams of their own, sent at once, a run of datagrams
+of one size in one ``sendmsg`` with UDP segmentation offload (``send_samples``, :class:`Segments`).
 Discard samples (0:5) travel in datagrams of their own: a collector that does not know the
 sample type (pmacct) abandons the rest of its datagram, flow and counter samples included.
 A sample that cannot be encoded (a value out of its
@@ -24,12 +24,31 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .codec import datagram_header
 
 log = logging.getLogger("hsflowd.assembler")
 
+SEGMENTS_MAX = 64
+"""Datagrams in one :class:`Segments` (the kernel's UDP_MAX_SEGMENTS)."""
+SEGMENTS_BYTES = 60_000
+"""Bytes in one :class:`Segments`: one UDP payload, under 64 KB with room for the headers."""
+
+
+class Segments(NamedTuple):
+    """``count`` datagrams back to back in ``data``, each of ``size`` bytes but the last, which may be
+    shorter: for one ``sendmsg`` with UDP segmentation offload (``Receivers.send``), the kernel
+    cutting them apart (on loopback as it hands them to the receiving socket), so that the path
+    through the stack is taken once for the run, not once per datagram."""
+
+    data: bytes
+    size: int
+    count: int
+
+
+_TAIL = struct.Struct(">III")
+"""The datagram header's last words: sequence number, uptime, number of samples."""
 UNENCODABLE = (struct.error, OverflowError, ValueError, TypeError)
 """What packing a value that does not fit its XDR field (or is not a number at all) raises."""
 
@@ -57,19 +76,14 @@ class DatagramAssembler:
         self.sequence = 0
         self.datagrams_sent = 0
         self.samples_sent = 0
-        self._header_bytes = len(datagram_header(agent, sub_agent_id, 0, 0, 0))
+        header = datagram_header(agent, sub_agent_id, 0, 0, 0)
+        self._header_bytes = len(header)
+        self._prefix = header[: -_TAIL.size]
+        """The header's words up to the sequence number, the same in every datagram."""
         self.buffer = bytearray(max_bytes)
         """The datagram being built: header space, then ``pending`` samples up to ``_end``."""
         self._end = self._header_bytes
         self._count = 0
-        self._pieces: list[Any] = []
-        """Outside pieces (bytes, memoryviews) and, as (start, end), the runs of ``buffer`` between them."""
-        self._run = self._header_bytes
-        """Where the run of ``buffer`` not yet in ``_pieces`` starts."""
-        self._runs = False
-        """Whether ``_pieces`` holds runs of ``buffer`` (else it is sent as it is)."""
-        self._outside = 0
-        """Bytes of the datagram held in outside pieces."""
         self._discards = False
         """Whether the pending samples are discard samples."""
 
@@ -90,7 +104,7 @@ class DatagramAssembler:
         The caller writes the sample into ``buffer`` at the returned offset before anything
         else touches the assembler.  A sample larger than the limit travels alone.
         """
-        if self._count and (self._end + self._outside + size >= self.max_bytes or discards != self._discards):
+        if self._count and (self._end + size >= self.max_bytes or discards != self._discards):
             self.flush(uptime_ms)
         self._discards = discards
         off = self._end
@@ -106,41 +120,17 @@ class DatagramAssembler:
         if self._discards:
             self.flush(uptime_ms)
             self._discards = False
-        return self.max_bytes - 1 - self._end - self._outside
+        return self.max_bytes - 1 - self._end
 
-    def add_pieces(self, pieces: list[Any], count: int, size: int) -> None:
-        """Queue ``count`` samples of ``size`` bytes in all, given as ``pieces`` sent as they are (bytes,
-        memoryviews that must stay as they are until the datagram is sent or ``keep_pieces`` is
-        called).  The caller keeps to ``room`` (the eBPF sampler's hot path: one call per datagram)."""
-        if self._end != self._run:  # whole samples added since the last pieces
-            self._pieces.append((self._run, self._end))
-            self._run = self._end
-            self._runs = True
-        self._pieces += pieces
-        self._outside += size
+    def add_samples(self, samples: bytes, count: int) -> None:
+        """Queue ``count`` encoded flow samples given back to back, within ``room`` (the eBPF sampler's
+        hot path: one call per datagram)."""
+        off = self._end
+        self._end = end = off + len(samples)
+        if end > len(self.buffer):
+            self.buffer.extend(bytes(end - len(self.buffer)))
+        self.buffer[off:end] = samples
         self._count += count
-
-    def _gather(self) -> list[Any]:
-        """The pending samples as pieces: outside pieces and runs of ``buffer``, in order."""
-        view = memoryview(self.buffer)
-        pieces = [view[p[0] : p[1]] if type(p) is tuple else p for p in self._pieces] if self._runs else self._pieces
-        self._runs = False
-        if self._end != self._run:
-            pieces.append(view[self._run : self._end])
-        return pieces
-
-    def keep_pieces(self) -> None:
-        """Copy the pending samples' outside pieces into ``buffer``: their owner is about to reuse them."""
-        if not self._pieces:
-            return
-        data = b"".join(self._gather())  # the samples, after the header
-        start = self._header_bytes
-        self._pieces.clear()
-        self._outside = 0
-        self._run, self._end = start, start + len(data)
-        if self._end > len(self.buffer):
-            self.buffer.extend(bytes(self._end - len(self.buffer)))
-        self.buffer[start : self._end] = data
 
     def unreserve(self, off: int) -> None:
         """Give back the room the last ``reserve`` returned (at ``off``): its sample could not be
@@ -153,17 +143,36 @@ class DatagramAssembler:
         if not self._count:
             return
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF
-        header = datagram_header(self.agent, self.sub_agent_id, self.sequence, uptime_ms, self._count)
+        header = self._prefix + _TAIL.pack(self.sequence, uptime_ms & 0xFFFFFFFF, self._count)
         self.buffer[: self._header_bytes] = header
-        datagram: bytes | list[Any]
-        if self._pieces:
-            datagram = [memoryview(self.buffer)[: self._header_bytes], *self._gather()]
-            self._pieces.clear()
-            self._outside = 0
-        else:
-            datagram = bytes(self.buffer[: self._end])
+        datagram = bytes(self.buffer[: self._end])
         self.samples_sent += self._count
         self.datagrams_sent += 1
         self._count = 0
-        self._end = self._run = self._header_bytes
+        self._end = self._header_bytes
         self.send(datagram)
+
+    def send_samples(self, datagrams: list[tuple[bytes, int]], uptime_ms: int) -> None:
+        """Send datagrams of encoded flow samples given as (samples, how many), each within an empty
+        datagram's ``room``, after what is pending: the eBPF sampler's hot path.  Runs of datagrams of
+        one size go to ``send`` as :class:`Segments`, one ``sendmsg`` for the run."""
+        if self._count:
+            self.flush(uptime_ms)
+        uptime = uptime_ms & 0xFFFFFFFF
+        whole = []
+        for samples, count in datagrams:
+            self.sequence = sequence = (self.sequence + 1) & 0xFFFFFFFF
+            whole.append(self._prefix + _TAIL.pack(sequence, uptime, count) + samples)
+            self.samples_sent += count
+        self.datagrams_sent += len(whole)
+        i = 0
+        while i < len(whole):
+            size = len(whole[i])
+            end = min(len(whole), i + min(SEGMENTS_MAX, SEGMENTS_BYTES // size))
+            j = i + 1
+            while j < end and len(whole[j]) == size:
+                j += 1
+            if j < end and len(whole[j]) < size:  # a shorter one may end the run
+                j += 1
+            self.send(whole[i] if j == i + 1 else Segments(b"".join(whole[i:j]), size, j - i))
+            i = j

@@ -20,7 +20,7 @@ import os
 import socket
 import sys
 
-FDS = ("hsflowd_ingress", "hsflowd_egress", "config", "counts", "samples", "clock")
+FDS = ("hsflowd_ingress", "hsflowd_egress", "config", "counts", "samples", "clock", "written")
 
 
 def _reply(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:

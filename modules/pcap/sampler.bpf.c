@@ -13,6 +13,7 @@ BPF_HASH(counts, u32, struct tap_counts, 4096);
 BPF_RINGBUF_OUTPUT(samples, RING_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct wire, 1);
 BPF_ARRAY(clock, u64, 1);
+BPF_ARRAY(written, u64, 1);
 
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
@@ -42,7 +43,13 @@ static __always_inline struct record *reserve_sample(void)
     return samples.ringbuf_reserve(sizeof(struct record));
 }
 
-static __always_inline void submit_sample(struct record *r)
+static __always_inline u64 *written_count(void)
 {
-    samples.ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    u32 zero = 0;
+    return written.lookup(&zero);
+}
+
+static __always_inline void submit_sample(struct record *r, u64 flags)
+{
+    samples.ringbuf_submit(r, flags);
 }

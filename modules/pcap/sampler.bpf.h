@@ -21,9 +21,10 @@
  * A sampled packet is counted then too, up to the segment sampled (the rest of a GSO packet
  * after its last sample): a sample's pool is the count of wire packets up to its own, and the
  * window in which two CPUs can take pools in the other order than their places is a few
- * instructions.  Samples are written without waking the reader
- * (BPF_RB_NO_WAKEUP): the agent drains the ring on a timer, which bounds its wake-ups
- * whatever the packet rate.
+ * instructions.  Samples are written without waking the reader (BPF_RB_NO_WAKEUP) except every
+ * WAKE_SAMPLES-th one written (ring_wake): the agent is woken once per WAKE_SAMPLES samples
+ * whatever the packet rate, and drains the ring on a slow timer besides, for the samples of quiet
+ * periods.
  *
  * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on the
  * way in: skb->gso_segs segments of skb->gso_size payload bytes).  It counts as that many
@@ -48,6 +49,11 @@
 #ifndef HEADER_MAX
 #define HEADER_MAX 256
 #endif
+/* The agent is woken by every WAKE_SAMPLES-th sample written to the ring, all interfaces counted
+ * together (struct written: one atomic add per sample, so exactly one wake-up per WAKE_SAMPLES);
+ * a power of two, at most a quarter of the ring's records (ebpf.RING_BYTES). */
+#define WAKE_SAMPLES 1024
+
 /* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
  * the verifier walks once per turn, so it takes at most 2 samples of one packet (3 exceed the
  * verifier's budget). */
@@ -102,11 +108,16 @@ struct wire {
 };
 
 /* A ring record: the sample of its largest size (the ring reserves only sizes the verifier knows),
- * of which the sample's own length word says how much is the sample. */
+ * of which the sample's own length word says how much is the sample, padded so that with its ring
+ * header it takes RECORD_SLOT bytes: a power of two, so that records lie at a fixed stride and
+ * never across the end of the ring, which the agent then maps once, not twice (ebpf.py). */
+#define RECORD_SLOT 512
 struct record {
     u32 word[W_WORDS];
     u8 header[HEADER_MAX + SFLOW_TIMESTAMP_BYTES];
+    u8 pad[RECORD_SLOT - 8 - SFLOW_HEAD_BYTES - HEADER_MAX - SFLOW_TIMESTAMP_BYTES];
 };
+_Static_assert(sizeof(struct record) + 8 == RECORD_SLOT, "a record and its ring header fill a slot");
 
 /* Defined by the front end, after its maps. */
 static __always_inline struct tap_config *config_of(u32 *ifindex);
@@ -114,7 +125,17 @@ static __always_inline struct tap_counts *counts_of(u32 *ifindex);
 static __always_inline struct wire *scratch_of(void);
 static __always_inline u64 epoch_offset(void);
 static __always_inline struct record *reserve_sample(void);
-static __always_inline void submit_sample(struct record *r);
+static __always_inline u64 *written_count(void);
+static __always_inline void submit_sample(struct record *r, u64 flags);
+
+/* How to submit a sample: waking the agent if it is the WAKE_SAMPLES-th written since the last wake-up. */
+static __always_inline u64 ring_wake(void)
+{
+    u64 *written = written_count();
+    if (!written)
+        return BPF_RB_NO_WAKEUP;
+    return (__sync_fetch_and_add(written, 1) + 1) & (WAKE_SAMPLES - 1) ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
+}
 
 /* v & mask in an instruction of its own: the compiler, knowing v is smaller already, would drop a
  * plain mask, and the verifier, which tracks less than the compiler, needs it to bound v. */
@@ -294,11 +315,11 @@ static __always_inline void sample_segment(struct segments *l, u32 i)
         __sync_fetch_and_add(&l->cnt->drops, 1);
         return;
     }
-    __builtin_memcpy(r, w, sizeof(*r));
+    __builtin_memcpy(r, w, __builtin_offsetof(struct record, pad));
     r->word[W_SEQUENCE] = WIRE32((u32)(__sync_fetch_and_add(&l->cnt->sequence, 1) + 1));
     r->word[W_POOL] = WIRE32((u32)pool);
     r->word[W_DROPS] = WIRE32((u32)l->cnt->drops);
-    submit_sample(r);
+    submit_sample(r, ring_wake());
 }
 
 static long segment_callback(u32 index, void *ctx)

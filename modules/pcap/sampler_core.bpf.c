@@ -50,6 +50,13 @@ struct {
     __type(value, u64);
 } clock SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, u64);
+} written SEC(".maps");
+
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
     return bpf_map_lookup_elem(&config, ifindex);
@@ -78,9 +85,15 @@ static __always_inline struct record *reserve_sample(void)
     return bpf_ringbuf_reserve(&samples, sizeof(struct record), 0);
 }
 
-static __always_inline void submit_sample(struct record *r)
+static __always_inline u64 *written_count(void)
 {
-    bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+    u32 zero = 0;
+    return bpf_map_lookup_elem(&written, &zero);
+}
+
+static __always_inline void submit_sample(struct record *r, u64 flags)
+{
+    bpf_ringbuf_submit(r, flags);
 }
 
 char LICENSE[] SEC("license") = "GPL";
