@@ -20,22 +20,14 @@ import asyncio
 import errno
 import logging
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
-
-from .sflow.assembler import Segments
 
 log = logging.getLogger("hsflowd.receivers")
 
 _TRANSIENT = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAGAIN, errno.ENOBUFS, errno.EPERM}
 _UDP_HINTS = {"type": socket.SOCK_DGRAM, "proto": socket.IPPROTO_UDP}
-UDP_SEGMENT = 103
-"""The UDP socket option (linux/udp.h) giving a send's segment size: not in the socket module."""
-_SEGMENT_SIZE = struct.Struct("=H")
-_NO_SEGMENTING = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
-"""What a send with UDP_SEGMENT fails with where the kernel, device or route cannot segment it."""
 QUIET_S = 10.0
 """Seconds without a fault after which a faulty collector is logged as sending again."""
 
@@ -66,7 +58,6 @@ class Receiver:
     unresolved: str | None = field(default=None)
     """The same for name resolution, which fails and recovers independently of sending."""
     resolving: asyncio.Task[None] | None = None
-    segmenting: bool = True
     """Runs of datagrams go in one send (UDP segmentation offload); False once its route refused it."""
 
     @property
@@ -183,51 +174,34 @@ class Receivers:
 
     def send(self, datagram: Any) -> None:
         """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather), in one system
-        call per collector; or a run of datagrams (``Segments``), in one system call with UDP
-        segmentation offload, or one by one to a collector whose route refuses it."""
-        if type(datagram) is Segments:
-            ancillary = [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(datagram.size))]
-            data, size = datagram.data, datagram.size
-            for r in self.receivers:
-                if not r.segmenting or not self._deliver(r, (data,), ancillary, datagram.count):
-                    for at in range(0, len(data), size):
-                        self._deliver(r, (data[at : at + size],), (), 1)
-            return
+        call per collector."""
         pieces = datagram if isinstance(datagram, list) else (datagram,)
         for r in self.receivers:
-            self._deliver(r, pieces, (), 1)
+            self._deliver(r, pieces)
 
-    def _deliver(self, r: Receiver, pieces: Any, ancillary: list[Any] | tuple[()], count: int) -> bool:
-        """``count`` datagrams to one collector; False (nothing sent, nothing counted) when the kernel
-        refuses segmentation offload on its route (then never asked again for that collector)."""
+    def _deliver(self, r: Receiver, pieces: Any) -> None:
+        """One datagram to one collector; a fault is counted and logged once until it clears."""
         if r.sockaddr is None:
-            r.errors += count  # never resolved: counted, logged by the resolution
-            return True
+            r.errors += 1  # never resolved: counted, logged by the resolution
+            return
         try:
             sock = r.sock or r.socket()
             try:
-                sock.sendmsg(pieces, ancillary)
+                sock.sendmsg(pieces)
             except ConnectionRefusedError as e:
                 # about an earlier datagram (the kernel reports the ICMP error on the next send
                 # and sends nothing): counted, and this one is sent all the same
                 self._fault(r, e)
-                sock.sendmsg(pieces, ancillary)
+                sock.sendmsg(pieces)
         except OSError as e:
-            if ancillary and e.errno in _NO_SEGMENTING:
-                r.segmenting = False
-                log.info(
-                    "collector %s: no UDP segmentation offload on its route (%s): datagrams one by one", r.label, e
-                )
-                return False
             if e.errno not in _TRANSIENT:
                 log.debug("collector %s: unexpected send error", r.label, exc_info=True)
             self._fault(r, e)
-            return True
-        r.sent += count
+            return
+        r.sent += 1
         if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
             log.info("collector %s: sending again", r.label)
             r.failing = None
-        return True
 
     def close(self) -> None:
         for r in self.receivers:

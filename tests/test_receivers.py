@@ -10,7 +10,6 @@ import pytest
 from netns import VethNamespace, sh
 
 from hsflowd_py.receivers import Receivers
-from hsflowd_py.sflow.assembler import Segments
 
 
 def listener(family: int, host: str) -> socket.socket:
@@ -29,30 +28,6 @@ def test_each_datagram_goes_to_ipv4_and_ipv6_collectors() -> None:
     assert [a.recv(100), a.recv(100)] == [b"one", b"two"]
     assert [b.recv(100), b.recv(100)] == [b"one", b"two"]
     assert [x.sent for x in r.receivers] == [2, 2]
-    r.close()
-    a.close()
-    b.close()
-
-
-def test_a_run_of_datagrams_arrives_as_datagrams_in_one_send_or_one_by_one() -> None:
-    """Segments (the eBPF drain's full datagrams) reach each collector as separate datagrams, the last
-    shorter, counted one by one; a run the kernel refuses to segment (here more than its
-    UDP_MAX_SEGMENTS, 64 or 128 by kernel) goes one datagram at a time, and that collector is not asked to
-    segment again."""
-    a, b = listener(socket.AF_INET, "127.0.0.1"), listener(socket.AF_INET6, "::1")
-    r = Receivers()
-    r.configure([("127.0.0.1", a.getsockname()[1], None), ("::1", b.getsockname()[1], None)])
-    datagrams = [bytes([n]) * 100 for n in range(5)] + [b"end"]
-    r.send(Segments(b"".join(datagrams), 100, len(datagrams)))
-    assert [a.recv(200) for _ in datagrams] == datagrams
-    assert [b.recv(200) for _ in datagrams] == datagrams
-    assert [x.sent for x in r.receivers] == [6, 6]
-    assert all(x.segmenting for x in r.receivers)
-    many = [bytes([n]) * 10 for n in range(150)]
-    r.send(Segments(b"".join(many), 10, len(many)))
-    assert [a.recv(200) for _ in many] == many
-    assert [x.sent for x in r.receivers] == [156, 156] and not any(x.segmenting for x in r.receivers)
-    assert sum(x.errors for x in r.receivers) == 0
     r.close()
     a.close()
     b.close()

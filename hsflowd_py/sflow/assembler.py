@@ -10,8 +10,10 @@ sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
 kernel) hands them over a datagram's worth at a time: copied in behind the pending ones
-(``add_samples``), or, when they fill datagrams of their own, sent at once, a run of datagrams
-of one size in one ``sendmsg`` with UDP segmentation offload (``send_samples``, :class:`Segments`).
+(``add_samples``), or, when they fill datagrams of their own, sent at once, one ``sendmsg``
+each (``send_samples``).  Not as one ``sendmsg`` with UDP segmentation offload: a capture on the
+sending host (tcpdump, tshark, a pcap-reading collector) would see each run as one packet of
+concatenated datagrams and decode only the first.
 Discard samples (0:5) travel in datagrams of their own: a collector that does not know the
 sample type (pmacct) abandons the rest of its datagram, flow and counter samples included.
 A sample that cannot be encoded (a value out of its
@@ -24,28 +26,11 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from .codec import datagram_header
 
 log = logging.getLogger("hsflowd.assembler")
-
-SEGMENTS_MAX = 64
-"""Datagrams in one :class:`Segments` (the kernel's UDP_MAX_SEGMENTS)."""
-SEGMENTS_BYTES = 60_000
-"""Bytes in one :class:`Segments`: one UDP payload, under 64 KB with room for the headers."""
-
-
-class Segments(NamedTuple):
-    """``count`` datagrams back to back in ``data``, each of ``size`` bytes but the last, which may be
-    shorter: for one ``sendmsg`` with UDP segmentation offload (``Receivers.send``), the kernel
-    cutting them apart (on loopback as it hands them to the receiving socket), so that the path
-    through the stack is taken once for the run, not once per datagram."""
-
-    data: bytes
-    size: int
-    count: int
-
 
 _TAIL = struct.Struct(">III")
 """The datagram header's last words: sequence number, uptime, number of samples."""
@@ -154,25 +139,13 @@ class DatagramAssembler:
 
     def send_samples(self, datagrams: list[tuple[bytes, int]], uptime_ms: int) -> None:
         """Send datagrams of encoded flow samples given as (samples, how many), each within an empty
-        datagram's ``room``, after what is pending: the eBPF sampler's hot path.  Runs of datagrams of
-        one size go to ``send`` as :class:`Segments`, one ``sendmsg`` for the run."""
+        datagram's ``room``, after what is pending: the eBPF sampler's hot path."""
         if self._count:
             self.flush(uptime_ms)
         uptime = uptime_ms & 0xFFFFFFFF
-        whole = []
+        send, prefix = self.send, self._prefix
         for samples, count in datagrams:
             self.sequence = sequence = (self.sequence + 1) & 0xFFFFFFFF
-            whole.append(self._prefix + _TAIL.pack(sequence, uptime, count) + samples)
             self.samples_sent += count
-        self.datagrams_sent += len(whole)
-        i = 0
-        while i < len(whole):
-            size = len(whole[i])
-            end = min(len(whole), i + min(SEGMENTS_MAX, SEGMENTS_BYTES // size))
-            j = i + 1
-            while j < end and len(whole[j]) == size:
-                j += 1
-            if j < end and len(whole[j]) < size:  # a shorter one may end the run
-                j += 1
-            self.send(whole[i] if j == i + 1 else Segments(b"".join(whole[i:j]), size, j - i))
-            i = j
+            send(prefix + _TAIL.pack(sequence, uptime, count) + samples)
+        self.datagrams_sent += len(datagrams)
