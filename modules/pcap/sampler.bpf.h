@@ -52,7 +52,7 @@
 /* The agent is woken by every WAKE_SAMPLES-th sample written to the ring, all interfaces counted
  * together (struct written: one atomic add per sample, so exactly one wake-up per WAKE_SAMPLES);
  * a power of two, at most a quarter of the ring's records (ebpf.RING_BYTES). */
-#define WAKE_SAMPLES 1024
+#define WAKE_SAMPLES 256
 
 /* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
  * the verifier walks once per turn, so it takes at most 2 samples of one packet (3 exceed the
