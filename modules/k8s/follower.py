@@ -232,6 +232,9 @@ class Follower(Module):
                 continue
             except Unavailable as err:
                 self.stats["runtime_unavailable"] += 1
+                # a fresh channel next time: grpc's own reconnect backoff (1 s growing 1.6x to 120 s,
+                # failing calls fast meanwhile) would hide a restarted runtime behind ours
+                await self._close_channel()
                 if self._down_since is None:
                     self._down_since = time.monotonic()
                     log.warning(

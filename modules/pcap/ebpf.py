@@ -91,8 +91,9 @@ HEADER_MAX = 256
 RING_BYTES = 2 << 20
 WAKE_SAMPLES = 256
 """As ``sampler.bpf.h`` defines it: the kernel wakes the agent once per this many samples written."""
-DRAIN_S = 0.5
-"""The timer's period: how long a sample may wait in the ring while fewer than ``WAKE_SAMPLES`` are written."""
+DRAIN_S = 0.1
+"""The timer's period: how long a sample may wait in the ring while fewer than ``WAKE_SAMPLES`` are written
+(no longer: tcp {} answers from socket states at most 100 ms old, and a socket may close meanwhile)."""
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
