@@ -56,6 +56,7 @@ from hsflowd_py.sflow.records import (
     SampledHeader,
 )
 from hsflowd_py.sflow.samples import DiscardSample
+from hsflowd_py.tasks import owned_by_thread
 
 from .kallsyms import Kallsyms
 from .reasons import NOT_DROPS, ReasonsError, drop_code, read_reasons
@@ -76,6 +77,7 @@ PROGRAM = "hsflowd_kfree_skb"
 TRACEPOINT = "kfree_skb"
 NAMES = (PROGRAM, "config", "bucket", "hidden", "counts", "drops")
 HEADER_MAX = 256
+LOAD_THREAD = "dropmon-bpf-load"
 RING_BYTES = 1 << 20
 """Room for 3400 records: a drain's worth at the highest limit (10 000 a second), three times over."""
 DRAIN_S = 0.1
@@ -141,6 +143,11 @@ class _Loaded:
             os.close(fd)
 
 
+def _close(opened: tuple[dict[int, str], str, _Loaded]) -> None:
+    """What a load the agent stopped waiting for (stopped meanwhile) handed back: detached and closed."""
+    opened[2].close()
+
+
 @register
 class Dropmon(Module):
     name = "dropmon"
@@ -173,19 +180,12 @@ class Dropmon(Module):
     async def start(self) -> None:
         s = self.config
         try:
-            self.reasons, where = read_reasons(self.context.root)
+            self.reasons, where, self.loaded = await owned_by_thread(self._load, release=_close, name=LOAD_THREAD)
         except ReasonsError as e:
             log.warning("dropmon: not monitoring drops: %s", e)
             return
-        try:
-            self.loaded = _Loaded(*bpf_loader.load(OBJECT, NAMES, {"drops": RING_BYTES}))
-            self._configure()
-            self.loaded.link = bpf_loader.attach_raw_tracepoint(TRACEPOINT, self.loaded.program)
         except (bpf_loader.BpfError, OSError) as e:
             log.warning("dropmon: not monitoring drops (the agent runs on without it): %s", e)
-            if self.loaded is not None:
-                self.loaded.close()
-                self.loaded = None
             return
         log.info(
             "dropmon: BPF program on the skb:%s tracepoint (NET_DM is not used), loaded through libbpf from %s; "
@@ -195,22 +195,35 @@ class Dropmon(Module):
         self._last_seen = self.loaded.totals()[0]
         self._task = asyncio.create_task(self._run(), name="dropmon")
 
-    def _configure(self) -> None:
+    def _load(self) -> tuple[dict[int, str], str, _Loaded]:
+        """(On a thread of its own: the reasons may come from the kernel's BTF, megabytes walked in Python,
+        and the verifier and the tracepoint's attach take their time; the loop samples meanwhile.)  The
+        reasons and where they were read, the program loaded, configured and attached."""
+        reasons, where = read_reasons(self.context.root)
+        loaded = _Loaded(*bpf_loader.load(OBJECT, NAMES, {"drops": RING_BYTES}))
+        try:
+            self._configure(loaded, reasons)
+            loaded.link = bpf_loader.attach_raw_tracepoint(TRACEPOINT, loaded.program)
+        except BaseException:
+            loaded.close()
+            raise
+        return reasons, where, loaded
+
+    def _configure(self, loaded: _Loaded, reasons: dict[int, str]) -> None:
         """Limit, header size and hidden reasons into the kernel's maps."""
-        assert self.loaded is not None
         s = self.config
         self.hide = re.compile(s.hide) if s.hide else None
         interval, tolerance = bucket(s.limit)
         header_bytes = min(self.settings.header_bytes, HEADER_MAX)
-        self.loaded.config.update(_KEY.pack(0), _CONFIG.pack(interval, tolerance, header_bytes, 0))
-        not_drops = {n for n, name in self.reasons.items() if name in NOT_DROPS} | set(range(min(self.reasons)))
-        for number in sorted(not_drops | set(self.reasons)):
-            name = self.reasons.get(number, "")
+        loaded.config.update(_KEY.pack(0), _CONFIG.pack(interval, tolerance, header_bytes, 0))
+        not_drops = {n for n, name in reasons.items() if name in NOT_DROPS} | set(range(min(reasons)))
+        for number in sorted(not_drops | set(reasons)):
+            name = reasons.get(number, "")
             hidden = number in not_drops or (self.hide is not None and self.hide.search(name) is not None)
             if hidden:
-                self.loaded.hidden.update(_KEY.pack(number), b"\1")
+                loaded.hidden.update(_KEY.pack(number), b"\1")
             else:
-                self.loaded.hidden.delete(_KEY.pack(number))
+                loaded.hidden.delete(_KEY.pack(number))
 
     def reconfigure(self, settings: Settings) -> None:
         old = self.settings
@@ -220,7 +233,7 @@ class Dropmon(Module):
             and settings.dropmon is not None
             and (settings.dropmon != old.dropmon or settings.header_bytes != old.header_bytes)
         ):
-            self._configure()
+            self._configure(self.loaded, self.reasons)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -4,7 +4,8 @@ Which interfaces and at what rate: ``interfaces.py``.  How: one of two kernel sa
 behind the same interface (``sampler.py``), picked per ``pcap {}`` block by ``sampler``:
 
 * ``ebpf`` (``ebpf.py``): tc programs counting every packet and sampling into a BPF ring
-  buffer; the BPF object built with the package, loaded through libbpf (``ebpf_core.py``),
+  buffer; the BPF object built with the package, loaded through libbpf (``ebpf_core.py``) on a
+  thread of its own (the kernel's verifier takes ~0.8 s, which the loop spends answering),
   else compiled by bcc in a short-lived child process (the agent itself never loads LLVM);
 * ``cbpf`` (``cbpf.py``): a random classic BPF filter on an AF_PACKET socket with a
   TPACKET_V3 ring; standard library only;
