@@ -46,6 +46,7 @@ from hsflowd_py import bpf_loader
 from hsflowd_py.bpf import Map, RingBuffer, possible_cpus
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 from hsflowd_py.module import Module, register
+from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.sflow.records import (
     INTERNAL_PORT,
@@ -56,15 +57,13 @@ from hsflowd_py.sflow.records import (
     SampledHeader,
 )
 from hsflowd_py.sflow.samples import DiscardSample
-from hsflowd_py.tasks import owned_by_thread
+from hsflowd_py.tasks import cancel, owned_by_thread
 
 from .kallsyms import Kallsyms
 from .reasons import NOT_DROPS, ReasonsError, drop_code, read_reasons
 from .settings import DropmonSettings
 
 if TYPE_CHECKING:
-    import mmap
-
     from hsflowd_py.config import Settings
     from hsflowd_py.module_context import ModuleContext
 
@@ -78,6 +77,8 @@ TRACEPOINT = "kfree_skb"
 NAMES = (PROGRAM, "config", "bucket", "hidden", "counts", "drops")
 HEADER_MAX = 256
 LOAD_THREAD = "dropmon-bpf-load"
+KALLSYMS_THREAD = "dropmon-kallsyms"
+"""Where /proc/kallsyms is read (a thread started from the loop's: it needs CAP_SYSLOG, kept by it alone)."""
 RING_BYTES = 1 << 20
 """Room for 3400 records: a drain's worth at the highest limit (10 000 a second), three times over."""
 DRAIN_S = 0.1
@@ -236,13 +237,11 @@ class Dropmon(Module):
             self._configure(self.loaded, self.reasons)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self.loaded is not None:
             self.loaded.detach()
-            self._drain()
+            await self._drain()
             self.loaded.close()
             self.loaded = None
             log.info("dropmon: stopped monitoring drops")
@@ -252,7 +251,7 @@ class Dropmon(Module):
         while True:
             await asyncio.sleep(DRAIN_S)
             try:
-                self._drain()
+                await self._drain()
                 if time.monotonic() >= next_tick:
                     next_tick += 1.0
                     self._tick()
@@ -281,7 +280,10 @@ class Dropmon(Module):
             log.error("dropmon: stopped by max_trip: no more discard samples until restarted or reloaded")
             self.loaded.detach()
 
-    def _drain(self) -> None:
+    async def _drain(self) -> None:
+        """The records the kernel wrote since, copied out of the ring (taken, they may be written over),
+        the functions that dropped them named on a thread (a read of /proc/kallsyms takes ~0.2 s, which
+        would stall the loop's sampling), then sent."""
         loaded = self.loaded
         if loaded is None:
             return
@@ -292,21 +294,22 @@ class Dropmon(Module):
         drops = suppressed + lost
         self._epoch_offset = time.time_ns() - time.monotonic_ns()
         data = ring.data_map
-        positions = list(ring.records())
-        self.kallsyms.resolve(_RECORD.unpack_from(data, pos)[2] for pos in positions)
-        for pos in positions:
-            self._emit(data, pos, drops)
+        records = [data[pos : pos + _RECORD.size + _RECORD.unpack_from(data, pos)[8]] for pos in ring.records()]
+        unnamed = {_RECORD.unpack_from(r)[2] for r in records} - self.kallsyms.cache.keys()
+        if unnamed:
+            await in_new_thread(self.kallsyms.resolve, unnamed, name=KALLSYMS_THREAD)
+        for record in records:
+            self._emit(record, drops)
 
-    def _emit(self, data: mmap.mmap, pos: int, drops: int) -> None:
-        _, ktime, location, reason, iif, ifindex, frame, protocol, hlen, mac = _RECORD.unpack_from(data, pos)
+    def _emit(self, record: bytes, drops: int) -> None:
+        _, ktime, location, reason, iif, ifindex, frame, protocol, hlen, mac = _RECORD.unpack_from(record)
         function = self.kallsyms.lookup(location)
         if function is not None and self.hide is not None and self.hide.search(function):
             self.stats["hidden_by_function"] += 1
             return
         name = self.reasons.get(reason, f"reason {reason}")
         records: list[Record] = []
-        start = pos + _RECORD.size
-        header = data[start : start + hlen]
+        header = record[_RECORD.size : _RECORD.size + hlen]
         ethertype = socket.ntohs(protocol)
         if hlen and mac:
             records.append(SampledHeader(HEADER_ETHERNET, frame + FCS_BYTES, FCS_BYTES, header))
