@@ -17,7 +17,8 @@ sample's ``drops`` (cumulative).  The agent drains the ring every ``DRAIN_S``.
 Each sample: data source 0:0 (one for the whole host, as the established agent), input the
 interface the packet came in on (0x3FFFFFFF, internal, when this host sent it), output the one it
 was leaving through (else 0, unknown); 0:1 with the packet's first bytes (Ethernet when the MAC
-header is there, else its IPv4/IPv6 header), 0:1038 the function that dropped it (/proc/kallsyms),
+header is there, else its IPv4/IPv6 header), 0:1038 the function that dropped it (/proc/kallsyms,
+read on a thread when a new one comes, as is the program loaded: the loop samples meanwhile),
 0:1042 the kernel's reason name (``rn = off`` leaves it out), 0:1043 the time of the drop; the
 discard code maps the reason as the established agent does (``reasons.py``).
 
