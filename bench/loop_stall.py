@@ -6,9 +6,11 @@ veth pair into a namespace of its own, and the agent in this process with
 ``polling = --polling`` and ``checkAdaptors = 1``; iperf3 sends ``--pps`` packets/s of 64-byte
 UDP frames across the pair while a task that asks to wake every millisecond records how late each
 wake-up is, and a watchdog thread notes where the loop was in each stall over 50 ms.  Printed: the
-stall while the containers are being tracked, and over ``--seconds`` after one more polling round
-(worst, 99th percentile, median, wake-ups late by more than 10 and 50 ms, where the loop was), and
-what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held for tcp
+stall from the agent's start until pcap samples its interface (the eBPF program's load included;
+``--dropmon`` adds ``dropmon { }`` and its program's load), then while the containers are being
+tracked (``--containers 0``: none started, for the start alone), and over ``--seconds`` after one
+more polling round (worst, 99th percentile, median, wake-ups late by more than 10 and 50 ms, where
+the loop was), and what the agent counted meanwhile (counter and flow samples, enrich timeouts: a sample held for tcp
 that the agent's own stall made late), and the machine's CPU pressure over the window (how often
 some task waited for a CPU).  ``--diagnose`` adds, per stall, each thread's CPU and run-queue wait
 (``/proc/self/task/*/schedstat``), the steal, the gc collections and where the other threads were:
@@ -35,7 +37,7 @@ removes its containers (by id) and its namespace at the end.
 
     flock /tmp/hsflowd-heavy.lock .venv/bin/python bench/loop_stall.py [--containers 200]
         [--pps 100000] [--sampling 100] [--polling 10] [--seconds 30] [--diagnose] [--trace]
-        [--traffic-session own|agent] [--slices NS,NS,...]
+        [--traffic-session own|agent] [--slices NS,NS,...] [--dropmon]
 """
 
 from __future__ import annotations
@@ -243,10 +245,11 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     from hsflowd_py.agent import Agent
     from hsflowd_py.config import parse_config
 
+    dropmon = " dropmon { }" if args.dropmon else ""
     conf = (
         f"sflow {{ polling = {args.polling} checkAdaptors = 1 collector {{ ip = 127.0.0.1 udpport = 9 }}"
         f" docker {{ socket = {engine.socket} }} pcap {{ dev = {dev} sampling = {args.sampling} }}"
-        " tcp { udp = on } }"
+        f" tcp {{ udp = on }}{dropmon} }}"
     )
     agent = Agent(parse_config(conf))
     task = asyncio.create_task(agent.run())
@@ -254,18 +257,27 @@ async def measure(args: argparse.Namespace, engine: dockerd.Engine, dev: str) ->
     starting_lags: list[float] = []
     dog = Watchdog(args.diagnose)
     starting = asyncio.create_task(lateness(began + 300, starting_lags, dog))
+    sampled: tuple[float, int] | None = None  # when pcap first sampled, and the wake-ups until then
     while time.monotonic() - began < 300:
-        await asyncio.sleep(0.5)
-        docker = agent.modules.get("docker")
-        if docker is not None and len(docker.containers) >= args.containers:
+        await asyncio.sleep(0.05)
+        pcap, docker = agent.modules.get("pcap"), agent.modules.get("docker")
+        if sampled is None and pcap is not None and pcap.open:
+            sampled = time.monotonic() - began, len(starting_lags)
+        if sampled is not None and docker is not None and len(docker.containers) >= args.containers:
             break
     docker = agent.modules["docker"]
     tracked, count = time.monotonic() - began, len(docker.containers)
     starting.cancel()
+    assert sampled is not None, "pcap never sampled its interface"
+    loader = getattr(agent.modules["pcap"].samplers.get("ebpf"), "loaded", None)
     print(f"agent code: {Path(hsflowd_py.__file__).parent}")
     print(f"{count} containers tracked {tracked:.1f} s after the start; polling = {args.polling}; "
-          f"{args.pps} packets/s sampled 1-in-{args.sampling}, tcp {{ udp = on }}; {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"loop stall while the containers were being tracked: {summary(starting_lags)}")
+          f"{args.pps} packets/s sampled 1-in-{args.sampling}, tcp {{ udp = on }}{dropmon}; "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print(f"loop stall from the agent's start until pcap sampled {dev} ({sampled[0]:.1f} s, eBPF loaded by "
+          f"{loader.loader if loader else 'nothing'}): {summary(starting_lags[: sampled[1]])}")  # fmt: skip
+    if len(starting_lags) > sampled[1]:
+        print(f"loop stall from then until the containers were tracked: {summary(starting_lags[sampled[1] :])}")
     report_stalls(dog)
     await lateness(time.monotonic() + args.polling, [], dog)  # one round: every container polled once
     for slice_ns in args.slices or [None]:
@@ -352,6 +364,7 @@ def main() -> None:
         type=lambda text: [int(ns) for ns in text.split(",")],
         help="one window per value: the loop's scheduler slice in ns asked first (0: the default), e.g. 0,500000",
     )
+    p.add_argument("--dropmon", action="store_true", help="dropmon { } too: its program loaded at start")
     p.add_argument("--trace", action="store_true", help=f"per wake-up late > {SPAN_MS} ms: what ran system-wide (perf)")
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -362,8 +375,9 @@ def main() -> None:
     ids: list[str] = []
     try:
         started = time.monotonic()
-        started_ids = start_containers(engine, f"stall-{os.getpid()}", args.containers, ["sleep", "3600"])
-        ids += [cid for cid, _ in started_ids.values()]
+        if args.containers:
+            started_ids = start_containers(engine, f"stall-{os.getpid()}", args.containers, ["sleep", "3600"])
+            ids += [cid for cid, _ in started_ids.values()]
         print(f"started {len(ids)} containers in {time.monotonic() - started:.0f} s")
         args.containers = len(ids)  # tracked: at least these (other sessions' containers are tracked too)
         with veth_pair("stal", ipv6=False) as v:

@@ -13,7 +13,9 @@ handed on as duplicated descriptors and the libbpf object is closed at once: wha
 is plain descriptors (``bpf.py`` works on them).
 
 libbpf's messages (with the verifier's log when a program is refused) are captured while loading
-and the last ones become the error, which the module logs.
+and the last ones become the error, which the module logs.  Modules load on threads of their own
+(the verifier takes most of a second, which would stall the loop), one load or attach at a time
+(``_one_at_a_time``): the capture is the library's, process-wide.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ctypes
 import os
 import re
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,6 +111,7 @@ def _verifier_verdict(lines: list[str]) -> list[str]:
 
 
 _libbpf: _Libbpf | None = None
+_one_at_a_time = threading.Lock()
 
 
 def _library() -> _Libbpf:
@@ -129,6 +133,13 @@ def load(
     maps' sizes and a descriptor for each program or map in ``names``, in that order.
 
     Raises BpfError saying why not (no libbpf, no object, a kernel that refuses it)."""
+    with _one_at_a_time:
+        return _load(path, names, max_entries)
+
+
+def _load(
+    path: Path, names: Sequence[str], max_entries: Mapping[str, int] | None
+) -> tuple[dict[str, dict[str, int]], list[int]]:
     if not path.exists():
         raise BpfError(f"no BPF object at {path} (setup.py builds it with clang)")
     bpf = _library()
@@ -173,9 +184,10 @@ def load(
 
 def attach_raw_tracepoint(name: str, program_fd: int) -> int:
     """Attach a loaded raw tracepoint program; closing the returned descriptor detaches it."""
-    bpf = _library()
-    bpf.messages.clear()
-    fd = bpf.lib.bpf_raw_tracepoint_open(name.encode(), program_fd)
-    if fd < 0:
-        raise bpf.failure(f"attaching to the tracepoint {name}", -fd)
-    return fd
+    with _one_at_a_time:
+        bpf = _library()
+        bpf.messages.clear()
+        fd = bpf.lib.bpf_raw_tracepoint_open(name.encode(), program_fd)
+        if fd < 0:
+            raise bpf.failure(f"attaching to the tracepoint {name}", -fd)
+        return fd

@@ -17,7 +17,8 @@ sample's ``drops`` (cumulative).  The agent drains the ring every ``DRAIN_S``.
 Each sample: data source 0:0 (one for the whole host, as the established agent), input the
 interface the packet came in on (0x3FFFFFFF, internal, when this host sent it), output the one it
 was leaving through (else 0, unknown); 0:1 with the packet's first bytes (Ethernet when the MAC
-header is there, else its IPv4/IPv6 header), 0:1038 the function that dropped it (/proc/kallsyms),
+header is there, else its IPv4/IPv6 header), 0:1038 the function that dropped it (/proc/kallsyms,
+read on a thread when a new one comes, as is the program loaded: the loop samples meanwhile),
 0:1042 the kernel's reason name (``rn = off`` leaves it out), 0:1043 the time of the drop; the
 discard code maps the reason as the established agent does (``reasons.py``).
 
@@ -46,6 +47,7 @@ from hsflowd_py import bpf_loader
 from hsflowd_py.bpf import Map, RingBuffer, possible_cpus
 from hsflowd_py.flow import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6
 from hsflowd_py.module import Module, register
+from hsflowd_py.netns import in_new_thread
 from hsflowd_py.privileges import Privileges
 from hsflowd_py.sflow.records import (
     INTERNAL_PORT,
@@ -56,14 +58,13 @@ from hsflowd_py.sflow.records import (
     SampledHeader,
 )
 from hsflowd_py.sflow.samples import DiscardSample
+from hsflowd_py.tasks import cancel, owned_by_thread
 
 from .kallsyms import Kallsyms
 from .reasons import NOT_DROPS, ReasonsError, drop_code, read_reasons
 from .settings import DropmonSettings
 
 if TYPE_CHECKING:
-    import mmap
-
     from hsflowd_py.config import Settings
     from hsflowd_py.module_context import ModuleContext
 
@@ -76,6 +77,9 @@ PROGRAM = "hsflowd_kfree_skb"
 TRACEPOINT = "kfree_skb"
 NAMES = (PROGRAM, "config", "bucket", "hidden", "counts", "drops")
 HEADER_MAX = 256
+LOAD_THREAD = "dropmon-bpf-load"
+KALLSYMS_THREAD = "dropmon-kallsyms"
+"""Where /proc/kallsyms is read (a thread started from the loop's: it needs CAP_SYSLOG, kept by it alone)."""
 RING_BYTES = 1 << 20
 """Room for 3400 records: a drain's worth at the highest limit (10 000 a second), three times over."""
 DRAIN_S = 0.1
@@ -141,6 +145,11 @@ class _Loaded:
             os.close(fd)
 
 
+def _close(opened: tuple[dict[int, str], str, _Loaded]) -> None:
+    """What a load the agent stopped waiting for (stopped meanwhile) handed back: detached and closed."""
+    opened[2].close()
+
+
 @register
 class Dropmon(Module):
     name = "dropmon"
@@ -173,19 +182,12 @@ class Dropmon(Module):
     async def start(self) -> None:
         s = self.config
         try:
-            self.reasons, where = read_reasons(self.context.root)
+            self.reasons, where, self.loaded = await owned_by_thread(self._load, release=_close, name=LOAD_THREAD)
         except ReasonsError as e:
             log.warning("dropmon: not monitoring drops: %s", e)
             return
-        try:
-            self.loaded = _Loaded(*bpf_loader.load(OBJECT, NAMES, {"drops": RING_BYTES}))
-            self._configure()
-            self.loaded.link = bpf_loader.attach_raw_tracepoint(TRACEPOINT, self.loaded.program)
         except (bpf_loader.BpfError, OSError) as e:
             log.warning("dropmon: not monitoring drops (the agent runs on without it): %s", e)
-            if self.loaded is not None:
-                self.loaded.close()
-                self.loaded = None
             return
         log.info(
             "dropmon: BPF program on the skb:%s tracepoint (NET_DM is not used), loaded through libbpf from %s; "
@@ -195,22 +197,35 @@ class Dropmon(Module):
         self._last_seen = self.loaded.totals()[0]
         self._task = asyncio.create_task(self._run(), name="dropmon")
 
-    def _configure(self) -> None:
+    def _load(self) -> tuple[dict[int, str], str, _Loaded]:
+        """(On a thread of its own: the reasons may come from the kernel's BTF, megabytes walked in Python,
+        and the verifier and the tracepoint's attach take their time; the loop samples meanwhile.)  The
+        reasons and where they were read, the program loaded, configured and attached."""
+        reasons, where = read_reasons(self.context.root)
+        loaded = _Loaded(*bpf_loader.load(OBJECT, NAMES, {"drops": RING_BYTES}))
+        try:
+            self._configure(loaded, reasons)
+            loaded.link = bpf_loader.attach_raw_tracepoint(TRACEPOINT, loaded.program)
+        except BaseException:
+            loaded.close()
+            raise
+        return reasons, where, loaded
+
+    def _configure(self, loaded: _Loaded, reasons: dict[int, str]) -> None:
         """Limit, header size and hidden reasons into the kernel's maps."""
-        assert self.loaded is not None
         s = self.config
         self.hide = re.compile(s.hide) if s.hide else None
         interval, tolerance = bucket(s.limit)
         header_bytes = min(self.settings.header_bytes, HEADER_MAX)
-        self.loaded.config.update(_KEY.pack(0), _CONFIG.pack(interval, tolerance, header_bytes, 0))
-        not_drops = {n for n, name in self.reasons.items() if name in NOT_DROPS} | set(range(min(self.reasons)))
-        for number in sorted(not_drops | set(self.reasons)):
-            name = self.reasons.get(number, "")
+        loaded.config.update(_KEY.pack(0), _CONFIG.pack(interval, tolerance, header_bytes, 0))
+        not_drops = {n for n, name in reasons.items() if name in NOT_DROPS} | set(range(min(reasons)))
+        for number in sorted(not_drops | set(reasons)):
+            name = reasons.get(number, "")
             hidden = number in not_drops or (self.hide is not None and self.hide.search(name) is not None)
             if hidden:
-                self.loaded.hidden.update(_KEY.pack(number), b"\1")
+                loaded.hidden.update(_KEY.pack(number), b"\1")
             else:
-                self.loaded.hidden.delete(_KEY.pack(number))
+                loaded.hidden.delete(_KEY.pack(number))
 
     def reconfigure(self, settings: Settings) -> None:
         old = self.settings
@@ -220,16 +235,14 @@ class Dropmon(Module):
             and settings.dropmon is not None
             and (settings.dropmon != old.dropmon or settings.header_bytes != old.header_bytes)
         ):
-            self._configure()
+            self._configure(self.loaded, self.reasons)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self.loaded is not None:
             self.loaded.detach()
-            self._drain()
+            await self._drain()
             self.loaded.close()
             self.loaded = None
             log.info("dropmon: stopped monitoring drops")
@@ -239,7 +252,7 @@ class Dropmon(Module):
         while True:
             await asyncio.sleep(DRAIN_S)
             try:
-                self._drain()
+                await self._drain()
                 if time.monotonic() >= next_tick:
                     next_tick += 1.0
                     self._tick()
@@ -268,7 +281,10 @@ class Dropmon(Module):
             log.error("dropmon: stopped by max_trip: no more discard samples until restarted or reloaded")
             self.loaded.detach()
 
-    def _drain(self) -> None:
+    async def _drain(self) -> None:
+        """The records the kernel wrote since, copied out of the ring (taken, they may be written over),
+        the functions that dropped them named on a thread (a read of /proc/kallsyms takes ~0.2 s, which
+        would stall the loop's sampling), then sent."""
         loaded = self.loaded
         if loaded is None:
             return
@@ -279,21 +295,22 @@ class Dropmon(Module):
         drops = suppressed + lost
         self._epoch_offset = time.time_ns() - time.monotonic_ns()
         data = ring.data_map
-        positions = list(ring.records())
-        self.kallsyms.resolve(_RECORD.unpack_from(data, pos)[2] for pos in positions)
-        for pos in positions:
-            self._emit(data, pos, drops)
+        records = [data[pos : pos + _RECORD.size + _RECORD.unpack_from(data, pos)[8]] for pos in ring.records()]
+        unnamed = {_RECORD.unpack_from(r)[2] for r in records} - self.kallsyms.cache.keys()
+        if unnamed:
+            await in_new_thread(self.kallsyms.resolve, unnamed, name=KALLSYMS_THREAD)
+        for record in records:
+            self._emit(record, drops)
 
-    def _emit(self, data: mmap.mmap, pos: int, drops: int) -> None:
-        _, ktime, location, reason, iif, ifindex, frame, protocol, hlen, mac = _RECORD.unpack_from(data, pos)
+    def _emit(self, record: bytes, drops: int) -> None:
+        _, ktime, location, reason, iif, ifindex, frame, protocol, hlen, mac = _RECORD.unpack_from(record)
         function = self.kallsyms.lookup(location)
         if function is not None and self.hide is not None and self.hide.search(function):
             self.stats["hidden_by_function"] += 1
             return
         name = self.reasons.get(reason, f"reason {reason}")
         records: list[Record] = []
-        start = pos + _RECORD.size
-        header = data[start : start + hlen]
+        header = record[_RECORD.size : _RECORD.size + hlen]
         ethertype = socket.ntohs(protocol)
         if hlen and mac:
             records.append(SampledHeader(HEADER_ETHERNET, frame + FCS_BYTES, FCS_BYTES, header))

@@ -11,7 +11,9 @@ waking alone, as much as sending 10,000 samples.
 Loading, in this order (``load``), each failure logged with its reason:
 
 1. the BPF object built with the package, through libbpf in this process (``ebpf_core.py``):
-   no compiler, no kernel headers, no child process;
+   no compiler, no kernel headers, no child process; on a thread of its own, as the kernel's
+   verifier takes ~0.8 s, which the loop (sampling the interfaces already open, on a reload)
+   would stall for; an agent stopped meanwhile closes what the thread hands back;
 2. bcc, for hosts without libbpf or the object: a short-lived child process
    (``ebpf_build.py``) compiles the program against the running kernel's headers with LLVM,
    hands the loaded programs and maps over as file descriptors and exits, so the agent never
@@ -73,6 +75,7 @@ from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET
+from hsflowd_py.tasks import owned_by_thread
 
 if TYPE_CHECKING:
     from hsflowd_py.flow_path import EncodedFlows
@@ -97,6 +100,8 @@ DRAIN_S = 0.1
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
+LOAD_THREAD = "pcap-bpf-load"
+"""The thread libbpf loads the object on, off the loop (a test watches for it)."""
 LOADERS = ("libbpf", "bcc")
 """In the order tried; ``HSFLOWD_PY_EBPF_LOADER`` picks one."""
 
@@ -227,6 +232,12 @@ async def build() -> _Loaded:
     return _Loaded(reply["maps"], fds, "bcc")
 
 
+def _load_core() -> _Loaded:
+    """(On a thread of its own: the verifier takes most of a second, which the loop would stall for.)
+    The object through libbpf."""
+    return _Loaded(*ebpf_core.load(RING_BYTES), "libbpf")
+
+
 async def load() -> _Loaded:
     """The programs through the first loader that works (``LOADERS``).  One log line says which loader
     it was and, as a warning, why each one before it was not; when none works, SamplerError carries
@@ -239,7 +250,7 @@ async def load() -> _Loaded:
     for loader in loaders:
         try:
             if loader == "libbpf":
-                loaded = _Loaded(*ebpf_core.load(RING_BYTES), loader)
+                loaded = await owned_by_thread(_load_core, release=_Loaded.close, name=LOAD_THREAD)
                 how = f"its BPF object {ebpf_core.OBJECT.name} loaded through libbpf"
             else:
                 loaded = await build()
