@@ -33,7 +33,7 @@ from ..sflow.xdr import ADDRESS, DecodeError
 from .exporter import options as exporter_options
 from .forward import Forwarder, TargetError, parse_target
 from .outputs import PROG, Output, make_output
-from .pcapfile import PcapError, read_pcap
+from .pcapfile import PcapError, udp_datagrams
 from .text import Received
 
 if TYPE_CHECKING:
@@ -248,18 +248,18 @@ def read_file(collector: Collector, path: str) -> None:
     """Decode every UDP payload of a pcap file, printing what sflowtool -r prints."""
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
-        origins: dict[tuple[object, int], str] = {}
-        for packet in read_pcap(stream):
-            origin = origins.get((packet.source, packet.source_port))
+        origins: dict[tuple[bytes, int], str] = {}
+        datagram = collector.datagram
+        for seconds, microseconds, source, port, payload, truncated in udp_datagrams(stream):
+            origin = origins.get((source, port))
             if origin is None:  # as ``listen``'s peers: printing an address costs more than a small datagram's decode
                 if len(origins) >= PEER_CACHE:
                     origins.clear()
-                origin = origins[packet.source, packet.source_port] = _origin(packet.source, packet.source_port)
-            if packet.truncated:
+                origin = origins[source, port] = _origin(ipaddress.ip_address(source), port)
+            if truncated:
                 collector.refuse(origin, "datagram cut short by the capture's snaplen")
                 continue
-            received = Received("-", 0, 0, packet.seconds, packet.microseconds)
-            collector.datagram(packet.payload, origin, received)
+            datagram(payload, origin, Received("-", 0, 0, seconds, microseconds))
 
 
 # ------------------------------------------------------------------ main
