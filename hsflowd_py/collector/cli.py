@@ -86,7 +86,7 @@ class Collector:
     def datagram(self, payload: bytes, origin: str, received: Received) -> None:
         if self.forwarder is not None:
             self.forwarder.send(payload)
-        if len(payload) < MIN_DATAGRAM or payload[:4] != VERSION_5:
+        if len(payload) < MIN_DATAGRAM or not payload.startswith(VERSION_5):
             # Most garbage stops here, before the decoder; it says why only if the line is printed.
             self.refuse(origin, lambda: _why_not(payload))
             return
@@ -250,6 +250,8 @@ def read_file(collector: Collector, path: str) -> None:
         stream = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
         origins: dict[tuple[bytes, int], str] = {}
         datagram = collector.datagram
+        timed = collector.output is not None  # only an output prints the capture time
+        untimed = Received("-", 0, 0)
         for seconds, microseconds, source, port, payload, truncated in udp_datagrams(stream):
             origin = origins.get((source, port))
             if origin is None:  # as ``listen``'s peers: printing an address costs more than a small datagram's decode
@@ -259,7 +261,7 @@ def read_file(collector: Collector, path: str) -> None:
             if truncated:
                 collector.refuse(origin, "datagram cut short by the capture's snaplen")
                 continue
-            datagram(payload, origin, Received("-", 0, 0, seconds, microseconds))
+            datagram(payload, origin, Received("-", 0, 0, seconds, microseconds) if timed else untimed)
 
 
 # ------------------------------------------------------------------ main
