@@ -377,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, without Python's flush-at-exit complaint.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, PcapError) as e:
+    except PcapError as e:
+        print(f"{PROG}: {args.read}: {e}", file=sys.stderr)
+        status = 1
+    except OSError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         status = 1
     finally:
