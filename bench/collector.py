@@ -18,7 +18,7 @@ minus that is what the kernel dropped.  Run as root to let the collector
 raise its socket buffer.
 
 First, the issue's end-to-end figure: ``sflowtool-py -r`` on ``host-flows.pcap``
-repeated 100 times (13,900 datagrams), text and JSON to /dev/null, the best of
+repeated 100 times (13,900 datagrams), text, JSON and ``-l`` lines to /dev/null, the best of
 three runs; with ``--before DIR`` the same for another checkout (e.g. ``git
 worktree add /tmp/before 21b9cc3``) and with ``--sflowtool PATH`` for the real
 sflowtool, in the same run, so the ratios hold on a shared machine.  Before that, the same
@@ -192,7 +192,7 @@ def end_to_end(before: str | None, sflowtool: str | None) -> None:
         if sflowtool:
             tools["sflowtool"] = ([sflowtool], None)
         print(f"-r host-flows.pcap x100 ({datagrams:,} datagrams) to /dev/null, best of 3:")
-        for fmt, flags in (("text", []), ("JSON", ["-j"])):
+        for fmt, flags in (("text", []), ("JSON", ["-j"]), ("-l", ["-l"])):
             rates = {
                 name: read_rate([*cmd, "-r", str(capture), *flags], cwd, datagrams)
                 for name, (cmd, cwd) in tools.items()

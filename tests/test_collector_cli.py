@@ -134,6 +134,7 @@ def test_unreadable_file_is_an_error_without_traceback(tmp_path: Path) -> None:
     for result in (missing, bad):
         assert result.returncode == 1 and result.stdout == ""
         assert "Traceback" not in result.stderr and "0 datagrams" in result.stderr
+    assert f"{tmp_path / 'bad.pcap'}: file shorter than a pcap header" in bad.stderr
 
 
 def test_pcap_from_stdin_into_a_closed_pipe() -> None:

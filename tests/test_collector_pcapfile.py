@@ -100,6 +100,30 @@ def test_file_cut_short_ends_quietly() -> None:
         assert len(read(data[:cut])) == (cut - 24) // (16 + 14 + 20 + 8 + len(PAYLOAD))
 
 
+class _Trickle(io.RawIOBase):
+    """A stream that gives at most ``step`` bytes a read, as a pipe fed by a slow writer does."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.at = data, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        n = min(len(b), self.step, len(self.data) - self.at)
+        b[:n] = self.data[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+@pytest.mark.parametrize("step", [1, 7, 64, 1 << 20])
+def test_records_split_across_reads(step: int) -> None:
+    """The reader takes what each read gives: a record may start in one read and end several later."""
+    data = pcap([ethernet(ipv4(udp(PAYLOAD * k, sport=k))) for k in range(1, 6)])
+    stream = io.BufferedReader(_Trickle(data + b"\0" * 9, step), buffer_size=step)
+    assert [(p.source_port, p.payload) for p in read_pcap(stream)] == [(k, PAYLOAD * k) for k in range(1, 6)]
+
+
 @pytest.mark.parametrize(
     ("head", "message"),
     [

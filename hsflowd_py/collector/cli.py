@@ -33,7 +33,7 @@ from ..sflow.xdr import ADDRESS, DecodeError
 from .exporter import options as exporter_options
 from .forward import Forwarder, TargetError, parse_target
 from .outputs import PROG, Output, make_output
-from .pcapfile import PcapError, read_pcap
+from .pcapfile import PcapError, udp_datagrams
 from .text import Received
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Collector:
     def datagram(self, payload: bytes, origin: str, received: Received) -> None:
         if self.forwarder is not None:
             self.forwarder.send(payload)
-        if len(payload) < MIN_DATAGRAM or payload[:4] != VERSION_5:
+        if len(payload) < MIN_DATAGRAM or not payload.startswith(VERSION_5):
             # Most garbage stops here, before the decoder; it says why only if the line is printed.
             self.refuse(origin, lambda: _why_not(payload))
             return
@@ -248,18 +248,20 @@ def read_file(collector: Collector, path: str) -> None:
     """Decode every UDP payload of a pcap file, printing what sflowtool -r prints."""
     with contextlib.ExitStack() as stack:
         stream = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
-        origins: dict[tuple[object, int], str] = {}
-        for packet in read_pcap(stream):
-            origin = origins.get((packet.source, packet.source_port))
+        origins: dict[tuple[bytes, int], str] = {}
+        datagram = collector.datagram
+        timed = collector.output is not None  # only an output prints the capture time
+        untimed = Received("-", 0, 0)
+        for seconds, microseconds, source, port, payload, truncated in udp_datagrams(stream):
+            origin = origins.get((source, port))
             if origin is None:  # as ``listen``'s peers: printing an address costs more than a small datagram's decode
                 if len(origins) >= PEER_CACHE:
                     origins.clear()
-                origin = origins[packet.source, packet.source_port] = _origin(packet.source, packet.source_port)
-            if packet.truncated:
+                origin = origins[source, port] = _origin(ipaddress.ip_address(source), port)
+            if truncated:
                 collector.refuse(origin, "datagram cut short by the capture's snaplen")
                 continue
-            received = Received("-", 0, 0, packet.seconds, packet.microseconds)
-            collector.datagram(packet.payload, origin, received)
+            datagram(payload, origin, Received("-", 0, 0, seconds, microseconds) if timed else untimed)
 
 
 # ------------------------------------------------------------------ main
@@ -375,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, without Python's flush-at-exit complaint.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, PcapError) as e:
+    except PcapError as e:
+        print(f"{PROG}: {args.read}: {e}", file=sys.stderr)
+        status = 1
+    except OSError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         status = 1
     finally:

@@ -214,30 +214,30 @@ def _sample_body(
     if s_end - start < head.size:
         where = _where(index, tag)
         raise _Stop(f"{where}: {s_end - start} bytes is shorter than its header at offset {start}", start, None)
-    fields = head.unpack_from(buf, start)
+    records: list[AnyRecord] = []
     sample: FlowSample | CounterSample | DiscardSample
     if tag == FLOW_SAMPLE_EXPANDED:
-        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, count = fields
-        sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, [], seq, infmt, outfmt)
+        seq, dsc, dsi, rate, pool, drops, infmt, inp, outfmt, out, count = head.unpack_from(buf, start)
+        sample = FlowSample(dsc, dsi, rate, pool, drops, inp, out, records, seq, infmt, outfmt)
         table = tables[0]
     elif tag == FLOW_SAMPLE:
-        seq, source, rate, pool, drops, inp, out, count = fields
+        seq, source, rate, pool, drops, inp, out, count = head.unpack_from(buf, start)
         sample = FlowSample(
-            source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, [], seq,
+            source >> 24, source & 0xFFFFFF, rate, pool, drops, inp & 0x3FFFFFFF, out & 0x3FFFFFFF, records, seq,
             inp >> 30, out >> 30, expanded=False,
         )
         table = tables[0]
     elif tag == COUNTER_SAMPLE_EXPANDED:
-        seq, dsc, dsi, count = fields
-        sample = CounterSample(dsc, dsi, [], seq)
+        seq, dsc, dsi, count = head.unpack_from(buf, start)
+        sample = CounterSample(dsc, dsi, records, seq)
         table = tables[1]
     elif tag == COUNTER_SAMPLE:
-        seq, source, count = fields
-        sample = CounterSample(source >> 24, source & 0xFFFFFF, [], seq, expanded=False)
+        seq, source, count = head.unpack_from(buf, start)
+        sample = CounterSample(source >> 24, source & 0xFFFFFF, records, seq, expanded=False)
         table = tables[1]
     else:
-        seq, dsc, dsi, drops, inp, out, reason, count = fields
-        sample = DiscardSample(dsc, dsi, drops, inp, out, reason, [], seq)
+        seq, dsc, dsi, drops, inp, out, reason, count = head.unpack_from(buf, start)
+        sample = DiscardSample(dsc, dsi, drops, inp, out, reason, records, seq)
         table = tables[0]
     off = start + head.size
     if count > MAX_RECORDS_PER_SAMPLE:
@@ -245,7 +245,7 @@ def _sample_body(
         where = _where(index, tag)
         limit = MAX_RECORDS_PER_SAMPLE
         raise _Stop(f"{where}: {count} records exceeds the limit of {limit} at offset {off}", start, sample)
-    append = sample.records.append
+    append = records.append
     known_as = table.get
     unpack_tl = _TL.unpack_from
     for i in range(count):

@@ -418,7 +418,8 @@ class ExportState:
                 if kind is SampledHeader:
                     key = flow_key(record.header_protocol, record.header)  # type: ignore[union-attr]
                     if key is not None:
-                        nbytes = max(record.frame_length - record.stripped, 0) * rate  # type: ignore[union-attr]
+                        frame = record.frame_length - record.stripped  # type: ignore[union-attr]
+                        nbytes = frame * rate if frame > 0 else 0
                         src, dst, protocol, port = key
                         ip_add((agent, src, dst), nbytes, rate, now)
                         port_add((agent, src, dst, protocol, port), nbytes, rate, now)
