@@ -212,6 +212,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
         for i in range(0, len(ids), 50):
             engine.docker("rm", "-f", *ids[i : i + 50], check=False)
+        engine.stop()  # one this run started (a reused engine is left running)
 
 
 if __name__ == "__main__":
