@@ -169,15 +169,20 @@ class Watchdog:
             if seen is not None:
                 seen[key] = seen.get(key, 0) + 1
 
-    def _explain(self, began: float, before: Any, after: Any, seen: dict[str, int]) -> None:
-        (t0, steal0), (t1, steal1) = before, after
-        lasted = (time.monotonic() - began) * 1000
+    def _use(self, t0: dict[int, tuple[int, int]], t1: dict[int, tuple[int, int]]) -> list[tuple[float, float, str]]:
+        """(CPU ms, run-queue wait ms, name) of each live thread between two snapshots, most CPU first."""
         used = []
         for tid, (cpu, wait) in t1.items():
             cpu0, wait0 = t0.get(tid, (0, 0))
             name = "LOOP" if tid == self._loop_native else self._threads.names.get(tid, str(tid))
             used.append(((cpu - cpu0) / 1e6, (wait - wait0) / 1e6, name))
         used.sort(reverse=True)
+        return used
+
+    def _explain(self, began: float, before: Any, after: Any, seen: dict[str, int]) -> None:
+        (t0, steal0), (t1, steal1) = before, after
+        lasted = (time.monotonic() - began) * 1000
+        used = self._use(t0, t1)
         cpu_text = ", ".join(f"{n} cpu {c:.0f} wait {w:.0f}" for c, w, n in used if c >= 1 or w >= 1 or n == "LOOP")
         gcs = [f"gen{g} {ms:.0f} ms" for at, ms, g in self.gc_pauses if at >= began - 0.01 and ms >= 1]
         top = sorted(seen.items(), key=lambda item: -item[1])[:3]
@@ -193,12 +198,7 @@ class Watchdog:
     def cpu_since(self, before: tuple[dict[int, tuple[int, int]], float]) -> str:
         """CPU (and run-queue wait) each thread used since ``before``, and what ended threads used."""
         (t0, total0), (t1, total1) = before, self.cpu()
-        used = []
-        for tid, (cpu, wait) in t1.items():
-            cpu0, wait0 = t0.get(tid, (0, 0))
-            name = "LOOP" if tid == self._loop_native else self._threads.names.get(tid, str(tid))
-            used.append(((cpu - cpu0) / 1e6, (wait - wait0) / 1e6, name))
-        used.sort(reverse=True)
+        used = self._use(t0, t1)
         ended = (total1 - total0) * 1000 - sum(c for c, _, _ in used)
         text = ", ".join(f"{n} {c:.0f} ms (wait {w:.0f})" for c, w, n in used if c >= 5 or n == "LOOP")
         return f"{text}; threads that ended meanwhile ~{ended:.0f} ms; process {(total1 - total0) * 1000:.0f} ms"
