@@ -54,11 +54,14 @@ class Proc:
         for line in stream:
             sink(line)
 
-    def lines_until(self, deadline_s: float) -> Iterator[str]:
+    def lines_until(self, deadline_s: float, quiet_s: float | None = None) -> Iterator[str]:
+        """Lines until ``deadline_s`` from now, or (with ``quiet_s``) until none came for that long: a
+        process still catching up on a backlog (a collector behind its socket buffer on a loaded
+        machine) is waited for as long as it keeps writing, within the deadline."""
         end = time.monotonic() + deadline_s
         while (left := end - time.monotonic()) > 0:
             try:
-                yield self.lines.get(timeout=left)
+                yield self.lines.get(timeout=left if quiet_s is None else min(left, quiet_s))
             except queue.Empty:
                 return
 
@@ -94,8 +97,8 @@ def start_agent(config: Path, auto: Path, *flags: str, drop_root: bool = False, 
     return Proc([*wrapper, *python("-m", "hsflowd_py", *args, *flags)])
 
 
-def json_datagrams(proc: Proc, deadline_s: float) -> Iterator[dict[str, Any]]:
-    for line in proc.lines_until(deadline_s):
+def json_datagrams(proc: Proc, deadline_s: float, quiet_s: float | None = None) -> Iterator[dict[str, Any]]:
+    for line in proc.lines_until(deadline_s, quiet_s):
         line = line.strip()
         if line.startswith("{"):
             yield json.loads(line)

@@ -30,9 +30,10 @@ RATE = 4
 TRANSFER = "1200M"
 """1-in-4 of ~900,000 wire packets: each estimate's relative standard deviation is then
 sqrt((RATE - 1) / packets), under 0.2%, so the 1% bound is over 5 standard deviations away and a
-fair sampler passes it every time (with 300 MB it was 2.7 and 1 run in ~30 failed by chance).  (At
-1-in-2 one run's estimate came 3% short: samples lost between the agent and this test's JSON
-collector, not yet explained; see the session notes.)"""
+fair sampler passes it every time (with 300 MB it was 2.7 and 1 run in ~30 failed by chance).  The
+JSON collector falls seconds behind while iperf3 holds both cores; reading it for a fixed 3 s after
+the agent stopped once lost the tail of the run (13% of the samples, no datagram missing between
+them), so it is read until it has been quiet for 3 s."""
 IPERF_PORT = 5236
 
 
@@ -89,7 +90,9 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
                 after = counters(v.host_dev)
                 time.sleep(1)
                 agent.stop()
-                datagrams = list(json_datagrams(collector, 3))
+                # the collector may still be working through its socket buffer's backlog (JSON output
+                # is its slowest, and the transfer had both cores busy): read while it writes
+                datagrams = list(json_datagrams(collector, 60, quiet_s=3))
         finally:
             pmacct.send_signal(signal.SIGINT)  # sfacctd writes its CSV on SIGINT (SIGTERM is ignored)
             end = time.monotonic() + 15
@@ -101,6 +104,8 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
             server.wait(10)
     packets, octets = after[0] - before[0], after[1] - before[1]
     samples = flow_samples(datagrams, ifindex)
+    numbers = [int(d["packetSequenceNo"]) for d in datagrams]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "datagrams lost on their way to the collector"
     pools = [int(s["samplePool"]) for s in samples]
     assert all(b > a for a, b in pairwise(pools)), "pools must strictly increase"
     frames = [int(header_of(s)["sampledPacketSize"]) for s in samples]
@@ -114,8 +119,9 @@ def test_gso_samples_are_wire_segments_and_estimates_match_the_counters(tmp_path
     assert len(data) - len(set(data)) <= 0.001 * len(data), "sequence numbers repeat beyond retransmissions"
     # the bundled collector's estimates: each sample stands for RATE packets of its size
     est_packets = len(samples) * RATE
+    read_to = f"samples read up to pool {pools[-1]} of {packets} packets"
     est_bytes = sum(f - 4 for f in frames) * RATE
-    assert abs(est_packets - packets) <= 0.01 * packets, (est_packets, packets)
+    assert abs(est_packets - packets) <= 0.01 * packets, (est_packets, packets, read_to)
     assert abs(est_bytes - octets) <= 0.01 * octets, (est_bytes, octets)
     pm_packets, pm_bytes = pmacct_totals(csv)
     pm_bytes -= 4 * pm_packets  # pmacct counts sFlow's frame length, FCS included; /sys does not
