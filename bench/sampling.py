@@ -9,6 +9,10 @@ from the root namespace into a namespace at a fixed rate.  Printed per run:
 * expected (packets / N) and delivered (flow samples the sink received) samples;
 * the agent's CPU time over the traffic (``/proc/PID/schedstat``, nanoseconds) and per
   delivered sample;
+* what that CPU time goes on: the agent's wake-ups per second over the traffic (its threads'
+  voluntary context switches: each costs it 150-300 µs of CPU on this project's machines) and
+  the datagrams it sent (its status at stop; each one ~5.5 µs of its CPU in the kernel, which
+  delivers a datagram to a collector on the same host in the sender's context);
 * the agent's peak RSS (VmHWM);
 * the whole machine's busy CPU seconds over the traffic window, without the agent (a
   baseline run of the same traffic) and with it.  Sampling work done in softirq context
@@ -105,6 +109,9 @@ class Run:
     baseline_cpu_s: float
     sink_cpu_s: float
     sent: int
+    wakeups: float
+    """The agent's voluntary context switches per second over the traffic."""
+    datagrams: int
 
 
 def busy_seconds() -> float:
@@ -119,6 +126,16 @@ def cpu_ns(pid: int) -> int:
     return sum(
         int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0]) for t in os.listdir(f"/proc/{pid}/task")
     )
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of a process: how often it went to sleep, so was woken."""
+    total = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        for line in Path(f"/proc/{pid}/task/{t}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def packets(dev: str) -> int:
@@ -206,10 +223,10 @@ def measure(
             sys.exit(f"the {kind} eBPF sampler is unavailable: {log.read_text()[-1000:]}")
         time.sleep(1)
         start_packets = packets(v.host_dev)
-        cpu0, sink0, busy0 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds()
+        cpu0, sink0, busy0, woken0 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds(), wakeups(agent.pid)
         traffic(v, seconds, pps)
         time.sleep(1.2)  # the last blocks retire, the last drain runs, the last datagram is flushed
-        cpu1, sink1, busy1 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds()
+        cpu1, sink1, busy1, woken1 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds(), wakeups(agent.pid)
         rss = int(
             next(
                 x for x in Path(f"/proc/{agent.pid}/status").read_text().splitlines() if x.startswith("VmHWM")
@@ -220,6 +237,7 @@ def measure(
         agent.terminate()
         agent.wait(10)
     stopped = re.search(r"'flow_samples': (\d+)", log.read_text())
+    datagrams = re.search(r"'datagrams_sent': (\d+)", log.read_text())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"stop", ("127.0.0.1", port))
     delivered, pool, drops = (int(x) for x in sink.communicate(timeout=30)[0].split())
@@ -236,6 +254,8 @@ def measure(
         baseline_busy,
         (sink1 - sink0) / 1e9,
         int(stopped.group(1)) if stopped else -1,
+        (woken1 - woken0) / (seconds + 1.2),
+        int(datagrams.group(1)) if datagrams else -1,
     )
 
 
@@ -271,7 +291,7 @@ def main() -> None:
     head = (
         f"{'run':<26}{'packets':>9}{'pool':>9}{'expected':>9}{'±sd':>6}{'sent':>8}{'delivered':>10}{'%':>8}"
         f"{'drops':>6}{'agent CPU s':>12}{'µs/sample':>10}{'RSS MB':>7}{'machine CPU s':>14}{'baseline':>9}"
-        f"{'sink CPU s':>11}"
+        f"{'sink CPU s':>11}{'wakes/s':>8}{'datagrams':>10}"
     )
     print(head)
     for r in runs:
@@ -281,7 +301,7 @@ def main() -> None:
             f"{r.label:<26}{r.packets:>9}{r.pool:>9}{r.expected:>9.0f}{sigma:>6.0f}{r.sent:>8}{r.delivered:>10}"
             f"{100 * r.delivered / r.expected:>7.2f}%{r.drops:>6}{r.agent_cpu_s:>12.3f}"
             f"{1e6 * r.agent_cpu_s / max(r.delivered, 1):>10.2f}{r.rss_mb:>7.1f}{r.machine_cpu_s:>14.2f}"
-            f"{r.baseline_cpu_s:>9.2f}{r.sink_cpu_s:>11.3f}"
+            f"{r.baseline_cpu_s:>9.2f}{r.sink_cpu_s:>11.3f}{r.wakeups:>8.1f}{r.datagrams:>10}"
         )
     print(
         "\nexpected is packets / N; the kernel draws each packet at random, so delivered varies around it by ±sd"

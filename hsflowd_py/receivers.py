@@ -58,7 +58,7 @@ class Receiver:
     unresolved: str | None = field(default=None)
     """The same for name resolution, which fails and recovers independently of sending."""
     resolving: asyncio.Task[None] | None = None
-    """Runs of datagrams go in one send (UDP segmentation offload); False once its route refused it."""
+    """The name's resolution under way, if any (one at a time)."""
 
     @property
     def label(self) -> str:

@@ -177,15 +177,16 @@ def test_loopback_counts_each_packet_once_as_it_comes_in(loaded: _Loaded) -> Non
 
 
 def test_the_ring_has_room_for_the_agent_to_answer_a_wake_up() -> None:
-    """After a wake-up, WAKE_SAMPLES in, the rest of the ring holds 20 ms of samples at 145 k samples/s
-    (1-in-1 of 64-byte packets at this machine's veth rate): the ring size estimate in ebpf.py's docstring."""
-    assert ebpf.RING_BYTES // ebpf._STEP - ebpf.WAKE_SAMPLES >= 145_000 * 0.020
+    """After a wake-up, WAKE_BYTES of the smallest samples in, the rest of the ring holds 20 ms of samples
+    at 145 k samples/s (1-in-1 of 64-byte packets at this machine's veth rate): the ring size estimate
+    in ebpf.py's docstring."""
+    assert ebpf.RING_BYTES // ebpf._STEP - ebpf.WAKE_BYTES // ebpf.SAMPLE_BYTES_MIN >= 145_000 * 0.020
     assert ebpf.RING_BYTES % ebpf._STEP == 0  # no record lies across the end of the ring, mapped once
 
 
-def test_the_agent_is_woken_once_per_wake_samples_written() -> None:
+def test_the_agent_is_woken_once_per_wake_bytes_written() -> None:
     """The program wakes the ring's readers (here an edge-triggered epoll, as the agent's) with the
-    WAKE_SAMPLES-th sample written, not before, and not by the next one."""
+    sample that takes the bytes of samples written to WAKE_BYTES, not before, and not by the next one."""
     try:
         loaded = _Loaded(*ebpf_core.load(ebpf.RING_BYTES), "libbpf")
     except SamplerError as e:
@@ -195,7 +196,10 @@ def test_the_agent_is_woken_once_per_wake_samples_written() -> None:
         frame = MAC_A + MAC_B + b"\x08\x00" + ipv4(17, 8, 1) + struct.pack(">HHHH", 1, 2, 8, 0)
         with select.epoll() as wake:
             wake.register(loaded.samples, select.EPOLLIN | select.EPOLLET)
-            for _ in range(ebpf.WAKE_SAMPLES - 1):
+            run(loaded.egress, frame)
+            (first,) = records(loaded)  # its size as the program wrote it, which the count must use
+            assert ebpf.WAKE_BYTES % len(first)  # the wake-up comes with a sample that passes the mark
+            for _ in range(ebpf.WAKE_BYTES // len(first) - 1):
                 run(loaded.egress, frame)
             assert wake.poll(0.2) == []
             run(loaded.egress, frame)

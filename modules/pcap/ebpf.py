@@ -2,11 +2,13 @@
 ``tc.py``), samples through a BPF ring buffer.
 
 ``sampler.bpf.h`` counts every packet per interface (the true sample pool), keeps 1 in N and
-writes it, numbered, to a ring buffer, waking the agent only once per ``WAKE_SAMPLES`` samples;
-the agent drains the ring then, and every ``DRAIN_S`` seconds for the samples of quiet periods.
-On this project's machines a wake-up of the agent costs ~130 µs of its CPU whatever it does (the
-timer, the scheduler, the hypervisor): woken every 20 ms as before, 6.5 ms per second went on
-waking alone, as much as sending 10,000 samples.
+writes it, numbered, to a ring buffer, waking the agent only once per ``WAKE_BYTES`` of samples
+written; the agent drains the ring then, and ``DRAIN_S`` seconds after a drain when no wake-up
+came meanwhile, for the samples of quiet periods (the timer is set again by every drain, so
+under traffic it never fires).  On this project's machines a wake-up of the agent costs 150-300
+µs of its CPU whatever it does (the timer, the scheduler, the hypervisor, an interpreter whose
+caches went cold), as much as sending 30-60 samples: wake-ups are the largest cost the agent can
+still cut.
 
 Loading, in this order (``load``), each failure logged with its reason:
 
@@ -23,16 +25,16 @@ Loading, in this order (``load``), each failure logged with its reason:
 ``HSFLOWD_PY_EBPF_LOADER=libbpf`` or ``=bcc`` in the agent's environment allows only that
 loader (benchmarks and tests compare them).  Either way the agent keeps the same descriptors:
 the two programs, the ring buffer, two small hash maps and two one-entry arrays (the clock, the
-count of samples written).
+bytes of samples written).
 
 Samples come out of the kernel as the flow samples the agent sends, complete, sequence number,
 pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher needs the packets,
 the drain only cuts the ring into datagram-sized runs (``_cut``): a datagram's samples are
 copied out of the ring as one piece by a single struct unpacking (records lie at a fixed stride),
-and the full datagrams of a drain go out together, those of one size in one ``sendmsg`` with UDP
-segmentation offload (``EncodedFlows.send_alone``): nothing of a sample is decoded or packed in
-Python, no Python step is taken per sample, and the kernel's path is taken once per run of
-datagrams, not once per datagram.  With an enricher active the same records are read back into
+and the full datagrams of a drain go out together (``EncodedFlows.send_alone``), each in a
+``sendmsg`` of its own (so that a capture on the sending host sees each datagram as a packet):
+nothing of a sample is decoded or packed in Python and no Python step is taken per sample.
+With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
 the enrichers' records: both ways number
 an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
@@ -45,12 +47,12 @@ records follow one another at that fixed stride, which the drain reads in bulk (
 none lies across the ring's end, so the agent maps the data area once (the kernel offers it twice
 in a row for records that do) and it counts once in the agent's resident memory, populated at
 once: the ring is the agent's largest single cost in memory, hence no larger.  ``RING_BYTES`` is
-2 MB: 4,096 samples, of which a wake-up comes after the first 256: the other 3,840 are 26 ms at
-145 k samples/s (1-in-1 of 64-byte packets at this machine's veth rate) for the agent to answer.
-Waking it less often would save CPU but send larger bursts: 1,024 samples are ~150 datagrams at
-once, more than a collector's default socket buffer holds (pmacct lost 2% of them in
-test_pcap_gso_wire); 256 are ~35.  A sample the full ring refuses counts as a drop of
-that interface, reported in the flow samples' ``drops``.
+2 MB: 4,096 samples, of which a wake-up comes after at most 623 (56 KB of the smallest samples;
+377 of 64-byte packets): the other 3,473 are 24 ms at 145 k samples/s (1-in-1 of 64-byte packets
+at this machine's veth rate) for the agent to answer.  Waking it less often would save CPU but
+send larger bursts: 1,024 samples were ~150 datagrams at once, more than a collector's default
+socket buffer holds (pmacct lost 2% of them in test_pcap_gso_wire); 56 KB are ~42.  A sample the
+full ring refuses counts as a drop of that interface, reported in the flow samples' ``drops``.
 """
 
 from __future__ import annotations
@@ -92,11 +94,15 @@ BUILDER = ebpf_build.__file__
 """The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
 RING_BYTES = 2 << 20
-WAKE_SAMPLES = 256
-"""As ``sampler.bpf.h`` defines it: the kernel wakes the agent once per this many samples written."""
+WAKE_BYTES = 56 << 10
+"""As ``sampler.bpf.h`` defines it: the kernel wakes the agent once per this many bytes of samples written."""
+SAMPLE_BYTES_MIN = wire.HEAD_BYTES + wire.TIMESTAMP_BYTES
+"""No sample the program writes is smaller (one with no header bytes): ``WAKE_BYTES`` are at most
+``WAKE_BYTES // SAMPLE_BYTES_MIN`` samples."""
 DRAIN_S = 0.1
-"""The timer's period: how long a sample may wait in the ring while fewer than ``WAKE_SAMPLES`` are written
-(no longer: tcp {} answers from socket states at most 100 ms old, and a socket may close meanwhile)."""
+"""How long after a drain the timer drains again: how long a sample may wait in the ring while less than
+``WAKE_BYTES`` are written (no longer: tcp {} answers from socket states at most 100 ms old, and a
+socket may close meanwhile)."""
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
@@ -380,14 +386,23 @@ class EbpfSampler(Sampler):
     # ------------------------------------------------------------ the hot path
 
     def _tick(self) -> None:
+        """The quiet-period drain: ``DRAIN_S`` after the last drain, whichever way it came."""
         self._drain_now()
-        if self._timer is not None:
-            self._timer = self.loop.call_later(DRAIN_S, self._tick)
+        self._rearm()
 
     def _woken(self) -> None:
-        """The kernel's wake-up (``WAKE_SAMPLES`` more samples written), through the edge-triggered epoll."""
+        """The kernel's wake-up (``WAKE_BYTES`` more sample bytes written), through the edge-triggered epoll."""
         self._wake.poll(0)  # taken: the next wake-up is the next edge
         self._drain_now()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """The timer set ``DRAIN_S`` after this drain, so that no sample waits in the ring longer, and while
+        the kernel wakes the agent more often than that the timer never fires: each timer that fires is a
+        wake-up of its own (~150-300 µs of the agent's CPU here), cancelling one costs ~2 µs."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self.loop.call_later(DRAIN_S, self._tick)
 
     def _drain_now(self) -> None:
         try:
