@@ -8,7 +8,7 @@ and ignored: this agent's modules are Python packages.  Additions: ``-s``, ``--s
 
 from __future__ import annotations
 
-from . import no_ssl  # noqa: F401  (first: asyncio without ssl, see there)
+from . import lean_imports  # noqa: F401  (first: asyncio without ssl, shutil without bz2 and lzma; see there)
 
 # isort: split
 import argparse

@@ -46,7 +46,7 @@ def replace(path: str, data: bytes, mode: int = 0o644) -> int:
     try:
         base = os.path.basename(path)
         for _ in range(_TEMP_ATTEMPTS):
-            # secrets.token_hex(8) is this, but importing secrets maps libcrypto (see no_ssl.py)
+            # secrets.token_hex(8) is this, but importing secrets maps libcrypto (see lean_imports.py)
             tmp = f".{base}.{os.urandom(8).hex()}.tmp"
             try:
                 fd = os.open(tmp, _FILE_FLAGS | os.O_CREAT | os.O_EXCL, mode, dir_fd=dirfd)

@@ -1,7 +1,8 @@
 """What the running agent maps (#19, peak RSS): an agent that only samples packets maps no extension or
 library that only rare paths use.  OpenSSL's libcrypto alone, pulled in by ``ssl``, ``hashlib``,
 ``hmac`` or ``secrets``, is 3.4 MB of resident memory; ``json`` is needed only for status answers and
-the bcc build, ``decimal`` nowhere.  The kernel's list of the process's mappings is the judge."""
+the bcc build, ``decimal`` nowhere, and shutil (argparse's) imports bz2 and lzma for archives the agent
+never makes.  The kernel's list of the process's mappings is the judge."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from test_pcap_e2e import require_sampler, wait_for_log, write_config
 
 pytestmark = pytest.mark.root
 
-UNUSED = ("libssl.so", "libcrypto.so", "/_ssl.", "/_hashlib.", "/_decimal.", "/_json.")
+UNUSED = ("libssl.so", "libcrypto.so", "libbz2.so", "liblzma.so", "/_ssl.", "/_hashlib.", "/_decimal.", "/_json.")
 """Parts of mapped file names that an agent with ``pcap {}`` alone has no use for."""
 
 
