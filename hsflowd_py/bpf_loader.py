@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .malloc_tuning import release_freed
+
 LIBBPF = "libbpf.so.1"
 _LIBBPF_DEBUG = 2
 
@@ -134,7 +136,10 @@ def load(
 
     Raises BpfError saying why not (no libbpf, no object, a kernel that refuses it)."""
     with _one_at_a_time:
-        return _load(path, names, max_entries)
+        try:
+            return _load(path, names, max_entries)
+        finally:
+            release_freed()  # what libbpf allocated for the object (its ELF, BTF, relocations) is freed
 
 
 def _load(

@@ -8,12 +8,11 @@ and ignored: this agent's modules are Python packages.  Additions: ``-s``, ``--s
 
 from __future__ import annotations
 
-from . import no_ssl  # noqa: F401  (first: asyncio without ssl, see there)
+from . import lean_imports  # noqa: F401  (first: asyncio without ssl, shutil without bz2 and lzma; see there)
 
 # isort: split
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from . import __version__, status
 from .config import ConfigError, load_config
 from .config.values import parse_uuid
+from .malloc_tuning import tune_malloc
 from .readers import ReaderError
 from .readers.identity import DERIVATIONS, identify, parse_machine_id
 
@@ -105,11 +105,14 @@ def daemonize() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_malloc()  # first: before the agent allocates much, and before it starts any thread
     args = parse_args(argv)
     if args.version:
         print(f"hsflowd-py {__version__}")
         return 0
     if args.status:
+        import json
+
         try:
             print(json.dumps(status.query(args.status_socket), indent=2, sort_keys=True))
         except (OSError, ValueError) as e:

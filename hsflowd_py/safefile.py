@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 
 _TEMP_ATTEMPTS = 16
 _FILE_FLAGS = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -47,7 +46,8 @@ def replace(path: str, data: bytes, mode: int = 0o644) -> int:
     try:
         base = os.path.basename(path)
         for _ in range(_TEMP_ATTEMPTS):
-            tmp = f".{base}.{secrets.token_hex(8)}.tmp"
+            # secrets.token_hex(8) is this, but importing secrets maps libcrypto (see lean_imports.py)
+            tmp = f".{base}.{os.urandom(8).hex()}.tmp"
             try:
                 fd = os.open(tmp, _FILE_FLAGS | os.O_CREAT | os.O_EXCL, mode, dir_fd=dirfd)
                 break

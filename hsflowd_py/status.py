@@ -2,13 +2,13 @@
 
 The socket is made while the agent is still root and is readable by root only:
 it reveals collectors and counters, nothing more.  Each connection gets one
-JSON document and is closed.
+JSON document and is closed.  ``json`` is imported by the first answer (and by ``query``), not
+with the agent: most agents are never asked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 from collections.abc import Callable
@@ -23,6 +23,8 @@ async def serve(path: str, status: Callable[[], dict[str, Any]]) -> asyncio.Abst
         os.unlink(path)
 
     async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import json
+
         writer.write(json.dumps(status(), default=str).encode() + b"\n")
         try:
             await writer.drain()
@@ -40,6 +42,8 @@ async def serve(path: str, status: Callable[[], dict[str, Any]]) -> asyncio.Abst
 
 def query(path: str, timeout: float = 5.0) -> dict[str, Any]:
     """Ask a running agent for its counters; raises OSError when none answers."""
+    import json
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)

@@ -14,7 +14,6 @@ import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 _SCALE = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
@@ -137,7 +136,8 @@ def format_speed(bps: int) -> str:
     for suffix in "PTGMK":
         scale = _SCALE[suffix]
         if bps >= scale and (bps * 1000) % scale == 0:
-            return f"{(Decimal(bps) / scale).normalize():f}{suffix}"
+            whole, thousandths = divmod(bps * 1000 // scale, 1000)
+            return f"{whole}{f'.{thousandths:03}'.rstrip('0') if thousandths else ''}{suffix}"
     return str(bps)
 
 

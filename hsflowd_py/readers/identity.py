@@ -23,8 +23,6 @@ sent as it is but through a keyed hash with an application key: systemd's
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 import sys
@@ -140,7 +138,14 @@ def hsflowd_machine_id_uuid(machine_id: bytes, signed_char: bool, byteorder: str
 
 
 def machine_id_uuid(machine_id: bytes) -> uuid.UUID:
-    """The app-specific UUID of a machine-id (see the module docstring)."""
+    """The app-specific UUID of a machine-id (see the module docstring).
+
+    hashlib and hmac are imported here, by the one derivation that uses them: imported, they map
+    OpenSSL's libcrypto (3.4 MB of resident memory) into an agent that otherwise never hashes.
+    """
+    import hashlib
+    import hmac
+
     digest = hmac.new(machine_id, APP_ID.bytes, hashlib.sha256).digest()
     return uuid.UUID(bytes=digest[:16], version=4)
 

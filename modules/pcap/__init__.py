@@ -65,7 +65,6 @@ from hsflowd_py.readers.netclass import InterfaceInfo, read_interface, read_inte
 from hsflowd_py.sflow.records import Record
 from hsflowd_py.tasks import cancel
 
-from .cbpf import CbpfSampler
 from .counters import interface_records
 from .interfaces import Tap, choose
 from .sampler import OutOfDescriptors, Sampler, SamplerError
@@ -239,6 +238,8 @@ class PcapModule(Module):
     def _cbpf(self) -> Sampler:
         sampler = self.samplers.get("cbpf")
         if sampler is None:
+            from .cbpf import CbpfSampler  # only when an interface is sampled classically
+
             sampler = self.samplers["cbpf"] = CbpfSampler(self.context.flow_interface, self.context.root)
         return sampler
 

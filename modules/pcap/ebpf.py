@@ -62,7 +62,6 @@ import asyncio
 import bisect
 import functools
 import itertools
-import json
 import logging
 import mmap
 import os
@@ -188,6 +187,8 @@ def _no_reply(returncode: int | None, stderr: bytes) -> SamplerError:
 
 async def build() -> _Loaded:
     """Compile and load the programs in a child process; raises SamplerError saying why not."""
+    import json  # here, not with the module: the libbpf path never reads JSON (#19 RSS)
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     cflags = [f"-I{SOURCE.parent}", f"-DHEADER_MAX={HEADER_MAX}", f"-DRING_PAGES={RING_BYTES // mmap.PAGESIZE}"]
     cflags.append("-DNO_BPF_LOOP")  # bcc cannot pass bpf_loop its callback

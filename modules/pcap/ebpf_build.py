@@ -15,7 +15,6 @@ descriptors attached in the order of ``FDS``.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import socket
 import sys
@@ -24,6 +23,8 @@ FDS = ("hsflowd_ingress", "hsflowd_egress", "config", "counts", "samples", "cloc
 
 
 def _reply(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:
+    import json  # here: the agent imports this file for FDS, and has no other use for json
+
     socket.send_fds(sock, [json.dumps(message).encode()], fds)
 
 
