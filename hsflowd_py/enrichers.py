@@ -48,9 +48,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable
 from typing import ClassVar, TypeVar
 
-from .flow import Fact, SampledPacket
+from .flow import Fact, Header, Interface, SampledPacket
 
 M = TypeVar("M")
+
+Records = tuple[bytes, int]
+"""Records for the end of a flow sample, encoded back to back, and how many."""
+NO_RECORDS: Records = (b"", 0)
 
 
 class Enricher:
@@ -62,6 +66,16 @@ class Enricher:
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
         """Annotate ``packet``; return an awaitable to hold it until the answer is in."""
         raise NotImplementedError
+
+    def at_once(self, interface: Interface, header: Header, start: int, length: int) -> Records | None:
+        """The records ``enrich`` would add to the packet of ``header[start:start+length]``, encoded,
+        when they are known at once from the header alone; None: ask ``enrich``.
+
+        The flow path asks this first where this is the only enricher running: the facts ``enrich``
+        would write are then read by no one, so the sample need not become a ``SampledPacket`` (the
+        tcp module's memo hits: ``flow_path.py``).  By default every packet goes to ``enrich``.
+        """
+        return None
 
 
 class EnricherCycle(ValueError):

@@ -83,6 +83,10 @@ class Entry:
         """``flow.Emit``: the packet's other values as the sampler named them."""
         self.sink.given.append((self, bytes(header[start : start + length]), packet))
 
+    def add_encoded(self, sample: Header, pos: int, size: int, start: int, length: int) -> bool:
+        """No enricher here knows records at once: every sample comes through ``emit``."""
+        return False
+
 
 def offloads(v: VethNamespace, state: str) -> None:
     for cmd in (["ethtool", "-K", v.host_dev], v.exec("ethtool", "-K", v.ns_dev)):

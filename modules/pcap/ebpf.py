@@ -34,7 +34,9 @@ segmentation offload (``EncodedFlows.send_alone``): nothing of a sample is decod
 Python, no Python step is taken per sample, and the kernel's path is taken once per run of
 datagrams, not once per datagram.  With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
-the enrichers' records: both ways number
+the enrichers' records (or, when the lone enricher knows its records from the header at once, as
+the tcp module does for a socket read a moment ago, copied as the kernel wrote it with the records
+appended: ``SampledInterface.add_encoded``): both ways number
 an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
 numbers restart when the interface is opened again (its counters are created anew), which is
 what ``ModuleContext.restart_flow_sequence`` means for the other samplers.
@@ -492,14 +494,20 @@ class EbpfSampler(Sampler):
             self.samples += i
 
     def _emit_record(self, pos: int, ifindex: int) -> None:
-        """A sample read back from its wire form, for the flow path's usual entry (with its number)."""
+        """A sample for the flow path while an enricher needs the packets: as the kernel wrote it, with
+        records appended, when the enricher knows them at once (``add_encoded``), else read back from
+        its wire form for the flow path's usual entry (with its number)."""
         m = self.ring.data_map
         w = _WIRE.unpack_from(m, pos)
-        sequence, rate, pool, drops, inp, out, protocol, frame, hlen = w[2], *w[5:8], w[9], w[11], w[15], w[16], w[18]
-        direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
+        size, sequence, rate, pool, drops = w[1] + 8, w[2], *w[5:8]
+        inp, out, protocol, frame, hlen = w[9], w[11], w[15], w[16], w[18]
+        entry = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
         start = pos + wire.HEAD_BYTES
+        if entry.add_encoded(m, pos, size, start, hlen):
+            return
+        direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
-        self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET).emit(
+        entry.emit(
             sample_pool=pool,
             drops=drops,
             direction=direction,

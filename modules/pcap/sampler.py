@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from hsflowd_py.counters import step
 from hsflowd_py.flow import FCS_BYTES as FCS_BYTES
-from hsflowd_py.flow import Emit
+from hsflowd_py.flow import Emit, Header
 
 from .interfaces import Tap
 
@@ -56,6 +56,11 @@ class FlowEntry(Protocol):
 
     @property
     def emit(self) -> Emit: ...
+
+    def add_encoded(self, sample: Header, pos: int, size: int, start: int, length: int) -> bool:
+        """A sample the sampler encoded and numbered itself, added with the enrichers' records when they
+        are known at once; False: it goes by ``emit`` (``SampledInterface.add_encoded``)."""
+        ...
 
 
 class Sampler(abc.ABC):

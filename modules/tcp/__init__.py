@@ -42,15 +42,15 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.config import Settings
-from hsflowd_py.enrichers import Enricher
-from hsflowd_py.flow import HEADER_ETHERNET, Fact, SampledPacket
+from hsflowd_py.enrichers import NO_RECORDS, Enricher, Records
+from hsflowd_py.flow import HEADER_ETHERNET, Fact, Header, Interface, SampledPacket
 from hsflowd_py.module import Module, register
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, PORTED, packet_flow
 from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
 from .lookup import DIRN_RECEIVED, DIRN_SENT, REFRESH_S, Namespace, Namespaces, SocketState, log
-from .memo import flow_bytes
+from .memo import FLOW_BYTES_END, flow_bytes
 from .settings import TcpSettings
 
 if TYPE_CHECKING:
@@ -128,7 +128,9 @@ class SocketInfo(Enricher):
 
     A socket's answer serves its samples at once while fresh (``lookup.FRESH_S``), and the flow's
     socket is remembered (``memo.py``): the samples of a socket read a moment ago cost a slice and
-    two dict look-ups, with no parse, future or hold.
+    two dict look-ups, with no parse, future or hold.  Where tcp is the only enricher, such a sample
+    is answered from its header alone (``at_once``): its 2209 as the bytes encoded once per answer,
+    and no ``SampledPacket`` is made for it.
     """
 
     reads = Fact.NETNS
@@ -174,6 +176,30 @@ class SocketInfo(Enricher):
         if entry is MISSING:
             entry = memo[flow] = self._socket(ns, packet)
         return None if entry is None else ns.diag.answer(entry[0], packet, entry[1])
+
+    def at_once(self, interface: Interface, header: Header, start: int, length: int) -> Records | None:
+        """The 2209 of a packet of the root namespace whose flow is remembered and whose socket's answer
+        needs no refresh yet, encoded (the common case); None: ``enrich`` looks it up."""
+        if self.tunnel or interface.header_protocol != HEADER_ETHERNET:
+            return None
+        known = flow_bytes(bytes(header[start : start + min(length, FLOW_BYTES_END)]))
+        if known is None:
+            return None
+        proto, key = known
+        if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
+            return NO_RECORDS
+        entry = self.namespaces.root.memo[proto].get(key, MISSING)
+        if entry is None:
+            return NO_RECORDS
+        if entry is MISSING:
+            return None
+        state, dirn = entry
+        if state.reply is None or monotonic() - state.read_at >= REFRESH_S:
+            return None
+        records = state.records.get(dirn) or state.records_for(dirn)
+        if records[1]:
+            self.stats["annotated"] += 1
+        return records
 
     async def _lookup_when_open(self, opening: asyncio.Future[Namespace | None], packet: SampledPacket) -> None:
         ns = await asyncio.shield(opening)  # a timed-out sample must not cancel the opening for the others

@@ -28,6 +28,7 @@ import time
 from collections import Counter
 
 from hsflowd_py import netlink as nl
+from hsflowd_py.enrichers import NO_RECORDS, Records
 from hsflowd_py.flow import Encoded, SampledPacket
 from hsflowd_py.netns import enter_namespace, namespace_id
 from hsflowd_py.sflow.codec import encode_record
@@ -71,7 +72,7 @@ Waiter = tuple[SampledPacket, int]
 class SocketState:
     """What the kernel last said of one socket, kept for its samples; one per socket per namespace."""
 
-    __slots__ = ("encoded", "ifindex", "key", "pending", "read_at", "reply")
+    __slots__ = ("encoded", "ifindex", "key", "pending", "read_at", "records", "reply")
 
     def __init__(self, key: diag.SocketKey, ifindex: int) -> None:
         self.key = key
@@ -83,18 +84,38 @@ class SocketState:
         """When the request behind ``reply`` was sent: its values are at most this old."""
         self.encoded: dict[int, Encoded] = {}
         """``reply``'s 2209 by direction, encoded once for all the samples that carry it."""
+        self.records: dict[int, Records] = {}
+        """The same as the records of a sample (``Enricher.at_once``): none when the reply has no tcp_info."""
         self.pending: InFlight | None = None
+
+    def set_reply(self, reply: diag.DiagReply | None, read_at: float) -> None:
+        """A new answer: the records made from the last one go with it."""
+        self.reply, self.read_at, self.encoded, self.records = reply, read_at, {}, {}
+
+    def record(self, dirn: int) -> Encoded:
+        """The current answer's 2209 for packets of direction ``dirn`` (the answer has tcp_info)."""
+        record = self.encoded.get(dirn)
+        if record is None:
+            assert self.reply is not None and self.reply.tcp_info is not None
+            info = tcp_info_record(dirn, self.reply.tcp_info)
+            record = self.encoded[dirn] = Encoded(info, encode_record(info))
+        return record
+
+    def records_for(self, dirn: int) -> Records:
+        """The current answer's records for a sample of direction ``dirn``, encoded."""
+        records = self.records.get(dirn)
+        if records is None:
+            assert self.reply is not None
+            has_info = self.reply.tcp_info is not None
+            records = self.records[dirn] = (self.record(dirn).data, 1) if has_info else NO_RECORDS
+        return records
 
     def annotate(self, packet: SampledPacket, dirn: int, stats: Counter[str]) -> None:
         """Give ``packet`` the current answer: its 2209 (TCP) and the socket's identity (``Fact.SOCKET``)."""
         reply = self.reply
         assert reply is not None
         if reply.tcp_info is not None:
-            record = self.encoded.get(dirn)
-            if record is None:
-                info = tcp_info_record(dirn, reply.tcp_info)
-                record = self.encoded[dirn] = Encoded(info, encode_record(info))
-            packet.extra.append(record)
+            packet.extra.append(self.record(dirn))
             stats["annotated"] += 1
         packet.cgroup_id = reply.cgroup_id
         packet.socket_inode = reply.inode
@@ -292,7 +313,7 @@ class DiagChannel:
         if reply is not None and self.dump:
             log.info("tcp: %s %s: %s", self.name, state.key, reply)
         if entry.sent >= state.read_at:
-            state.reply, state.read_at, state.encoded = reply, entry.sent, {}
+            state.set_reply(reply, entry.sent)
         if reply is None and len(entry.waiters) > 1 and not entry.retry:
             self._retry_joined(entry)
         self._release(entry)

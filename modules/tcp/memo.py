@@ -27,6 +27,8 @@ Memo = dict[Any, "tuple[SocketState, int] | None"]
 MEMO_MAX = 65536
 """Flows remembered per namespace and protocol; past this the memo starts again (a scan, a flood)."""
 
+FLOW_BYTES_END = 58
+"""The bytes of a header :func:`flow_bytes` reads: up to the end of IPv6's ports."""
 ETHERTYPE_IPV4 = b"\x08\x00"
 ETHERTYPE_IPV6 = b"\x86\xdd"
 
@@ -37,8 +39,8 @@ def flow_bytes(h: bytes) -> tuple[int, bytes] | None:
     if ethertype == ETHERTYPE_IPV4:
         if len(h) >= 38 and h[14] == 0x45 and not (h[20] & 0x1F or h[21]):
             return h[23], h[26:38]
-    elif ethertype == ETHERTYPE_IPV6 and len(h) >= 58 and h[20] in PORTED:
-        return h[20], h[22:58]
+    elif ethertype == ETHERTYPE_IPV6 and len(h) >= FLOW_BYTES_END and h[20] in PORTED:
+        return h[20], h[22:FLOW_BYTES_END]
     return None
 
 
