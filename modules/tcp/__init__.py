@@ -138,6 +138,7 @@ class SocketInfo(Enricher):
 
     def __init__(self, namespaces: Namespaces, stats: Counter[str], *, tunnel: bool, udp: bool) -> None:
         self.namespaces = namespaces
+        self.root = namespaces.root
         self.stats = stats
         self.tunnel = tunnel
         self.udp = udp
@@ -180,15 +181,16 @@ class SocketInfo(Enricher):
     def at_once(self, interface: Interface, header: Header, start: int, length: int) -> Records | None:
         """The 2209 of a packet of the root namespace whose flow is remembered and whose socket's answer
         needs no refresh yet, encoded (the common case); None: ``enrich`` looks it up."""
-        if self.tunnel or interface.header_protocol != HEADER_ETHERNET:
+        if interface.header_protocol != HEADER_ETHERNET or self.tunnel:
             return None
-        known = flow_bytes(bytes(header[start : start + min(length, FLOW_BYTES_END)]))
+        h = header[start : start + (length if length < FLOW_BYTES_END else FLOW_BYTES_END)]
+        known = flow_bytes(h if type(h) is bytes else bytes(h))  # a ring's memoryview: bytes, to be a key
         if known is None:
             return None
         proto, key = known
         if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
             return NO_RECORDS
-        entry = self.namespaces.root.memo[proto].get(key, MISSING)
+        entry = self.root.memo[proto].get(key, MISSING)
         if entry is None:
             return NO_RECORDS
         if entry is MISSING:
