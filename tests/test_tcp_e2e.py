@@ -1,6 +1,7 @@
-"""End to end: the agent process samples a shaped veth 1 in 10 (pcap, classic BPF) with ``tcp { }``, runs as
-nobody, and the bundled collector process decodes 0:2209 on the samples of iperf3 bulk transfers, IPv4 and IPv6,
-consistent with ``ss -tin`` read while the transfers run (iperf3 confirms the retransmissions).
+"""End to end: the agent process samples a shaped veth 1 in 10 (pcap, classic BPF, then eBPF, whose samples
+keep the kernel's bytes with 0:2209 appended) with ``tcp { }``, runs as nobody, and the bundled collector
+process decodes 0:2209 on the samples of iperf3 bulk transfers, IPv4 and IPv6, consistent with ``ss -tin``
+read while the transfers run (iperf3 confirms the retransmissions).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class Decoded:
     tcp_info: dict[str, str] | None
 
 
-@pytest.fixture
-def agent_on_link(tmp_path: Path) -> Iterator[tuple[VethNamespace, Proc, Proc]]:
+@pytest.fixture(params=["cbpf", "ebpf"])
+def agent_on_link(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[VethNamespace, Proc, Proc]]:
     with VethNamespace("tcpe", 45) as link:
         shape(link)
         clamp_mss(link, ADVMSS)
@@ -85,13 +86,19 @@ def agent_on_link(tmp_path: Path) -> Iterator[tuple[VethNamespace, Proc, Proc]]:
         conf = tmp_path / "hsflowd.conf"
         conf.write_text(
             f"sflow {{ polling = 0 collector {{ ip = 127.0.0.1 udpport = {port} }}"
-            f" pcap {{ dev = {link.host_dev} sampler = cbpf sampling = 10 }} tcp {{ }} }}"
+            f" pcap {{ dev = {link.host_dev} sampler = {request.param} sampling = 10 }} tcp {{ }} }}"
         )
         agent = start_agent(conf, tmp_path / "hsflowd.auto", drop_root=True)
         try:
             deadline = time.monotonic() + 10
-            while not any("module tcp started" in line for line in agent.stderr) and time.monotonic() < deadline:
+            sampling = f"sampling {link.host_dev} "
+            while time.monotonic() < deadline and not (
+                any("module tcp started" in line for line in agent.stderr)
+                and any(sampling in line for line in agent.stderr)
+            ):
                 time.sleep(0.1)
+            if request.param == "ebpf" and not any(sampling in line and "eBPF" in line for line in agent.stderr):
+                pytest.skip(f"no eBPF sampler here: {''.join(agent.stderr)[-1000:]}")
             yield link, agent, collector
         finally:
             agent.stop()
