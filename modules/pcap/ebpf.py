@@ -124,6 +124,9 @@ _SOURCE_WORD, _LENGTH_WORD = 6, 3
 """Where a sample's source index and length word are, in words from its record's ring header."""
 _WIRE = struct.Struct(">19I")
 """A sample's words up to its header bytes (``wire.HEAD_BYTES``): head, input, output, 0:1's fixed words."""
+_ENTRY = struct.Struct(">4xI12xI36xI8xI")
+"""The words of ``_WIRE`` a sample kept as the kernel wrote it needs: its length, rate, header protocol and
+header length (words 1, 5, 15, 18)."""
 _TIMESTAMP = struct.Struct(">8xQ")
 _KEY = struct.Struct("=I")
 _CLOCK = struct.Struct("=Q")
@@ -498,13 +501,13 @@ class EbpfSampler(Sampler):
         records appended, when the enricher knows them at once (``add_encoded``), else read back from
         its wire form for the flow path's usual entry (with its number)."""
         m = self.ring.data_map
-        w = _WIRE.unpack_from(m, pos)
-        size, sequence, rate, pool, drops = w[1] + 8, w[2], *w[5:8]
-        inp, out, protocol, frame, hlen = w[9], w[11], w[15], w[16], w[18]
+        length, rate, protocol, hlen = _ENTRY.unpack_from(m, pos)
         entry = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
         start = pos + wire.HEAD_BYTES
-        if entry.add_encoded(m, pos, size, start, hlen):
+        if entry.add_encoded(m, pos, length + 8, start, hlen):
             return
+        w = _WIRE.unpack_from(m, pos)
+        sequence, pool, drops, inp, out, frame = w[2], w[6], w[7], w[9], w[11], w[16]
         direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
         entry.emit(
