@@ -130,5 +130,5 @@ class FlowEncoder:
         the bytes an enriched sample would have from ``pack_into``, without decoding it."""
         end = off + size
         buf[end : end + len(extras)] = extras
-        _WORD.pack_into(buf, off + _LENGTH_AT, _WORD.unpack_from(buf, off + _LENGTH_AT)[0] + len(extras))
+        _WORD.pack_into(buf, off + _LENGTH_AT, end + len(extras) - off - _TL.size)
         _WORD.pack_into(buf, off + _RECORDS_AT, _WORD.unpack_from(buf, off + _RECORDS_AT)[0] + extra_count)

@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 
 from . import ebpf_build, ebpf_core, wire
 from .interfaces import Tap
-from .sampler import OpenFlows, Sampler, SamplerError
+from .sampler import FlowEntry, OpenFlows, Sampler, SamplerError
 from .tc import TcHooks
 
 log = logging.getLogger("hsflowd.pcap")
@@ -448,8 +448,9 @@ class EbpfSampler(Sampler):
         taps = self.taps
         good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
         if flows is None:
+            entries: dict[tuple[int, int, int], FlowEntry] = {}  # a drain runs within one turn: none changes
             for i in itertools.compress(range(n), good):
-                self._emit_record(start + BPF_RINGBUF_HDR_SZ + i * _STEP, sources[i])
+                self._emit_record(start + BPF_RINGBUF_HDR_SZ + i * _STEP, sources[i], entries)
                 self.samples += 1
             return
         lengths = _be_words(words[_LENGTH_WORD::_WORDS])
@@ -496,13 +497,17 @@ class EbpfSampler(Sampler):
                 flows.send_alone(whole)
             self.samples += i
 
-    def _emit_record(self, pos: int, ifindex: int) -> None:
+    def _emit_record(self, pos: int, ifindex: int, entries: dict[tuple[int, int, int], FlowEntry]) -> None:
         """A sample for the flow path while an enricher needs the packets: as the kernel wrote it, with
         records appended, when the enricher knows them at once (``add_encoded``), else read back from
-        its wire form for the flow path's usual entry (with its number)."""
+        its wire form for the flow path's usual entry (with its number).  ``entries``: the flow path's
+        entries this drain asked for, by interface, rate and header protocol."""
         m = self.ring.data_map
         length, rate, protocol, hlen = _ENTRY.unpack_from(m, pos)
-        entry = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
+        key = (ifindex, rate, protocol)
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
         start = pos + wire.HEAD_BYTES
         if entry.add_encoded(m, pos, length + 8, start, hlen):
             return
