@@ -29,17 +29,17 @@ MEMO_MAX = 65536
 
 FLOW_BYTES_END = 58
 """The bytes of a header :func:`flow_bytes` reads: up to the end of IPv6's ports."""
-ETHERTYPE_IPV4 = b"\x08\x00"
+IPV4_NO_OPTIONS = b"\x08\x00\x45"
+"""The IPv4 ethertype, then version 4 and a 5-word header."""
 ETHERTYPE_IPV6 = b"\x86\xdd"
 
 
 def flow_bytes(h: bytes) -> tuple[int, bytes] | None:
     """(protocol, addresses and ports) of an Ethernet frame in the common layout, else None."""
-    ethertype = h[12:14]
-    if ethertype == ETHERTYPE_IPV4:
-        if len(h) >= 38 and h[14] == 0x45 and not (h[20] & 0x1F or h[21]):
+    if h[12:15] == IPV4_NO_OPTIONS:
+        if len(h) >= 38 and not (h[20] & 0x1F or h[21]):
             return h[23], h[26:38]
-    elif ethertype == ETHERTYPE_IPV6 and len(h) >= FLOW_BYTES_END and h[20] in PORTED:
+    elif h[12:14] == ETHERTYPE_IPV6 and len(h) >= FLOW_BYTES_END and h[20] in PORTED:
         return h[20], h[22:FLOW_BYTES_END]
     return None
 
