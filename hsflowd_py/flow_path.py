@@ -272,29 +272,30 @@ class SampledInterface(Interface):
             sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence,
         )  # fmt: skip
 
-    def add_encoded(self, sample: Header, pos: int, size: int, start: int, length: int) -> bool:
-        """A sample its sampler encoded and numbered (eBPF, in the kernel), ``sample[pos:pos+size]``, its
-        header ``sample[start:start+length]``, added as it is with the lone enricher's records appended
-        when it knows them at once (``Enricher.at_once``); False: it does not, the sample goes by ``emit``.
+    def records_at_once(self, header: Header, start: int, length: int) -> Records | None:
+        """The records the lone enricher adds to the packet of ``header[start:start+length]``, when it knows
+        them at once from the header (``Enricher.at_once``); None: the packet must go by ``emit``."""
+        at_once = self._path.at_once
+        return None if at_once is None else at_once(self, header, start, length)
+
+    def add_encoded(self, sample: Header, pos: int, size: int, records: Records) -> None:
+        """A sample its sampler encoded and numbered (eBPF, in the kernel), ``sample[pos:pos+size]``, with
+        ``records`` (from ``records_at_once``) appended.
 
         Nothing of the sample is decoded or packed again: its bytes are copied, the records added
         after them and its length and record count fixed up (``FlowEncoder.extend_into``).
         """
         path = self._path
-        at_once = path.at_once
-        known = None if at_once is None else at_once(self, sample, start, length)
-        if known is None:
-            return False
         a = path.assembler
-        if a is not None:
-            extras, extra_count = known
-            off = a.reserve(size + len(extras), path.uptime_ms())
-            buf = a.buffer
-            buf[off : off + size] = sample[pos : pos + size]
-            if extra_count:
-                path._encoder.extend_into(buf, off, size, extras, extra_count)
-            path.stats["flow_samples"] += 1
-        return True
+        if a is None:
+            return
+        extras, extra_count = records
+        off = a.reserve(size + len(extras), path.uptime_ms())
+        buf = a.buffer
+        buf[off : off + size] = sample[pos : pos + size]
+        if extra_count:
+            path._encoder.extend_into(buf, off, size, extras, extra_count)
+        path.stats["flow_samples"] += 1
 
 
 class EncodedFlows:

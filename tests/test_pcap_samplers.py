@@ -83,9 +83,9 @@ class Entry:
         """``flow.Emit``: the packet's other values as the sampler named them."""
         self.sink.given.append((self, bytes(header[start : start + length]), packet))
 
-    def add_encoded(self, sample: Header, pos: int, size: int, start: int, length: int) -> bool:
+    def records_at_once(self, header: Header, start: int, length: int) -> None:
         """No enricher here knows records at once: every sample comes through ``emit``."""
-        return False
+        return None
 
 
 def offloads(v: VethNamespace, state: str) -> None:

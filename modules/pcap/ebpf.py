@@ -447,13 +447,10 @@ class EbpfSampler(Sampler):
             return
         taps = self.taps
         good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
-        if flows is None:
-            entries: dict[tuple[int, int, int], FlowEntry] = {}  # a drain runs within one turn: none changes
-            for i in itertools.compress(range(n), good):
-                self._emit_record(start + BPF_RINGBUF_HDR_SZ + i * _STEP, sources[i], entries)
-                self.samples += 1
-            return
         lengths = _be_words(words[_LENGTH_WORD::_WORDS])
+        if flows is None:
+            self._hand_over(start, n, good, sources, lengths)
+            return
         for kept, run in itertools.groupby(range(n), good.__getitem__):
             if kept:
                 first, *rest = run
@@ -497,22 +494,49 @@ class EbpfSampler(Sampler):
                 flows.send_alone(whole)
             self.samples += i
 
-    def _emit_record(self, pos: int, ifindex: int, entries: dict[tuple[int, int, int], FlowEntry]) -> None:
-        """A sample for the flow path while an enricher needs the packets: as the kernel wrote it, with
-        records appended, when the enricher knows them at once (``add_encoded``), else read back from
-        its wire form for the flow path's usual entry (with its number).  ``entries``: the flow path's
-        entries this drain asked for, by interface, rate and header protocol."""
+    def _hand_over(self, start: int, n: int, good: list[bool], sources: list[int], lengths: list[int]) -> None:
+        """The ``good`` records of ``n`` from ``start`` on while an enricher needs the packets: each sample the
+        lone enricher knows its records of at once (``FlowEntry.records_at_once``) goes as the kernel wrote
+        it, with the records appended (``add_encoded``), or, with none to add, in runs cut as on the direct
+        path (``_cut``); any other is read back from its wire form into the flow path's usual entry
+        (``emit``, with its number).  Samples keep their order."""
+        flows = self.flows
         m = self.ring.data_map
-        length, rate, protocol, hlen = _ENTRY.unpack_from(m, pos)
-        key = (ifindex, rate, protocol)
-        entry = entries.get(key)
-        if entry is None:
-            entry = entries[key] = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
+        entries: dict[tuple[int, int, int], FlowEntry] = {}  # a drain runs within one turn: none changes
+        first = last = -1  # the run of samples with nothing to add, not yet cut
+        for i in itertools.compress(range(n), good):
+            pos = start + BPF_RINGBUF_HDR_SZ + i * _STEP
+            ifindex = sources[i]
+            length, rate, protocol, hlen = _ENTRY.unpack_from(m, pos)
+            key = (ifindex, rate, protocol)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
+            known = entry.records_at_once(m, pos + wire.HEAD_BYTES, hlen)
+            if known is not None and not known[1] and flows is not None:
+                if first < 0 or i != last + 1:
+                    if first >= 0:
+                        self._cut(flows, start + first * _STEP, lengths[first : last + 1])
+                    first = i
+                last = i
+                continue
+            if first >= 0:
+                self._cut(flows, start + first * _STEP, lengths[first : last + 1])
+                first = -1
+            if known is not None:
+                entry.add_encoded(m, pos, length + 8, known)
+            else:
+                self._emit_record(pos, ifindex, entry)
+            self.samples += 1
+        if first >= 0:
+            self._cut(flows, start + first * _STEP, lengths[first : last + 1])
+
+    def _emit_record(self, pos: int, ifindex: int, entry: FlowEntry) -> None:
+        """A sample read back from its wire form, for the flow path's usual entry (with its number)."""
+        m = self.ring.data_map
         start = pos + wire.HEAD_BYTES
-        if entry.add_encoded(m, pos, length + 8, start, hlen):
-            return
         w = _WIRE.unpack_from(m, pos)
-        sequence, pool, drops, inp, out, frame = w[2], w[6], w[7], w[9], w[11], w[16]
+        sequence, pool, drops, inp, out, frame, hlen = w[2], w[6], w[7], w[9], w[11], w[16], w[18]
         direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
         entry.emit(

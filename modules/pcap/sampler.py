@@ -23,6 +23,7 @@ import struct
 from typing import Any, Protocol
 
 from hsflowd_py.counters import step
+from hsflowd_py.enrichers import Records
 from hsflowd_py.flow import FCS_BYTES as FCS_BYTES
 from hsflowd_py.flow import Emit, Header
 
@@ -57,9 +58,13 @@ class FlowEntry(Protocol):
     @property
     def emit(self) -> Emit: ...
 
-    def add_encoded(self, sample: Header, pos: int, size: int, start: int, length: int) -> bool:
-        """A sample the sampler encoded and numbered itself, added with the enrichers' records when they
-        are known at once; False: it goes by ``emit`` (``SampledInterface.add_encoded``)."""
+    def records_at_once(self, header: Header, start: int, length: int) -> Records | None:
+        """The enrichers' records for this packet when known at once from its header; None: it goes by ``emit``."""
+        ...
+
+    def add_encoded(self, sample: Header, pos: int, size: int, records: Records) -> None:
+        """A sample the sampler encoded and numbered itself, with those records appended
+        (``SampledInterface.add_encoded``)."""
         ...
 
 
