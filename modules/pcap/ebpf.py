@@ -34,9 +34,9 @@ segmentation offload (``EncodedFlows.send_alone``): nothing of a sample is decod
 Python, no Python step is taken per sample, and the kernel's path is taken once per run of
 datagrams, not once per datagram.  With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
-the enrichers' records (or, when the lone enricher knows its records from the header at once, as
-the tcp module does for a socket read a moment ago, copied as the kernel wrote it with the records
-appended: ``SampledInterface.add_encoded``): both ways number
+the enrichers' records, unless the lone enricher knows its records from the header at once, as
+the tcp module does for a socket read a moment ago: then the sample stays as the kernel wrote it,
+its records appended, or cut as above when it has none (``_hand_over``).  Both ways number
 an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
 numbers restart when the interface is opened again (its counters are created anew), which is
 what ``ModuleContext.restart_flow_sequence`` means for the other samplers.
