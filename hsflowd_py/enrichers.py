@@ -55,6 +55,8 @@ M = TypeVar("M")
 Records = tuple[bytes, int]
 """Records for the end of a flow sample, encoded back to back, and how many."""
 NO_RECORDS: Records = (b"", 0)
+"""``at_once``'s answer for a packet that gets no records: this object, so that a sampler can tell such
+packets apart in bulk (``operator.is_``)."""
 
 
 class Enricher:
@@ -76,6 +78,14 @@ class Enricher:
         tcp module's memo hits: ``flow_path.py``).  By default every packet goes to ``enrich``.
         """
         return None
+
+    def at_once_many(
+        self, interface: Interface, ring: Header, offset: int, stride: int, lengths: list[int]
+    ) -> list[Records | None]:
+        """``at_once`` of each packet of a sampler's ring read in one go (eBPF): the records lie ``stride``
+        bytes apart in ``ring``, each with its packet's header ``offset`` bytes in, ``lengths`` the headers'
+        lengths.  One call per drain lets an enricher answer all the packets of one flow once."""
+        return [self.at_once(interface, ring, offset + i * stride, length) for i, length in enumerate(lengths)]
 
 
 class EnricherCycle(ValueError):

@@ -66,6 +66,8 @@ class FlowPath:
         """The active enrichers in run order (``set_enrichers``); empty: the allocation-free path."""
         self.at_once: Callable[[Interface, Header, int, int], Records | None] | None = None
         """The one active enricher's ``at_once`` (None with none, or more: they may read its facts)."""
+        self.at_once_many: Callable[[Interface, Header, int, int, list[int]], list[Records | None]] | None = None
+        """The same enricher's ``at_once_many``."""
         self.sequences: dict[int, int] = {}
         """Each interface's last sequence number, for samples the flow path numbers."""
         self.interfaces: dict[int, SampledInterface] = {}
@@ -80,7 +82,9 @@ class FlowPath:
         ordered = order_enrichers(pairs)
         self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in ordered]
         alone = ordered[0][1] if len(ordered) == 1 else None
-        self.at_once = alone.at_once if alone is not None and type(alone).at_once is not Enricher.at_once else None
+        answers = alone is not None and type(alone).at_once is not Enricher.at_once
+        self.at_once = alone.at_once if answers else None
+        self.at_once_many = alone.at_once_many if answers else None
 
     def _enrich(
         self, packet: SampledPacket, stages: list[Stage], waiting: int = 0
@@ -272,15 +276,15 @@ class SampledInterface(Interface):
             sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence,
         )  # fmt: skip
 
-    def records_at_once(self, header: Header, start: int, length: int) -> Records | None:
-        """The records the lone enricher adds to the packet of ``header[start:start+length]``, when it knows
-        them at once from the header (``Enricher.at_once``); None: the packet must go by ``emit``."""
-        at_once = self._path.at_once
-        return None if at_once is None else at_once(self, header, start, length)
+    def records_at_once_many(self, ring: Header, offset: int, stride: int, lengths: list[int]) -> list[Records | None]:
+        """For each packet of a ring read (``Enricher.at_once_many``), the records the lone enricher adds to it
+        when it knows them at once from the header; None: that packet must go by ``emit``."""
+        at_once_many = self._path.at_once_many
+        return [None] * len(lengths) if at_once_many is None else at_once_many(self, ring, offset, stride, lengths)
 
     def add_encoded(self, sample: Header, pos: int, size: int, records: Records) -> None:
         """A sample its sampler encoded and numbered (eBPF, in the kernel), ``sample[pos:pos+size]``, with
-        ``records`` (from ``records_at_once``) appended.
+        ``records`` (from ``records_at_once_many``) appended.
 
         Nothing of the sample is decoded or packed again: its bytes are copied, the records added
         after them and its length and record count fixed up (``FlowEncoder.extend_into``).

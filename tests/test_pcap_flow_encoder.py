@@ -204,7 +204,7 @@ def test_records_known_at_once_go_as_the_enriched_path_sends_them() -> None:
             ring, 16, entry, b"", 0, sample.sample_pool, sample.drops, direction, head.frame_length, head.header, 0,
             len(head.header), sample.records[1].nanoseconds, sample.sequence,
         )  # fmt: skip
-        records = entry.records_at_once(ring, 16 + HEAD_BYTES, len(head.header))
+        (records,) = entry.records_at_once_many(ring, 16 + HEAD_BYTES, len(ring), [len(head.header)])
         assert records is not None, i
         entry.add_encoded(ring, 16, len(ring) - 16, records)
     k.flush()

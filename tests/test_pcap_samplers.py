@@ -83,9 +83,9 @@ class Entry:
         """``flow.Emit``: the packet's other values as the sampler named them."""
         self.sink.given.append((self, bytes(header[start : start + length]), packet))
 
-    def records_at_once(self, header: Header, start: int, length: int) -> None:
+    def records_at_once_many(self, ring: Header, offset: int, stride: int, lengths: list[int]) -> list[None]:
         """No enricher here knows records at once: every sample comes through ``emit``."""
-        return None
+        return [None] * len(lengths)
 
 
 def offloads(v: VethNamespace, state: str) -> None:

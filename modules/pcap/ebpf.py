@@ -65,6 +65,7 @@ import itertools
 import json
 import logging
 import mmap
+import operator
 import os
 import select
 import signal
@@ -76,10 +77,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer
+from hsflowd_py.enrichers import NO_RECORDS
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET
 from hsflowd_py.tasks import owned_by_thread
 
 if TYPE_CHECKING:
+    from hsflowd_py.enrichers import Records
     from hsflowd_py.flow_path import EncodedFlows
 
 from . import ebpf_build, ebpf_core, wire
@@ -124,9 +127,11 @@ _SOURCE_WORD, _LENGTH_WORD = 6, 3
 """Where a sample's source index and length word are, in words from its record's ring header."""
 _WIRE = struct.Struct(">19I")
 """A sample's words up to its header bytes (``wire.HEAD_BYTES``): head, input, output, 0:1's fixed words."""
-_ENTRY = struct.Struct(">4xI12xI36xI8xI")
-"""The words of ``_WIRE`` a sample kept as the kernel wrote it needs: its length, rate, header protocol and
-header length (words 1, 5, 15, 18)."""
+_RATE_WORD, _PROTOCOL_WORD, _HLEN_WORD = 7, 17, 20
+"""Where a sample's sampling rate, header protocol and header length are, in words from its record's ring
+header (``_WIRE``'s words 5, 15 and 18)."""
+_HEADER_AT = BPF_RINGBUF_HDR_SZ + wire.HEAD_BYTES
+"""Where a sample's header bytes start, from its record's ring header."""
 _TIMESTAMP = struct.Struct(">8xQ")
 _KEY = struct.Struct("=I")
 _CLOCK = struct.Struct("=Q")
@@ -449,7 +454,7 @@ class EbpfSampler(Sampler):
         good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
         lengths = _be_words(words[_LENGTH_WORD::_WORDS])
         if flows is None:
-            self._hand_over(start, n, good, sources, lengths)
+            self._hand_over(start, words, good, sources, lengths)
             return
         for kept, run in itertools.groupby(range(n), good.__getitem__):
             if kept:
@@ -494,42 +499,58 @@ class EbpfSampler(Sampler):
                 flows.send_alone(whole)
             self.samples += i
 
-    def _hand_over(self, start: int, n: int, good: list[bool], sources: list[int], lengths: list[int]) -> None:
-        """The ``good`` records of ``n`` from ``start`` on while an enricher needs the packets: each sample the
-        lone enricher knows its records of at once (``FlowEntry.records_at_once``) goes as the kernel wrote
-        it, with the records appended (``add_encoded``), or, with none to add, in runs cut as on the direct
-        path (``_cut``); any other is read back from its wire form into the flow path's usual entry
-        (``emit``, with its number).  Samples keep their order."""
+    def _hand_over(
+        self, start: int, words: memoryview, good: list[bool], sources: list[int], lengths: list[int]
+    ) -> None:
+        """The ``good`` records from ``start`` on (``words`` theirs) while an enricher needs the packets: the
+        lone enricher is asked for the records of the packets of each interface's run of records at once
+        (``FlowEntry.records_at_once_many``); a sample whose records it knows goes as the kernel wrote it,
+        with them appended (``add_encoded``), or, with none to add, in runs cut as on the direct path
+        (``_cut``); any other is read back from its wire form into the flow path's usual entry (``emit``,
+        with its number).  Samples keep their order."""
+        n = len(good)
         flows = self.flows
         m = self.ring.data_map
+        view = self.ring.view
+        rates = _be_words(words[_RATE_WORD::_WORDS])[:n]
+        protocols = _be_words(words[_PROTOCOL_WORD::_WORDS])[:n]
+        hlens = _be_words(words[_HLEN_WORD::_WORDS])
+        if sources.count(sources[0]) == n and rates.count(rates[0]) == n and protocols.count(protocols[0]) == n:
+            keys = [(sources[0], rates[0], protocols[0])] * n  # one interface (the common case): no step per sample
+        else:
+            keys = list(zip(sources, rates, protocols, strict=False))
         entries: dict[tuple[int, int, int], FlowEntry] = {}  # a drain runs within one turn: none changes
-        first = last = -1  # the run of samples with nothing to add, not yet cut
-        for i in itertools.compress(range(n), good):
-            pos = start + BPF_RINGBUF_HDR_SZ + i * _STEP
-            ifindex = sources[i]
-            length, rate, protocol, hlen = _ENTRY.unpack_from(m, pos)
-            key = (ifindex, rate, protocol)
+        known: list[Records | None] = []
+        for key, run in itertools.groupby(keys):
+            a = len(known)
+            b = a + len(list(run))
+            if not any(good[a:b]):
+                known += [None] * (b - a)
+                continue
             entry = entries.get(key)
             if entry is None:
-                entry = entries[key] = self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET)
-            known = entry.records_at_once(m, pos + wire.HEAD_BYTES, hlen)
-            if known is not None and not known[1] and flows is not None:
-                if first < 0 or i != last + 1:
-                    if first >= 0:
-                        self._cut(flows, start + first * _STEP, lengths[first : last + 1])
-                    first = i
-                last = i
+                entry = entries[key] = self.open_flows(key[0], key[1], key[2] == HEADER_ETHERNET)
+            at = start + a * _STEP
+            known += entry.records_at_once_many(view[at : start + b * _STEP], _HEADER_AT, _STEP, hlens[a:b])
+        nothing = map(operator.is_, known, itertools.repeat(NO_RECORDS))
+        cut = list(map(operator.and_, good, nothing)) if flows is not None else [False] * n
+        for nothing_to_add, run in itertools.groupby(range(n), cut.__getitem__):
+            if nothing_to_add:
+                assert flows is not None
+                first, *rest = run
+                self._cut(flows, start + first * _STEP, lengths[first : first + 1 + len(rest)])
                 continue
-            if first >= 0:
-                self._cut(flows, start + first * _STEP, lengths[first : last + 1])
-                first = -1
-            if known is not None:
-                entry.add_encoded(m, pos, length + 8, known)
-            else:
-                self._emit_record(pos, ifindex, entry)
-            self.samples += 1
-        if first >= 0:
-            self._cut(flows, start + first * _STEP, lengths[first : last + 1])
+            for i in run:
+                if not good[i]:
+                    continue
+                pos = start + BPF_RINGBUF_HDR_SZ + i * _STEP
+                entry = entries[keys[i]]
+                records = known[i]
+                if records is not None:
+                    entry.add_encoded(m, pos, lengths[i] + 8, records)
+                else:
+                    self._emit_record(pos, sources[i], entry)
+                self.samples += 1
 
     def _emit_record(self, pos: int, ifindex: int, entry: FlowEntry) -> None:
         """A sample read back from its wire form, for the flow path's usual entry (with its number)."""

@@ -58,8 +58,9 @@ class FlowEntry(Protocol):
     @property
     def emit(self) -> Emit: ...
 
-    def records_at_once(self, header: Header, start: int, length: int) -> Records | None:
-        """The enrichers' records for this packet when known at once from its header; None: it goes by ``emit``."""
+    def records_at_once_many(self, ring: Header, offset: int, stride: int, lengths: list[int]) -> list[Records | None]:
+        """The enrichers' records for each packet of a ring read, where known at once from its header; None:
+        that packet goes by ``emit`` (``SampledInterface.records_at_once_many``)."""
         ...
 
     def add_encoded(self, sample: Header, pos: int, size: int, records: Records) -> None:

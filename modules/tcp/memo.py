@@ -15,6 +15,8 @@ addresses change (what is local may have changed) and pruned with the sockets it
 
 from __future__ import annotations
 
+import functools
+import struct
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, PORTED
@@ -42,6 +44,39 @@ def flow_bytes(h: bytes) -> tuple[int, bytes] | None:
     elif h[12:14] == ETHERTYPE_IPV6 and len(h) >= FLOW_BYTES_END and h[20] in PORTED:
         return h[20], h[22:FLOW_BYTES_END]
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _v4_fields(offset: int, stride: int) -> struct.Struct:
+    """A record's header bytes :func:`flow_bytes` reads for IPv4: ethertype, version and header length;
+    flags and fragment offset; protocol; addresses and ports."""
+    return struct.Struct(f">{offset + 12}x3s5xHxB2x12s{stride - offset - 38}x")
+
+
+@functools.lru_cache(maxsize=4)
+def _v6_fields(offset: int, stride: int) -> struct.Struct:
+    """The same for IPv6: ethertype; next header; addresses and ports."""
+    return struct.Struct(f">{offset + 12}x2s6xBx36s{stride - offset - FLOW_BYTES_END}x")
+
+
+def ring_fields(ring: Any, offset: int, stride: int) -> list[tuple[Any, ...]]:
+    """For each record of ``ring`` (``stride`` bytes apart, each with a frame ``offset`` bytes in, at least
+    FLOW_BYTES_END long), the header fields :func:`flow_bytes` reads, unpacked in bulk: equal for the
+    samples of one flow, so that a flow's samples of a ring read are answered once (:func:`fields_flow`)."""
+    fields = list(_v4_fields(offset, stride).iter_unpack(ring))
+    if any(f[0][:2] == ETHERTYPE_IPV6 for f in set(fields)):
+        v6 = _v6_fields(offset, stride).iter_unpack(ring)
+        fields = [b if a[0][:2] == ETHERTYPE_IPV6 else a for a, b in zip(fields, v6, strict=True)]
+    return fields
+
+
+def fields_flow(fields: tuple[Any, ...]) -> tuple[int, bytes] | None:
+    """:func:`flow_bytes` of the header ``fields`` came from (``ring_fields``)."""
+    if len(fields) == 4:
+        tag, frag, proto, key = fields
+        return (proto, key) if tag == IPV4_NO_OPTIONS and not frag & 0x1FFF else None
+    tag, proto, key = fields
+    return (proto, key) if tag == ETHERTYPE_IPV6 and proto in PORTED else None
 
 
 def new_memo() -> dict[int, Memo]:
