@@ -142,7 +142,7 @@ async def enrich_alone(frames: list[Frame], ifindex: int, samples: int, burst: i
             if (hold := enricher.enrich(packet)) is not None:
                 holds.append(hold)
         await asyncio.gather(*holds)
-        await asyncio.sleep(0)  # a turn of the loop, as between a sampler's bursts: the refreshes are read
+        await asyncio.sleep(0)  # a turn of the loop, as between a sampler's bursts: first look-ups are answered
     cpu = time.process_time() - t0
     await module.stop()
     return cpu / samples * 1e6
