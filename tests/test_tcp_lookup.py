@@ -377,6 +377,8 @@ def test_a_ring_read_is_answered_as_each_of_its_samples(connection: tuple[socket
             many = enricher.at_once_many(interface, ring, offset, stride, lengths)
             each = [enricher.at_once(interface, ring, offset + i * stride, n) for i, n in enumerate(lengths)]
             assert many == each
+            single = ring_of([frame.data] * 4, offset, stride)  # one flow: answered without a step per sample
+            assert enricher.at_once_many(interface, single, offset, stride, [len(frame.data)] * 4) == [many[0]] * 4
             record = tcp_info(first)
             assert record is not None and many[0] == (encode_record(record), 1) and many[5] is None
             assert module.stats["refreshes"] == 0

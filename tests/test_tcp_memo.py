@@ -1,4 +1,4 @@
-"""The tcp memo's two readers of a header's flow, per sample (``flow_bytes``) and over a whole ring read
+"""The tcp memo's two readers of a header's flow, per sample (``header_flow``, in place) and over a whole ring read
 (``ring_fields`` then ``fields_flow``): they agree for every layout, and where they recognise the flow its
 bytes are the addresses and ports the shared header parser finds.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from hsflowd_py.flow import HEADER_ETHERNET
-from hsflowd_py.modules.tcp.memo import FLOW_BYTES_END, fields_flow, flow_bytes, ring_fields
+from hsflowd_py.modules.tcp.memo import FLOW_BYTES_END, fields_flow, header_flow, one_flow, ring_fields
 from hsflowd_py.packet import parse
 
 MACS = bytes.fromhex("020000000001020000000002")
@@ -47,15 +47,24 @@ FRAMES = {
 }
 
 
-def test_ring_read_agrees_with_each_sample_and_the_parser() -> None:
-    offset, stride = 84, 512
-    frames = list(FRAMES.values())
+OFFSET, STRIDE = 84, 512
+"""As the eBPF sampler's ring holds samples: a record every 512 bytes, its header 84 bytes in."""
+
+
+def ring_of(frames: list[bytes], offset: int = OFFSET, stride: int = STRIDE) -> bytearray:
     ring = bytearray(stride * len(frames))
     for i, f in enumerate(frames):
         assert len(f) >= FLOW_BYTES_END
         ring[i * stride + offset : i * stride + offset + len(f)] = f
+    return ring
+
+
+def test_ring_read_agrees_with_each_sample_and_the_parser() -> None:
+    offset, stride = OFFSET, STRIDE
+    frames = list(FRAMES.values())
+    ring = ring_of(frames)
     bulk = [fields_flow(f) for f in ring_fields(memoryview(ring), offset, stride)]
-    each = [flow_bytes(f[:FLOW_BYTES_END]) for f in frames]
+    each = [header_flow(ring, i * stride + offset, len(f)) for i, f in enumerate(frames)]
     assert bulk == each
     for (name, frame), known in zip(FRAMES.items(), bulk, strict=True):
         flow = parse(frame, HEADER_ETHERNET)
@@ -69,3 +78,21 @@ def test_ring_read_agrees_with_each_sample_and_the_parser() -> None:
     }  # fmt: skip
     fields = ring_fields(memoryview(ring), offset, stride)
     assert fields[1] == fields[2], "two datagrams of one flow: equal fields, one answer for both"
+
+
+def test_one_flow_compares_every_field_the_flow_is_read_from() -> None:
+    """Datagrams of one flow (their identification and checksum differ) are one flow; a record that differs
+    in any field read (protocol, fragment offset, an address or port, the family) is not."""
+    v4 = [ipv4(17, ident=i) for i in range(1, 9)]
+    v6 = [ipv6(17)] * 8
+    for stride in (STRIDE, 510):  # records a whole number of words apart or not
+        assert one_flow(ring_of(v4, stride=stride), OFFSET, stride)
+        assert one_flow(ring_of(v6, stride=stride), OFFSET, stride)
+        assert one_flow(ring_of([FRAMES["ARP"]] * 3, stride=stride), OFFSET, stride)
+        others = [ipv4(6), ipv4(17, frag=0x2010), ipv4(17, ihl=6), ipv6(17), FRAMES["ARP"]]
+        others += [f[:k] + bytes([f[k] ^ 1]) + f[k + 1 :] for f in v4[:1] for k in (26, 33, 37)]  # addresses, ports
+        for other in others:
+            assert not one_flow(ring_of([*v4[:5], other, *v4[5:]], stride=stride), OFFSET, stride)
+        v6_other_port = v6[0][:57] + bytes([v6[0][57] ^ 1]) + v6[0][58:]
+        assert not one_flow(ring_of([*v6[:3], v6_other_port], stride=stride), OFFSET, stride)
+        assert not one_flow(ring_of([*v6[:3], ipv4(17)], stride=stride), OFFSET, stride)

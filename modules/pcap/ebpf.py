@@ -447,11 +447,16 @@ class EbpfSampler(Sampler):
         clean = heads.count(_RECORD_BYTES) == n
         sources = _be_words(words[_SOURCE_WORD::_WORDS])[:n]
         flows = self.flows if self.flows is not None and self.flows.direct else None
-        if flows is not None and clean and set(sources) <= self.taps.keys():
+        all_good = clean and set(sources) <= self.taps.keys()
+        if flows is not None and all_good:
             self._cut(flows, start, _be_words(words[_LENGTH_WORD::_WORDS])[:n])
             return
         taps = self.taps
-        good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
+        good = (
+            [True] * n
+            if all_good
+            else [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
+        )
         lengths = _be_words(words[_LENGTH_WORD::_WORDS])
         if flows is None:
             self._hand_over(start, words, good, sources, lengths)

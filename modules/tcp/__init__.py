@@ -50,7 +50,7 @@ from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
 from .lookup import DIRN_RECEIVED, DIRN_SENT, FRESH_S, Namespace, Namespaces, SocketState, log
-from .memo import FLOW_BYTES_END, fields_flow, flow_bytes, ring_fields
+from .memo import FLOW_BYTES_END, fields_flow, header_flow, one_flow, ring_fields
 from .settings import TcpSettings
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class SocketInfo(Enricher):
                 return None if opened is None else self._lookup_when_open(opened, packet)
             ns = opened
         if not self.tunnel and packet.header_protocol == HEADER_ETHERNET:
-            known = flow_bytes(packet.header)
+            known = header_flow(packet.header, 0, len(packet.header))
             if known is not None:
                 proto, key = known
                 if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
@@ -184,8 +184,7 @@ class SocketInfo(Enricher):
         (``_records``), encoded (the common case); None: ``enrich`` looks it up."""
         if interface.header_protocol != HEADER_ETHERNET or self.tunnel:
             return None
-        h = header[start : start + (length if length < FLOW_BYTES_END else FLOW_BYTES_END)]
-        known = flow_bytes(h if type(h) is bytes else bytes(h))  # a ring's memoryview: bytes, to be a key
+        known = header_flow(header, start, length)
         if known is None:
             return None
         records = self._records(*known)
@@ -201,22 +200,27 @@ class SocketInfo(Enricher):
         whose answers are old are asked again together, in one datagram."""
         if interface.header_protocol != HEADER_ETHERNET or self.tunnel or min(lengths) < FLOW_BYTES_END:
             return super().at_once_many(interface, ring, offset, stride, lengths)
+        n = len(lengths)
+        if one_flow(ring, offset, stride):  # the common case: nothing made per sample
+            flow = header_flow(ring, offset, lengths[0])
+            records = None if flow is None else self._records(*flow)
+            if records is not None and records[1]:
+                self.stats["annotated"] += n
+            return [records] * n
         fields = ring_fields(ring, offset, stride)
-        one_flow = fields.count(fields[0]) == len(fields)  # the common case: no dict look-up per sample
-        counts = {fields[0]: len(fields)} if one_flow else Counter(fields)
+        counts = Counter(fields)
         flows = {f: fields_flow(f) for f in counts}
-        if not one_flow:
-            now = monotonic()
-            old = [s for flow in flows.values() if flow is not None and (s := self._old_state(*flow, now))]
-            if old:
-                self.root.diag.read_now(old, now)
+        now = monotonic()
+        old = [s for flow in flows.values() if flow is not None and (s := self._old_state(*flow, now))]
+        if old:
+            self.root.diag.read_now(old, now)
         answers: dict[tuple[Any, ...], Records | None] = {}
         for f, count in counts.items():
             flow = flows[f]
             records = answers[f] = None if flow is None else self._records(*flow)
             if records is not None and records[1]:
                 self.stats["annotated"] += count
-        return [answers[fields[0]]] * len(fields) if one_flow else list(map(answers.__getitem__, fields))
+        return list(map(answers.__getitem__, fields))
 
     def _old_state(self, proto: int, key: bytes, now: float) -> SocketState | None:
         """The socket of the root namespace with these flow bytes, if it was answered and the answer is old."""
@@ -227,7 +231,7 @@ class SocketInfo(Enricher):
         return entry[0]
 
     def _records(self, proto: int, key: bytes) -> Records | None:
-        """The records of a packet of the root namespace with these flow bytes (``memo.flow_bytes``), if
+        """The records of a packet of the root namespace with these flow bytes (``memo.header_flow``), if
         known at once: its socket's answer, asked again if old (``DiagChannel.read_now``)."""
         if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
             return NO_RECORDS
