@@ -514,6 +514,8 @@ class EbpfSampler(Sampler):
         (``_cut``); any other is read back from its wire form into the flow path's usual entry (``emit``,
         with its number).  Samples keep their order."""
         n = len(good)
+        if not n:  # the first record still being written
+            return
         flows = self.flows
         m = self.ring.data_map
         view = self.ring.view
