@@ -12,18 +12,30 @@ every look-up finds its socket.
 Reported: the module's own CPU per sample (enrich() and the replies, no core);
 the agent process's CPU time (user + system, which includes the
 kernel's side of the netlink look-ups) per sample, the share of samples that
-got 2209, look-ups per sample (what merging saved), and the plain parse cost.
+got 2209, look-ups per sample (what merging saved), the plain parse cost, and
+per round the tcp path's cost over the plain path's.
 
-    .venv/bin/python bench/tcp_lookup.py [--samples 20000] [--burst 20] [--connections 8]
+With ``--old DIR`` (a ``git archive`` of another commit) each round also runs that tree's agent on
+the same frames: every run of a round, old and new, is then a child process of its own (``CHILD``),
+so that both are measured alike.  ``--profile`` prints where the tcp path's time goes (cProfile of
+one in-process run).
+
+    .venv/bin/python bench/tcp_lookup.py [--samples 20000] [--burst 20] [--connections 8] [--old DIR] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import json
 import os
+import pickle
+import pstats
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import timeit
 from pathlib import Path
@@ -36,11 +48,21 @@ from tcp_traffic import Capture, Frame, sink
 
 from hsflowd_py.agent import Agent
 from hsflowd_py.config import parse_config
-from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT
+from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, Interface
 from hsflowd_py.modules.tcp import TcpModule
 from hsflowd_py.packet import parse
 
+ROOT = Path(__file__).resolve().parent.parent
 PORT = 5260
+CHILD = """
+import asyncio, json, pickle, sys
+sys.path[:0] = ["tests", "bench"]
+import tcp_lookup
+with open(sys.argv[1], "rb") as f:
+    frames, ifindex, samples, burst, with_tcp = pickle.load(f)
+print(json.dumps(asyncio.run(tcp_lookup.run(frames, ifindex, samples, burst, with_tcp))))
+"""
+"""One ``run`` in a fresh process of the tree it starts in (its ``hsflowd_py`` first on the path)."""
 
 
 def capture_frames(link: VethNamespace, clients: list[socket.socket], want: int) -> list[Frame]:
@@ -100,24 +122,59 @@ async def run(frames: list[Frame], ifindex: int, samples: int, burst: int, with_
 
 
 async def enrich_alone(frames: list[Frame], ifindex: int, samples: int, burst: int) -> float:
-    """CPU per sample of the module by itself: parse, local test, look-up, reply, 2209 record (no core, no encoding)."""
+    """CPU per sample of the module by itself, as the flow path asks it when it is the only enricher: the
+    answer from the header (``at_once``), else parse, local test, look-up, reply, 2209 record (no core, no
+    encoding)."""
     settings = parse_config("sflow { collector { ip = 127.0.0.1 } tcp { } }")
     module = TcpModule(Agent(settings).context, settings)
     await module.start()
     (enricher,) = module.enrichers()
+    interface = Interface(ifindex, 10)
     n = len(frames)
     t0 = time.process_time()
     for start in range(0, samples, burst):
         holds = []
         for i in range(start, min(start + burst, samples)):
             f = frames[i % n]
+            if enricher.at_once(interface, f.data, 0, len(f.data)) is not None:
+                continue
             packet = sampled_packet(ifindex, f.data, rate=10, frame_length=f.length + 4, header_bytes=len(f.data))
             if (hold := enricher.enrich(packet)) is not None:
                 holds.append(hold)
         await asyncio.gather(*holds)
+        await asyncio.sleep(0)  # a turn of the loop, as between a sampler's bursts: first look-ups are answered
     cpu = time.process_time() - t0
     await module.stop()
     return cpu / samples * 1e6
+
+
+def run_in(tree: Path, job: Path) -> dict[str, float]:
+    """``run`` of the job pickled at ``job``, by the agent of source tree ``tree`` (``CHILD``)."""
+    out = subprocess.run([sys.executable, "-c", CHILD, str(job)], cwd=tree, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"the run in {tree} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def profile(frames: list[Frame], ifindex: int, samples: int, burst: int) -> None:
+    """Where the tcp path's time goes: cProfile of one in-process run, the top functions by own time."""
+    prof = cProfile.Profile()
+    prof.enable()
+    asyncio.run(run(frames, ifindex, samples, burst, True))
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+
+
+def print_run(label: str, res: dict[str, float], plain: float | None) -> None:
+    extra = ""
+    if "annotated" in res:
+        extra = (
+            f"  {res['cpu_us'] / plain:.2f}x plain;" if plain else ""
+        ) + (
+            f" 2209 on {res['annotated']:.1%}, {res['lookups_per_sample']:.2f} look-ups/sample,"
+            f" {res['timeouts']} held samples timed out"
+        )  # fmt: skip
+    print(f"{label}: {res['cpu_us']:.2f} us CPU per sample ({res['samples']} samples in {res['wall_s']:.2f} s){extra}")
 
 
 def main() -> None:
@@ -126,6 +183,8 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=20, help="samples handed over per loop iteration")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--old", type=Path, help="also run each round with the agent of this source tree")
+    ap.add_argument("--profile", action="store_true", help="print where the tcp path's time goes")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespace, AF_PACKET)")
@@ -139,20 +198,27 @@ def main() -> None:
             print(f"parse(): {parse_us:.2f} us per header")
             alone = asyncio.run(enrich_alone(frames, link.host_ifindex, args.samples, args.burst))
             print(f"the tcp module alone (enrich, look-up, reply, record): {alone:.2f} us CPU per sample")
-            for r in range(args.rounds):
+            if args.profile:
+                profile(frames, link.host_ifindex, args.samples, args.burst)
+            trees = [(" (old)", args.old.resolve()), ("", ROOT)] if args.old else []
+            with tempfile.TemporaryDirectory() as tmp:
+                jobs = {}
                 for with_tcp in (False, True):
-                    res = asyncio.run(run(frames, link.host_ifindex, args.samples, args.burst, with_tcp))
-                    label = "tcp {}   " if with_tcp else "no tcp   "
-                    extra = (
-                        f"  2209 on {res['annotated']:.1%}, {res['lookups_per_sample']:.2f} look-ups/sample,"
-                        f" {res['timeouts']} held samples timed out"
-                        if with_tcp
-                        else ""
+                    jobs[with_tcp] = Path(tmp, f"job-{with_tcp}.pickle")
+                    jobs[with_tcp].write_bytes(
+                        pickle.dumps((frames, link.host_ifindex, args.samples, args.burst, with_tcp))
                     )
-                    print(
-                        f"round {r + 1} {label}: {res['cpu_us']:.2f} us CPU per sample"
-                        f" ({res['samples']} samples in {res['wall_s']:.2f} s){extra}"
-                    )
+                for r in range(args.rounds):
+                    for name, tree in trees or [("", None)]:
+                        plain = None
+                        for with_tcp in (False, True):
+                            if tree is None:
+                                res = asyncio.run(run(frames, link.host_ifindex, args.samples, args.burst, with_tcp))
+                            else:
+                                res = run_in(tree, jobs[with_tcp])
+                            label = f"round {r + 1} {'tcp {}' if with_tcp else 'no tcp'}{name}"
+                            print_run(f"{label:<22}", res, plain)
+                            plain = res["cpu_us"]
         finally:
             for c in clients:
                 c.close()

@@ -48,9 +48,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable
 from typing import ClassVar, TypeVar
 
-from .flow import Fact, SampledPacket
+from .flow import Fact, Header, Interface, SampledPacket
 
 M = TypeVar("M")
+
+Records = tuple[bytes, int]
+"""Records for the end of a flow sample, encoded back to back, and how many."""
+NO_RECORDS: Records = (b"", 0)
+"""``at_once``'s answer for a packet that gets no records: this object, so that a sampler can tell such
+packets apart in bulk (``operator.is_``)."""
 
 
 class Enricher:
@@ -62,6 +68,24 @@ class Enricher:
     def enrich(self, packet: SampledPacket) -> Awaitable[None] | None:
         """Annotate ``packet``; return an awaitable to hold it until the answer is in."""
         raise NotImplementedError
+
+    def at_once(self, interface: Interface, header: Header, start: int, length: int) -> Records | None:
+        """The records ``enrich`` would add to the packet of ``header[start:start+length]``, encoded,
+        when they are known at once from the header alone; None: ask ``enrich``.
+
+        The flow path asks this first where this is the only enricher running: the facts ``enrich``
+        would write are then read by no one, so the sample need not become a ``SampledPacket`` (the
+        tcp module's memo hits: ``flow_path.py``).  By default every packet goes to ``enrich``.
+        """
+        return None
+
+    def at_once_many(
+        self, interface: Interface, ring: Header, offset: int, stride: int, lengths: list[int]
+    ) -> list[Records | None]:
+        """``at_once`` of each packet of a sampler's ring read in one go (eBPF): the records lie ``stride``
+        bytes apart in ``ring``, each with its packet's header ``offset`` bytes in, ``lengths`` the headers'
+        lengths.  One call per drain lets an enricher answer all the packets of one flow once."""
+        return [self.at_once(interface, ring, offset + i * stride, length) for i, length in enumerate(lengths)]
 
 
 class EnricherCycle(ValueError):

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .enrichers import Enricher, order_enrichers
+from .enrichers import Enricher, Records, order_enrichers
 from .flow import HEADER_ETHERNET, HEADER_IP, DiscardPacket, Encoded, Header, Interface, SampledPacket
 from .holds import HeldSamples
 from .sflow import records as rec
@@ -64,6 +64,10 @@ class FlowPath:
         """The agent's current assembler; None until it has an address (samples are dropped)."""
         self.enrichers: list[Stage] = []
         """The active enrichers in run order (``set_enrichers``); empty: the allocation-free path."""
+        self.at_once: Callable[[Interface, Header, int, int], Records | None] | None = None
+        """The one active enricher's ``at_once`` (None with none, or more: they may read its facts)."""
+        self.at_once_many: Callable[[Interface, Header, int, int, list[int]], list[Records | None]] | None = None
+        """The same enricher's ``at_once_many``."""
         self.sequences: dict[int, int] = {}
         """Each interface's last sequence number, for samples the flow path numbers."""
         self.interfaces: dict[int, SampledInterface] = {}
@@ -75,7 +79,12 @@ class FlowPath:
 
     def set_enrichers(self, pairs: Iterable[tuple[Module, str, Enricher]]) -> None:
         """The running modules' enrichers, (module, its name, enricher); ordered from their declarations."""
-        self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in order_enrichers(pairs)]
+        ordered = order_enrichers(pairs)
+        self.enrichers = [Stage(m, e.enrich, e.reads.value, e.writes.value) for m, e in ordered]
+        alone = ordered[0][1] if len(ordered) == 1 else None
+        answers = alone is not None and type(alone).at_once is not Enricher.at_once
+        self.at_once = alone.at_once if answers else None
+        self.at_once_many = alone.at_once_many if answers else None
 
     def _enrich(
         self, packet: SampledPacket, stages: list[Stage], waiting: int = 0
@@ -239,26 +248,58 @@ class SampledInterface(Interface):
         """A sampled packet (``flow.Emit``), its header still in the sampler's ring.
 
         With no enricher active the sample is encoded straight into the datagram being built
-        (``sflow/flow_encoder.py``): nothing is allocated per packet.  Otherwise the enrichers
-        annotate a :class:`SampledPacket`; one they answer at once is packed there and then, from
-        the ring, one they ask time for is held (``holds.py``) and packed by ``emit_flow`` when complete.
+        (``sflow/flow_encoder.py``): nothing is allocated per packet.  A lone enricher that knows
+        the sample's records from its header at once (``Enricher.at_once``) adds them there, still
+        from the ring.  Otherwise the enrichers annotate a :class:`SampledPacket`; one they answer
+        at once is packed there and then, from the ring, one they ask time for is held
+        (``holds.py``) and packed by ``emit_flow`` when complete.
         """
         path = self._path
         stages = path.enrichers
         extras, extra_count = b"", 0
         if stages:
-            packet = SampledPacket(
-                self, sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence
-            )
-            if path._annotate(packet, stages, path.held):
-                return
-            extra = packet.extra  # answered at once: packed from the ring as on the fast path
-            if extra:
-                extras, extra_count = b"".join(map(path._encoded_extra, extra)), len(extra)
+            at_once = path.at_once
+            known = None if at_once is None else at_once(self, header, start, length)
+            if known is not None:
+                extras, extra_count = known
+            else:
+                packet = SampledPacket(
+                    self, sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence
+                )
+                if path._annotate(packet, stages, path.held):
+                    return
+                extra = packet.extra  # answered at once: packed from the ring as on the fast path
+                if extra:
+                    extras, extra_count = b"".join(map(path._encoded_extra, extra)), len(extra)
         path._pack(
             self, extras, extra_count,
             sample_pool, drops, direction, frame_length, header, start, length, timestamp_ns, sequence,
         )  # fmt: skip
+
+    def records_at_once_many(self, ring: Header, offset: int, stride: int, lengths: list[int]) -> list[Records | None]:
+        """For each packet of a ring read (``Enricher.at_once_many``), the records the lone enricher adds to it
+        when it knows them at once from the header; None: that packet must go by ``emit``."""
+        at_once_many = self._path.at_once_many
+        return [None] * len(lengths) if at_once_many is None else at_once_many(self, ring, offset, stride, lengths)
+
+    def add_encoded(self, sample: Header, pos: int, size: int, records: Records) -> None:
+        """A sample its sampler encoded and numbered (eBPF, in the kernel), ``sample[pos:pos+size]``, with
+        ``records`` (from ``records_at_once_many``) appended.
+
+        Nothing of the sample is decoded or packed again: its bytes are copied, the records added
+        after them and its length and record count fixed up (``FlowEncoder.extend_into``).
+        """
+        path = self._path
+        a = path.assembler
+        if a is None:
+            return
+        extras, extra_count = records
+        off = a.reserve(size + len(extras), path.uptime_ms())
+        buf = a.buffer
+        buf[off : off + size] = sample[pos : pos + size]
+        if extra_count:
+            path._encoder.extend_into(buf, off, size, extras, extra_count)
+        path.stats["flow_samples"] += 1
 
 
 class EncodedFlows:

@@ -23,6 +23,7 @@ from hsflowd_py.flow import (
     Interface,
 )
 from hsflowd_py.module import Module
+from hsflowd_py.modules.pcap.wire import HEAD_BYTES
 from hsflowd_py.pollers import PollerSpec
 from hsflowd_py.sflow import records as rec
 from hsflowd_py.sflow.assembler import DatagramAssembler
@@ -96,6 +97,13 @@ def test_fast_encoding_equals_the_codec(
     assert enc.size(len(header)) + len(encoded) == len(expected)
     assert bytes(buf[10 : 10 + len(expected)]) == expected
     assert buf[:10] == b"\xee" * 10 and buf[10 + len(expected) :] == b"\xee" * 10
+    plain = bytearray(b"\xee" * (len(expected) + 20))  # as a sampler encodes it, then the records appended
+    enc.pack_into(
+        plain, 10, Interface(ds_index, rate, link), b"", 0,
+        pool, drops, direction, frame_length, src, lead, len(header), ts, seq,
+    )  # fmt: skip
+    FlowEncoder.extend_into(plain, 10, enc.size(len(header)), encoded, len(extras))
+    assert plain == buf
 
 
 def _agent(sent: list[bytes]) -> Agent:
@@ -156,6 +164,56 @@ def test_fast_and_enriched_paths_send_the_same_samples() -> None:
     assert (ip.header_protocol, ip.stripped, ip.header) == (HEADER_IPV4, 0, frame[0x40:0x54])
     assert f.samples[0].records[1] == rec.ExtendedTimestamp(1_700_000_000 * 10**9)
     assert a.stats["flow_samples"] == 4
+
+
+class _MarkerAtOnce(_Marker):
+    """The same record, known from the header at once (``Enricher.at_once``), as the tcp module's memo hits."""
+
+    def at_once(self, interface: Interface, header: Any, start: int, length: int) -> tuple[bytes, int]:
+        return encode_record(rec.ExtendedEntities(3, 100001, 0, 0)), 1
+
+
+def test_records_known_at_once_go_as_the_enriched_path_sends_them() -> None:
+    """A lone enricher's records known at once: packed from the ring by ``emit``, or appended to a sample its
+    sampler encoded (``add_encoded``, the eBPF path), the samples decode as the enriched path's."""
+    frame = bytes(range(90))
+    slow: list[bytes] = []
+    b = _agent(slow)
+    b.flows.set_enrichers([(Module(b.context, b.settings), "marker-test", _Marker())])
+    quick: list[bytes] = []
+    q = _agent(quick)
+    q.flows.set_enrichers([(Module(q.context, q.settings), "marker-test", _MarkerAtOnce())])
+    assert b.flows.at_once is None and q.flows.at_once is not None
+
+    async def run() -> None:
+        _emit_three(b, frame)
+        _emit_three(q, frame)
+
+    asyncio.run(run())
+    enc = FlowEncoder()
+    kernel: list[bytes] = []
+    k = _agent(kernel)
+    k.flows.set_enrichers([(Module(k.context, k.settings), "marker-test", _MarkerAtOnce())])
+    slow_samples = decode_datagram(slow[0]).samples
+    for i, sample in enumerate(slow_samples):  # each slow sample without its enricher's record, as a kernel's
+        head = sample.records[0]
+        ring = bytearray(16 + enc.size(len(head.header)))
+        entry = k.flows.interface(sample.ds_index, sample.sampling_rate, head.header_protocol == HEADER_ETHERNET)
+        direction = {PORTS[d](sample.ds_index): d for d in PORTS}[sample.input, sample.output]
+        enc.pack_into(
+            ring, 16, entry, b"", 0, sample.sample_pool, sample.drops, direction, head.frame_length, head.header, 0,
+            len(head.header), sample.records[1].nanoseconds, sample.sequence,
+        )  # fmt: skip
+        (records,) = entry.records_at_once_many(ring, 16 + HEAD_BYTES, len(ring), [len(head.header)])
+        assert records is not None, i
+        entry.add_encoded(ring, 16, len(ring) - 16, records)
+    k.flush()
+    for sent in (quick, kernel):
+        samples = decode_datagram(sent[0]).samples
+        assert len(samples) == len(slow_samples) == 4
+        for qs, ss in zip(samples, slow_samples, strict=True):
+            assert qs == ss
+    assert q.stats["flow_samples"] == k.stats["flow_samples"] == 4
 
 
 def test_a_kernel_sequence_number_that_wrapped_to_zero_is_kept() -> None:

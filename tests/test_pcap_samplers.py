@@ -83,6 +83,10 @@ class Entry:
         """``flow.Emit``: the packet's other values as the sampler named them."""
         self.sink.given.append((self, bytes(header[start : start + length]), packet))
 
+    def records_at_once_many(self, ring: Header, offset: int, stride: int, lengths: list[int]) -> list[None]:
+        """No enricher here knows records at once: every sample comes through ``emit``."""
+        return [None] * len(lengths)
+
 
 def offloads(v: VethNamespace, state: str) -> None:
     for cmd in (["ethtool", "-K", v.host_dev], v.exec("ethtool", "-K", v.ns_dev)):

@@ -1,6 +1,7 @@
-"""End to end: the agent process samples a shaped veth 1 in 10 (pcap, classic BPF) with ``tcp { }``, runs as
-nobody, and the bundled collector process decodes 0:2209 on the samples of iperf3 bulk transfers, IPv4 and IPv6,
-consistent with ``ss -tin`` read while the transfers run (iperf3 confirms the retransmissions).
+"""End to end: the agent process samples a shaped veth 1 in 10 (pcap, classic BPF, then eBPF, whose samples
+keep the kernel's bytes with 0:2209 appended) with ``tcp { }``, runs as nobody, and the bundled collector
+process decodes 0:2209 on the samples of iperf3 bulk transfers, IPv4 and IPv6, consistent with ``ss -tin``
+read while the transfers run (iperf3 confirms the retransmissions).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from netns import VethNamespace
 from procs import Proc, free_udp_port, json_datagrams, start_agent, start_collector
 from tcp_traffic import Frame, Iperf, clamp_mss, shape, ss_info, tcp_payload
 
+from hsflowd_py.modules.pcap.ebpf import DRAIN_S
 from hsflowd_py.modules.tcp.lookup import FRESH_S
 from hsflowd_py.packet import parse
 
@@ -75,8 +77,8 @@ class Decoded:
     tcp_info: dict[str, str] | None
 
 
-@pytest.fixture
-def agent_on_link(tmp_path: Path) -> Iterator[tuple[VethNamespace, Proc, Proc]]:
+@pytest.fixture(params=["cbpf", "ebpf"])
+def agent_on_link(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[VethNamespace, Proc, Proc, str]]:
     with VethNamespace("tcpe", 45) as link:
         shape(link)
         clamp_mss(link, ADVMSS)
@@ -85,14 +87,20 @@ def agent_on_link(tmp_path: Path) -> Iterator[tuple[VethNamespace, Proc, Proc]]:
         conf = tmp_path / "hsflowd.conf"
         conf.write_text(
             f"sflow {{ polling = 0 collector {{ ip = 127.0.0.1 udpport = {port} }}"
-            f" pcap {{ dev = {link.host_dev} sampler = cbpf sampling = 10 }} tcp {{ }} }}"
+            f" pcap {{ dev = {link.host_dev} sampler = {request.param} sampling = 10 }} tcp {{ }} }}"
         )
         agent = start_agent(conf, tmp_path / "hsflowd.auto", drop_root=True)
         try:
             deadline = time.monotonic() + 10
-            while not any("module tcp started" in line for line in agent.stderr) and time.monotonic() < deadline:
+            sampling = f"sampling {link.host_dev} "
+            while time.monotonic() < deadline and not (
+                any("module tcp started" in line for line in agent.stderr)
+                and any(sampling in line for line in agent.stderr)
+            ):
                 time.sleep(0.1)
-            yield link, agent, collector
+            if request.param == "ebpf" and not any(sampling in line and "eBPF" in line for line in agent.stderr):
+                pytest.skip(f"no eBPF sampler here: {''.join(agent.stderr)[-1000:]}")
+            yield link, agent, collector, request.param
         finally:
             agent.stop()
             collector.stop()
@@ -130,8 +138,12 @@ def decoded_samples(collector: Proc, cport: int, seconds: float) -> list[Decoded
     return out
 
 
-def check(samples: list[Decoded], watcher: SsWatcher, iperf_retransmits: int) -> None:
-    data = [s for s in samples if s.frame.outgoing and tcp_payload(s.frame) > 0]
+def check(samples: list[Decoded], watcher: SsWatcher, iperf_retransmits: int, late_s: float) -> None:
+    """``late_s``: how long after its sample a sample may reach the tcp module (the eBPF ring is drained
+    every ``DRAIN_S`` while fewer than ``WAKE_SAMPLES`` wait): the data segments sampled that long before
+    the socket closed are counted, the later ones may find it gone."""
+    until = watcher.readings[-1].at_ns - late_s * 1e9
+    data = [s for s in samples if s.frame.outgoing and tcp_payload(s.frame) > 0 and s.timestamp_ns <= until]
     assert len(data) >= 100, f"only {len(data)} data segments sampled"
     carrying = [s for s in data if s.tcp_info is not None]
     # 95% here, 99% in bench/tcp_lookup.py (see test_tcp_lookup.py)
@@ -163,8 +175,8 @@ def check(samples: list[Decoded], watcher: SsWatcher, iperf_retransmits: int) ->
     assert retrans > 0 and iperf_retransmits > 0
 
 
-def test_agent_samples_carry_tcp_info(agent_on_link: tuple[VethNamespace, Proc, Proc]) -> None:
-    link, agent, collector = agent_on_link
+def test_agent_samples_carry_tcp_info(agent_on_link: tuple[VethNamespace, Proc, Proc, str]) -> None:
+    link, agent, collector, sampler = agent_on_link
     for ipv6, port, first_cport in ((False, 5245, 40245), (True, 5246, 40246)):
         for attempt in range(3):  # a run in which tbf happened to drop nothing says nothing of retrans: again
             cport = first_cport + 100 * attempt
@@ -174,5 +186,5 @@ def test_agent_samples_carry_tcp_info(agent_on_link: tuple[VethNamespace, Proc, 
                 break
         assert samples, f"no samples; agent stderr: {''.join(agent.stderr)[-2000:]}"
         assert all((parse(s.frame.data, 1).version == 6) == ipv6 for s in samples)  # type: ignore[union-attr]
-        check(samples, watcher, result["end"]["sum_sent"]["retransmits"])
+        check(samples, watcher, result["end"]["sum_sent"]["retransmits"], DRAIN_S if sampler == "ebpf" else 0)
     assert any("running as nobody" in line for line in agent.stderr)

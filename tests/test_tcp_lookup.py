@@ -38,6 +38,7 @@ from hsflowd_py.flow import Encoded, SampledPacket
 from hsflowd_py.modules.tcp import TcpModule
 from hsflowd_py.modules.tcp import lookup as lookup_mod
 from hsflowd_py.packet import parse
+from hsflowd_py.sflow.codec import encode_record
 from hsflowd_py.sflow.records import ExtendedTcpInfo
 
 pytestmark = [
@@ -322,8 +323,8 @@ def test_dump_logs_each_answer(connection: tuple[socket.socket, Frame, Capture],
 
 
 def test_a_fresh_answer_serves_the_next_samples_at_once(connection: tuple[socket.socket, Frame, Capture]) -> None:
-    """No hold, future or look-up for a socket answered a moment ago; past REFRESH_S a sample still goes at once
-    and asks for the next answer in the background; past FRESH_S a sample waits for a new answer."""
+    """No hold, future or look-up for a socket answered a moment ago; past FRESH_S the next sample asks the
+    kernel again there and then and goes at once with the new answer, as do the ones after it."""
     client, frame, cap = connection
 
     async def body() -> None:
@@ -336,16 +337,56 @@ def test_a_fresh_answer_serves_the_next_samples_at_once(connection: tuple[socket
             assert all(tcp_info(p) == tcp_info(first) for p in at_once)
             assert all(p.socket_inode == os.fstat(client.fileno()).st_ino for p in at_once)
             assert module.stats["lookups"] == 1 and module.stats["refreshes"] == 0
-            await asyncio.sleep(lookup_mod.REFRESH_S)
-            ahead = sampled(frame, cap.ifindex)
-            assert enrich(module, ahead) is None and tcp_info(ahead) is not None
-            assert module.stats["refreshes"] == 1 and module.stats["lookups"] == 1
             await asyncio.sleep(lookup_mod.FRESH_S)
-            late = sampled(frame, cap.ifindex)
-            hold = enrich(module, late)
-            assert hold is not None and tcp_info(late) is None, "older than FRESH_S: the sample waits"
-            await asyncio.wait_for(hold, 1)
-            assert tcp_info(late) is not None and module.stats["lookups"] == 2
+            late = [sampled(frame, cap.ifindex) for _ in range(20)]
+            assert [enrich(module, p) for p in late] == [None] * 20, "older than FRESH_S: read again, none held"
+            assert module.stats["refreshes"] == 1 and module.stats["lookups"] == 1
+            assert module.namespaces.root.diag.held == 0 and module.namespaces.in_flight() == 0
+            info = tcp_info(late[0])
+            assert info is not None and info is not tcp_info(first), "made from the new answer"
+            assert all(tcp_info(p) is info for p in late)
+
+    asyncio.run(body())
+
+
+def ring_of(frames: list[bytes], offset: int, stride: int) -> bytes:
+    """Frames as a sampler's ring holds them: ``stride`` bytes apart, each ``offset`` bytes into its record."""
+    ring = bytearray(stride * len(frames))
+    for i, f in enumerate(frames):
+        ring[i * stride + offset : i * stride + offset + len(f)] = f
+    return bytes(ring)
+
+
+def test_a_ring_read_is_answered_as_each_of_its_samples(connection: tuple[socket.socket, Frame, Capture]) -> None:
+    """``at_once_many`` (the eBPF sampler's ring read) gives each sample what ``at_once`` gives it: the
+    socket's 2209 for the connection's frames, nothing known for an unknown flow's, and, past FRESH_S,
+    the new answer for all of them after one look-up."""
+    _, frame, cap = connection
+    other = with_ports(frame, 20001, 5250).data
+    frames = [frame.data] * 5 + [other] + [frame.data] * 3
+    offset, stride = 84, 512
+
+    async def body() -> None:
+        async with tcp_module() as module:
+            (enricher,) = module.enrichers()
+            first = sampled(frame, cap.ifindex)
+            await held(module, first)
+            interface = first.interface
+            ring = ring_of(frames, offset, stride)
+            lengths = [len(f) for f in frames]
+            many = enricher.at_once_many(interface, ring, offset, stride, lengths)
+            each = [enricher.at_once(interface, ring, offset + i * stride, n) for i, n in enumerate(lengths)]
+            assert many == each
+            single = ring_of([frame.data] * 4, offset, stride)  # one flow: answered without a step per sample
+            assert enricher.at_once_many(interface, single, offset, stride, [len(frame.data)] * 4) == [many[0]] * 4
+            record = tcp_info(first)
+            assert record is not None and many[0] == (encode_record(record), 1) and many[5] is None
+            assert module.stats["refreshes"] == 0
+            await asyncio.sleep(lookup_mod.FRESH_S)
+            again = enricher.at_once_many(interface, ring, offset, stride, lengths)
+            assert module.stats["refreshes"] == 1 and again[5] is None
+            assert again[0] is not None and again[0] is not many[0], "made from the new answer"
+            assert [again[0] is r for i, r in enumerate(again) if i != 5] == [True] * 8
 
     asyncio.run(body())
 

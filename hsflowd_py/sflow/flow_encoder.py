@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from ..flow import Header, Interface
 
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
+_WORD = struct.Struct(">I")
+_LENGTH_AT = _TL.size - _WORD.size
+"""Where a sample's length word is, from its start."""
+_RECORDS_AT = _TL.size + _FLOW_HEAD.size - _WORD.size
+"""Where an expanded flow sample's record count is (the head's last word), from its start."""
 
 
 def _fixed_format(layout: Layout, trailing_opaque: bool) -> str:
@@ -117,3 +122,13 @@ class FlowEncoder:
         if extras:
             p += self._ts.size
             buf[p : p + len(extras)] = extras
+
+    @staticmethod
+    def extend_into(buf: bytearray, off: int, size: int, extras: bytes, extra_count: int) -> None:
+        """Append ``extras`` (``extra_count`` encoded records) to the expanded flow sample of ``size`` bytes
+        at ``off`` (as a sampler encoded it: the eBPF program's), its length and record count fixed up:
+        the bytes an enriched sample would have from ``pack_into``, without decoding it."""
+        end = off + size
+        buf[end : end + len(extras)] = extras
+        _WORD.pack_into(buf, off + _LENGTH_AT, end + len(extras) - off - _TL.size)
+        _WORD.pack_into(buf, off + _RECORDS_AT, _WORD.unpack_from(buf, off + _RECORDS_AT)[0] + extra_count)

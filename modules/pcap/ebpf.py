@@ -36,7 +36,9 @@ and the full datagrams of a drain go out together (``EncodedFlows.send_alone``),
 nothing of a sample is decoded or packed in Python and no Python step is taken per sample.
 With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
-the enrichers' records: both ways number
+the enrichers' records, unless the lone enricher knows its records from the header at once, as
+the tcp module does for a socket read a moment ago: then the sample stays as the kernel wrote it,
+its records appended, or cut as above when it has none (``_hand_over``).  Both ways number
 an interface's samples alike, so turning an enricher on or off leaves no gap.  The kernel's
 numbers restart when the interface is opened again (its counters are created anew), which is
 what ``ModuleContext.restart_flow_sequence`` means for the other samplers.
@@ -64,6 +66,7 @@ import functools
 import itertools
 import logging
 import mmap
+import operator
 import os
 import select
 import signal
@@ -75,15 +78,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer
+from hsflowd_py.enrichers import NO_RECORDS
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET
 from hsflowd_py.tasks import owned_by_thread
 
 if TYPE_CHECKING:
+    from hsflowd_py.enrichers import Records
     from hsflowd_py.flow_path import EncodedFlows
 
 from . import ebpf_build, ebpf_core, wire
 from .interfaces import Tap
-from .sampler import OpenFlows, Sampler, SamplerError
+from .sampler import FlowEntry, OpenFlows, Sampler, SamplerError
 from .tc import TcHooks
 
 log = logging.getLogger("hsflowd.pcap")
@@ -127,6 +132,11 @@ _SOURCE_WORD, _LENGTH_WORD = 6, 3
 """Where a sample's source index and length word are, in words from its record's ring header."""
 _WIRE = struct.Struct(">19I")
 """A sample's words up to its header bytes (``wire.HEAD_BYTES``): head, input, output, 0:1's fixed words."""
+_RATE_WORD, _PROTOCOL_WORD, _HLEN_WORD = 7, 17, 20
+"""Where a sample's sampling rate, header protocol and header length are, in words from its record's ring
+header (``_WIRE``'s words 5, 15 and 18)."""
+_HEADER_AT = BPF_RINGBUF_HDR_SZ + wire.HEAD_BYTES
+"""Where a sample's header bytes start, from its record's ring header."""
 _TIMESTAMP = struct.Struct(">8xQ")
 _KEY = struct.Struct("=I")
 _CLOCK = struct.Struct("=Q")
@@ -453,17 +463,20 @@ class EbpfSampler(Sampler):
         clean = heads.count(_RECORD_BYTES) == n
         sources = _be_words(words[_SOURCE_WORD::_WORDS])[:n]
         flows = self.flows if self.flows is not None and self.flows.direct else None
-        if flows is not None and clean and set(sources) <= self.taps.keys():
+        all_good = clean and set(sources) <= self.taps.keys()
+        if flows is not None and all_good:
             self._cut(flows, start, _be_words(words[_LENGTH_WORD::_WORDS])[:n])
             return
         taps = self.taps
-        good = [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
-        if flows is None:
-            for i in itertools.compress(range(n), good):
-                self._emit_record(start + BPF_RINGBUF_HDR_SZ + i * _STEP, sources[i])
-                self.samples += 1
-            return
+        good = (
+            [True] * n
+            if all_good
+            else [head == _RECORD_BYTES and source in taps for head, source in zip(heads, sources, strict=False)]
+        )
         lengths = _be_words(words[_LENGTH_WORD::_WORDS])
+        if flows is None:
+            self._hand_over(start, words, good, sources, lengths)
+            return
         for kept, run in itertools.groupby(range(n), good.__getitem__):
             if kept:
                 first, *rest = run
@@ -507,15 +520,70 @@ class EbpfSampler(Sampler):
                 flows.send_alone(whole)
             self.samples += i
 
-    def _emit_record(self, pos: int, ifindex: int) -> None:
+    def _hand_over(
+        self, start: int, words: memoryview, good: list[bool], sources: list[int], lengths: list[int]
+    ) -> None:
+        """The ``good`` records from ``start`` on (``words`` theirs) while an enricher needs the packets: the
+        lone enricher is asked for the records of the packets of each interface's run of records at once
+        (``FlowEntry.records_at_once_many``); a sample whose records it knows goes as the kernel wrote it,
+        with them appended (``add_encoded``), or, with none to add, in runs cut as on the direct path
+        (``_cut``); any other is read back from its wire form into the flow path's usual entry (``emit``,
+        with its number).  Samples keep their order."""
+        n = len(good)
+        if not n:  # the first record still being written
+            return
+        flows = self.flows
+        m = self.ring.data_map
+        view = self.ring.view
+        rates = _be_words(words[_RATE_WORD::_WORDS])[:n]
+        protocols = _be_words(words[_PROTOCOL_WORD::_WORDS])[:n]
+        hlens = _be_words(words[_HLEN_WORD::_WORDS])
+        if sources.count(sources[0]) == n and rates.count(rates[0]) == n and protocols.count(protocols[0]) == n:
+            keys = [(sources[0], rates[0], protocols[0])] * n  # one interface (the common case): no step per sample
+        else:
+            keys = list(zip(sources, rates, protocols, strict=False))
+        entries: dict[tuple[int, int, int], FlowEntry] = {}  # a drain runs within one turn: none changes
+        known: list[Records | None] = []
+        for key, run in itertools.groupby(keys):
+            a = len(known)
+            b = a + len(list(run))
+            if not any(good[a:b]):
+                known += [None] * (b - a)
+                continue
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = self.open_flows(key[0], key[1], key[2] == HEADER_ETHERNET)
+            at = start + a * _STEP
+            known += entry.records_at_once_many(view[at : start + b * _STEP], _HEADER_AT, _STEP, hlens[a:b])
+        nothing = map(operator.is_, known, itertools.repeat(NO_RECORDS))
+        cut = list(map(operator.and_, good, nothing)) if flows is not None else [False] * n
+        for nothing_to_add, run in itertools.groupby(range(n), cut.__getitem__):
+            if nothing_to_add:
+                assert flows is not None
+                first, *rest = run
+                self._cut(flows, start + first * _STEP, lengths[first : first + 1 + len(rest)])
+                continue
+            for i in run:
+                if not good[i]:
+                    continue
+                pos = start + BPF_RINGBUF_HDR_SZ + i * _STEP
+                entry = entries[keys[i]]
+                records = known[i]
+                if records is not None:
+                    entry.add_encoded(m, pos, lengths[i] + 8, records)
+                else:
+                    self._emit_record(pos, sources[i], entry)
+                self.samples += 1
+
+    def _emit_record(self, pos: int, ifindex: int, entry: FlowEntry) -> None:
         """A sample read back from its wire form, for the flow path's usual entry (with its number)."""
         m = self.ring.data_map
-        w = _WIRE.unpack_from(m, pos)
-        sequence, rate, pool, drops, inp, out, protocol, frame, hlen = w[2], *w[5:8], w[9], w[11], w[15], w[16], w[18]
-        direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         start = pos + wire.HEAD_BYTES
+        w = _WIRE.unpack_from(m, pos)
+        sequence, pool, drops, inp, out, frame, hlen = w[2], w[6], w[7], w[9], w[11], w[16], w[18]
+        direction = DIRECTION_IN if inp == ifindex else DIRECTION_OUT if out == ifindex else DIRECTION_UNKNOWN
         (timestamp,) = _TIMESTAMP.unpack_from(m, start + (hlen + 3 & ~3))
-        self.open_flows(ifindex, rate, protocol == HEADER_ETHERNET).emit(
+        entry.emit(
             sample_pool=pool,
             drops=drops,
             direction=direction,

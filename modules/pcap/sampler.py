@@ -23,8 +23,9 @@ import struct
 from typing import Any, Protocol
 
 from hsflowd_py.counters import step
+from hsflowd_py.enrichers import Records
 from hsflowd_py.flow import FCS_BYTES as FCS_BYTES
-from hsflowd_py.flow import Emit
+from hsflowd_py.flow import Emit, Header
 
 from .interfaces import Tap
 
@@ -56,6 +57,16 @@ class FlowEntry(Protocol):
 
     @property
     def emit(self) -> Emit: ...
+
+    def records_at_once_many(self, ring: Header, offset: int, stride: int, lengths: list[int]) -> list[Records | None]:
+        """The enrichers' records for each packet of a ring read, where known at once from its header; None:
+        that packet goes by ``emit`` (``SampledInterface.records_at_once_many``)."""
+        ...
+
+    def add_encoded(self, sample: Header, pos: int, size: int, records: Records) -> None:
+        """A sample the sampler encoded and numbered itself, with those records appended
+        (``SampledInterface.add_encoded``)."""
+        ...
 
 
 class Sampler(abc.ABC):

@@ -42,15 +42,15 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from hsflowd_py.config import Settings
-from hsflowd_py.enrichers import Enricher
-from hsflowd_py.flow import HEADER_ETHERNET, Fact, SampledPacket
+from hsflowd_py.enrichers import NO_RECORDS, Enricher, Records
+from hsflowd_py.flow import HEADER_ETHERNET, Fact, Header, Interface, SampledPacket
 from hsflowd_py.module import Module, register
 from hsflowd_py.packet import IPPROTO_TCP, IPPROTO_UDP, PORTED, packet_flow
 from hsflowd_py.privileges import Privileges
 
 from .inet_diag import SocketKey
-from .lookup import DIRN_RECEIVED, DIRN_SENT, REFRESH_S, Namespace, Namespaces, SocketState, log
-from .memo import flow_bytes
+from .lookup import DIRN_RECEIVED, DIRN_SENT, FRESH_S, Namespace, Namespaces, SocketState, log
+from .memo import FLOW_BYTES_END, fields_flow, header_flow, one_flow, ring_fields
 from .settings import TcpSettings
 
 if TYPE_CHECKING:
@@ -126,9 +126,12 @@ class SocketInfo(Enricher):
     """0:2209 and the socket's cgroup id and inode (``Fact.SOCKET``) for a packet with one local end,
     looked up in the namespace docker named (``Fact.NETNS``), else in the root namespace.
 
-    A socket's answer serves its samples at once while fresh (``lookup.FRESH_S``), and the flow's
-    socket is remembered (``memo.py``): the samples of a socket read a moment ago cost a slice and
-    two dict look-ups, with no parse, future or hold.
+    A socket's answer serves its samples at once while fresh (``lookup.FRESH_S``) and is read again
+    by the first sample that finds it older, and the flow's socket is remembered (``memo.py``): the
+    samples of a socket answered before cost a slice and two dict look-ups, with no parse, future or
+    hold.  Where tcp is the only enricher, such a sample is answered from its header alone
+    (``at_once``): its 2209 as the bytes encoded once per answer, and no ``SampledPacket`` is made
+    for it; a sampler's ring read is answered once per flow (``at_once_many``).
     """
 
     reads = Fact.NETNS
@@ -136,6 +139,7 @@ class SocketInfo(Enricher):
 
     def __init__(self, namespaces: Namespaces, stats: Counter[str], *, tunnel: bool, udp: bool) -> None:
         self.namespaces = namespaces
+        self.root = namespaces.root
         self.stats = stats
         self.tunnel = tunnel
         self.udp = udp
@@ -150,7 +154,7 @@ class SocketInfo(Enricher):
                 return None if opened is None else self._lookup_when_open(opened, packet)
             ns = opened
         if not self.tunnel and packet.header_protocol == HEADER_ETHERNET:
-            known = flow_bytes(packet.header)
+            known = header_flow(packet.header, 0, len(packet.header))
             if known is not None:
                 proto, key = known
                 if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
@@ -162,7 +166,7 @@ class SocketInfo(Enricher):
                 if entry is None:
                     return None
                 state = entry[0]
-                if state.reply is not None and monotonic() - state.read_at < REFRESH_S:  # the common case, inline
+                if state.reply is not None and monotonic() - state.read_at < FRESH_S:  # the common case, inline
                     state.annotate(packet, entry[1], self.stats)
                     return None
                 return ns.diag.answer(state, packet, entry[1])
@@ -174,6 +178,75 @@ class SocketInfo(Enricher):
         if entry is MISSING:
             entry = memo[flow] = self._socket(ns, packet)
         return None if entry is None else ns.diag.answer(entry[0], packet, entry[1])
+
+    def at_once(self, interface: Interface, header: Header, start: int, length: int) -> Records | None:
+        """The 2209 of a packet of the root namespace whose flow is remembered and whose socket was answered
+        (``_records``), encoded (the common case); None: ``enrich`` looks it up."""
+        if interface.header_protocol != HEADER_ETHERNET or self.tunnel:
+            return None
+        known = header_flow(header, start, length)
+        if known is None:
+            return None
+        records = self._records(*known)
+        if records is not None and records[1]:
+            self.stats["annotated"] += 1
+        return records
+
+    def at_once_many(
+        self, interface: Interface, ring: Header, offset: int, stride: int, lengths: list[int]
+    ) -> list[Records | None]:
+        """``at_once`` for a ring read, each flow's answer found once: its samples' header fields are unpacked
+        in bulk and counted (``memo.ring_fields``), so a sample costs no Python step of its own; the sockets
+        whose answers are old are asked again together, in one datagram."""
+        if interface.header_protocol != HEADER_ETHERNET or self.tunnel or min(lengths) < FLOW_BYTES_END:
+            return super().at_once_many(interface, ring, offset, stride, lengths)
+        n = len(lengths)
+        if one_flow(ring, offset, stride):  # the common case: nothing made per sample
+            flow = header_flow(ring, offset, lengths[0])
+            records = None if flow is None else self._records(*flow)
+            if records is not None and records[1]:
+                self.stats["annotated"] += n
+            return [records] * n
+        fields = ring_fields(ring, offset, stride)
+        counts = Counter(fields)
+        flows = {f: fields_flow(f) for f in counts}
+        now = monotonic()
+        old = [s for flow in flows.values() if flow is not None and (s := self._old_state(*flow, now))]
+        if old:
+            self.root.diag.read_now(old, now)
+        answers: dict[tuple[Any, ...], Records | None] = {}
+        for f, count in counts.items():
+            flow = flows[f]
+            records = answers[f] = None if flow is None else self._records(*flow)
+            if records is not None and records[1]:
+                self.stats["annotated"] += count
+        return list(map(answers.__getitem__, fields))
+
+    def _old_state(self, proto: int, key: bytes, now: float) -> SocketState | None:
+        """The socket of the root namespace with these flow bytes, if it was answered and the answer is old."""
+        memo = self.root.memo.get(proto)
+        entry = None if memo is None else memo.get(key)
+        if entry is None or entry[0].reply is None or now - entry[0].read_at < FRESH_S:
+            return None
+        return entry[0]
+
+    def _records(self, proto: int, key: bytes) -> Records | None:
+        """The records of a packet of the root namespace with these flow bytes (``memo.header_flow``), if
+        known at once: its socket's answer, asked again if old (``DiagChannel.read_now``)."""
+        if proto != IPPROTO_TCP and (proto != IPPROTO_UDP or not self.udp):
+            return NO_RECORDS
+        entry = self.root.memo[proto].get(key, MISSING)
+        if entry is None:
+            return NO_RECORDS
+        if entry is MISSING:
+            return None
+        state, dirn = entry
+        if state.reply is None:
+            return None
+        now = monotonic()
+        if now - state.read_at >= FRESH_S and not self.root.diag.read_now((state,), now):
+            return None
+        return state.records.get(dirn) or state.records_for(dirn)
 
     async def _lookup_when_open(self, opening: asyncio.Future[Namespace | None], packet: SampledPacket) -> None:
         ns = await asyncio.shield(opening)  # a timed-out sample must not cancel the opening for the others

@@ -9,7 +9,11 @@ netlink sequence number, so a reply that never comes (the socket's receive
 buffer overran) is noticed when its entry ages out; the core has sent those
 samples without tcp_info by then (it holds a sample at most 400 ms).
 In-flight look-ups and held samples are capped: past either cap a sample
-goes out without tcp_info rather than queueing.
+goes out without tcp_info rather than queueing.  A socket answered before is
+asked again when its answer is ``FRESH_S`` old, by the sample that finds it
+so, and the reply is read there and then (``DiagChannel.read_now``): the
+kernel answers within the ``send``, so nothing is held and no turn of the
+loop is spent on it.
 
 Namespaces are opened on first use (in a fresh thread, see ``hsflowd_py/netns.py``),
 shared by every path that names the same namespace, and closed when their
@@ -26,8 +30,10 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Sequence
 
 from hsflowd_py import netlink as nl
+from hsflowd_py.enrichers import NO_RECORDS, Records
 from hsflowd_py.flow import Encoded, SampledPacket
 from hsflowd_py.netns import enter_namespace, namespace_id
 from hsflowd_py.sflow.codec import encode_record
@@ -42,11 +48,9 @@ from .memo import prune as prune_memo
 log = logging.getLogger("hsflowd.tcp")
 
 FRESH_S = 0.1
-"""How old the values of a 0:2209 record can be: an answer is given to its socket's samples, at once and
-without holding them, until this long after its request was sent; after that a sample waits for a new one."""
-REFRESH_S = 0.05
-"""A sample that finds its socket's answer older than this asks for the next one in the background, so a
-socket sampled steadily always has a fresh answer and none of its samples is held."""
+"""How old the values of a 0:2209 record can be when its sample is handled: a socket's answer serves its samples
+at once, without holding them, until this long after its request was sent; the first sample that finds it older
+asks again there and then (``DiagChannel.read_now``), so a socket sampled steadily has none of its samples held."""
 STALE_S = 0.5
 """An unanswered look-up older than this is given up (the core's hold is 0.4 s)."""
 MAX_IN_FLIGHT = 512
@@ -71,7 +75,7 @@ Waiter = tuple[SampledPacket, int]
 class SocketState:
     """What the kernel last said of one socket, kept for its samples; one per socket per namespace."""
 
-    __slots__ = ("encoded", "ifindex", "key", "pending", "read_at", "reply")
+    __slots__ = ("encoded", "ifindex", "key", "pending", "read_at", "records", "reply")
 
     def __init__(self, key: diag.SocketKey, ifindex: int) -> None:
         self.key = key
@@ -83,18 +87,38 @@ class SocketState:
         """When the request behind ``reply`` was sent: its values are at most this old."""
         self.encoded: dict[int, Encoded] = {}
         """``reply``'s 2209 by direction, encoded once for all the samples that carry it."""
+        self.records: dict[int, Records] = {}
+        """The same as the records of a sample (``Enricher.at_once``): none when the reply has no tcp_info."""
         self.pending: InFlight | None = None
+
+    def set_reply(self, reply: diag.DiagReply | None, read_at: float) -> None:
+        """A new answer: the records made from the last one go with it."""
+        self.reply, self.read_at, self.encoded, self.records = reply, read_at, {}, {}
+
+    def record(self, dirn: int) -> Encoded:
+        """The current answer's 2209 for packets of direction ``dirn`` (the answer has tcp_info)."""
+        record = self.encoded.get(dirn)
+        if record is None:
+            assert self.reply is not None and self.reply.tcp_info is not None
+            info = tcp_info_record(dirn, self.reply.tcp_info)
+            record = self.encoded[dirn] = Encoded(info, encode_record(info))
+        return record
+
+    def records_for(self, dirn: int) -> Records:
+        """The current answer's records for a sample of direction ``dirn``, encoded."""
+        records = self.records.get(dirn)
+        if records is None:
+            assert self.reply is not None
+            has_info = self.reply.tcp_info is not None
+            records = self.records[dirn] = (self.record(dirn).data, 1) if has_info else NO_RECORDS
+        return records
 
     def annotate(self, packet: SampledPacket, dirn: int, stats: Counter[str]) -> None:
         """Give ``packet`` the current answer: its 2209 (TCP) and the socket's identity (``Fact.SOCKET``)."""
         reply = self.reply
         assert reply is not None
         if reply.tcp_info is not None:
-            record = self.encoded.get(dirn)
-            if record is None:
-                info = tcp_info_record(dirn, reply.tcp_info)
-                record = self.encoded[dirn] = Encoded(info, encode_record(info))
-            packet.extra.append(record)
+            packet.extra.append(self.record(dirn))
             stats["annotated"] += 1
         packet.cgroup_id = reply.cgroup_id
         packet.socket_inode = reply.inode
@@ -175,15 +199,30 @@ class DiagChannel:
         """Annotate ``packet`` at once from a fresh answer (None), else hold it for a look-up (a future
         shared with the other samples waiting for it), or None if it cannot be looked up now."""
         now = time.monotonic()
-        if state.reply is not None:
-            age = now - state.read_at
-            if age < FRESH_S:
-                state.annotate(packet, dirn, self.stats)
-                if age >= REFRESH_S and state.pending is None:
-                    self.last_used = now
-                    self._request(InFlight(state, now, []))
-                return None
+        if state.reply is not None and (now - state.read_at < FRESH_S or self.read_now((state,), now)):
+            state.annotate(packet, dirn, self.stats)
+            return None
         return self._hold(state, packet, dirn, now)
+
+    def read_now(self, states: Sequence[SocketState], now: float) -> bool:
+        """Ask again for sockets answered before, whose answers are ``FRESH_S`` old or more, and read the
+        replies there and then; True if each has a fresh answer now.
+
+        The kernel answers a sock_diag request within the ``send`` (the requests of one datagram in
+        turn), so the replies are queued when it returns: the samples that found the answers old, and
+        those after them, are answered at once, none held, however far apart the bursts in which a
+        sampler hands them over.  False: a socket closed, or a reply was lost; its sample is held as for a
+        first look-up.
+        """
+        self.last_used = now
+        for state in states:
+            if state.pending is None or now - state.pending.sent >= STALE_S:
+                self._request(InFlight(state, now, []))
+        if self._flush_handle is not None:  # this turn's requests, these among them, go now
+            self._flush_handle.cancel()
+            self._flush()
+        self._readable()
+        return all(state.reply is not None and now - state.read_at < FRESH_S for state in states)
 
     def _hold(self, state: SocketState, packet: SampledPacket, dirn: int, now: float) -> asyncio.Future[None] | None:
         self.last_used = now
@@ -292,7 +331,7 @@ class DiagChannel:
         if reply is not None and self.dump:
             log.info("tcp: %s %s: %s", self.name, state.key, reply)
         if entry.sent >= state.read_at:
-            state.reply, state.read_at, state.encoded = reply, entry.sent, {}
+            state.set_reply(reply, entry.sent)
         if reply is None and len(entry.waiters) > 1 and not entry.retry:
             self._retry_joined(entry)
         self._release(entry)
