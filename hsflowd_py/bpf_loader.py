@@ -139,7 +139,7 @@ def load(
         try:
             return _load(path, names, max_entries)
         finally:
-            release_freed()  # what libbpf allocated for the object (its ELF, BTF, relocations) is freed
+            release_freed()  # heap freed at start-up (.pyc reads, libbpf's object), before the ring is mapped
 
 
 def _load(
