@@ -104,8 +104,12 @@ class Receiver:
 
 
 def resolve(host: str, port: int, flags: int = 0) -> tuple[int, tuple]:
-    """Resolve a collector name or literal; raises OSError when it cannot be resolved."""
-    infos = socket.getaddrinfo(host, port, flags=flags, **_UDP_HINTS)
+    """Resolve a collector name or literal; raises OSError when it cannot be resolved.
+
+    An ASCII host goes to getaddrinfo as bytes: CPython passes a str host through the idna codec, whose
+    import (``encodings.idna``, ``stringprep`` and unicodedata's tables, ~270 kB resident) an address
+    literal or an ASCII name has no use for; a name with other characters still goes through it."""
+    infos = socket.getaddrinfo(host.encode() if host.isascii() else host, port, flags=flags, **_UDP_HINTS)
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 
@@ -150,9 +154,7 @@ class Receivers:
     @staticmethod
     async def _resolve_name(r: Receiver) -> None:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(r.host, r.port, **_UDP_HINTS)
-            family, _, _, _, sockaddr = infos[0]
-            r.resolved(family, sockaddr)
+            r.resolved(*await asyncio.get_running_loop().run_in_executor(None, resolve, r.host, r.port))
         except OSError as e:
             r.not_resolved(e)
         finally:

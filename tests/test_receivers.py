@@ -102,6 +102,41 @@ def test_names_are_resolved_off_the_loop() -> None:
     a.close()
 
 
+SEND_TO = """
+import asyncio, sys
+from hsflowd_py.receivers import Receivers
+
+async def body() -> None:
+    r = Receivers()
+    r.configure([(host, int(sys.argv[1]), None) for host in sys.argv[2:]])
+    for x in r.receivers:
+        if x.resolving is not None:
+            await asyncio.wait_for(x.resolving, 5)
+    r.send(b"x")
+    print([x.sockaddr[0] for x in r.receivers], "encodings.idna" in sys.modules)
+
+asyncio.run(body())
+"""
+"""Resolves and sends to the collectors it is given (literals at once, names on the loop's resolver thread), in
+a process of its own: whether it imported the idna codec is told by its own ``sys.modules``."""
+
+
+def send_to(*hosts: str) -> tuple[str, list[bytes]]:
+    a = listener(socket.AF_INET, "127.0.0.1")
+    out = subprocess.run([sys.executable, "-c", SEND_TO, str(a.getsockname()[1]), *hosts], capture_output=True,
+                         text=True, timeout=20, check=True).stdout  # fmt: skip
+    got = [a.recv(10) for _ in hosts]
+    a.close()
+    return out.strip(), got
+
+
+def test_an_address_or_an_ascii_name_needs_no_idna_codec() -> None:
+    """Its import costs ~270 kB resident (#19); only a name with other characters than ASCII needs it."""
+    assert send_to("127.0.0.1", "localhost") == ("['127.0.0.1', '127.0.0.1'] False", [b"x", b"x"])
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "localhost")  # IDNA's nameprep maps it to plain localhost
+    assert send_to(fullwidth) == ("['127.0.0.1'] True", [b"x"])
+
+
 @pytest.mark.skipif(not hasattr(socket, "SO_BINDTODEVICE"), reason="Linux only")
 def test_a_collector_dev_sends_through_that_device() -> None:
     """collector { dev }: the datagram leaves through the named device, not by the routing table."""

@@ -45,6 +45,7 @@ import struct
 from pathlib import Path
 
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, Header
+from hsflowd_py.malloc_tuning import release_freed
 
 from .interfaces import Tap
 from .sampler import (
@@ -299,6 +300,7 @@ class CbpfSampler(Sampler):
         self.rings: dict[int, _Ring] = {}
         self.loop = asyncio.get_running_loop()
         self.read_errors = 0
+        release_freed()  # heap freed at start-up (.pyc reads), before the first ring is mapped (up to 4 MB)
 
     def open(self, tap: Tap) -> None:
         try:

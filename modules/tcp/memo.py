@@ -61,15 +61,11 @@ def header_flow(header: Any, start: int, length: int) -> tuple[int, bytes] | Non
 
 
 @functools.lru_cache(maxsize=4)
-def _v4_fields(offset: int, stride: int) -> struct.Struct:
-    """``_V4`` of each record of a ring read."""
-    return struct.Struct(f">{offset + 12}x{_V4}{stride - offset - V4_END}x")
-
-
-@functools.lru_cache(maxsize=4)
-def _v6_fields(offset: int, stride: int) -> struct.Struct:
-    """``_V6`` of each record of a ring read."""
-    return struct.Struct(f">{offset + 12}x{_V6}{stride - offset - FLOW_BYTES_END}x")
+def _each_record(layout: str, offset: int, stride: int) -> struct.Struct:
+    """The header fields ``layout`` (``_V4`` or ``_V6``) of each record of a ring read: the record's bytes before
+    its frame's byte 12 and after the layout's end are skipped."""
+    end = 12 + struct.calcsize(">" + layout)
+    return struct.Struct(f">{offset + 12}x{layout}{stride - offset - end}x")
 
 
 _V4_BYTES = (12, 13, 14, 20, 21, 23, *range(26, V4_END))
@@ -102,9 +98,9 @@ def ring_fields(ring: Any, offset: int, stride: int) -> list[tuple[Any, ...]]:
     """For each record of ``ring`` (``stride`` bytes apart, each with a frame ``offset`` bytes in, at least
     FLOW_BYTES_END long), the header fields :func:`header_flow` reads, unpacked in bulk: equal for the
     samples of one flow, so that a flow's samples of a ring read are answered once (:func:`fields_flow`)."""
-    fields = list(_v4_fields(offset, stride).iter_unpack(ring))
+    fields = list(_each_record(_V4, offset, stride).iter_unpack(ring))
     if ETHERTYPE_IPV6[0] in bytes(ring[offset + 12 :: stride]):  # an IPv6 frame's first ethertype byte
-        v6 = _v6_fields(offset, stride).iter_unpack(ring)
+        v6 = _each_record(_V6, offset, stride).iter_unpack(ring)
         fields = [b if a[0][:2] == ETHERTYPE_IPV6 else a for a, b in zip(fields, v6, strict=True)]
     return fields
 
