@@ -108,8 +108,13 @@ def resolve(host: str, port: int, flags: int = 0) -> tuple[int, tuple]:
 
     An ASCII host goes to getaddrinfo as bytes: CPython passes a str host through the idna codec, whose
     import (``encodings.idna``, ``stringprep`` and unicodedata's tables, ~270 kB resident) an address
-    literal or an ASCII name has no use for; a name with other characters still goes through it."""
-    infos = socket.getaddrinfo(host.encode() if host.isascii() else host, port, flags=flags, **_UDP_HINTS)
+    literal or an ASCII name has no use for; a name with other characters still goes through it, whose
+    refusal of a name (an empty or over-long label) is a UnicodeError: raised as the resolver's error,
+    so that every caller's handling of a name that does not resolve covers it."""
+    try:
+        infos = socket.getaddrinfo(host.encode() if host.isascii() else host, port, flags=flags, **_UDP_HINTS)
+    except UnicodeError as e:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host!r} is not a valid host name ({e})") from None
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
 

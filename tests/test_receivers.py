@@ -45,6 +45,20 @@ def test_unresolvable_collector_is_counted_and_the_others_still_get_data() -> No
     a.close()
 
 
+def test_a_name_the_idna_codec_refuses_is_an_unresolved_collector() -> None:
+    """An empty label in a non-ASCII name: the codec's UnicodeError is a name that does not resolve, counted
+    like any other, never a traceback out of ``configure``."""
+    a = listener(socket.AF_INET, "127.0.0.1")
+    r = Receivers()
+    r.configure([("\u00e4..example", 6343, None), ("127.0.0.1", a.getsockname()[1], None)])
+    r.send(b"x")
+    assert a.recv(10) == b"x"
+    bad = r.receivers[0]
+    assert bad.errors == 1 and bad.unresolved and bad.sockaddr is None
+    r.close()
+    a.close()
+
+
 def test_icmp_port_unreachable_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     """A collector port nobody listens on (a real closed UDP port on loopback): the kernel's ICMP
     port unreachable comes back as a refusal on the next send; every one is counted, one is logged,
