@@ -292,6 +292,46 @@ def test_a_reload_changes_the_rate_in_place(tmp_path: Path, kind: str) -> None:
     assert "".join(agent.stderr).count(f"pcap: sampling {v.host_dev} (ifIndex") == 1, "not reopened"
 
 
+def echo_samples(datagrams: list[dict[str, Any]], ifindex: int) -> list[dict[str, Any]]:
+    """The flow samples of ICMP echo requests and replies (whatever else crossed the link meanwhile)."""
+    return [s for s in flow_samples(datagrams, ifindex) if header_of(s).get("IPProtocol") == "1"]
+
+
+def test_an_enricher_added_and_removed_by_reloads_loses_no_sample(tmp_path: Path) -> None:
+    """``tcp { }`` added by a reload: the eBPF samples are read back through the enricher; removed by the
+    next, they go straight into datagrams as the kernel wrote them again.  In each phase the samples
+    reach the collector while the agent runs (a ping every 50 ms: each finds the agent asleep, and
+    wakes it; none is left waiting in the ring for the agent's stop), and none is lost or numbered
+    twice."""
+    port = free_udp_port()
+    with veth_pair("pcen") as v:
+        ifindex = v.host_ifindex
+        pcap = f"pcap {{ dev = {v.host_dev} sampling = 1 sampler = ebpf }}"
+        bodies = [pcap, pcap + " tcp { udp = on }", pcap]
+        conf = write_config(tmp_path, port, bodies[0], polling=0)
+        datagrams: list[dict[str, Any]] = []
+        with start_collector(port, "-j") as collector, start_agent(conf, tmp_path / "auto") as agent:
+            require_sampler(agent, v.host_dev, "ebpf")
+            for phase, body in enumerate(bodies):
+                if phase:
+                    write_config(tmp_path, port, body, polling=0)
+                    agent.p.send_signal(signal.SIGHUP)
+                    wait_for_log(agent, "reloaded", timeout=10)
+                    agent.stderr.clear()
+                before = len(echo_samples(datagrams, ifindex))
+                subprocess.run(["ping", "-c", "5", "-i", "0.05", v.ns_ip], check=True, capture_output=True)
+                for d in json_datagrams(collector, 5):
+                    datagrams.append(d)
+                    if len(echo_samples(datagrams, ifindex)) - before >= 10:
+                        break
+                assert len(echo_samples(datagrams, ifindex)) - before == 10, (phase, "".join(agent.stderr)[-2000:])
+            agent.stop()
+            datagrams += json_datagrams(collector, 3, quiet_s=1)
+    flows = flow_samples(datagrams, ifindex)
+    assert [int(s["sampleSequenceNo"]) for s in flows] == list(range(1, len(flows) + 1))
+    assert len(echo_samples(datagrams, ifindex)) == 30
+
+
 def full_tcx_hook(ifindex: int) -> list[int]:
     """Fill the interface's tcx ingress hook with the programs it takes (up to BPF_MPROG_MAX), each a
     program of two instructions that returns TC_ACT_UNSPEC; returns their links' descriptors."""

@@ -14,6 +14,7 @@ import math
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,6 +214,43 @@ s.bind((dev, 0))
 for _ in range(int(sys.argv[6])):
     s.send(frame)
 """
+
+
+def voluntary_switches() -> int:
+    """How often this thread has blocked (each wake-up of it ends one)."""
+    status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches")).split()[1])
+
+
+def test_an_idle_ebpf_sampler_sleeps_until_the_next_sample(veth: VethNamespace) -> None:
+    """With nothing sampled the loop is not woken by the quiet-period timer: once that drain found the
+    ring empty, the agent sleeps until the kernel's next sample wakes it (without that wake-up the
+    samples would wait in the ring for another 56 kB of samples)."""
+    sink = Sink()
+    # a silent link: no IPv6 router solicitations or MLD reports to sample
+    sh("sysctl", "-q", f"net.ipv6.conf.{veth.host_dev}.disable_ipv6=1")
+    sh(*veth.exec("sysctl", "-q", f"net.ipv6.conf.{veth.ns_dev}.disable_ipv6=1"))
+
+    async def run() -> tuple[int, int]:
+        sampler = await sampler_of("ebpf", sink)
+        tap = tap_of(veth, "ebpf", 1, header_bytes=64)
+        sampler.open(tap)
+        await asyncio.sleep(0.5)  # the first quiet-period drain, ring empty: asleep
+        before = voluntary_switches()
+        await asyncio.sleep(1.5)  # one wake-up (its end); 15 more, were the loop woken by the timer
+        idle = voluntary_switches() - before
+        await run_process("ping", "-c", "3", "-i", "0.2", "-s", "20", veth.ns_ip)
+        await settle()
+        drained = len(sink.given)  # before ``close``, which drains what is left
+        sampler.close(tap.ifindex)
+        sampler.stop()
+        return idle, drained
+
+    idle, drained = asyncio.run(run())
+    assert idle <= 2, idle
+    assert drained == len(sink.given)
+    echo = [s for s in sink.samples if s.header[12:14] == b"\x08\x00" and s.header[23] == 1]
+    assert len(echo) == 6, [s.header.hex() for s in sink.samples]  # 3 requests out, 3 replies in
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 
-FDS = ("hsflowd_ingress", "hsflowd_egress", "config", "counts", "samples", "clock", "written")
+FDS = ("hsflowd_ingress", "hsflowd_egress", "config", "counts", "samples", "clock", "wake")
 
 
 def _reply(sock: socket.socket, message: dict[str, object], fds: list[int]) -> None:

@@ -13,7 +13,7 @@ BPF_HASH(counts, u32, struct tap_counts, 4096);
 BPF_RINGBUF_OUTPUT(samples, RING_PAGES);
 BPF_PERCPU_ARRAY(scratch, struct wire, 1);
 BPF_ARRAY(clock, u64, 1);
-BPF_ARRAY(written, u64, 1);
+BPF_ARRAY(wake, u64, 2);
 
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
@@ -43,10 +43,9 @@ static __always_inline struct record *reserve_sample(void)
     return samples.ringbuf_reserve(sizeof(struct record));
 }
 
-static __always_inline u64 *written_count(void)
+static __always_inline u64 *wake_slot(u32 slot)
 {
-    u32 zero = 0;
-    return written.lookup(&zero);
+    return wake.lookup(&slot);
 }
 
 static __always_inline void submit_sample(struct record *r, u64 flags)

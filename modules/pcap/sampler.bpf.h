@@ -24,7 +24,8 @@
  * instructions.  Samples are written without waking the reader (BPF_RB_NO_WAKEUP) except the one
  * with which another WAKE_BYTES of samples are written (ring_wake): the agent is woken once per
  * WAKE_BYTES whatever the packet rate, and drains the ring on a slow timer besides, for the
- * samples of quiet periods.
+ * samples of quiet periods; an agent whose timer found the ring empty sleeps until the next
+ * sample, which wakes it (WAKE_ASLEEP).
  *
  * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on the
  * way in: skb->gso_segs segments of skb->gso_size payload bytes).  It counts as that many
@@ -50,7 +51,7 @@
 #define HEADER_MAX 256
 #endif
 /* The agent is woken by the sample with which the bytes of samples written to the ring, all
- * interfaces counted together (the map written: one atomic add per sample, so exactly one wake-up
+ * interfaces counted together (the map wake: one atomic add per sample, so exactly one wake-up
  * per WAKE_BYTES), pass a multiple of WAKE_BYTES: the datagrams the agent then sends at once are
  * as many whatever the samples' size, ~40-46 of 1,400 bytes (its default datagramBytes), which a
  * collector's default socket buffer (212,992 bytes, ~2.3 kB a datagram) holds; 150 at once it did
@@ -58,6 +59,11 @@
  * 64-byte packets were 28 datagrams and of 128-byte headers 43: woken by bytes, the agent is woken
  * 1.5 times less often for small samples, with no larger bursts. */
 #define WAKE_BYTES (56 << 10)
+/* The map "wake" (two u64 slots): the bytes of samples written, and whether the agent sleeps with no
+ * timer (set by the agent when its quiet-period drain found the ring empty: an idle agent is then
+ * woken by the next sample rather than ten times a second for nothing). */
+#define WAKE_WRITTEN 0
+#define WAKE_ASLEEP 1
 
 /* bcc cannot hand bpf_loop a callback (0.26): it builds with NO_BPF_LOOP and a plain loop, which
  * the verifier walks once per turn, so it takes at most 2 samples of one packet (3 exceed the
@@ -130,17 +136,23 @@ static __always_inline struct tap_counts *counts_of(u32 *ifindex);
 static __always_inline struct wire *scratch_of(void);
 static __always_inline u64 epoch_offset(void);
 static __always_inline struct record *reserve_sample(void);
-static __always_inline u64 *written_count(void);
+static __always_inline u64 *wake_slot(u32 slot);
 static __always_inline void submit_sample(struct record *r, u64 flags);
 
 /* How to submit a sample of this many bytes: waking the agent if the bytes written pass a multiple of
- * WAKE_BYTES with it. */
+ * WAKE_BYTES with it, or if the agent sleeps waiting for the next sample (WAKE_ASLEEP, which the
+ * first sample to see it clears; two CPUs may both see it: one wake-up more). */
 static __always_inline u64 ring_wake(u32 bytes)
 {
-    u64 *written = written_count();
-    if (!written)
+    u64 *written = wake_slot(WAKE_WRITTEN);
+    u64 *asleep = wake_slot(WAKE_ASLEEP);
+    if (!written || !asleep)
         return BPF_RB_NO_WAKEUP;
     u64 before = __sync_fetch_and_add(written, bytes);
+    if (*asleep) {
+        *asleep = 0;
+        return BPF_RB_FORCE_WAKEUP;
+    }
     return (before + bytes) / WAKE_BYTES == before / WAKE_BYTES ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
 }
 

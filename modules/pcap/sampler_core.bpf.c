@@ -52,10 +52,10 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
+    __uint(max_entries, 2);
     __type(key, u32);
     __type(value, u64);
-} written SEC(".maps");
+} wake SEC(".maps");
 
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
@@ -85,10 +85,9 @@ static __always_inline struct record *reserve_sample(void)
     return bpf_ringbuf_reserve(&samples, sizeof(struct record), 0);
 }
 
-static __always_inline u64 *written_count(void)
+static __always_inline u64 *wake_slot(u32 slot)
 {
-    u32 zero = 0;
-    return bpf_map_lookup_elem(&written, &zero);
+    return bpf_map_lookup_elem(&wake, &slot);
 }
 
 static __always_inline void submit_sample(struct record *r, u64 flags)
