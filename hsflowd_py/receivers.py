@@ -22,7 +22,6 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 log = logging.getLogger("hsflowd.receivers")
 
@@ -172,14 +171,12 @@ class Receivers:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
 
-    def send(self, datagram: Any) -> None:
-        """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather), in one system
-        call per collector."""
-        pieces = datagram if isinstance(datagram, list) else (datagram,)
+    def send(self, datagram: bytes) -> None:
+        """Send one datagram, in one system call per collector."""
         for r in self.receivers:
-            self._deliver(r, pieces)
+            self._deliver(r, datagram)
 
-    def _deliver(self, r: Receiver, pieces: Any) -> None:
+    def _deliver(self, r: Receiver, datagram: bytes) -> None:
         """One datagram to one collector; a fault is counted and logged once until it clears."""
         if r.sockaddr is None:
             r.errors += 1  # never resolved: counted, logged by the resolution
@@ -187,12 +184,12 @@ class Receivers:
         try:
             sock = r.sock or r.socket()
             try:
-                sock.sendmsg(pieces)
+                sock.send(datagram)
             except ConnectionRefusedError as e:
                 # about an earlier datagram (the kernel reports the ICMP error on the next send
                 # and sends nothing): counted, and this one is sent all the same
                 self._fault(r, e)
-                sock.sendmsg(pieces)
+                sock.send(datagram)
         except OSError as e:
             if e.errno not in _TRANSIENT:
                 log.debug("collector %s: unexpected send error", r.label, exc_info=True)

@@ -81,7 +81,7 @@ def test_samples_added_encoded_make_the_same_datagrams_as_whole_ones(limit: int)
                 b.flush(seq)
                 continue
             fit = fit or 1
-            b.add_samples(b"".join(run[:fit]), fit)
+            b.add_samples(tuple(run[:fit]))
             run = run[fit:]
         seq += seq % 3 + 1
     a.flush(1000)
@@ -96,11 +96,8 @@ def test_samples_sent_alone_make_the_same_datagrams_as_whole_ones() -> None:
     whole: list[bytes] = []
     alone: list[bytes] = []
 
-    def send(d: bytes | list) -> None:
-        alone.append(d if isinstance(d, bytes) else b"".join(d))
-
     a = DatagramAssembler(AGENT6, 7, 1400, whole.append)
-    b = DatagramAssembler(AGENT6, 7, 1400, send)
+    b = DatagramAssembler(AGENT6, 7, 1400, alone.append)
     samples = [flow(seq, 64) for seq in range(1, 30)]
     per = (1400 - 1 - 40) // len(samples[0])  # samples in a datagram after the 40-byte IPv6 header
     a.add(samples[0], 5)
@@ -110,9 +107,7 @@ def test_samples_sent_alone_make_the_same_datagrams_as_whole_ones() -> None:
         for sample in samples[first : first + per]:
             a.add(sample, 5)
     a.flush(5)
-    b.send_samples(
-        [(b"".join(samples[f : f + per]), len(samples[f : f + per])) for f in range(1, len(samples), per)], 5
-    )
+    assert b.send_samples([tuple(samples[f : f + per]) for f in range(1, len(samples), per)], 5) == len(samples) - 1
     assert alone == whole
     assert len(whole[-1]) < len(whole[-2])
     assert [d.sequence for d in map(decode_datagram, alone)] == list(range(1, len(whole) + 1))

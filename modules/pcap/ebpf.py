@@ -485,14 +485,15 @@ class EbpfSampler(Sampler):
     def _cut(self, flows: EncodedFlows, start: int, lengths: list[int]) -> None:
         """The samples of the records from ``start`` on, ``lengths`` their length words, to the flow
         path a datagram at a time: the hot path, in bulk operations (each datagram's last sample
-        found by bisection of the running total, its samples copied out of the ring as one piece
-        by one ``_samples`` unpacking: a few list items per sample, no Python step of its own)."""
+        found by bisection of the running total, its samples copied out of the ring by one
+        ``_samples`` unpacking: a few list items per sample, no Python step of its own)."""
         n = len(lengths)
         ring = self.ring.data_map
-        sizes = [length + 8 for length in lengths]
+        sizes = list(map(operator.add, lengths, itertools.repeat(8)))
         total = list(itertools.accumulate(sizes))
         room, waiting = flows.room(), flows.pending()
-        whole: list[tuple[bytes, int]] = []  # full datagrams, sent together
+        at = start + BPF_RINGBUF_HDR_SZ
+        whole: list[tuple[bytes, ...]] = []  # full datagrams, sent together
         i = used = 0
         try:
             while i < n:
@@ -502,18 +503,17 @@ class EbpfSampler(Sampler):
                         room, waiting = flows.send(), 0
                         continue
                     j = i + 1  # larger than an empty datagram: alone
-                size = total[j - 1] - used
-                pieces = _samples(tuple(sizes[i:j])).unpack_from(ring, start + i * _STEP + BPF_RINGBUF_HDR_SZ)
+                samples = _samples(tuple(sizes[i:j])).unpack_from(ring, at + i * _STEP)
                 if j < n and not waiting:  # a whole datagram
-                    whole.append((b"".join(pieces), j - i))
+                    whole.append(samples)
                 else:
                     if whole:
                         flows.send_alone(whole)
                         whole = []
-                    flows.add(b"".join(pieces), j - i)
-                    room -= size
+                    flows.add(samples)
+                    room -= total[j - 1] - used
                     waiting += j - i
-                used += size
+                used = total[j - 1]
                 i = j
         finally:
             if whole:
