@@ -56,7 +56,7 @@ def test_encoded_flows_number_and_send_samples_given_encoded(tmp_path: Path) -> 
     flows = a.context.encoded_flows()
     assert not flows.direct and flows.room() == 0  # no assembler yet
     sent: list[Any] = []
-    a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.append)
+    a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.extend)
     assert flows.direct
     samples = [FlowSample(0, 5, 10, 10 * n, 0, 5, 0x3FFFFFFF, [ExtendedTimestamp(n)], n) for n in (1, 2)]
     encoded = tuple(encode_sample(s) for s in samples)

@@ -48,9 +48,9 @@ def unencodable(stats: dict[str, int], what: str, error: Exception) -> None:
 
 
 class DatagramAssembler:
-    """Accumulates encoded samples; hands complete datagrams to ``send``."""
+    """Accumulates encoded samples; hands complete datagrams to ``send``, a list at a time."""
 
-    def __init__(self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[bytes], None]) -> None:
+    def __init__(self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[list[bytes]], None]) -> None:
         self.agent = agent
         self.sub_agent_id = sub_agent_id
         self.max_bytes = max_bytes
@@ -121,8 +121,11 @@ class DatagramAssembler:
 
     def flush(self, uptime_ms: int) -> None:
         """Send whatever is pending as one datagram."""
-        if not self._count:
-            return
+        if self._count:
+            self.send([self._take(uptime_ms)])
+
+    def _take(self, uptime_ms: int) -> bytes:
+        """The pending samples as the next datagram; the buffer emptied."""
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF
         header = self._prefix + _TAIL.pack(self.sequence, uptime_ms & 0xFFFFFFFF, self._count)
         self.buffer[: self._header_bytes] = header
@@ -131,26 +134,22 @@ class DatagramAssembler:
         self.datagrams_sent += 1
         self._count = 0
         self._end = self._header_bytes
-        self.send(datagram)
+        return datagram
 
     def send_samples(self, datagrams: list[tuple[bytes, ...]], uptime_ms: int) -> int:
         """Send datagrams of encoded flow samples, each given as its samples within an empty datagram's
         ``room``, after what is pending: the eBPF sampler's hot path.  Each datagram is joined from its
-        header and samples in one copy.  Returns the samples sent."""
-        if self._count:
-            self.flush(uptime_ms)
+        header and samples in one copy, and all are handed to ``send`` at once.  Returns the samples sent."""
+        out = [self._take(uptime_ms)] if self._count else []
         uptime = uptime_ms & 0xFFFFFFFF
-        send, prefix, tail, join = self.send, self._prefix, _TAIL.pack, b"".join
+        prefix, tail, join = self._prefix, _TAIL.pack, b"".join
         sequence = self.sequence
-        samples = 0
-        try:
-            for pieces in datagrams:
-                sequence = sequence + 1 & 0xFFFFFFFF
-                count = len(pieces)
-                samples += count
-                send(join((prefix, tail(sequence, uptime, count), *pieces)))
-        finally:
-            self.sequence = sequence
-            self.samples_sent += samples
-            self.datagrams_sent += len(datagrams)
-        return samples
+        for samples in datagrams:
+            sequence = sequence + 1 & 0xFFFFFFFF
+            out.append(join((prefix, tail(sequence, uptime, len(samples)), *samples)))
+        self.sequence = sequence
+        count = sum(map(len, datagrams))
+        self.samples_sent += count
+        self.datagrams_sent += len(datagrams)
+        self.send(out)
+        return count
