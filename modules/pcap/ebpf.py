@@ -157,8 +157,10 @@ def _be_words(words: memoryview) -> list[int]:
 
 
 @functools.lru_cache(maxsize=256)
-def _samples(sizes: tuple[int, ...]) -> struct.Struct:
-    """Reads samples of these sizes, one per record, from the first one's start: each as bytes."""
+def _samples(lengths: tuple[int, ...]) -> struct.Struct:
+    """Reads samples of these length words (their sizes less their tag and length), one per record, from
+    the first one's start: each as bytes."""
+    sizes = [length + 8 for length in lengths]
     return struct.Struct("=" + "".join(f"{size}s{_STEP - size}x" for size in sizes[:-1]) + f"{sizes[-1]}s")
 
 
@@ -489,8 +491,7 @@ class EbpfSampler(Sampler):
         ``_samples`` unpacking: a few list items per sample, no Python step of its own)."""
         n = len(lengths)
         ring = self.ring.data_map
-        sizes = list(map(operator.add, lengths, itertools.repeat(8)))
-        total = list(itertools.accumulate(sizes))
+        total = list(itertools.accumulate(map(operator.add, lengths, itertools.repeat(8))))
         room, waiting = flows.room(), flows.pending()
         at = start + BPF_RINGBUF_HDR_SZ
         whole: list[tuple[bytes, ...]] = []  # full datagrams, sent together
@@ -503,7 +504,7 @@ class EbpfSampler(Sampler):
                         room, waiting = flows.send(), 0
                         continue
                     j = i + 1  # larger than an empty datagram: alone
-                samples = _samples(tuple(sizes[i:j])).unpack_from(ring, at + i * _STEP)
+                samples = _samples(tuple(lengths[i:j])).unpack_from(ring, at + i * _STEP)
                 if j < n and not waiting:  # a whole datagram
                     whole.append(samples)
                 else:
