@@ -330,20 +330,19 @@ class EncodedFlows:
         self._uptime = self._flows.uptime_ms()
         return a.room(self._uptime)
 
-    def add(self, samples: bytes, count: int) -> None:
-        """``count`` samples given back to back, within ``room`` (``DatagramAssembler.add_samples``)."""
+    def add(self, samples: tuple[bytes, ...]) -> None:
+        """Samples (one encoded sample each) within ``room`` (``DatagramAssembler.add_samples``)."""
         a = self._flows.assembler
-        if a is not None and count:
-            a.add_samples(samples, count)
-            self._flows.stats["flow_samples"] += count
+        if a is not None and samples:
+            a.add_samples(samples)
+            self._flows.stats["flow_samples"] += len(samples)
 
-    def send_alone(self, datagrams: list[tuple[bytes, int]]) -> None:
-        """Datagrams of their own, each (samples back to back, how many) within an empty datagram's room,
-        sent now, after the one being built (``DatagramAssembler.send_samples``)."""
+    def send_alone(self, datagrams: list[tuple[bytes, ...]]) -> None:
+        """Datagrams of their own, each its samples (one encoded sample each) within an empty datagram's
+        room, sent now, after the one being built (``DatagramAssembler.send_samples``)."""
         a = self._flows.assembler
         if a is not None:
-            a.send_samples(datagrams, self._uptime)
-            self._flows.stats["flow_samples"] += sum(count for _, count in datagrams)
+            self._flows.stats["flow_samples"] += a.send_samples(datagrams, self._uptime)
 
     def send(self) -> int:
         """Send the datagram being built; the room of the next one."""

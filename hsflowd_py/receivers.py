@@ -22,7 +22,6 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 log = logging.getLogger("hsflowd.receivers")
 
@@ -179,36 +178,37 @@ class Receivers:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
 
-    def send(self, datagram: Any) -> None:
-        """Send one datagram, given whole (bytes) or as a list of pieces (scatter-gather), in one system
-        call per collector."""
-        pieces = datagram if isinstance(datagram, list) else (datagram,)
+    def send(self, datagrams: list[bytes]) -> None:
+        """Send datagrams, each in a system call of its own, to each collector in turn: a drain's
+        datagrams go out in a tight loop, with no Python of the sampler's between two system calls."""
         for r in self.receivers:
-            self._deliver(r, pieces)
+            self._deliver(r, datagrams)
 
-    def _deliver(self, r: Receiver, pieces: Any) -> None:
-        """One datagram to one collector; a fault is counted and logged once until it clears."""
+    def _deliver(self, r: Receiver, datagrams: list[bytes]) -> None:
+        """Datagrams to one collector; a fault is counted for each datagram it hits, and logged once until
+        it clears."""
         if r.sockaddr is None:
-            r.errors += 1  # never resolved: counted, logged by the resolution
+            r.errors += len(datagrams)  # never resolved: counted, logged by the resolution
             return
-        try:
-            sock = r.sock or r.socket()
+        for datagram in datagrams:
             try:
-                sock.sendmsg(pieces)
-            except ConnectionRefusedError as e:
-                # about an earlier datagram (the kernel reports the ICMP error on the next send
-                # and sends nothing): counted, and this one is sent all the same
+                sock = r.sock or r.socket()
+                try:
+                    sock.send(datagram)
+                except ConnectionRefusedError as e:
+                    # about an earlier datagram (the kernel reports the ICMP error on the next send
+                    # and sends nothing): counted, and this one is sent all the same
+                    self._fault(r, e)
+                    sock.send(datagram)
+            except OSError as e:
+                if e.errno not in _TRANSIENT:
+                    log.debug("collector %s: unexpected send error", r.label, exc_info=True)
                 self._fault(r, e)
-                sock.sendmsg(pieces)
-        except OSError as e:
-            if e.errno not in _TRANSIENT:
-                log.debug("collector %s: unexpected send error", r.label, exc_info=True)
-            self._fault(r, e)
-            return
-        r.sent += 1
-        if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
-            log.info("collector %s: sending again", r.label)
-            r.failing = None
+                continue
+            r.sent += 1
+            if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
+                log.info("collector %s: sending again", r.label)
+                r.failing = None
 
     def close(self) -> None:
         for r in self.receivers:

@@ -25,7 +25,7 @@ def flow(seq: int, header_len: int = 128) -> bytes:
 @pytest.mark.parametrize("agent", [AGENT4, AGENT6])
 def test_datagrams_stay_under_the_limit_and_lose_nothing(limit: int, agent: object) -> None:
     sent: list[bytes] = []
-    a = DatagramAssembler(agent, 100000, limit, sent.append)
+    a = DatagramAssembler(agent, 100000, limit, sent.extend)
     for seq in range(1, 101):
         a.add(flow(seq, 64), uptime_ms=seq)
     a.flush(1000)
@@ -40,7 +40,7 @@ def test_datagrams_stay_under_the_limit_and_lose_nothing(limit: int, agent: obje
 
 def test_flush_sends_nothing_when_empty_and_carries_uptime() -> None:
     sent: list[bytes] = []
-    a = DatagramAssembler(AGENT4, 100001, 1400, sent.append)
+    a = DatagramAssembler(AGENT4, 100001, 1400, sent.extend)
     a.flush(5)
     assert sent == []
     a.add(encode_sample(CounterSample(2, 1, [rec.HostParent(2, 1)], 1)), 10)
@@ -54,7 +54,7 @@ def test_a_sample_that_would_reach_the_limit_starts_a_new_datagram() -> None:
     sent: list[bytes] = []
     one = flow(1)
     header = 28
-    a = DatagramAssembler(AGENT4, 1, header + 2 * len(one), sent.append)
+    a = DatagramAssembler(AGENT4, 1, header + 2 * len(one), sent.extend)
     a.add(one, 0)
     a.add(flow(2), 0)  # header + 2 samples == limit: must not be packed together
     assert len(sent) == 1 and len(decode_datagram(sent[0]).samples) == 1
@@ -66,7 +66,7 @@ def test_samples_added_encoded_make_the_same_datagrams_as_whole_ones(limit: int)
     mixed with whole ones: the datagrams are byte for byte those of the same samples added whole."""
     whole: list[bytes] = []
     encoded: list[bytes] = []
-    a, b = DatagramAssembler(AGENT4, 1, limit, whole.append), DatagramAssembler(AGENT4, 1, limit, encoded.append)
+    a, b = DatagramAssembler(AGENT4, 1, limit, whole.extend), DatagramAssembler(AGENT4, 1, limit, encoded.extend)
     seq = 1
     while seq < 60:
         run = [flow(s, 16 * (s % 5)) for s in range(seq, seq + seq % 3 + 1)]
@@ -81,7 +81,7 @@ def test_samples_added_encoded_make_the_same_datagrams_as_whole_ones(limit: int)
                 b.flush(seq)
                 continue
             fit = fit or 1
-            b.add_samples(b"".join(run[:fit]), fit)
+            b.add_samples(tuple(run[:fit]))
             run = run[fit:]
         seq += seq % 3 + 1
     a.flush(1000)
@@ -96,11 +96,8 @@ def test_samples_sent_alone_make_the_same_datagrams_as_whole_ones() -> None:
     whole: list[bytes] = []
     alone: list[bytes] = []
 
-    def send(d: bytes | list) -> None:
-        alone.append(d if isinstance(d, bytes) else b"".join(d))
-
-    a = DatagramAssembler(AGENT6, 7, 1400, whole.append)
-    b = DatagramAssembler(AGENT6, 7, 1400, send)
+    a = DatagramAssembler(AGENT6, 7, 1400, whole.extend)
+    b = DatagramAssembler(AGENT6, 7, 1400, alone.extend)
     samples = [flow(seq, 64) for seq in range(1, 30)]
     per = (1400 - 1 - 40) // len(samples[0])  # samples in a datagram after the 40-byte IPv6 header
     a.add(samples[0], 5)
@@ -110,9 +107,7 @@ def test_samples_sent_alone_make_the_same_datagrams_as_whole_ones() -> None:
         for sample in samples[first : first + per]:
             a.add(sample, 5)
     a.flush(5)
-    b.send_samples(
-        [(b"".join(samples[f : f + per]), len(samples[f : f + per])) for f in range(1, len(samples), per)], 5
-    )
+    assert b.send_samples([tuple(samples[f : f + per]) for f in range(1, len(samples), per)], 5) == len(samples) - 1
     assert alone == whole
     assert len(whole[-1]) < len(whole[-2])
     assert [d.sequence for d in map(decode_datagram, alone)] == list(range(1, len(whole) + 1))

@@ -59,7 +59,7 @@ def test_discard_samples_travel_in_datagrams_of_their_own() -> None:
     """Flow, discard, discard, counter, flow: three datagrams, the discard samples alone in the middle
     one, sequence numbers unbroken, each sample in the order it came."""
     sent: list[bytes] = []
-    a = DatagramAssembler(ipaddress.ip_address("192.0.2.2"), 100000, 1400, sent.append)
+    a = DatagramAssembler(ipaddress.ip_address("192.0.2.2"), 100000, 1400, sent.extend)
     header = [rec.SampledHeader(1, 68, 4, b"\xab" * 64)]
     a.add(encode_sample(FlowSample(0, 8, 10, 10, 0, 8, 0, header, 1)), 1)
     a.add(encode_sample(DiscardSample(0, 0, 0, 8, 0, 3, header, 1)), 2, discards=True)

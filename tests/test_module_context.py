@@ -56,13 +56,13 @@ def test_encoded_flows_number_and_send_samples_given_encoded(tmp_path: Path) -> 
     flows = a.context.encoded_flows()
     assert not flows.direct and flows.room() == 0  # no assembler yet
     sent: list[Any] = []
-    a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.append)
+    a.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.extend)
     assert flows.direct
     samples = [FlowSample(0, 5, 10, 10 * n, 0, 5, 0x3FFFFFFF, [ExtendedTimestamp(n)], n) for n in (1, 2)]
-    encoded = b"".join(encode_sample(s) for s in samples)
+    encoded = tuple(encode_sample(s) for s in samples)
     room = flows.room()
-    flows.add(encoded, 2)
-    assert flows.pending() == 2 and flows.room() == room - len(encoded)
+    flows.add(encoded)
+    assert flows.pending() == 2 and flows.room() == room - sum(map(len, encoded))
     assert flows.send() == room and not flows.pending()
     datagram = decode_datagram(sent[0])
     assert datagram.samples == samples

@@ -109,7 +109,7 @@ def test_fast_encoding_equals_the_codec(
 def _agent(sent: list[bytes]) -> Agent:
     settings = parse_config("sflow { collector { ip = 127.0.0.1 } pcap { dev = lo } }")
     agent = Agent(settings)
-    agent.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 100000, 1400, sent.append)
+    agent.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 100000, 1400, sent.extend)
     return agent
 
 

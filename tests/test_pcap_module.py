@@ -88,7 +88,7 @@ def test_an_exception_without_a_message_is_still_reported(monkeypatch: pytest.Mo
 def agent_for(conf: str, sent: list[bytes]) -> Agent:
     """A real agent whose datagrams land in ``sent``."""
     agent = Agent(parse_config(f"sflow {{ collector {{ ip = 127.0.0.1 }} {conf} }}"))
-    agent.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.append)
+    agent.flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.1"), 0, 1400, sent.extend)
     return agent
 
 

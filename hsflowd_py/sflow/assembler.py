@@ -10,7 +10,7 @@ sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
 kernel) hands them over a datagram's worth at a time: copied in behind the pending ones
-(``add_samples``), or, when they fill datagrams of their own, sent at once, one ``sendmsg``
+(``add_samples``), or, when they fill datagrams of their own, sent at once, one ``send``
 each (``send_samples``).  Not as one ``sendmsg`` with UDP segmentation offload: a capture on the
 sending host (tcpdump, tshark, a pcap-reading collector) would see each run as one packet of
 concatenated datagrams and decode only the first.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
 
 from .codec import datagram_header
 
@@ -49,11 +48,9 @@ def unencodable(stats: dict[str, int], what: str, error: Exception) -> None:
 
 
 class DatagramAssembler:
-    """Accumulates encoded samples; hands complete datagrams to ``send``."""
+    """Accumulates encoded samples; hands complete datagrams to ``send``, a list at a time."""
 
-    def __init__(
-        self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[bytes | list[Any]], None]
-    ) -> None:
+    def __init__(self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[list[bytes]], None]) -> None:
         self.agent = agent
         self.sub_agent_id = sub_agent_id
         self.max_bytes = max_bytes
@@ -107,15 +104,14 @@ class DatagramAssembler:
             self._discards = False
         return self.max_bytes - 1 - self._end
 
-    def add_samples(self, samples: bytes, count: int) -> None:
-        """Queue ``count`` encoded flow samples given back to back, within ``room`` (the eBPF sampler's
-        hot path: one call per datagram)."""
+    def add_samples(self, samples: tuple[bytes, ...]) -> None:
+        """Queue encoded flow samples, within ``room`` (the eBPF sampler's hot path: one call per datagram)."""
         off = self._end
-        self._end = end = off + len(samples)
+        self._end = end = off + sum(map(len, samples))
         if end > len(self.buffer):
             self.buffer.extend(bytes(end - len(self.buffer)))
-        self.buffer[off:end] = samples
-        self._count += count
+        self.buffer[off:end] = b"".join(samples)
+        self._count += len(samples)
 
     def unreserve(self, off: int) -> None:
         """Give back the room the last ``reserve`` returned (at ``off``): its sample could not be
@@ -125,8 +121,11 @@ class DatagramAssembler:
 
     def flush(self, uptime_ms: int) -> None:
         """Send whatever is pending as one datagram."""
-        if not self._count:
-            return
+        if self._count:
+            self.send([self._take(uptime_ms)])
+
+    def _take(self, uptime_ms: int) -> bytes:
+        """The pending samples as the next datagram; the buffer emptied."""
         self.sequence = (self.sequence + 1) & 0xFFFFFFFF
         header = self._prefix + _TAIL.pack(self.sequence, uptime_ms & 0xFFFFFFFF, self._count)
         self.buffer[: self._header_bytes] = header
@@ -135,17 +134,22 @@ class DatagramAssembler:
         self.datagrams_sent += 1
         self._count = 0
         self._end = self._header_bytes
-        self.send(datagram)
+        return datagram
 
-    def send_samples(self, datagrams: list[tuple[bytes, int]], uptime_ms: int) -> None:
-        """Send datagrams of encoded flow samples given as (samples, how many), each within an empty
-        datagram's ``room``, after what is pending: the eBPF sampler's hot path."""
-        if self._count:
-            self.flush(uptime_ms)
+    def send_samples(self, datagrams: list[tuple[bytes, ...]], uptime_ms: int) -> int:
+        """Send datagrams of encoded flow samples, each given as its samples within an empty datagram's
+        ``room``, after what is pending: the eBPF sampler's hot path.  Each datagram is joined from its
+        header and samples in one copy, and all are handed to ``send`` at once.  Returns the samples sent."""
+        out = [self._take(uptime_ms)] if self._count else []
         uptime = uptime_ms & 0xFFFFFFFF
-        send, prefix = self.send, self._prefix
-        for samples, count in datagrams:
-            self.sequence = sequence = (self.sequence + 1) & 0xFFFFFFFF
-            self.samples_sent += count
-            send(prefix + _TAIL.pack(sequence, uptime, count) + samples)
+        prefix, tail, join = self._prefix, _TAIL.pack, b"".join
+        sequence = self.sequence
+        for samples in datagrams:
+            sequence = sequence + 1 & 0xFFFFFFFF
+            out.append(join((prefix, tail(sequence, uptime, len(samples)), *samples)))
+        self.sequence = sequence
+        count = sum(map(len, datagrams))
+        self.samples_sent += count
         self.datagrams_sent += len(datagrams)
+        self.send(out)
+        return count

@@ -161,8 +161,10 @@ def _be_words(words: memoryview) -> list[int]:
 
 
 @functools.lru_cache(maxsize=256)
-def _samples(sizes: tuple[int, ...]) -> struct.Struct:
-    """Reads samples of these sizes, one per record, from the first one's start: each as bytes."""
+def _samples(lengths: tuple[int, ...]) -> struct.Struct:
+    """Reads samples of these length words (their sizes less their tag and length), one per record, from
+    the first one's start: each as bytes."""
+    sizes = [length + 8 for length in lengths]
     return struct.Struct("=" + "".join(f"{size}s{_STEP - size}x" for size in sizes[:-1]) + f"{sizes[-1]}s")
 
 
@@ -507,14 +509,14 @@ class EbpfSampler(Sampler):
     def _cut(self, flows: EncodedFlows, start: int, lengths: list[int]) -> None:
         """The samples of the records from ``start`` on, ``lengths`` their length words, to the flow
         path a datagram at a time: the hot path, in bulk operations (each datagram's last sample
-        found by bisection of the running total, its samples copied out of the ring as one piece
-        by one ``_samples`` unpacking: a few list items per sample, no Python step of its own)."""
+        found by bisection of the running total, its samples copied out of the ring by one
+        ``_samples`` unpacking: a few list items per sample, no Python step of its own)."""
         n = len(lengths)
         ring = self.ring.data_map
-        sizes = [length + 8 for length in lengths]
-        total = list(itertools.accumulate(sizes))
+        total = list(itertools.accumulate(map(operator.add, lengths, itertools.repeat(8))))
         room, waiting = flows.room(), flows.pending()
-        whole: list[tuple[bytes, int]] = []  # full datagrams, sent together
+        at = start + BPF_RINGBUF_HDR_SZ
+        whole: list[tuple[bytes, ...]] = []  # full datagrams, sent together
         i = used = 0
         try:
             while i < n:
@@ -524,18 +526,17 @@ class EbpfSampler(Sampler):
                         room, waiting = flows.send(), 0
                         continue
                     j = i + 1  # larger than an empty datagram: alone
-                size = total[j - 1] - used
-                pieces = _samples(tuple(sizes[i:j])).unpack_from(ring, start + i * _STEP + BPF_RINGBUF_HDR_SZ)
+                samples = _samples(tuple(lengths[i:j])).unpack_from(ring, at + i * _STEP)
                 if j < n and not waiting:  # a whole datagram
-                    whole.append((b"".join(pieces), j - i))
+                    whole.append(samples)
                 else:
                     if whole:
                         flows.send_alone(whole)
                         whole = []
-                    flows.add(b"".join(pieces), j - i)
-                    room -= size
+                    flows.add(samples)
+                    room -= total[j - 1] - used
                     waiting += j - i
-                used += size
+                used = total[j - 1]
                 i = j
         finally:
             if whole:
