@@ -32,6 +32,9 @@ With ``--old DIR`` each case also runs the agent from another source tree (``git
 earlier commit, with ``hsflowd_py/modules`` a symlink to its ``modules`` and its BPF object
 built), rows marked (old): old and new figures from one run, on the same traffic.
 
+With ``--idle SECONDS`` each run also measures the agent for that long before the traffic, the link
+quiet: its CPU (ms per second) and wake-ups per second while it has nothing to sample.
+
 With ``--tcp`` each case also runs with ``tcp { udp = on }`` added (rows marked +tcp): the tcp
 module then parses every sample and looks its socket up over sock_diag (the iperf3 client's UDP
 socket; UDP sockets have no tcp_info, so no 0:2209 is added, but the look-up, its merging and the
@@ -41,7 +44,7 @@ the module adds no enricher and the samples should cost what they cost without i
 need not run: the module only retries its connection in the background).
 
     .venv/bin/python bench/sampling.py [--seconds 20] [--pps 104000] [--samplers cbpf,core,ebpf] [--rates 10,2]
-        [--tcp] [--docker] [--old DIR]
+        [--tcp] [--docker] [--old DIR] [--idle SECONDS]
 """
 
 from __future__ import annotations
@@ -112,6 +115,9 @@ class Run:
     wakeups: float
     """The agent's voluntary context switches per second over the traffic."""
     datagrams: int
+    idle_ms: float = 0.0
+    """With ``--idle``: the agent's CPU ms per second, and its wake-ups per second, before the traffic."""
+    idle_wakeups: float = 0.0
 
 
 def busy_seconds() -> float:
@@ -189,7 +195,15 @@ VARIANTS = {"tcp": "tcp { udp = on }", "docker": "docker { }"}
 
 
 def measure(
-    v: VethNamespace, kind: str, rate: int, seconds: float, pps: int, tmp: Path, variant: str = "", tree: Path = ROOT
+    v: VethNamespace,
+    kind: str,
+    rate: int,
+    seconds: float,
+    pps: int,
+    tmp: Path,
+    variant: str = "",
+    tree: Path = ROOT,
+    idle: float = 0,
 ) -> Run:
     """One run: the same traffic without the agent (the machine's baseline), then with it."""
     _, baseline_busy = baseline(v, seconds, pps)
@@ -222,6 +236,9 @@ def measure(
             sink.kill()
             sys.exit(f"the {kind} eBPF sampler is unavailable: {log.read_text()[-1000:]}")
         time.sleep(1)
+        idle_cpu, idle_woken = cpu_ns(agent.pid), wakeups(agent.pid)
+        time.sleep(idle)
+        idle_cpu, idle_woken = cpu_ns(agent.pid) - idle_cpu, wakeups(agent.pid) - idle_woken
         start_packets = packets(v.host_dev)
         cpu0, sink0, busy0, woken0 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds(), wakeups(agent.pid)
         traffic(v, seconds, pps)
@@ -256,6 +273,8 @@ def measure(
         int(stopped.group(1)) if stopped else -1,
         (woken1 - woken0) / (seconds + 1.2),
         int(datagrams.group(1)) if datagrams else -1,
+        idle_cpu / 1e6 / idle if idle else 0.0,
+        idle_woken / idle if idle else 0.0,
     )
 
 
@@ -268,6 +287,7 @@ def main() -> None:
     p.add_argument("--tcp", action="store_true", help="also run each case with tcp { udp = on }")
     p.add_argument("--docker", action="store_true", help="also run each case with docker { } (no markTraffic)")
     p.add_argument("--old", type=Path, help="also run each case with the agent from this source tree")
+    p.add_argument("--idle", type=float, default=0, help="also measure the agent this many seconds before the traffic")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: namespaces, raw sockets, BPF")
@@ -279,7 +299,7 @@ def main() -> None:
             time.sleep(0.5)
             print(f"{a.pps} packets/s of 64-byte UDP for {a.seconds:g} s across a veth pair; {os.cpu_count()} CPUs\n")
             runs = [
-                measure(v, kind, int(rate), a.seconds, a.pps, Path(tmp), variant, tree)
+                measure(v, kind, int(rate), a.seconds, a.pps, Path(tmp), variant, tree, a.idle)
                 for kind in a.samplers.split(",")
                 for rate in a.rates.split(",")
                 for variant in ("", *(name for name in VARIANTS if getattr(a, name)))
@@ -292,7 +312,7 @@ def main() -> None:
         f"{'run':<26}{'packets':>9}{'pool':>9}{'expected':>9}{'±sd':>6}{'sent':>8}{'delivered':>10}{'%':>8}"
         f"{'drops':>6}{'agent CPU s':>12}{'µs/sample':>10}{'RSS MB':>7}{'machine CPU s':>14}{'baseline':>9}"
         f"{'sink CPU s':>11}{'wakes/s':>8}{'datagrams':>10}"
-    )
+    ) + (f"{'idle ms/s':>10}{'idle wakes/s':>13}" if a.idle else "")
     print(head)
     for r in runs:
         rate = r.packets / r.expected
@@ -302,6 +322,7 @@ def main() -> None:
             f"{100 * r.delivered / r.expected:>7.2f}%{r.drops:>6}{r.agent_cpu_s:>12.3f}"
             f"{1e6 * r.agent_cpu_s / max(r.delivered, 1):>10.2f}{r.rss_mb:>7.1f}{r.machine_cpu_s:>14.2f}"
             f"{r.baseline_cpu_s:>9.2f}{r.sink_cpu_s:>11.3f}{r.wakeups:>8.1f}{r.datagrams:>10}"
+            + (f"{r.idle_ms:>10.2f}{r.idle_wakeups:>13.1f}" if a.idle else "")
         )
     print(
         "\nexpected is packets / N; the kernel draws each packet at random, so delivered varies around it by ±sd"

@@ -34,7 +34,7 @@ pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher nee
 the drain only cuts the ring into datagram-sized runs (``_cut``): a datagram's samples are
 copied out of the ring as one piece by a single struct unpacking (records lie at a fixed stride),
 and the full datagrams of a drain go out together (``EncodedFlows.send_alone``), each in a
-``sendmsg`` of its own (so that a capture on the sending host sees each datagram as a packet):
+system call of its own (``send``, so that a capture on the sending host sees each datagram as a packet):
 nothing of a sample is decoded or packed in Python and no Python step is taken per sample.
 With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
