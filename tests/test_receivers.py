@@ -50,7 +50,7 @@ def test_a_name_the_idna_codec_refuses_is_an_unresolved_collector() -> None:
     a = listener(socket.AF_INET, "127.0.0.1")
     r = Receivers()
     r.configure([("\u00e4..example", 6343, None), ("127.0.0.1", a.getsockname()[1], None)])
-    r.send(b"x")
+    r.send([b"x"])
     assert a.recv(10) == b"x"
     bad = r.receivers[0]
     assert bad.errors == 1 and bad.unresolved and bad.sockaddr is None
@@ -128,7 +128,7 @@ async def body() -> None:
     for x in r.receivers:
         if x.resolving is not None:
             await asyncio.wait_for(x.resolving, 5)
-    r.send(b"x")
+    r.send([b"x"])
     print([x.sockaddr[0] for x in r.receivers], "encodings.idna" in sys.modules)
 
 asyncio.run(body())

@@ -5,12 +5,12 @@
 writes it, numbered, to a ring buffer, waking the agent only once per ``WAKE_BYTES`` of samples
 written; the agent drains the ring then, and ``DRAIN_S`` seconds after a drain when no wake-up
 came meanwhile, for the samples of quiet periods (the timer is set again by every drain, so
-under traffic it never fires).  When that quiet-period drain finds the ring empty, no timer is set:
-the agent sleeps until the kernel's next sample wakes it (``WAKE_ASLEEP``), so that an idle agent
-is not woken ten times a second for nothing (1.85 -> 0.48 ms of CPU a second).  On this project's
-machines a wake-up of the agent costs 150-300 µs of its CPU whatever it does (the timer, the
-scheduler, the hypervisor, an interpreter whose caches went cold), as much as sending 30-60
-samples: wake-ups are the largest cost the agent can still cut.
+under traffic it never fires).  When that quiet-period drain finds the ring empty, the agent
+sleeps until the kernel's next sample wakes it (``WAKE_ASLEEP``), with only a slow timer
+(``ASLEEP_S``) as a bound, so that an idle agent is not woken ten times a second for nothing.
+On this project's machines a wake-up of the agent costs 150-300 µs of its CPU whatever it does
+(the timer, the scheduler, the hypervisor, an interpreter whose caches went cold), as much as
+sending 30-60 samples: wake-ups are the largest cost the agent can still cut.
 
 Loading, in this order (``load``), each failure logged with its reason:
 
@@ -34,7 +34,7 @@ pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher nee
 the drain only cuts the ring into datagram-sized runs (``_cut``): a datagram's samples are
 copied out of the ring as one piece by a single struct unpacking (records lie at a fixed stride),
 and the full datagrams of a drain go out together (``EncodedFlows.send_alone``), each in a
-system call of its own (``send``, so that a capture on the sending host sees each datagram as a packet):
+system call of its own (``send``: a capture on the sending host sees each datagram as a packet):
 nothing of a sample is decoded or packed in Python and no Python step is taken per sample.
 With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
@@ -109,6 +109,9 @@ DRAIN_S = 0.1
 """How long after a drain the timer drains again: how long a sample may wait in the ring while less than
 ``WAKE_BYTES`` are written (no longer: tcp {} answers from socket states at most 100 ms old, and a
 socket may close meanwhile)."""
+ASLEEP_S = 1.0
+"""How long after a quiet-period drain that found the ring empty the timer drains again: the bound on a
+sample's wait should the kernel's wake-up for it not come (the flag's update failed, or was seen late)."""
 CLOCK_S = 1.0
 """How often the kernel's offset from CLOCK_MONOTONIC to the epoch (for 0:1043) is set again."""
 BUILD_TIMEOUT_S = 120.0
@@ -328,8 +331,6 @@ class EbpfSampler(Sampler):
         self._wake.register(loaded.samples, select.EPOLLIN | select.EPOLLET)
         self.loop.add_reader(self._wake.fileno(), self._woken)
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
-        """The quiet-period drain; None while the agent sleeps until the next sample, and once stopped."""
-        self._stopped = False
 
     @classmethod
     async def create(cls, open_flows: OpenFlows, root: Path, flows: EncodedFlows | None = None) -> EbpfSampler:
@@ -379,7 +380,6 @@ class EbpfSampler(Sampler):
         self.counts.delete(key)
 
     def stop(self) -> None:
-        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -408,10 +408,11 @@ class EbpfSampler(Sampler):
 
     def _tick(self) -> None:
         """The quiet-period drain: ``DRAIN_S`` after the last drain, whichever way it came; with the ring
-        empty, the agent sleeps until the kernel's next sample wakes it, with no timer (``_asleep``)."""
+        empty, the agent sleeps until the kernel's next sample wakes it (``_asleep``), the timer set
+        ``ASLEEP_S`` later."""
         ring = self.ring
         if ring.consumer_pos[0] == ring.producer_pos[0] and self._asleep():
-            self._timer = None
+            self._rearm(ASLEEP_S)
             return
         self._drain_now()
         self._rearm()
@@ -429,15 +430,13 @@ class EbpfSampler(Sampler):
         self._drain_now()
         self._rearm()
 
-    def _rearm(self) -> None:
+    def _rearm(self, delay: float = DRAIN_S) -> None:
         """The timer set ``DRAIN_S`` after this drain, so that no sample waits in the ring longer, and while
         the kernel wakes the agent more often than that the timer never fires: each timer that fires is a
         wake-up of its own (~150-300 µs of the agent's CPU here), cancelling one costs ~2 µs."""
-        if self._stopped:
-            return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(DRAIN_S, self._tick)
+            self._timer = self.loop.call_later(delay, self._tick)
 
     def _drain_now(self) -> None:
         try:
