@@ -106,11 +106,12 @@ class DatagramAssembler:
 
     def add_samples(self, samples: tuple[bytes, ...]) -> None:
         """Queue encoded flow samples, within ``room`` (the eBPF sampler's hot path: one call per datagram)."""
+        joined = b"".join(samples)
         off = self._end
-        self._end = end = off + sum(map(len, samples))
+        self._end = end = off + len(joined)
         if end > len(self.buffer):
             self.buffer.extend(bytes(end - len(self.buffer)))
-        self.buffer[off:end] = b"".join(samples)
+        self.buffer[off:end] = joined
         self._count += len(samples)
 
     def unreserve(self, off: int) -> None:

@@ -410,8 +410,7 @@ class EbpfSampler(Sampler):
         """The quiet-period drain: ``DRAIN_S`` after the last drain, whichever way it came; with the ring
         empty, the agent sleeps until the kernel's next sample wakes it (``_asleep``), the timer set
         ``ASLEEP_S`` later."""
-        ring = self.ring
-        if ring.consumer_pos[0] == ring.producer_pos[0] and self._asleep():
+        if self._ring_empty() and self._asleep():
             self._rearm(ASLEEP_S)
             return
         self._drain_now()
@@ -421,6 +420,10 @@ class EbpfSampler(Sampler):
         """Ask the kernel to wake the agent with its next sample (``WAKE_ASLEEP``); False when a sample came
         meanwhile (written before the request was seen: it would wake nobody)."""
         self.wake.update(_KEY.pack(WAKE_ASLEEP), _U64.pack(1))
+        return self._ring_empty()
+
+    def _ring_empty(self) -> bool:
+        """Nothing written since the last drain (a record still being written counts as something)."""
         ring = self.ring
         return ring.consumer_pos[0] == ring.producer_pos[0]
 
@@ -431,8 +434,9 @@ class EbpfSampler(Sampler):
         self._rearm()
 
     def _rearm(self, delay: float = DRAIN_S) -> None:
-        """The timer set ``DRAIN_S`` after this drain, so that no sample waits in the ring longer, and while
-        the kernel wakes the agent more often than that the timer never fires: each timer that fires is a
+        """The timer set ``delay`` after this drain (``DRAIN_S``: no sample waits in the ring longer;
+        ``ASLEEP_S`` once the ring was found empty and the kernel will wake the agent), and while the
+        kernel wakes the agent more often than that the timer never fires: each timer that fires is a
         wake-up of its own (~150-300 µs of the agent's CPU here), cancelling one costs ~2 µs."""
         if self._timer is not None:
             self._timer.cancel()

@@ -59,9 +59,9 @@
  * 64-byte packets were 28 datagrams and of 128-byte headers 43: woken by bytes, the agent is woken
  * 1.5 times less often for small samples, with no larger bursts. */
 #define WAKE_BYTES (56 << 10)
-/* The map "wake" (two u64 slots): the bytes of samples written, and whether the agent sleeps with no
- * timer (set by the agent when its quiet-period drain found the ring empty: an idle agent is then
- * woken by the next sample rather than ten times a second for nothing). */
+/* The map "wake" (two u64 slots): the bytes of samples written, and whether the agent sleeps until the
+ * next sample (set by the agent when its quiet-period drain found the ring empty: an idle agent is
+ * then woken by the next sample, not ten times a second by its timer). */
 #define WAKE_WRITTEN 0
 #define WAKE_ASLEEP 1
 
