@@ -59,6 +59,21 @@ def tcx_attach(prog_fd: int, ifindex: int, attach_type: int) -> int:
     return _bpf(BPF_LINK_CREATE, _LINK_CREATE.pack(prog_fd, ifindex, attach_type, 0))
 
 
+BPF_PROG_TEST_RUN = 10
+_TEST_RUN = struct.Struct("=IIIIQQIIIIQQIII4x")
+"""union bpf_attr for BPF_PROG_TEST_RUN: prog_fd, retval, data_size_in, data_size_out, data_in, data_out,
+repeat, duration, ctx_size_in, ctx_size_out, ctx_in, ctx_out, flags, cpu, batch_size."""
+_EMPTY_FRAME = ctypes.create_string_buffer(14)
+"""An Ethernet header of zeros: the least a tc program is run on."""
+
+
+def run_program(prog_fd: int) -> None:
+    """Run a tc program once, on an empty frame (BPF_PROG_TEST_RUN): how the agent has the kernel do
+    what a program does on request, under the program's own locks."""
+    frame = ctypes.addressof(_EMPTY_FRAME)
+    _bpf(BPF_PROG_TEST_RUN, _TEST_RUN.pack(prog_fd, 0, len(_EMPTY_FRAME), 0, frame, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0))
+
+
 def possible_cpus(root: Path = Path("/")) -> int:
     """Per-CPU maps hold one value per *possible* CPU (``0-3,8-11``), not per online one."""
     text = (root / "sys/devices/system/cpu/possible").read_text().strip()

@@ -330,16 +330,32 @@ class EncodedFlows:
         self._uptime = self._flows.uptime_ms()
         return a.room(self._uptime)
 
+    def capacity(self) -> int:
+        """Bytes of samples an empty datagram holds (0: no datagrams are sent)."""
+        a = self._flows.assembler
+        return a.capacity if a is not None else 0
+
     def add(self, samples: tuple[bytes, ...]) -> None:
         """Samples (one encoded sample each) within ``room`` (``DatagramAssembler.add_samples``)."""
         a = self._flows.assembler
         if a is not None and samples:
-            a.add_samples(samples)
+            a.add_samples(b"".join(samples), len(samples))
             self._flows.stats["flow_samples"] += len(samples)
 
-    def send_alone(self, datagrams: list[tuple[bytes, ...]]) -> None:
-        """Datagrams of their own, each its samples (one encoded sample each) within an empty datagram's
-        room, sent now, after the one being built (``DatagramAssembler.send_samples``)."""
+    def add_joined(self, samples: bytes | memoryview, count: int) -> None:
+        """``count`` encoded samples one after the other: within the room of the datagram being built if it
+        has it, else after it is sent."""
+        a = self._flows.assembler
+        if a is not None:
+            if len(samples) > self.room():
+                self.send()
+            a.add_samples(samples, count)
+            self._flows.stats["flow_samples"] += count
+
+    def send_alone(self, datagrams: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> None:
+        """Datagrams of their own, each its number of samples and the pieces they are in (encoded samples
+        one after the other) within an empty datagram's room, sent now, after the one being built
+        (``DatagramAssembler.send_samples``)."""
         a = self._flows.assembler
         if a is not None:
             self._flows.stats["flow_samples"] += a.send_samples(datagrams, self._uptime)

@@ -81,7 +81,7 @@ def test_samples_added_encoded_make_the_same_datagrams_as_whole_ones(limit: int)
                 b.flush(seq)
                 continue
             fit = fit or 1
-            b.add_samples(tuple(run[:fit]))
+            b.add_samples(b"".join(run[:fit]), fit)
             run = run[fit:]
         seq += seq % 3 + 1
     a.flush(1000)
@@ -107,7 +107,9 @@ def test_samples_sent_alone_make_the_same_datagrams_as_whole_ones() -> None:
         for sample in samples[first : first + per]:
             a.add(sample, 5)
     a.flush(5)
-    assert b.send_samples([tuple(samples[f : f + per]) for f in range(1, len(samples), per)], 5) == len(samples) - 1
+    runs = [samples[f : f + per] for f in range(1, len(samples), per)]
+    pieces = [(len(run), tuple(run) if k % 2 else (b"".join(run),)) for k, run in enumerate(runs)]  # either way
+    assert b.send_samples(pieces, 5) == len(samples) - 1
     assert alone == whole
     assert len(whole[-1]) < len(whole[-2])
     assert [d.sequence for d in map(decode_datagram, alone)] == list(range(1, len(whole) + 1))

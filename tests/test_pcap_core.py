@@ -188,6 +188,11 @@ struct {
     __uint(max_entries, 1 << 16);
 } samples SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 16);
+} datagrams SEC(".maps");
+
 SEC("tc") int hsflowd_ingress(struct __sk_buff *skb)
 {
     return *(int *)(long)skb->data;  /* no bounds check: the verifier refuses it */
@@ -210,7 +215,7 @@ def test_a_program_the_verifier_refuses_is_reported_with_its_reason(
     subprocess.run(["clang", "-target", "bpf", "-O2", "-g", *multiarch, "-c", str(source), "-o", str(obj)], check=True)
     monkeypatch.setattr(ebpf_core, "OBJECT", obj)
     with pytest.raises(SamplerError) as e:
-        ebpf_core.load(1 << 16)
+        ebpf_core.load(1 << 16, 1 << 16)
     message = str(e.value)
     assert message.startswith(f"loading {obj.name}: Permission denied"), message
     assert "invalid access to packet" in message, message

@@ -43,7 +43,7 @@ def test_sampler_wire_h_is_generated_from_the_record_table() -> None:
 @pytest.fixture
 def loaded() -> Iterator[_Loaded]:
     try:
-        done = _Loaded(*ebpf_core.load(1 << 16), "libbpf")
+        done = _Loaded(*ebpf_core.load(1 << 16, 1 << 16), "libbpf")
     except SamplerError as e:
         pytest.skip(f"the BPF object cannot be loaded here: {e}")
     yield done
@@ -188,7 +188,7 @@ def test_the_agent_is_woken_once_per_wake_bytes_written() -> None:
     """The program wakes the ring's readers (here an edge-triggered epoll, as the agent's) with the
     sample that takes the bytes of samples written to WAKE_BYTES, not before, and not by the next one."""
     try:
-        loaded = _Loaded(*ebpf_core.load(ebpf.RING_BYTES), "libbpf")
+        loaded = _Loaded(*ebpf_core.load(ebpf.RING_BYTES, ebpf.DATAGRAM_RING_BYTES), "libbpf")
     except SamplerError as e:
         pytest.skip(f"the BPF object cannot be loaded here: {e}")
     try:

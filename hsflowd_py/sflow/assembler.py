@@ -104,15 +104,20 @@ class DatagramAssembler:
             self._discards = False
         return self.max_bytes - 1 - self._end
 
-    def add_samples(self, samples: tuple[bytes, ...]) -> None:
-        """Queue encoded flow samples, within ``room`` (the eBPF sampler's hot path: one call per datagram)."""
-        joined = b"".join(samples)
+    @property
+    def capacity(self) -> int:
+        """Bytes of samples an empty datagram holds: the kernel builds its datagrams to this."""
+        return self.max_bytes - 1 - self._header_bytes
+
+    def add_samples(self, samples: bytes | memoryview, count: int) -> None:
+        """Queue ``count`` encoded flow samples, one after the other in ``samples``, within ``room`` (the eBPF
+        sampler's hot path: one call per datagram)."""
         off = self._end
-        self._end = end = off + len(joined)
+        self._end = end = off + len(samples)
         if end > len(self.buffer):
             self.buffer.extend(bytes(end - len(self.buffer)))
-        self.buffer[off:end] = joined
-        self._count += len(samples)
+        self.buffer[off:end] = samples
+        self._count += count
 
     def unreserve(self, off: int) -> None:
         """Give back the room the last ``reserve`` returned (at ``off``): its sample could not be
@@ -137,19 +142,22 @@ class DatagramAssembler:
         self._end = self._header_bytes
         return datagram
 
-    def send_samples(self, datagrams: list[tuple[bytes, ...]], uptime_ms: int) -> int:
-        """Send datagrams of encoded flow samples, each given as its samples within an empty datagram's
-        ``room``, after what is pending: the eBPF sampler's hot path.  Each datagram is joined from its
-        header and samples in one copy, and all are handed to ``send`` at once.  Returns the samples sent."""
+    def send_samples(self, datagrams: list[tuple[int, tuple[bytes | memoryview, ...]]], uptime_ms: int) -> int:
+        """Send datagrams of encoded flow samples, each given as its number of samples and the pieces they
+        are in (the samples one after the other: one piece each, or all in one), within an empty
+        datagram's ``room``, after what is pending: the eBPF sampler's hot path.  Each datagram is joined
+        from its header and pieces in one copy, and all are handed to ``send`` at once.  Returns the samples
+        sent."""
         out = [self._take(uptime_ms)] if self._count else []
         uptime = uptime_ms & 0xFFFFFFFF
         prefix, tail, join = self._prefix, _TAIL.pack, b"".join
         sequence = self.sequence
-        for samples in datagrams:
+        count = 0
+        for n, pieces in datagrams:
             sequence = sequence + 1 & 0xFFFFFFFF
-            out.append(join((prefix, tail(sequence, uptime, len(samples)), *samples)))
+            out.append(join((prefix, tail(sequence, uptime, n), *pieces)))
+            count += n
         self.sequence = sequence
-        count = sum(map(len, datagrams))
         self.samples_sent += count
         self.datagrams_sent += len(datagrams)
         self.send(out)

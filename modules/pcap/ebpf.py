@@ -79,7 +79,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hsflowd_py.bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_HDR_SZ, Map, RingBuffer
+from hsflowd_py.bpf import (
+    BPF_RINGBUF_BUSY_BIT,
+    BPF_RINGBUF_DISCARD_BIT,
+    BPF_RINGBUF_HDR_SZ,
+    Map,
+    RingBuffer,
+    run_program,
+)
 from hsflowd_py.enrichers import NO_RECORDS
 from hsflowd_py.flow import DIRECTION_IN, DIRECTION_OUT, DIRECTION_UNKNOWN, HEADER_ETHERNET
 from hsflowd_py.tasks import owned_by_thread
@@ -100,6 +107,9 @@ BUILDER = ebpf_build.__file__
 """The build process's script; a test points it at one that dies without replying."""
 HEADER_MAX = 256
 RING_BYTES = 2 << 20
+DATAGRAM_RING_BYTES = 512 << 10
+"""The ring of datagrams built in the kernel: ~360 of 1,400 bytes, of which a wake-up comes after ~40;
+mapped twice in a row (a datagram may lie across its end), so 1 MB of the agent's resident memory."""
 WAKE_BYTES = 56 << 10
 """As ``sampler.bpf.h`` defines it: the kernel wakes the agent once per this many bytes of samples written."""
 SAMPLE_BYTES_MIN = wire.HEAD_BYTES + wire.TIMESTAMP_BYTES
@@ -145,6 +155,13 @@ header (``_WIRE``'s words 5, 15 and 18)."""
 _HEADER_AT = BPF_RINGBUF_HDR_SZ + wire.HEAD_BYTES
 """Where a sample's header bytes start, from its record's ring header."""
 _TIMESTAMP = struct.Struct(">8xQ")
+_DATAGRAM = struct.Struct("=IIIIII")
+"""A datagram record of the ring datagrams: its ring header (length with the busy and discard bits, page
+offset), then struct datagram's count, why, used and pad; the samples follow."""
+_DATAGRAM_FLUSHED = 1
+"""As ``sampler.bpf.h`` defines it: a datagram written before it was full (the agent asked, or slept)."""
+_ASSEMBLY = struct.Struct("=II")
+"""struct assembly: the bytes of samples a datagram holds, and whether datagrams are built in the kernel."""
 _KEY = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 
@@ -176,13 +193,17 @@ class _Loaded:
     sizes, and which loader it was."""
 
     def __init__(self, maps: dict[str, Any], fds: list[int], loader: str) -> None:
-        by_name = dict(zip(ebpf_build.FDS, fds, strict=True))
+        names = ebpf_build.FDS + (ebpf_core.DATAGRAM_FDS if len(fds) > len(ebpf_build.FDS) else ())
+        by_name = dict(zip(names, fds, strict=True))
         self.ingress, self.egress = by_name["hsflowd_ingress"], by_name["hsflowd_egress"]
         self.maps = maps
         self.fds = fds
         self.loader = loader
         self.config, self.counts, self.samples = by_name["config"], by_name["counts"], by_name["samples"]
         self.clock, self.wake = by_name["clock"], by_name["wake"]
+        self.flush: int | None = by_name.get("hsflowd_flush")
+        """The program that writes the datagram being built to the ring (None: bcc's build, which builds none)."""
+        self.datagrams, self.assembly = by_name.get("datagrams"), by_name.get("assembly")
 
     def close(self) -> None:
         for fd in self.fds:
@@ -261,7 +282,7 @@ async def build() -> _Loaded:
 def _load_core() -> _Loaded:
     """(On a thread of its own: the verifier takes most of a second, which the loop would stall for.)
     The object through libbpf."""
-    return _Loaded(*ebpf_core.load(RING_BYTES), "libbpf")
+    return _Loaded(*ebpf_core.load(RING_BYTES, DATAGRAM_RING_BYTES), "libbpf")
 
 
 async def load() -> _Loaded:
@@ -325,10 +346,20 @@ class EbpfSampler(Sampler):
         self._clock_set = 0.0
         self._set_clock()
         self._words = self.ring.view.cast("I")
+        self.datagrams: RingBuffer | None = None
+        """Datagrams built in the kernel (libbpf's object; None with bcc's build)."""
+        self.assembly: Map | None = None
+        if loaded.datagrams is not None and loaded.assembly is not None:
+            self.datagrams = RingBuffer(loaded.datagrams, maps["datagrams"]["max_entries"])
+            self.assembly = Map(loaded.assembly, maps["assembly"]["key_size"], maps["assembly"]["value_size"])
+        self._room = 0
+        """The bytes of samples the kernel's datagrams hold, as last set (0: it builds none)."""
         self.loop = asyncio.get_running_loop()
         self._wake = select.epoll()
         """The ring's wake-ups, edge-triggered: the ring reads as ready while it holds anything."""
         self._wake.register(loaded.samples, select.EPOLLIN | select.EPOLLET)
+        if loaded.datagrams is not None:
+            self._wake.register(loaded.datagrams, select.EPOLLIN | select.EPOLLET)
         self.loop.add_reader(self._wake.fileno(), self._woken)
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
 
@@ -369,12 +400,14 @@ class EbpfSampler(Sampler):
             self._configure(tap)
 
     def close(self, ifindex: int) -> None:
+        self._flush_kernel()
         self._drain()
         state = self.taps.pop(ifindex, None)
         if state is None:
             return
         self.tc.detach(ifindex, state.created_qdisc)
-        self._drain()  # what it wrote since, passed over: the interface opened again starts a new sequence
+        self._flush_kernel()
+        self._drain()  # what it wrote since: records passed over, samples in datagrams sent (numbered before the end)
         key = _KEY.pack(ifindex)
         self.config.delete(key)
         self.counts.delete(key)
@@ -390,6 +423,8 @@ class EbpfSampler(Sampler):
         self.tc.close()
         self._words.release()
         self.ring.close()
+        if self.datagrams is not None:
+            self.datagrams.close()
         self.loaded.close()
 
     def status(self) -> dict[str, int]:
@@ -407,10 +442,11 @@ class EbpfSampler(Sampler):
     # ------------------------------------------------------------ the hot path
 
     def _tick(self) -> None:
-        """The quiet-period drain: ``DRAIN_S`` after the last drain, whichever way it came; with the ring
-        empty, the agent sleeps until the kernel's next sample wakes it (``_asleep``), the timer set
-        ``ASLEEP_S`` later."""
-        if self._ring_empty() and self._asleep():
+        """The quiet-period drain: ``DRAIN_S`` after the last drain, whichever way it came, with the datagram
+        the kernel is building (``_flush_kernel``); with the rings empty, the agent sleeps until the kernel's
+        next sample wakes it (``_asleep``), the timer set ``ASLEEP_S`` later."""
+        self._flush_kernel()
+        if self._rings_empty() and self._asleep():
             self._rearm(ASLEEP_S)
             return
         self._drain_now()
@@ -420,12 +456,22 @@ class EbpfSampler(Sampler):
         """Ask the kernel to wake the agent with its next sample (``WAKE_ASLEEP``); False when a sample came
         meanwhile (written before the request was seen: it would wake nobody)."""
         self.wake.update(_KEY.pack(WAKE_ASLEEP), _U64.pack(1))
-        return self._ring_empty()
+        self._flush_kernel()
+        return self._rings_empty()
 
-    def _ring_empty(self) -> bool:
+    def _rings_empty(self) -> bool:
         """Nothing written since the last drain (a record still being written counts as something)."""
-        ring = self.ring
-        return ring.consumer_pos[0] == ring.producer_pos[0]
+        return all(ring.consumer_pos[0] == ring.producer_pos[0] for ring in (self.ring, self.datagrams) if ring)
+
+    def _flush_kernel(self) -> None:
+        """Have the kernel write the datagram it is building to the ring (its program ``hsflowd_flush``)."""
+        if self.loaded.flush is not None:
+            try:
+                run_program(self.loaded.flush)
+            except OSError as e:  # the datagram goes when full, or at the next try
+                self.read_errors += 1
+                if self.read_errors == 1:
+                    log.warning("pcap: flushing the kernel's datagram failed (further failures counted): %s", e)
 
     def _woken(self) -> None:
         """The kernel's wake-up (``WAKE_BYTES`` more sample bytes written), through the edge-triggered epoll."""
@@ -456,8 +502,73 @@ class EbpfSampler(Sampler):
         self.clock.update(_KEY.pack(0), _U64.pack(time.time_ns() - time.monotonic_ns()))
 
     def _drain(self) -> None:
-        """Everything the kernel has written so far, up to the first record still being written, in
-        at most two runs of records (the ring's end may fall between two)."""
+        """Everything the kernel has written so far to both rings, the older ring first: the one it wrote to
+        before datagrams began or stopped being built in the kernel (``_assemble``)."""
+        if self._assemble():
+            self._drain_samples()
+            self._drain_datagrams()
+        else:
+            self._drain_datagrams()
+            self._drain_samples()
+
+    def _assemble(self) -> bool:
+        """Whether datagrams are built in the kernel, as the flow path now wants: while samples may go
+        straight into datagrams, a datagram holding as many bytes of samples as an empty one of the agent's.
+        Turned off, the datagram being built is written out at once."""
+        flows = self.flows
+        room = flows.capacity() if self.assembly is not None and flows is not None and flows.direct else 0
+        if room != self._room:
+            assert self.assembly is not None
+            self.assembly.update(_KEY.pack(0), _ASSEMBLY.pack(room, 1 if room else 0))
+            if not room:
+                self._flush_kernel()
+            self._room = room
+        return room > 0
+
+    def _drain_datagrams(self) -> None:
+        """The datagrams the kernel built, up to the first still being written: a full one sent as it lies
+        in the ring behind the agent's header, one that was written before it was full (the agent's
+        quiet-period drain asked, or slept) added to the datagram the agent is building, where later samples
+        may join it; with no flow path, passed over."""
+        ring = self.datagrams
+        if ring is None:
+            return
+        cons = ring.consumer_pos[0]
+        prod = ring.producer_pos[0]
+        if cons == prod:
+            return
+        flows = self.flows
+        if flows is not None:
+            flows.room()  # the uptime in this drain's datagrams
+        m, view, base, mask = ring.data_map, ring.view, ring.data_offset, ring.mask
+        head = _DATAGRAM.size
+        full: list[tuple[int, tuple[memoryview, ...]]] = []
+        try:
+            while cons < prod:
+                pos = base + (cons & mask)
+                length, _, count, why, used, _ = _DATAGRAM.unpack_from(m, pos)
+                if length & BPF_RINGBUF_BUSY_BIT:
+                    break
+                cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
+                if length & BPF_RINGBUF_DISCARD_BIT or flows is None:
+                    continue
+                body = view[pos + head : pos + head + used]
+                if why != _DATAGRAM_FLUSHED:
+                    full.append((count, (body,)))
+                else:
+                    if full:
+                        flows.send_alone(full)
+                        full = []
+                    flows.add_joined(body, count)
+                self.samples += count
+        finally:  # the records are read: sent, or copied into the agent's datagram
+            if full and flows is not None:
+                flows.send_alone(full)
+            ring.consumer_pos[0] = cons
+
+    def _drain_samples(self) -> None:
+        """The samples the kernel wrote one by one, up to the first record still being written, in at most
+        two runs of records (the ring's end may fall between two)."""
         ring = self.ring
         cons = ring.consumer_pos[0]
         prod = ring.producer_pos[0]
@@ -519,7 +630,7 @@ class EbpfSampler(Sampler):
         total = list(itertools.accumulate(map(operator.add, lengths, itertools.repeat(8))))
         room, waiting = flows.room(), flows.pending()
         at = start + BPF_RINGBUF_HDR_SZ
-        whole: list[tuple[bytes, ...]] = []  # full datagrams, sent together
+        whole: list[tuple[int, tuple[bytes, ...]]] = []  # full datagrams, sent together
         i = used = 0
         try:
             while i < n:
@@ -531,7 +642,7 @@ class EbpfSampler(Sampler):
                     j = i + 1  # larger than an empty datagram: alone
                 samples = _samples(tuple(lengths[i:j])).unpack_from(ring, at + i * _STEP)
                 if j < n and not waiting:  # a whole datagram
-                    whole.append(samples)
+                    whole.append((j - i, samples))
                 else:
                     if whole:
                         flows.send_alone(whole)

@@ -21,16 +21,20 @@ from hsflowd_py import bpf_loader
 from .ebpf_build import FDS
 from .sampler import SamplerError
 
+DATAGRAM_FDS = ("hsflowd_flush", "datagrams", "assembly")
+"""What this object has past bcc's build: datagrams built in the kernel (``sampler.bpf.h``), handed on
+after ``FDS``."""
+
 OBJECT = Path(__file__).with_name("sampler_core.bpfel.o" if sys.byteorder == "little" else "sampler_core.bpfeb.o")
 """The object for this host's byte order; a test points it elsewhere."""
-RING_MAP = "samples"
 
 
-def load(ring_bytes: int) -> tuple[dict[str, dict[str, int]], list[int]]:
-    """Open, size and load the object; returns the maps' sizes and the descriptors in ``FDS`` order.
+def load(ring_bytes: int, datagram_ring_bytes: int) -> tuple[dict[str, dict[str, int]], list[int]]:
+    """Open, size (the ring of samples, the ring of datagrams) and load the object; returns the maps'
+    sizes and the descriptors in ``FDS`` then ``DATAGRAM_FDS`` order.
 
     Raises SamplerError saying why not (no libbpf, no object, a kernel that refuses it)."""
     try:
-        return bpf_loader.load(OBJECT, FDS, {RING_MAP: ring_bytes})
+        return bpf_loader.load(OBJECT, FDS + DATAGRAM_FDS, {"samples": ring_bytes, "datagrams": datagram_ring_bytes})
     except bpf_loader.BpfError as e:
         raise SamplerError(str(e)) from None

@@ -6,6 +6,7 @@
 #include <uapi/linux/if_packet.h>
 
 #define PROGRAM(name) int name(struct __sk_buff *skb)
+#define SUBPROGRAM static __always_inline  /* bcc: inlined */
 #include "sampler.bpf.h"
 
 BPF_HASH(config, u32, struct tap_config, 4096);

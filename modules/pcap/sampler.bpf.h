@@ -130,6 +130,56 @@ struct record {
 };
 _Static_assert(sizeof(struct record) + 8 == RECORD_SLOT, "a record and its ring header fill a slot");
 
+#ifdef KERNEL_DATAGRAMS
+/* Datagrams built here (the front end defines KERNEL_DATAGRAMS where bpf_spin_lock is at hand: libbpf's
+ * object): while no enricher needs the packets, the agent sets the map assembly's `on`, and samples are
+ * not written to the ring one by one but appended to the datagram being built, shared by all CPUs under
+ * a spin lock, in the order of their sequence numbers (taken under the lock).  A datagram whose next
+ * sample would take its samples past `room` bytes (the agent's datagram size less its header) goes to
+ * the ring datagrams as one record, its samples as they go on the wire after the datagram header, which
+ * the agent prepends: the agent reads one record and makes one system call per datagram and never
+ * touches a sample.
+ *
+ * Two halves: samples go into one while the other is written to the ring outside the lock (a helper
+ * call, which the lock forbids), so a sample waits for no copy.  A half becomes the one being built only
+ * once written out (busy cleared): a sample that finds the datagram full and the other half still busy
+ * is a drop, not a datagram out of order.  Samples are also dropped (counted, not numbered) while the
+ * ring has less than RING_MARGIN bytes free, so that a datagram written to it is never refused. */
+#define DATAGRAM_ROOM_MAX 2048  /* bytes of samples in a datagram at most (datagramBytes past it: smaller datagrams) */
+#define SAMPLE_BYTES_MAX (SFLOW_HEAD_BYTES + HEADER_MAX + SFLOW_TIMESTAMP_BYTES)
+#define RING_MARGIN (4 * (DATAGRAM_ROOM_MAX + SAMPLE_BYTES_MAX + 16))
+#define DATAGRAM_FULL 0   /* a record's `why`: its next sample did not fit */
+#define DATAGRAM_FLUSHED 1  /* asked for by the agent (its quiet-period drain), or written for a sleeping agent */
+
+struct assembly {
+    u32 room;  /* bytes of samples a datagram holds (0: the agent's datagrams are not built here) */
+    u32 on;
+};
+
+/* A datagram being built, as the ring record it becomes. */
+struct datagram {
+    u32 count;  /* samples */
+    u32 why;    /* DATAGRAM_FULL or DATAGRAM_FLUSHED */
+    u32 used;   /* bytes of samples */
+    u32 pad;
+    u8 body[DATAGRAM_ROOM_MAX + SAMPLE_BYTES_MAX];  /* the last sample may pass room (alone, larger than it) */
+};
+#define DATAGRAM_RECORD_HEAD 16  /* count, why, used, pad: the ring record's bytes before the samples */
+
+struct building {
+    struct bpf_spin_lock lock;
+    u32 current;  /* the half samples are appended to */
+    u32 busy[2];  /* a half being written to the ring */
+    u32 pad;
+    struct datagram half[2];
+};
+
+static __always_inline struct assembly *assembly_of(void);
+static __always_inline struct building *building_of(void);
+static __always_inline u64 ring_room(void);
+static __always_inline long output_datagram(struct datagram *d, u32 bytes, u64 flags);
+#endif
+
 /* Defined by the front end, after its maps. */
 static __always_inline struct tap_config *config_of(u32 *ifindex);
 static __always_inline struct tap_counts *counts_of(u32 *ifindex);
@@ -286,7 +336,119 @@ struct segments {
     u64 now;
     u32 first, rate, segments, n, vlan, len, fcs;
     u32 gso_size, payload, ip_id, tcp_seq, tcp_flags;
+    u32 ifindex;
+    u32 room;  /* > 0: the sample goes to the datagram being built (KERNEL_DATAGRAMS), of this room */
 };
+
+/* Write the sample in the CPU's scratch (of interface ifindex, the pool gap packets further) to the ring
+ * as a record of its own, counted up to it and numbered only now, with its place in the ring reserved.
+ * A SUBPROGRAM: the verifier walks it once, not once per path through the sample's making. */
+SUBPROGRAM int ring_sample(u32 ifindex, u32 gap)
+{
+    struct tap_counts *cnt = counts_of(&ifindex);
+    struct wire *w = scratch_of();
+    if (!cnt || !w)
+        return 0;
+    struct record *r = reserve_sample();
+    u64 pool = __sync_fetch_and_add(&cnt->pool, gap) + gap;
+    if (!r) {
+        __sync_fetch_and_add(&cnt->drops, 1);
+        return 0;
+    }
+    __builtin_memcpy(r, w, __builtin_offsetof(struct record, pad));
+    r->word[W_SEQUENCE] = WIRE32((u32)(__sync_fetch_and_add(&cnt->sequence, 1) + 1));
+    r->word[W_POOL] = WIRE32((u32)pool);
+    r->word[W_DROPS] = WIRE32((u32)cnt->drops);
+    submit_sample(r, ring_wake(WIRE32(r->word[W_LENGTH]) + 8));  /* read back: the verifier need not track it */
+    return 0;
+}
+
+#ifdef KERNEL_DATAGRAMS
+/* Write half `which` of the datagram being built to the ring, then free it for samples.  A flush asked
+ * for by the agent wakes nobody (the agent drains next) and counts for no WAKE_BYTES. */
+static __always_inline void datagram_out(struct building *b, u32 which, u32 why, struct tap_counts *cnt)
+{
+    struct datagram *d = &b->half[which & 1];
+    u32 used = d->used;
+    if (used > DATAGRAM_ROOM_MAX + SAMPLE_BYTES_MAX)  /* never: for the verifier */
+        used = 0;
+    u32 bytes = DATAGRAM_RECORD_HEAD + used;
+    d->why = why;
+    u64 flags = cnt ? ring_wake(bytes) : BPF_RB_NO_WAKEUP;
+    if (output_datagram(d, bytes, flags) < 0 && cnt)  /* never with RING_MARGIN free: its samples lost */
+        __sync_fetch_and_add(&cnt->drops, d->count);
+    bpf_spin_lock(&b->lock);
+    d->count = 0;
+    d->used = 0;
+    b->busy[which & 1] = 0;
+    bpf_spin_unlock(&b->lock);
+}
+
+/* Append the sample written in the CPU's scratch (bytes long, of interface ifindex, the pool gap packets
+ * further) to the datagram being built, counted and numbered under the lock, so that samples lie in the
+ * datagrams in the order of their numbers; the datagram it did not fit in (past room bytes) goes to the
+ * ring.  For an agent asleep (WAKE_ASLEEP) the datagram goes at once.  A function of its own, which the
+ * verifier walks once, not once per path through the sample's making. */
+SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
+{
+    struct tap_counts *cnt = counts_of(&ifindex);
+    if (!cnt)
+        return 0;
+    struct wire *w = scratch_of();
+    struct building *b = building_of();
+    u64 *asleep = wake_slot(WAKE_ASLEEP);
+    if (!w || !b || !asleep || ring_room() < RING_MARGIN) {
+        __sync_fetch_and_add(&cnt->pool, gap);
+        __sync_fetch_and_add(&cnt->drops, 1);
+        return 0;
+    }
+    if (bytes > SAMPLE_BYTES_MAX)
+        bytes = SAMPLE_BYTES_MAX;
+    u32 out = 2, dropped = 0;
+    bpf_spin_lock(&b->lock);
+    u32 c = b->current & 1;
+    struct datagram *d = &b->half[c];
+    u32 at = d->used;
+    if (d->count && at + bytes > room) {
+        if (b->busy[c ^ 1]) {  /* the other half is still being written out */
+            dropped = 1;
+            goto unlock;
+        }
+        b->busy[c] = 1;
+        out = c;
+        c ^= 1;
+        b->current = c;
+        d = &b->half[c];
+        at = 0;
+    }
+    if (at > DATAGRAM_ROOM_MAX) {  /* never (room is at most that): for the verifier */
+        dropped = 1;
+        goto unlock;
+    }
+    u64 pool = __sync_fetch_and_add(&cnt->pool, gap) + gap;
+    w->word[W_SEQUENCE] = WIRE32((u32)(__sync_fetch_and_add(&cnt->sequence, 1) + 1));
+    w->word[W_POOL] = WIRE32((u32)pool);
+    w->word[W_DROPS] = WIRE32((u32)cnt->drops);
+    /* a constant length, the largest sample's: what passes this one's end lies past `used`, unsent */
+    __builtin_memcpy(d->body + at, w, SAMPLE_BYTES_MAX);
+    d->used = at + bytes;
+    d->count += 1;
+    if (out == 2 && *asleep && !b->busy[c ^ 1]) {
+        b->busy[c] = 1;
+        out = c;
+        b->current = c ^ 1;
+    }
+unlock:
+    bpf_spin_unlock(&b->lock);
+    if (dropped) {
+        __sync_fetch_and_add(&cnt->pool, gap);
+        __sync_fetch_and_add(&cnt->drops, 1);
+    } else if (out < 2) {
+        datagram_out(b, out, out == c ? DATAGRAM_FLUSHED : DATAGRAM_FULL, cnt);
+    }
+    return 0;
+}
+#endif
 
 /* Write the sample of segment i (0 for a packet that is one segment) and hand it to the ring. */
 static __always_inline void sample_segment(struct segments *l, u32 i)
@@ -327,18 +489,14 @@ static __always_inline void sample_segment(struct segments *l, u32 i)
     ts[2] = WIRE32((u32)(l->now >> 32));
     ts[3] = WIRE32((u32)l->now);
     /* counted up to this segment and numbered only now, with its place in the ring reserved */
-    struct record *r = reserve_sample();
     u32 gap = i == l->first ? i + 1 : l->rate;
-    u64 pool = __sync_fetch_and_add(&l->cnt->pool, gap) + gap;
-    if (!r) {
-        __sync_fetch_and_add(&l->cnt->drops, 1);
+#ifdef KERNEL_DATAGRAMS
+    if (l->room) {
+        assemble(l->ifindex, gap, SFLOW_HEAD_BYTES + padded + SFLOW_TIMESTAMP_BYTES, l->room);
         return;
     }
-    __builtin_memcpy(r, w, __builtin_offsetof(struct record, pad));
-    r->word[W_SEQUENCE] = WIRE32((u32)(__sync_fetch_and_add(&l->cnt->sequence, 1) + 1));
-    r->word[W_POOL] = WIRE32((u32)pool);
-    r->word[W_DROPS] = WIRE32((u32)l->cnt->drops);
-    submit_sample(r, ring_wake(WIRE32(r->word[W_LENGTH]) + 8));  /* read back: the verifier need not track it */
+#endif
+    ring_sample(l->ifindex, gap);
 }
 
 static long segment_callback(u32 index, void *ctx)
@@ -423,8 +581,13 @@ static __always_inline int take(struct __sk_buff *skb, int egress)
     w->word[W_PROTOCOL] = WIRE32(protocol);
     w->word[W_STRIPPED] = WIRE32(fcs);
 
-    struct segments l = {.skb = skb, .cnt = cnt, .w = w, .first = first, .rate = rate, .segments = segments,
+    struct segments l = {.skb = skb, .ifindex = ifindex, .cnt = cnt, .w = w, .first = first, .rate = rate, .segments = segments,
                          .n = n, .vlan = vlan, .len = len, .fcs = fcs};
+#ifdef KERNEL_DATAGRAMS
+    struct assembly *a = assembly_of();
+    if (a && a->on)
+        l.room = a->room < DATAGRAM_ROOM_MAX ? a->room : DATAGRAM_ROOM_MAX;
+#endif
     l.now = bpf_ktime_get_ns() + epoch_offset();
     if (segments == 1) {
         sample_segment(&l, first);
@@ -472,3 +635,26 @@ PROGRAM(hsflowd_egress)
 {
     return take(skb, 1);
 }
+
+#ifdef KERNEL_DATAGRAMS
+/* Run by the agent (BPF_PROG_TEST_RUN on an empty frame) in its quiet-period drain: the datagram being
+ * built goes to the ring now, unless the other half is still being written out (then at the next). */
+PROGRAM(hsflowd_flush)
+{
+    struct building *b = building_of();
+    if (!b)
+        return TC_ACT_UNSPEC;
+    u32 out = 2;
+    bpf_spin_lock(&b->lock);
+    u32 c = b->current & 1;
+    if (b->half[c].count && !b->busy[c ^ 1]) {
+        b->busy[c] = 1;
+        out = c;
+        b->current = c ^ 1;
+    }
+    bpf_spin_unlock(&b->lock);
+    if (out < 2)
+        datagram_out(b, out, DATAGRAM_FLUSHED, 0);
+    return TC_ACT_UNSPEC;
+}
+#endif

@@ -15,6 +15,8 @@ typedef __u32 u32;
 typedef __u64 u64;
 
 #define PROGRAM(name) SEC("tc") int name(struct __sk_buff *skb)
+#define KERNEL_DATAGRAMS
+#define SUBPROGRAM __attribute__((noinline))  /* a global function: verified once, on its own */
 #include "sampler.bpf.h"
 
 struct {
@@ -57,6 +59,25 @@ struct {
     __type(value, u64);
 } wake SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 19);  /* replaced by ebpf.DATAGRAM_RING_BYTES before loading */
+} datagrams SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct assembly);
+} assembly SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct building);
+} building SEC(".maps");
+
 static __always_inline struct tap_config *config_of(u32 *ifindex)
 {
     return bpf_map_lookup_elem(&config, ifindex);
@@ -93,6 +114,28 @@ static __always_inline u64 *wake_slot(u32 slot)
 static __always_inline void submit_sample(struct record *r, u64 flags)
 {
     bpf_ringbuf_submit(r, flags);
+}
+
+static __always_inline struct assembly *assembly_of(void)
+{
+    u32 zero = 0;
+    return bpf_map_lookup_elem(&assembly, &zero);
+}
+
+static __always_inline struct building *building_of(void)
+{
+    u32 zero = 0;
+    return bpf_map_lookup_elem(&building, &zero);
+}
+
+static __always_inline u64 ring_room(void)
+{
+    return bpf_ringbuf_query(&datagrams, BPF_RB_RING_SIZE) - bpf_ringbuf_query(&datagrams, BPF_RB_AVAIL_DATA);
+}
+
+static __always_inline long output_datagram(struct datagram *d, u32 bytes, u64 flags)
+{
+    return bpf_ringbuf_output(&datagrams, d, bytes, flags);
 }
 
 char LICENSE[] SEC("license") = "GPL";
