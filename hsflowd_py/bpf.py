@@ -63,15 +63,21 @@ BPF_PROG_TEST_RUN = 10
 _TEST_RUN = struct.Struct("=IIIIQQIIIIQQIII4x")
 """union bpf_attr for BPF_PROG_TEST_RUN: prog_fd, retval, data_size_in, data_size_out, data_in, data_out,
 repeat, duration, ctx_size_in, ctx_size_out, ctx_in, ctx_out, flags, cpu, batch_size."""
-_EMPTY_FRAME = ctypes.create_string_buffer(14)
+EMPTY_FRAME = bytes(14)
 """An Ethernet header of zeros: the least a tc program is run on."""
 
 
-def run_program(prog_fd: int) -> None:
-    """Run a tc program once, on an empty frame (BPF_PROG_TEST_RUN): how the agent has the kernel do
-    what a program does on request, under the program's own locks."""
-    frame = ctypes.addressof(_EMPTY_FRAME)
-    _bpf(BPF_PROG_TEST_RUN, _TEST_RUN.pack(prog_fd, 0, len(_EMPTY_FRAME), 0, frame, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0))
+def run_program(prog_fd: int, data: bytes = EMPTY_FRAME, ctx: bytes = b"") -> None:
+    """Run a tc program once on ``data`` (BPF_PROG_TEST_RUN), with these first bytes of its ``struct
+    __sk_buff`` if given: how the agent has the kernel do what a program does on request, under the
+    program's own locks (and how tests run a program on packets of their own)."""
+    frame = ctypes.create_string_buffer(data, len(data))
+    skb = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+    attr = _TEST_RUN.pack(
+        prog_fd, 0, len(data), 0, ctypes.addressof(frame), 0, 1, 0,
+        len(ctx), 0, ctypes.addressof(skb) if skb else 0, 0, 0, 0, 0,
+    )  # fmt: skip
+    _bpf(BPF_PROG_TEST_RUN, attr)
 
 
 def possible_cpus(root: Path = Path("/")) -> int:

@@ -76,6 +76,8 @@ class FlowPath:
         self.discard_sequences: dict[tuple[int, int], int] = {}
         self.held_discards = HeldSamples(self._send_discard, stats, hold_s, self._enrich)
         self._encoder = FlowEncoder()
+        self.watchers: list[Callable[[], None]] = []
+        """Called when the enrichers were set (``EncodedFlows.watch``)."""
 
     def set_enrichers(self, pairs: Iterable[tuple[Module, str, Enricher]]) -> None:
         """The running modules' enrichers, (module, its name, enricher); ordered from their declarations."""
@@ -85,6 +87,8 @@ class FlowPath:
         answers = alone is not None and type(alone).at_once is not Enricher.at_once
         self.at_once = alone.at_once if answers else None
         self.at_once_many = alone.at_once_many if answers else None
+        for changed in list(self.watchers):
+            changed()
 
     def _enrich(
         self, packet: SampledPacket, stages: list[Stage], waiting: int = 0
@@ -329,6 +333,14 @@ class EncodedFlows:
             return 0
         self._uptime = self._flows.uptime_ms()
         return a.room(self._uptime)
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Have ``changed`` called whenever :attr:`direct` may have changed (a reload set the enrichers), at once:
+        a sampler that has the kernel build datagrams stops it before the next sample."""
+        self._flows.watchers.append(changed)
+
+    def unwatch(self, changed: Callable[[], None]) -> None:
+        self._flows.watchers.remove(changed)
 
     def capacity(self) -> int:
         """Bytes of samples an empty datagram holds (0: no datagrams are sent)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import itertools
 import os
 import signal
 import struct
@@ -21,7 +22,7 @@ from netns import VethNamespace, sh
 from pcap_netns import veth_pair
 from procs import Proc, free_udp_port, json_datagrams, start_agent, start_collector
 
-from hsflowd_py import bpf
+from hsflowd_py import bpf, status
 
 pytestmark = pytest.mark.root
 INTERNAL = "1073741823"
@@ -302,7 +303,8 @@ def test_an_enricher_added_and_removed_by_reloads_loses_no_sample(tmp_path: Path
     next, they go straight into datagrams as the kernel wrote them again.  In each phase the samples
     reach the collector while the agent runs (a ping every 50 ms: each finds the agent asleep, and
     wakes it; none is left waiting in the ring for the agent's stop), and none is lost or numbered
-    twice."""
+    twice.  Without the enricher the kernel builds the datagrams; with it, it builds at most the one it
+    was building when the enricher came."""
     port = free_udp_port()
     with veth_pair("pcen") as v:
         ifindex = v.host_ifindex
@@ -310,6 +312,7 @@ def test_an_enricher_added_and_removed_by_reloads_loses_no_sample(tmp_path: Path
         bodies = [pcap, pcap + " tcp { udp = on }", pcap]
         conf = write_config(tmp_path, port, bodies[0], polling=0)
         datagrams: list[dict[str, Any]] = []
+        read = [(0, 0)]  # samples read, and datagrams the kernel built, after each phase
         with start_collector(port, "-j") as collector, start_agent(conf, tmp_path / "auto") as agent:
             require_sampler(agent, v.host_dev, "ebpf")
             for phase, body in enumerate(bodies):
@@ -325,11 +328,17 @@ def test_an_enricher_added_and_removed_by_reloads_loses_no_sample(tmp_path: Path
                     if len(echo_samples(datagrams, ifindex)) - before >= 10:
                         break
                 assert len(echo_samples(datagrams, ifindex)) - before == 10, (phase, "".join(agent.stderr)[-2000:])
+                pcap = status.query(str(tmp_path / "status.sock"))["modules"]["pcap"]
+                read.append((pcap["ebpf_samples"], pcap["ebpf_kernel_datagrams"]))
             agent.stop()
             datagrams += json_datagrams(collector, 3, quiet_s=1)
     flows = flow_samples(datagrams, ifindex)
     assert [int(s["sampleSequenceNo"]) for s in flows] == list(range(1, len(flows) + 1))
     assert len(echo_samples(datagrams, ifindex)) == 30
+    (samples, built) = zip(*read, strict=True)
+    grew = [b - a for a, b in itertools.pairwise(built)]
+    assert grew[0] >= 1 and grew[1] <= 1 and grew[2] >= 1, read
+    assert all(b - a >= 10 for a, b in itertools.pairwise(samples)), read
 
 
 def full_tcx_hook(ifindex: int) -> list[int]:

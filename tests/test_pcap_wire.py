@@ -9,7 +9,6 @@ packet are built here independently, as the kernel's TCP segmentation would cut 
 
 from __future__ import annotations
 
-import ctypes
 import select
 import struct
 import time
@@ -26,10 +25,6 @@ from hsflowd_py.sflow.flow_encoder import FlowEncoder
 
 pytestmark = pytest.mark.root
 
-BPF_PROG_TEST_RUN = 10
-_TEST_RUN = struct.Struct("=IIIIQQIIIIQQIII4x")
-"""union bpf_attr for BPF_PROG_TEST_RUN: prog_fd, retval, data in/out sizes, data in/out, repeat,
-duration, ctx in/out sizes, ctx in/out, flags, cpu, batch_size."""
 _SKB = 192
 """sizeof(struct __sk_buff); the test run accepts only a few of its fields."""
 IFINDEX = 1
@@ -63,16 +58,11 @@ def configure(loaded: _Loaded, rate: int, header_bytes: int = 128, loopback: boo
 
 def run(prog_fd: int, packet: bytes, gso_segs: int = 0, gso_size: int = 0) -> None:
     """The program once on ``packet``, as the kernel would run it on ifIndex 1."""
-    data = ctypes.create_string_buffer(packet, len(packet))
     ctx = bytearray(_SKB)
     struct.pack_into("=I", ctx, 40, IFINDEX)
     struct.pack_into("=I", ctx, 164, gso_segs)
     struct.pack_into("=I", ctx, 176, gso_size)
-    ctx_in = ctypes.create_string_buffer(bytes(ctx), _SKB)
-    attr = _TEST_RUN.pack(
-        prog_fd, 0, len(packet), 0, ctypes.addressof(data), 0, 1, 0, _SKB, 0, ctypes.addressof(ctx_in), 0, 0, 0, 0
-    )
-    bpf._bpf(BPF_PROG_TEST_RUN, attr)
+    bpf.run_program(prog_fd, packet, bytes(ctx))
 
 
 def records(loaded: _Loaded) -> list[bytes]:

@@ -340,6 +340,8 @@ class EbpfSampler(Sampler):
         self.tc = TcHooks()
         self.taps: dict[int, _TapState] = {}
         self.samples = 0
+        self.kernel_datagrams = 0
+        """Datagrams read as the kernel built them (``_drain_datagrams``)."""
         self.read_errors = 0
         self.clock = Map(loaded.clock, maps["clock"]["key_size"], maps["clock"]["value_size"])
         self.wake = Map(loaded.wake, maps["wake"]["key_size"], maps["wake"]["value_size"])
@@ -362,6 +364,8 @@ class EbpfSampler(Sampler):
             self._wake.register(loaded.datagrams, select.EPOLLIN | select.EPOLLET)
         self.loop.add_reader(self._wake.fileno(), self._woken)
         self._timer: asyncio.TimerHandle | None = self.loop.call_later(DRAIN_S, self._tick)
+        if flows is not None:
+            flows.watch(self._drain_now)  # datagrams built in the kernel or not (``_assemble``) from a reload on
 
     @classmethod
     async def create(cls, open_flows: OpenFlows, root: Path, flows: EncodedFlows | None = None) -> EbpfSampler:
@@ -413,6 +417,8 @@ class EbpfSampler(Sampler):
         self.counts.delete(key)
 
     def stop(self) -> None:
+        if self.flows is not None:
+            self.flows.unwatch(self._drain_now)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -431,6 +437,7 @@ class EbpfSampler(Sampler):
         return {
             "interfaces": len(self.taps),
             "samples": self.samples,
+            "kernel_datagrams": self.kernel_datagrams,
             "drops": sum(self._drops(ifindex) for ifindex in self.taps),
             "read_errors": self.read_errors,
         }
@@ -561,6 +568,7 @@ class EbpfSampler(Sampler):
                         full = []
                     flows.add_joined(body, count)
                 self.samples += count
+                self.kernel_datagrams += 1
         finally:  # the records are read: sent, or copied into the agent's datagram
             if full and flows is not None:
                 flows.send_alone(full)

@@ -1,0 +1,131 @@
+"""Datagrams built in the kernel (``sampler.bpf.h``, KERNEL_DATAGRAMS): what the ring of datagrams holds
+after the sampler's program ran, through BPF_PROG_TEST_RUN, on packets built here.
+
+Each sample is compared byte for byte with what ``FlowEncoder`` writes for it (``test_pcap_wire``), in
+the order of the sequence numbers; how samples are packed is checked against the agent's rule (a
+datagram is sent before the sample that would take it past its room), and drops against the counts
+the program keeps."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import pytest
+from test_pcap_wire import MAC_A, MAC_B, configure, encoded, ipv4, run, timestamp_of, totals
+
+from hsflowd_py import bpf
+from hsflowd_py.modules.pcap import ebpf, ebpf_core
+from hsflowd_py.modules.pcap.ebpf import _ASSEMBLY, _DATAGRAM, _DATAGRAM_FLUSHED, _KEY, _U64, WAKE_ASLEEP, _Loaded
+from hsflowd_py.modules.pcap.sampler import SamplerError
+
+pytestmark = pytest.mark.root
+
+ROOM = 1400 - 1 - 28
+"""Bytes of samples in a 1,400-byte datagram from an IPv4 agent address, as the agent sets it."""
+RING = 1 << 16
+HEADER_BYTES = 128
+
+
+@pytest.fixture
+def loaded() -> Iterator[_Loaded]:
+    try:
+        done = _Loaded(*ebpf_core.load(1 << 16, RING), "libbpf")
+    except SamplerError as e:
+        pytest.skip(f"the BPF object cannot be loaded here: {e}")
+    assembly = bpf.Map(done.assembly, 4, _ASSEMBLY.size)
+    assembly.update(_KEY.pack(0), _ASSEMBLY.pack(ROOM, 1))
+    yield done
+    done.close()
+
+
+def frame(k: int) -> bytes:
+    """A UDP frame whose payload (and so its sample) is of one of several sizes."""
+    udp = struct.pack(">HHHH", 5000, 5239, 8 + 7 * (k % 13), 0) + bytes(range(7 * (k % 13)))
+    return MAC_A + MAC_B + b"\x08\x00" + ipv4(17, len(udp), k) + udp
+
+
+def datagrams(loaded: _Loaded) -> list[tuple[int, int, bytes]]:
+    """Every datagram record in the ring, in order: its count of samples, why it was written, its samples."""
+    ring = bpf.RingBuffer(loaded.datagrams, loaded.maps["datagrams"]["max_entries"])
+    try:
+        out, cons, prod = [], ring.consumer_pos[0], ring.producer_pos[0]
+        while cons < prod:
+            pos = ring.data_offset + (cons & ring.mask)
+            length, _, count, why, used, _ = _DATAGRAM.unpack_from(ring.data_map, pos)
+            assert length == _DATAGRAM.size - 8 + used
+            out.append((count, why, bytes(ring.data_map[pos + _DATAGRAM.size : pos + _DATAGRAM.size + used])))
+            cons += length + 8 + 7 & ~7
+        ring.consumer_pos[0] = cons
+        return out
+    finally:
+        ring.close()
+
+
+def samples_of(body: bytes) -> list[bytes]:
+    """A datagram's samples, each by its own length word."""
+    out, at = [], 0
+    while at < len(body):
+        (length,) = struct.unpack_from(">I", body, at + 4)
+        out.append(body[at : at + 8 + length])
+        at += 8 + length
+    assert at == len(body)
+    return out
+
+
+def test_samples_fill_datagrams_in_the_order_of_their_numbers(loaded: _Loaded) -> None:
+    counts = configure(loaded, 1, HEADER_BYTES)
+    sent = [frame(k) for k in range(60)]
+    for f in sent:
+        run(loaded.egress, f)
+    full = datagrams(loaded)
+    assert full and all(why != _DATAGRAM_FLUSHED for _, why, _ in full)
+    bpf.run_program(loaded.flush)  # the agent's quiet-period drain: the datagram being built
+    (last,) = datagrams(loaded)
+    assert last[1] == _DATAGRAM_FLUSHED
+    bpf.run_program(loaded.flush)
+    assert datagrams(loaded) == []  # nothing built, nothing written
+    per_datagram = [samples_of(body) for _, _, body in [*full, last]]
+    assert [count for count, _, _ in [*full, last]] == list(map(len, per_datagram))
+    got = [s for run_ in per_datagram for s in run_]
+    assert len(got) == len(sent)
+    for k, (sample, f) in enumerate(zip(got, sent, strict=True)):
+        assert sample == encoded(f[:HEADER_BYTES], len(f) + 4, timestamp_of(sample), k + 1), f"sample {k + 1}"
+    for (_, _, body), following in zip(full, per_datagram[1:], strict=True):
+        assert len(body) <= ROOM < len(body) + len(following[0])  # full: the next sample did not fit
+    assert totals(counts) == (60, 0, 60)
+
+
+def test_a_sleeping_agent_gets_the_next_sample_at_once(loaded: _Loaded) -> None:
+    """With WAKE_ASLEEP set (the agent found the rings empty and sleeps), the next sample's datagram is
+    written at once, and the flag cleared: the one after waits to fill its datagram."""
+    configure(loaded, 1, HEADER_BYTES)
+    wake = bpf.Map(loaded.wake, 4, 8)
+    wake.update(_KEY.pack(WAKE_ASLEEP), _U64.pack(1))
+    run(loaded.egress, frame(1))
+    ((count, why, _),) = datagrams(loaded)
+    assert (count, why) == (1, _DATAGRAM_FLUSHED)
+    assert wake.lookup(_KEY.pack(WAKE_ASLEEP)) == [_U64.pack(0)]
+    run(loaded.egress, frame(2))
+    assert datagrams(loaded) == []
+
+
+def test_samples_are_dropped_unnumbered_while_the_ring_is_nearly_full(loaded: _Loaded) -> None:
+    """The agent reads nothing while 400 samples are taken: once the ring's free bytes fall short of what
+    datagrams being written may need, samples are counted as drops and not numbered, so the collector sees
+    no gap in the sequence, and the first sample after the agent read the ring carries the drops."""
+    counts = configure(loaded, 1, HEADER_BYTES)
+    for k in range(400):
+        run(loaded.egress, frame(k))
+    pool, drops, sequence = totals(counts)
+    assert pool == 400 and drops > 0 and sequence + drops == 400
+    assert sequence * (ebpf.SAMPLE_BYTES_MIN + 8) < RING  # the ring held no more than it could
+    bpf.run_program(loaded.flush)
+    got = [s for _, _, body in datagrams(loaded) for s in samples_of(body)]
+    assert [struct.unpack_from(">I", s, 8)[0] for s in got] == list(range(1, sequence + 1))
+    run(loaded.egress, frame(0))
+    bpf.run_program(loaded.flush)
+    ((_, _, body),) = datagrams(loaded)
+    (after,) = samples_of(body)
+    number, _, _, _, sample_pool, sample_drops = struct.unpack_from(">6I", after, 8)  # expanded: class and index
+    assert (number, sample_pool, sample_drops) == (sequence + 1, 401, drops)
