@@ -14,6 +14,9 @@ from the root namespace into a namespace at a fixed rate.  Printed per run:
   the datagrams it sent (its status at stop; each one ~5.5 µs of its CPU in the kernel, which
   delivers a datagram to a collector on the same host in the sender's context);
 * the agent's peak RSS (VmHWM);
+* the run time of the agent's eBPF programs (all packets) per delivered sample, as the kernel
+  counts it with ``kernel.bpf_stats_enabled`` (set for the runs, then restored): the part of the
+  sampling done in the kernel on whichever CPU carried the packet, which the agent's CPU leaves out;
 * the whole machine's busy CPU seconds over the traffic window, without the agent (a
   baseline run of the same traffic) and with it.  Sampling work done in softirq context
   (the tc program, the cBPF filter, cloning egress packets for AF_PACKET) never shows in
@@ -50,6 +53,7 @@ need not run: the module only retries its connection in the background).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -58,6 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +123,9 @@ class Run:
     idle_ms: float = 0.0
     """With ``--idle``: the agent's CPU ms per second, and its wake-ups per second, before the traffic."""
     idle_wakeups: float = 0.0
+    bpf_cpu_s: float = 0.0
+    """The agent's eBPF programs' run time over the traffic (kernel.bpf_stats_enabled), on whichever CPU
+    ran them: the kernel's part of the sampling, which the agent's CPU does not include."""
 
 
 def busy_seconds() -> float:
@@ -142,6 +150,31 @@ def wakeups(pid: int) -> int:
             if line.startswith("voluntary_ctxt_switches:"):
                 total += int(line.split()[1])
     return total
+
+
+def bpf_run_ns(pid: int) -> int:
+    """The run time of the BPF programs a process holds descriptors of (their fdinfo's run_time_ns, counted
+    while kernel.bpf_stats_enabled is 1)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in info.splitlines() if line.startswith("run_time_ns:"))
+    return total
+
+
+@contextlib.contextmanager
+def bpf_stats() -> Iterator[None]:
+    """BPF programs' run time counted (kernel.bpf_stats_enabled) while the runs are measured."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    before = knob.read_text().strip()
+    knob.write_text("1")
+    try:
+        yield
+    finally:
+        knob.write_text(before)
 
 
 def packets(dev: str) -> int:
@@ -241,9 +274,11 @@ def measure(
         idle_cpu, idle_woken = cpu_ns(agent.pid) - idle_cpu, wakeups(agent.pid) - idle_woken
         start_packets = packets(v.host_dev)
         cpu0, sink0, busy0, woken0 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds(), wakeups(agent.pid)
+        bpf0 = bpf_run_ns(agent.pid)
         traffic(v, seconds, pps)
         time.sleep(1.2)  # the last blocks retire, the last drain runs, the last datagram is flushed
         cpu1, sink1, busy1, woken1 = cpu_ns(agent.pid), cpu_ns(sink.pid), busy_seconds(), wakeups(agent.pid)
+        bpf1 = bpf_run_ns(agent.pid)
         rss = int(
             next(
                 x for x in Path(f"/proc/{agent.pid}/status").read_text().splitlines() if x.startswith("VmHWM")
@@ -275,6 +310,7 @@ def measure(
         int(datagrams.group(1)) if datagrams else -1,
         idle_cpu / 1e6 / idle if idle else 0.0,
         idle_woken / idle if idle else 0.0,
+        (bpf1 - bpf0) / 1e9,
     )
 
 
@@ -291,7 +327,7 @@ def main() -> None:
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root: namespaces, raw sockets, BPF")
-    with veth_pair("pcbn", ipv6=False) as v, tempfile.TemporaryDirectory() as tmp:
+    with veth_pair("pcbn", ipv6=False) as v, tempfile.TemporaryDirectory() as tmp, bpf_stats():
         server = subprocess.Popen(
             v.exec("iperf3", "-s", "-p", str(PORT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -311,7 +347,7 @@ def main() -> None:
     head = (
         f"{'run':<26}{'packets':>9}{'pool':>9}{'expected':>9}{'±sd':>6}{'sent':>8}{'delivered':>10}{'%':>8}"
         f"{'drops':>6}{'agent CPU s':>12}{'µs/sample':>10}{'RSS MB':>7}{'machine CPU s':>14}{'baseline':>9}"
-        f"{'sink CPU s':>11}{'wakes/s':>8}{'datagrams':>10}"
+        f"{'sink CPU s':>11}{'wakes/s':>8}{'datagrams':>10}{'BPF µs/sample':>14}"
     ) + (f"{'idle ms/s':>10}{'idle wakes/s':>13}" if a.idle else "")
     print(head)
     for r in runs:
@@ -322,11 +358,14 @@ def main() -> None:
             f"{100 * r.delivered / r.expected:>7.2f}%{r.drops:>6}{r.agent_cpu_s:>12.3f}"
             f"{1e6 * r.agent_cpu_s / max(r.delivered, 1):>10.2f}{r.rss_mb:>7.1f}{r.machine_cpu_s:>14.2f}"
             f"{r.baseline_cpu_s:>9.2f}{r.sink_cpu_s:>11.3f}{r.wakeups:>8.1f}{r.datagrams:>10}"
+            f"{1e6 * r.bpf_cpu_s / max(r.delivered, 1):>14.2f}"
             + (f"{r.idle_ms:>10.2f}{r.idle_wakeups:>13.1f}" if a.idle else "")
         )
     print(
         "\nexpected is packets / N; the kernel draws each packet at random, so delivered varies around it by ±sd"
         "\n(binomial) even when nothing is lost: what the agent lost shows in sent vs delivered and in drops."
+        "\nBPF µs/sample: the agent's eBPF programs' run time (all packets, sampled or not) per delivered sample,"
+        "\ncounted by the kernel on the CPUs that ran them, not in the agent's CPU (0 for classic BPF)."
     )
 
 

@@ -25,7 +25,9 @@
  * with which another WAKE_BYTES of samples are written (ring_wake): the agent is woken once per
  * WAKE_BYTES whatever the packet rate, and drains the ring on a slow timer besides, for the
  * samples of quiet periods; an agent whose timer found the ring empty sleeps until the next
- * sample, which wakes it (WAKE_ASLEEP).
+ * sample, which wakes it (WAKE_ASLEEP).  Where the front end defines KERNEL_DATAGRAMS (libbpf's
+ * object) and the agent asks for it, samples are not written to the ring one by one but built into
+ * whole datagrams (assemble, below), which the agent sends as they are.
  *
  * One packet in the kernel may stand for several on the wire (GSO on the way out, GRO on the
  * way in: skb->gso_segs segments of skb->gso_size payload bytes).  It counts as that many
