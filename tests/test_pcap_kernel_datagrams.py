@@ -4,20 +4,40 @@ after the sampler's program ran, through BPF_PROG_TEST_RUN, on packets built her
 Each sample is compared byte for byte with what ``FlowEncoder`` writes for it (``test_pcap_wire``), in
 the order of the sequence numbers; how samples are packed is checked against the agent's rule (a
 datagram is sent before the sample that would take it past its room), and drops against the counts
-the program keeps."""
+the program keeps.  The last test runs a sampler on a veth with a real flow path."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from netns import VethNamespace
+from pcap_netns import veth_pair
+from test_pcap_samplers import Sink
 from test_pcap_wire import MAC_A, MAC_B, configure, encoded, ipv4, run, timestamp_of, totals
 
 from hsflowd_py import bpf
+from hsflowd_py.flow_path import EncodedFlows, FlowPath
 from hsflowd_py.modules.pcap import ebpf, ebpf_core
-from hsflowd_py.modules.pcap.ebpf import _ASSEMBLY, _DATAGRAM, _DATAGRAM_FLUSHED, _KEY, _U64, WAKE_ASLEEP, _Loaded
+from hsflowd_py.modules.pcap.ebpf import (
+    _ASSEMBLY,
+    _DATAGRAM,
+    _DATAGRAM_FLUSHED,
+    _KEY,
+    _U64,
+    WAKE_ASLEEP,
+    EbpfSampler,
+    _Loaded,
+)
+from hsflowd_py.modules.pcap.interfaces import Tap
 from hsflowd_py.modules.pcap.sampler import SamplerError
+from hsflowd_py.readers.netclass import read_interface
+from hsflowd_py.sflow.assembler import DatagramAssembler
+from hsflowd_py.sflow.codec import decode_datagram
 
 pytestmark = pytest.mark.root
 
@@ -129,3 +149,42 @@ def test_samples_are_dropped_unnumbered_while_the_ring_is_nearly_full(loaded: _L
     (after,) = samples_of(body)
     number, _, _, _, sample_pool, sample_drops = struct.unpack_from(">6I", after, 8)  # expanded: class and index
     assert (number, sample_pool, sample_drops) == (sequence + 1, 401, drops)
+
+
+def test_a_sampler_sends_the_kernels_datagrams_and_keeps_its_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eBPF sampler with a flow path whose datagrams go to a list, pinging through a veth sampled 1-in-1:
+    every sample reaches the list in a datagram the kernel built (the flow path's own way would do too:
+    the sampler's count of kernel datagrams says which), numbered from 1 in order, its pool and drops the
+    interface's; the kernel's clock offset is set again while only datagrams are drained (``CLOCK_S``)."""
+    monkeypatch.setattr(ebpf, "CLOCK_S", 0.2)
+    sent: list[bytes] = []
+    flows = FlowPath({"flow_samples": 0}, lambda: 1000, lambda *_: None, 0.4)
+    flows.assembler = DatagramAssembler(ipaddress.ip_address("192.0.2.2"), 0, 1400, sent.extend)
+
+    async def run(v: VethNamespace) -> tuple[int, float, int]:
+        try:
+            sampler = await EbpfSampler.create(Sink(), Path("/"), EncodedFlows(flows))
+        except SamplerError as e:
+            pytest.skip(f"eBPF sampler unavailable here: {e}")
+        info = read_interface(Path("/"), v.host_dev)
+        assert info is not None
+        sampler.open(Tap(info.name, info.ifindex, 1, 128, False, "ebpf", info.mac, True))
+        started = sampler._clock_set
+        proc = await asyncio.create_subprocess_exec("ping", "-c", "10", "-i", "0.1", "-s", "20", v.ns_ip)
+        await proc.wait()
+        await asyncio.sleep(0.3)
+        clock_set = sampler._clock_set - started
+        built = sampler.kernel_datagrams
+        sampler.close(info.ifindex)
+        sampler.stop()
+        flows.assembler.flush(1000)
+        return info.ifindex, clock_set, built
+
+    with veth_pair("pckd") as v:
+        ifindex, clock_set, built = asyncio.run(run(v))
+    samples = [s for d in map(decode_datagram, sent) for s in d.samples if s.ds_index == ifindex]
+    assert built >= 1 and clock_set >= 0.2
+    assert [s.sequence for s in samples] == list(range(1, len(samples) + 1))
+    assert len(samples) >= 20  # 10 requests and 10 replies, every one sampled
+    assert [s.sample_pool for s in samples] == sorted(s.sample_pool for s in samples)
+    assert {s.drops for s in samples} == {0}

@@ -526,6 +526,8 @@ class EbpfSampler(Sampler):
     def _drain(self) -> None:
         """Everything the kernel has written so far to both rings, the older ring first: the one it wrote to
         before datagrams began or stopped being built in the kernel (``_assemble``)."""
+        if time.monotonic() - self._clock_set >= CLOCK_S:
+            self._set_clock()
         if self._assemble():
             self._drain_samples()
             self._drain_datagrams()
@@ -597,8 +599,6 @@ class EbpfSampler(Sampler):
         prod = ring.producer_pos[0]
         if cons == prod:
             return
-        if time.monotonic() - self._clock_set >= CLOCK_S:
-            self._set_clock()
         read = 0
         try:
             while cons + read < prod:
