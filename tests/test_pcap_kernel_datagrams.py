@@ -43,6 +43,8 @@ pytestmark = pytest.mark.root
 
 ROOM = 1400 - 1 - 28
 """Bytes of samples in a 1,400-byte datagram from an IPv4 agent address, as the agent sets it."""
+ROOM_MAX = 8192 - 1 - 28
+"""The same for the largest datagramBytes."""
 RING = 1 << 16
 HEADER_BYTES = 128
 
@@ -53,10 +55,14 @@ def loaded() -> Iterator[_Loaded]:
         done = _Loaded(*ebpf_core.load(1 << 16, RING), "libbpf")
     except SamplerError as e:
         pytest.skip(f"the BPF object cannot be loaded here: {e}")
-    assembly = bpf.Map(done.assembly, 4, _ASSEMBLY.size)
-    assembly.update(_KEY.pack(0), _ASSEMBLY.pack(ROOM, 1))
+    assemble(done, ROOM)
     yield done
     done.close()
+
+
+def assemble(loaded: _Loaded, room: int) -> None:
+    """Datagrams of ``room`` bytes of samples built in the kernel, as the agent asks for them."""
+    bpf.Map(loaded.assembly, 4, _ASSEMBLY.size).update(_KEY.pack(0), _ASSEMBLY.pack(room, 1))
 
 
 def frame(k: int) -> bytes:
@@ -93,7 +99,9 @@ def samples_of(body: bytes) -> list[bytes]:
     return out
 
 
-def test_samples_fill_datagrams_in_the_order_of_their_numbers(loaded: _Loaded) -> None:
+@pytest.mark.parametrize("room", [ROOM, ROOM_MAX])
+def test_samples_fill_datagrams_in_the_order_of_their_numbers(loaded: _Loaded, room: int) -> None:
+    assemble(loaded, room)
     counts = configure(loaded, 1, HEADER_BYTES)
     sent = [frame(k) for k in range(60)]
     for f in sent:
@@ -112,7 +120,7 @@ def test_samples_fill_datagrams_in_the_order_of_their_numbers(loaded: _Loaded) -
     for k, (sample, f) in enumerate(zip(got, sent, strict=True)):
         assert sample == encoded(f[:HEADER_BYTES], len(f) + 4, timestamp_of(sample), k + 1), f"sample {k + 1}"
     for (_, _, body), following in zip(full, per_datagram[1:], strict=True):
-        assert len(body) <= ROOM < len(body) + len(following[0])  # full: the next sample did not fit
+        assert len(body) <= room < len(body) + len(following[0])  # full: the next sample did not fit
     assert totals(counts) == (60, 0, 60)
 
 

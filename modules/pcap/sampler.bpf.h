@@ -147,7 +147,7 @@ _Static_assert(sizeof(struct record) + 8 == RECORD_SLOT, "a record and its ring 
  * once written out (busy cleared): a sample that finds the datagram full and the other half still busy
  * is a drop, not a datagram out of order.  Samples are also dropped (counted, not numbered) while the
  * ring has less than RING_MARGIN bytes free, so that a datagram written to it is never refused. */
-#define DATAGRAM_ROOM_MAX 2048  /* bytes of samples in a datagram at most (datagramBytes past it: smaller datagrams) */
+#define DATAGRAM_ROOM_MAX 8192  /* bytes of samples in a datagram at most: datagramBytes is 200..8192 */
 #define SAMPLE_BYTES_MAX (SFLOW_HEAD_BYTES + HEADER_MAX + SFLOW_TIMESTAMP_BYTES)
 #define RING_MARGIN (4 * (DATAGRAM_ROOM_MAX + SAMPLE_BYTES_MAX + 16))
 #define DATAGRAM_FULL 0   /* a record's `why`: its next sample did not fit */
