@@ -7,8 +7,9 @@
  *   sampler.bpf.c       compiled at start-up by bcc against the running kernel's headers
  *                       (ebpf_build.py), the path for hosts without libbpf.
  *
- * The front end defines PROGRAM(name) before including this file, then the maps and the
- * accessors declared below.
+ * The front end defines PROGRAM(name) and SUBPROGRAM (a function the verifier walks once, on its
+ * own, where the loader allows: libbpf's global functions; inlined for bcc) before including this
+ * file, then the maps and the accessors declared below.
  *
  * Per packet: count it (per interface, both directions: the true sample pool), draw a
  * random number, and 1 time in N write the flow sample as it goes on the wire to sFlow
