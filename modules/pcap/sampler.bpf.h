@@ -145,9 +145,12 @@ _Static_assert(sizeof(struct record) + 8 == RECORD_SLOT, "a record and its ring 
  *
  * Two halves: samples go into one while the other is written to the ring outside the lock (a helper
  * call, which the lock forbids), so a sample waits for no copy.  A half becomes the one being built only
- * once written out (busy cleared): a sample that finds the datagram full and the other half still busy
- * is a drop, not a datagram out of order.  Samples are also dropped (counted, not numbered) while the
- * ring has less than RING_MARGIN bytes free, so that a datagram written to it is never refused. */
+ * once written out (busy cleared).  A sample that finds the datagram full and the other half still busy
+ * (the CPU writing it out was held up: a virtual CPU can be for milliseconds) goes to the ring of samples
+ * as a record of its own (ring_sample), as it does while the ring of datagrams has less than RING_MARGIN
+ * bytes free, so that a datagram written to it is never refused: such a sample may reach the collector
+ * before the datagrams numbered before it, and is lost only if the ring of samples is full too (a drop,
+ * counted, never a gap). */
 #define DATAGRAM_ROOM_MAX 8192  /* bytes of samples in a datagram at most: datagramBytes is 200..8192 */
 #define SAMPLE_BYTES_MAX (SFLOW_HEAD_BYTES + HEADER_MAX + SFLOW_TIMESTAMP_BYTES)
 #define RING_MARGIN (4 * (DATAGRAM_ROOM_MAX + SAMPLE_BYTES_MAX + 16))
@@ -400,21 +403,18 @@ SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
     struct wire *w = scratch_of();
     struct building *b = building_of();
     u64 *asleep = wake_slot(WAKE_ASLEEP);
-    if (!w || !b || !asleep || ring_room() < RING_MARGIN) {
-        __sync_fetch_and_add(&cnt->pool, gap);
-        __sync_fetch_and_add(&cnt->drops, 1);
-        return 0;
-    }
+    if (!w || !b || !asleep || ring_room() < RING_MARGIN)
+        return ring_sample(ifindex, gap);
     if (bytes > SAMPLE_BYTES_MAX)
         bytes = SAMPLE_BYTES_MAX;
-    u32 out = 2, dropped = 0;
+    u32 out = 2, alone = 0;
     bpf_spin_lock(&b->lock);
     u32 c = b->current & 1;
     struct datagram *d = &b->half[c];
     u32 at = d->used;
     if (d->count && at + bytes > room) {
-        if (b->busy[c ^ 1]) {  /* the other half is still being written out */
-            dropped = 1;
+        if (b->busy[c ^ 1]) {  /* the other half is still being written out (its CPU was held up) */
+            alone = 1;
             goto unlock;
         }
         b->busy[c] = 1;
@@ -425,7 +425,7 @@ SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
         at = 0;
     }
     if (at > DATAGRAM_ROOM_MAX) {  /* never (room is at most that): for the verifier */
-        dropped = 1;
+        alone = 1;
         goto unlock;
     }
     u64 pool = __sync_fetch_and_add(&cnt->pool, gap) + gap;
@@ -443,12 +443,10 @@ SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
     }
 unlock:
     bpf_spin_unlock(&b->lock);
-    if (dropped) {
-        __sync_fetch_and_add(&cnt->pool, gap);
-        __sync_fetch_and_add(&cnt->drops, 1);
-    } else if (out < 2) {
+    if (alone)
+        return ring_sample(ifindex, gap);
+    if (out < 2)
         datagram_out(b, out, out == c ? DATAGRAM_FLUSHED : DATAGRAM_FULL, cnt);
-    }
     return 0;
 }
 #endif
