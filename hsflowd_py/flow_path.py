@@ -340,6 +340,7 @@ class EncodedFlows:
         self._flows.watchers.append(changed)
 
     def unwatch(self, changed: Callable[[], None]) -> None:
+        """No longer call ``changed`` (its sampler stopped)."""
         self._flows.watchers.remove(changed)
 
     def capacity(self) -> int:

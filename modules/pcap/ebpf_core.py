@@ -2,12 +2,13 @@
 
 ``sampler_core.bpf.c`` is compiled once at build time (``setup.py``) into one object per byte
 order; the generic libbpf binding (``hsflowd_py/bpf_loader.py``, shared with the drop monitor)
-opens the host's one, sizes the ring buffer, creates the maps and loads both programs.  The object
+opens the host's one, sizes the two ring buffers, creates the maps and loads the three programs.  The object
 reads only the stable ``__sk_buff`` context, so it loads on kernels with or without BTF
 (``/sys/kernel/btf/vmlinux``), from 5.17 on (BPF ring buffers, and ``bpf_loop`` for the samples of
-a GSO packet); older kernels refuse it, and bcc's build of the same program, and the agent falls
-back to classic BPF.  Programs and maps are handed on as duplicated descriptors: what the agent
-keeps is exactly what the bcc path (``ebpf_build.py``) hands over.  A failure becomes a
+a GSO packet; its other needs, the spin lock of the datagram being built and ``bpf_ringbuf_query``,
+are older); older kernels refuse it, and bcc's build of the same program, and the agent falls back
+to classic BPF.  Programs and maps are handed on as duplicated descriptors: what the bcc path
+(``ebpf_build.py``) hands over, then ``DATAGRAM_FDS``.  A failure becomes a
 SamplerError, which the agent logs before falling back to bcc.
 """
 
