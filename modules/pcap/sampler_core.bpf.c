@@ -1,8 +1,9 @@
 /* The sampler (sampler.bpf.h) as a BPF object: compiled once at build time by clang
  * (setup.py, `clang -target bpfel|bpfeb -mcpu=v3 -O2 -g`: v3 for atomic fetch-and-add, kernel 5.12 on) with the UAPI headers of linux-libc-dev
  * and libbpf-dev's bpf_helpers.h, and loaded at run time through libbpf (ebpf_core.py),
- * which sets the ring's size before loading.  -g gives the object its BTF: libbpf needs
- * it for the maps declared below, and the verifier's messages name source lines. */
+ * which sets the rings' sizes before loading.  -g gives the object its BTF: libbpf needs
+ * it for the maps declared below (the spin lock in building's value above all), and the
+ * verifier's messages name source lines.  KERNEL_DATAGRAMS: datagrams built here (sampler.bpf.h). */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
