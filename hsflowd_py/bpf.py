@@ -133,6 +133,37 @@ BPF_RINGBUF_HDR_SZ = 8
 _RECORD_LENGTH = struct.Struct("=I")
 
 
+class _PyBuffer(ctypes.Structure):
+    """CPython's Py_buffer, as PyObject_GetBuffer fills it."""
+
+    _fields_ = (
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.py_object),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    )
+
+
+def mapping_address(mapping: mmap.mmap) -> int:
+    """Where a mapping lies in memory.  The ring's data pages are mapped read-only (the kernel refuses
+    more), which ctypes' ``from_buffer`` will not take: CPython's buffer protocol will.  The address
+    stays good until the mapping is closed."""
+    view = _PyBuffer()
+    if ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(mapping), ctypes.byref(view), 0) != 0:
+        raise OSError(0, "the ring's mapping gave no buffer")
+    try:
+        return int(view.buf)
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
+
+
 class RingBuffer:
     """A BPF_MAP_TYPE_RINGBUF mapped for reading in place.
 
@@ -157,6 +188,8 @@ class RingBuffer:
         self.view = memoryview(self.data_map)
         self.data_offset = page
         """Where the data area starts in ``data_map``."""
+        self.address = mapping_address(self.data_map)
+        """Where ``data_map`` lies in the agent's memory: a record handed to the kernel in place (sendmmsg)."""
 
     def records(self) -> Iterator[int]:
         """Where each committed record's header starts in ``data_map``, oldest first, up to the first

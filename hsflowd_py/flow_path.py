@@ -373,6 +373,14 @@ class EncodedFlows:
         if a is not None:
             self._flows.stats["flow_samples"] += a.send_samples(datagrams, self._uptime)
 
+    def send_in_place(self, datagrams: list[tuple[int, int, int]]) -> None:
+        """Datagrams of their own, each its number of samples and where they lie (address and length, in
+        memory unchanged until this returns: a BPF ring's records), sent now, after the one being built,
+        the kernel reading the samples where they lie (``DatagramAssembler.send_in_place``)."""
+        a = self._flows.assembler
+        if a is not None:
+            self._flows.stats["flow_samples"] += a.send_in_place(datagrams, self._uptime)
+
     def send(self) -> int:
         """Send the datagram being built; the room of the next one."""
         a = self._flows.assembler

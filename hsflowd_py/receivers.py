@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass, field
+
+from .datagram_batch import DatagramBatch
 
 log = logging.getLogger("hsflowd.receivers")
 
@@ -178,18 +181,20 @@ class Receivers:
             log.warning("collector %s: %s", r.label, why)
             r.failing = why
 
-    def send(self, datagrams: list[bytes]) -> None:
-        """Send datagrams, each in a system call of its own, to each collector in turn: a drain's
-        datagrams go out in a tight loop, with no Python of the sampler's between two system calls."""
+    def send(self, datagrams: list[bytes] | DatagramBatch) -> None:
+        """Send datagrams to each collector in turn: a list each in a system call of its own, a batch as
+        many in one as the kernel takes (``sendmmsg``).  Either way a drain's datagrams go out in a tight
+        loop, with no Python of the sampler's between two system calls."""
+        deliver = self._deliver_batch if isinstance(datagrams, DatagramBatch) else self._deliver
         for r in self.receivers:
-            self._deliver(r, datagrams)
+            if r.sockaddr is None:
+                r.errors += len(datagrams)  # never resolved: counted, logged by the resolution
+            else:
+                deliver(r, datagrams)
 
     def _deliver(self, r: Receiver, datagrams: list[bytes]) -> None:
         """Datagrams to one collector; a fault is counted for each datagram it hits, and logged once until
         it clears."""
-        if r.sockaddr is None:
-            r.errors += len(datagrams)  # never resolved: counted, logged by the resolution
-            return
         for datagram in datagrams:
             try:
                 sock = r.sock or r.socket()
@@ -201,14 +206,48 @@ class Receivers:
                     self._fault(r, e)
                     sock.send(datagram)
             except OSError as e:
-                if e.errno not in _TRANSIENT:
-                    log.debug("collector %s: unexpected send error", r.label, exc_info=True)
-                self._fault(r, e)
+                self._send_failed(r, e)
                 continue
-            r.sent += 1
-            if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
-                log.info("collector %s: sending again", r.label)
-                r.failing = None
+            self._sent(r, 1)
+
+    def _deliver_batch(self, r: Receiver, batch: DatagramBatch) -> None:
+        """A batch to one collector, counted as ``_deliver`` counts.  A refusal is about an earlier datagram:
+        counted, and the datagram it stopped is sent all the same.  A batch the kernel stops short of its
+        end had an error at the first datagram not sent, which it does not say; when that datagram then
+        goes, it was the socket's report of an ICMP error, which to a connected UDP socket only a collector
+        that does not listen (port unreachable) or a firewall's reject sends: counted as a refusal.  An
+        error that stays is raised by the retry, and counted as itself."""
+        n = len(batch)
+        i = 0
+        retried = stopped = -1  # the datagram last sent again after a refusal; the one a batch stopped at
+        while i < n:
+            try:
+                sent = batch.send((r.sock or r.socket()).fileno(), i)
+            except OSError as e:
+                self._send_failed(r, e)
+                stopped = -1
+                if e.errno == errno.ECONNREFUSED and retried != i:
+                    retried = i
+                else:
+                    i += 1
+                continue
+            if stopped == i:
+                self._fault(r, ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED)))
+            i += sent
+            stopped = i
+            self._sent(r, sent)
+
+    def _send_failed(self, r: Receiver, e: OSError) -> None:
+        if e.errno not in _TRANSIENT:
+            log.debug("collector %s: unexpected send error", r.label, exc_info=True)
+        self._fault(r, e)
+
+    @staticmethod
+    def _sent(r: Receiver, count: int) -> None:
+        r.sent += count
+        if r.failing is not None and (not r.refusing or time.monotonic() - r.last_fault >= QUIET_S):
+            log.info("collector %s: sending again", r.label)
+            r.failing = None
 
     def close(self) -> None:
         for r in self.receivers:

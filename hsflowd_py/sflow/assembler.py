@@ -10,8 +10,9 @@ sample into it, and ``reserve`` hands the flow samplers' fast path a place to
 encode a sample in place, so that a sampled packet costs no bytes object of
 its own on its way out.  A sampler that encodes samples itself (the eBPF sampler, in the
 kernel) hands them over a datagram's worth at a time: copied in behind the pending ones
-(``add_samples``), or, when they fill datagrams of their own, sent at once, one ``send``
-each (``send_samples``).  Not as one ``sendmsg`` with UDP segmentation offload: a capture on the
+(``add_samples``), or, when they fill datagrams of their own, sent at once in a
+``DatagramBatch``, where their samples are copied (``send_samples``) or left where they lie for the
+kernel to read (``send_in_place``).  Not as one ``sendmsg`` with UDP segmentation offload: a capture on the
 sending host (tcpdump, tshark, a pcap-reading collector) would see each run as one packet of
 concatenated datagrams and decode only the first.
 Discard samples (0:5) travel in datagrams of their own: a collector that does not know the
@@ -26,7 +27,9 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from typing import Any
 
+from ..datagram_batch import DatagramBatch
 from .codec import datagram_header
 
 log = logging.getLogger("hsflowd.assembler")
@@ -48,13 +51,18 @@ def unencodable(stats: dict[str, int], what: str, error: Exception) -> None:
 
 
 class DatagramAssembler:
-    """Accumulates encoded samples; hands complete datagrams to ``send``, a list at a time."""
+    """Accumulates encoded samples; hands complete datagrams to ``send``, a list or a batch at a time."""
 
-    def __init__(self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[list[bytes]], None]) -> None:
+    def __init__(
+        self, agent: object, sub_agent_id: int, max_bytes: int, send: Callable[[list[bytes] | DatagramBatch], None]
+    ) -> None:
         self.agent = agent
         self.sub_agent_id = sub_agent_id
         self.max_bytes = max_bytes
         self.send = send
+        self.batch = DatagramBatch()
+        """Datagrams handed to ``send`` many at once (``send_samples``, ``send_in_place``); ``send`` is done
+        with them when it returns."""
         self.sequence = 0
         self.datagrams_sent = 0
         self.samples_sent = 0
@@ -144,21 +152,41 @@ class DatagramAssembler:
 
     def send_samples(self, datagrams: list[tuple[int, tuple[bytes | memoryview, ...]]], uptime_ms: int) -> int:
         """Send datagrams of encoded flow samples, each given as its number of samples and the pieces they
-        are in (the samples one after the other: one piece each, or all in one), within an empty
-        datagram's ``room``, after what is pending: the eBPF sampler's hot path.  Each datagram is joined
-        from its header and pieces in one copy, and all are handed to ``send`` at once.  Returns the samples
-        sent."""
-        out = [self._take(uptime_ms)] if self._count else []
+        are in (the samples one after the other), within an empty datagram's ``room``, after what is
+        pending: the bcc-built eBPF sampler's hot path.  Each datagram's pieces are joined into the batch.
+        Returns the samples sent."""
+        joined = [(n, b"".join(pieces)) for n, pieces in datagrams]
+        return self._send_numbered([(n, body, len(body)) for n, body in joined], uptime_ms, copy=True)
+
+    def send_in_place(self, datagrams: list[tuple[int, int, int]], uptime_ms: int) -> int:
+        """Send datagrams of encoded flow samples, each given as its number of samples and where they lie
+        (address, length: memory mapped and unchanged until this returns, a BPF ring's records), within an
+        empty datagram's ``room``, after what is pending: the eBPF sampler's hot path, where the kernel
+        reads each datagram's samples from the ring.  Returns the samples sent."""
+        return self._send_numbered(datagrams, uptime_ms, copy=False)
+
+    def _send_numbered(self, datagrams: list[tuple[int, Any, int]], uptime_ms: int, copy: bool) -> int:
+        """Number ``datagrams`` (samples, body, its length; the body bytes to ``copy`` into the batch, or
+        its address) behind what is pending, and send them, a batch at a time."""
+        self.flush(uptime_ms)
+        batch = self.batch
         uptime = uptime_ms & 0xFFFFFFFF
-        prefix, tail, join = self._prefix, _TAIL.pack, b"".join
+        prefix, tail = self._prefix, _TAIL.pack
         sequence = self.sequence
         count = 0
-        for n, pieces in datagrams:
+        for n, body, length in datagrams:
+            if not batch.has_room(length if copy else 0):
+                self.send(batch)
+                batch.clear()
             sequence = sequence + 1 & 0xFFFFFFFF
-            out.append(join((prefix, tail(sequence, uptime, n), *pieces)))
+            if copy:
+                batch.add_copy(prefix + tail(sequence, uptime, n), body)
+            else:
+                batch.add(prefix + tail(sequence, uptime, n), body, length)
             count += n
         self.sequence = sequence
         self.samples_sent += count
         self.datagrams_sent += len(datagrams)
-        self.send(out)
+        self.send(batch)
+        batch.clear()
         return count

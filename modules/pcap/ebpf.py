@@ -35,9 +35,10 @@ pool and drops included (``sampler.bpf.h``, ``wire.py``).  While no enricher nee
 (``EncodedFlows.direct``), libbpf's object builds whole datagrams in the kernel (``_assemble``):
 samples go, in the order of their numbers, into the datagram being built, which goes to a ring of
 its own (``DATAGRAM_RING_BYTES``) when the next sample would not fit in the agent's datagram.  The
-drain then reads one record per datagram and sends it behind the agent's header (``_drain_datagrams``:
-one copy, one system call; a capture on the sending host sees each datagram as a packet): nothing of
-a sample is read in Python.  Against cutting the same samples out of the ring of samples in Python
+drain then reads one record per datagram and hands it to the kernel where it lies, behind the agent's
+header, a drain's datagrams in one ``sendmmsg`` (``_drain_datagrams``, ``EncodedFlows.send_in_place``:
+no copy in Python; a capture on the sending host sees each datagram as a packet): nothing of a
+sample is read in Python.  Against cutting the same samples out of the ring of samples in Python
 (below) this took ~25% off the agent's CPU a sample (README, Benchmarks): a sample is no longer read
 on the agent's CPU after the kernel wrote it on another (three cold cache lines a sample).  A
 datagram being built while the traffic pauses goes out when the quiet-period drain runs the program
@@ -49,8 +50,8 @@ a spin lock in a map and functions the verifier walks on their own, not tried wi
 for the samples an enricher leaves as they are, the
 drain cuts the ring of samples into datagram-sized runs (``_cut``): a datagram's samples are copied
 out of the ring as one piece by a single struct unpacking (records lie at a fixed stride), and the
-full datagrams of a drain go out together (``EncodedFlows.send_alone``), each in a system call of
-its own, with no Python step per sample.
+full datagrams of a drain go out together (``EncodedFlows.send_alone``, one ``sendmmsg``), with no
+Python step per sample.
 With an enricher active the same records are read back into
 the flow path's usual entry (``emit``), with the kernel's sequence number, and encoded there with
 the enrichers' records, unless the lone enricher knows its records from the header at once, as
@@ -566,7 +567,8 @@ class EbpfSampler(Sampler):
             flows.room()  # the uptime in this drain's datagrams
         m, view, base, mask = ring.data_map, ring.view, ring.data_offset, ring.mask
         head = _DATAGRAM.size
-        full: list[tuple[int, tuple[memoryview, ...]]] = []
+        body_at = ring.address + head
+        full: list[tuple[int, int, int]] = []
         try:
             while cons < prod:
                 pos = base + (cons & mask)
@@ -576,19 +578,18 @@ class EbpfSampler(Sampler):
                 cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
                 if length & BPF_RINGBUF_DISCARD_BIT or flows is None:
                     continue
-                body = view[pos + head : pos + head + used]
                 if why != _DATAGRAM_FLUSHED:
-                    full.append((count, (body,)))
+                    full.append((count, body_at + pos, used))
                 else:
                     if full:
-                        flows.send_alone(full)
+                        flows.send_in_place(full)
                         full = []
-                    flows.add_joined(body, count)
+                    flows.add_joined(view[pos + head : pos + head + used], count)
                 self.samples += count
                 self.kernel_datagrams += 1
         finally:  # the records are read: sent, or copied into the agent's datagram
             if full and flows is not None:
-                flows.send_alone(full)
+                flows.send_in_place(full)
             ring.consumer_pos[0] = cons
 
     def _drain_samples(self) -> None:
