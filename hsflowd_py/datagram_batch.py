@@ -91,7 +91,7 @@ class DatagramBatch:
         i = self._count
         at = i * HEADER_ROOM
         self._headers_view[at : at + len(header)] = header
-        _TWO_IOVECS.pack_into(self._iovecs_view, 32 * i, self._headers_at + at, len(header), body, length)
+        _TWO_IOVECS.pack_into(self._iovecs_view, _TWO_IOVECS.size * i, self._headers_at + at, len(header), body, length)
         self._count = i + 1
 
     def add_copy(self, header: bytes, body: bytes | bytearray | memoryview) -> None:
@@ -116,5 +116,5 @@ class DatagramBatch:
     def __iter__(self) -> Iterator[bytes]:
         """Each datagram as bytes, as the kernel would gather it (for a reader that is not a socket)."""
         for i in range(self._count):
-            header, header_length, body, length = _TWO_IOVECS.unpack_from(self._iovecs_view, 32 * i)
+            header, header_length, body, length = _TWO_IOVECS.unpack_from(self._iovecs_view, _TWO_IOVECS.size * i)
             yield ctypes.string_at(header, header_length) + ctypes.string_at(body, length)
