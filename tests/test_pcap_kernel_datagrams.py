@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,23 +139,34 @@ def test_a_sleeping_agent_gets_the_next_sample_at_once(loaded: _Loaded) -> None:
     assert datagrams(loaded) == []
 
 
-def test_samples_go_one_by_one_when_the_datagrams_ring_is_nearly_full_then_are_dropped_unnumbered(
+def test_samples_go_past_room_while_the_datagrams_ring_is_nearly_full_then_are_dropped_unnumbered(
     loaded: _Loaded,
 ) -> None:
     """The agent reads nothing while 400 samples are taken: once the ring of datagrams' free bytes fall short
-    of what datagrams being written may need, samples go to the ring of samples one by one, and once that is
-    full too they are counted as drops and not numbered, so the collector sees no gap; the first sample after
-    the agent read the rings carries the drops."""
+    of what datagrams being written may need, samples go on into the datagram being built past room, and
+    once that is full too they are counted as drops and not numbered.  None goes to the ring of samples,
+    where it could overtake the datagrams numbered before it: every sample lies in the order of its number,
+    the collector sees no gap, and the agent cuts the datagram built past room at its samples' ends into
+    datagrams within room.  The first sample after the agent read the rings carries the drops."""
     counts = configure(loaded, 1, HEADER_BYTES)
     for k in range(400):
         run(loaded.egress, frame(k))
     pool, drops, sequence = totals(counts)
     assert pool == 400 and drops > 0 and sequence + drops == 400
+    bpf.run_program(loaded.flush)  # writes nothing while the ring is nearly full
+    full = datagrams(loaded)
+    assert full and all(len(body) <= ROOM and why != _DATAGRAM_FLUSHED for _, why, body in full)
+    assert records(loaded) == []
     bpf.run_program(loaded.flush)
-    built = [s for _, _, body in datagrams(loaded) for s in samples_of(body)]
-    alone = records(loaded)
-    assert built and alone
-    assert [struct.unpack_from(">I", s, 8)[0] for s in built + alone] == list(range(1, sequence + 1))
+    ((count, why, body),) = datagrams(loaded)
+    assert why == _DATAGRAM_FLUSHED and len(body) > ROOM and len(samples_of(body)) == count
+    built = [s for _, _, b in full for s in samples_of(b)] + samples_of(body)
+    assert [struct.unpack_from(">I", s, 8)[0] for s in built] == list(range(1, sequence + 1))
+    cut = ebpf._within(memoryview(body), 1000, ROOM)
+    assert len(cut) >= 2 and sum(n for n, _, _ in cut) == count
+    assert [at for _, at, _ in cut] == list(itertools.accumulate([1000] + [length for _, _, length in cut[:-1]]))
+    assert all(length <= ROOM for _, _, length in cut) and sum(length for _, _, length in cut) == len(body)
+    assert [len(samples_of(body[at - 1000 : at - 1000 + length])) for _, at, length in cut] == [n for n, _, _ in cut]
     run(loaded.egress, frame(0))
     bpf.run_program(loaded.flush)
     ((_, _, body),) = datagrams(loaded)

@@ -43,7 +43,10 @@ sample is read in Python.  Against cutting the same samples out of the ring of s
 on the agent's CPU after the kernel wrote it on another (three cold cache lines a sample).  A
 datagram being built while the traffic pauses goes out when the quiet-period drain runs the program
 ``hsflowd_flush`` (BPF_PROG_TEST_RUN), or at once for an agent asleep; it then joins the datagram the
-agent builds, so that samples of a quiet hour share datagrams as before.
+agent builds, so that samples of a quiet hour share datagrams as before.  A full datagram that cannot
+go yet (the ring of datagrams nearly full: the agent is behind; or its other half still being written
+out by a CPU held up) takes the next samples past the agent's room, and the drain cuts it at its
+samples' ends into datagrams within room (``_within``): no sample leaves the order of its number.
 
 With bcc's build (the fallback for hosts without libbpf, left as it was: the kernel's datagrams need
 a spin lock in a map and functions the verifier walks on their own, not tried with bcc 0.26), and
@@ -175,6 +178,7 @@ _DATAGRAM = struct.Struct("=IIIIII")
 """A datagram record of the ring datagrams: its ring header (length with the busy and discard bits, page
 offset), then struct datagram's count, why, used and pad; the samples follow."""
 _DATAGRAM_FLUSHED = 1
+_U32_WIRE = struct.Struct(">I")
 """As ``sampler.bpf.h`` defines it: a datagram written before it was full (the agent asked, or slept)."""
 _ASSEMBLY = struct.Struct("=II")
 """struct assembly: the bytes of samples a datagram holds, and whether datagrams are built in the kernel."""
@@ -197,6 +201,24 @@ def _be_words(words: memoryview) -> list[int]:
 
 
 @functools.lru_cache(maxsize=256)
+def _within(body: memoryview, address: int, room: int) -> list[tuple[int, int, int]]:
+    """A datagram's samples the kernel built past ``room`` bytes (it could not go: ``sampler.bpf.h``), at
+    ``address``, cut at their ends into datagrams within ``room`` (a sample larger than that alone), each
+    as its number of samples, where they start and their bytes."""
+    out: list[tuple[int, int, int]] = []
+    first = at = n = 0
+    while at + 8 <= len(body):
+        (length,) = _U32_WIRE.unpack_from(body, at + 4)
+        if n and at + 8 + length - first > room:
+            out.append((n, address + first, at - first))
+            first, n = at, 0
+        at += 8 + length
+        n += 1
+    if n:
+        out.append((n, address + first, min(at, len(body)) - first))
+    return out
+
+
 def _samples(lengths: tuple[int, ...]) -> struct.Struct:
     """Reads samples of these length words (their sizes less their tag and length), one per record, from
     the first one's start: each as bytes."""
@@ -568,6 +590,7 @@ class EbpfSampler(Sampler):
         m, view, base, mask = ring.data_map, ring.view, ring.data_offset, ring.mask
         head = _DATAGRAM.size
         body_at = ring.address + head
+        room = flows.capacity() if flows is not None else 0
         full: list[tuple[int, int, int]] = []
         try:
             while cons < prod:
@@ -578,7 +601,9 @@ class EbpfSampler(Sampler):
                 cons += (length & ~BPF_RINGBUF_DISCARD_BIT) + BPF_RINGBUF_HDR_SZ + 7 & ~7
                 if length & BPF_RINGBUF_DISCARD_BIT or flows is None:
                     continue
-                if why != _DATAGRAM_FLUSHED:
+                if used > room:  # built past room while it could not go (sampler.bpf.h)
+                    full += _within(view[pos + head : pos + head + used], body_at + pos, room)
+                elif why != _DATAGRAM_FLUSHED:
                     full.append((count, body_at + pos, used))
                 else:
                     if full:

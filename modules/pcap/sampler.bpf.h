@@ -145,12 +145,13 @@ _Static_assert(sizeof(struct record) + 8 == RECORD_SLOT, "a record and its ring 
  *
  * Two halves: samples go into one while the other is written to the ring outside the lock (a helper
  * call, which the lock forbids), so a sample waits for no copy.  A half becomes the one being built only
- * once written out (busy cleared).  A sample that finds the datagram full and the other half still busy
- * (the CPU writing it out was held up: a virtual CPU can be for milliseconds) goes to the ring of samples
- * as a record of its own (ring_sample), as it does while the ring of datagrams has less than RING_MARGIN
- * bytes free, so that a datagram written to it is never refused: such a sample may reach the collector
- * before the datagrams numbered before it, and is lost only if the ring of samples is full too (a drop,
- * counted, never a gap). */
+ * once written out (busy cleared).  A sample that finds the datagram full while it cannot go (the other
+ * half still busy: the CPU writing it out was held up, a virtual CPU can be for milliseconds; or the ring
+ * of datagrams with less than RING_MARGIN bytes free, so that a datagram written to it is never refused)
+ * is appended past room, up to the half's own room (DATAGRAM_ROOM_MAX), and the agent cuts such a
+ * datagram at its samples' ends; past that it is a drop (counted, never a gap).  Samples so keep the
+ * order of their numbers on the way to the collector, also then: a sample sent on its own (the ring of
+ * samples) could overtake the datagrams numbered before it. */
 #define DATAGRAM_ROOM_MAX 8192  /* bytes of samples in a datagram at most: datagramBytes is 200..8192 */
 #define SAMPLE_BYTES_MAX (SFLOW_HEAD_BYTES + HEADER_MAX + SFLOW_TIMESTAMP_BYTES)
 #define RING_MARGIN (4 * (DATAGRAM_ROOM_MAX + SAMPLE_BYTES_MAX + 16))
@@ -403,20 +404,18 @@ SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
     struct wire *w = scratch_of();
     struct building *b = building_of();
     u64 *asleep = wake_slot(WAKE_ASLEEP);
-    if (!w || !b || !asleep || ring_room() < RING_MARGIN)
+    if (!w || !b || !asleep)
         return ring_sample(ifindex, gap);
     if (bytes > SAMPLE_BYTES_MAX)
         bytes = SAMPLE_BYTES_MAX;
-    u32 out = 2, alone = 0;
+    /* the ring of datagrams has room for any datagram that may be written out: checked outside the lock */
+    u32 ring_ok = ring_room() >= RING_MARGIN;
+    u32 out = 2, dropped = 0;
     bpf_spin_lock(&b->lock);
     u32 c = b->current & 1;
     struct datagram *d = &b->half[c];
     u32 at = d->used;
-    if (d->count && at + bytes > room) {
-        if (b->busy[c ^ 1]) {  /* the other half is still being written out (its CPU was held up) */
-            alone = 1;
-            goto unlock;
-        }
+    if (d->count && at + bytes > room && ring_ok && !b->busy[c ^ 1]) {
         b->busy[c] = 1;
         out = c;
         c ^= 1;
@@ -424,8 +423,11 @@ SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
         d = &b->half[c];
         at = 0;
     }
-    if (at > DATAGRAM_ROOM_MAX) {  /* never (room is at most that): for the verifier */
-        alone = 1;
+    /* Past room only while the datagram cannot go (the ring of datagrams nearly full, or the other half
+     * still being written out: its CPU was held up): the agent cuts it at its samples' ends.  Past the
+     * half's own room the sample is a drop, counted, not numbered: samples keep the order of their numbers. */
+    if (at > DATAGRAM_ROOM_MAX) {
+        dropped = 1;
         goto unlock;
     }
     u64 pool = __sync_fetch_and_add(&cnt->pool, gap) + gap;
@@ -436,15 +438,18 @@ SUBPROGRAM int assemble(u32 ifindex, u32 gap, u32 bytes, u32 room)
     __builtin_memcpy(d->body + at, w, SAMPLE_BYTES_MAX);
     d->used = at + bytes;
     d->count += 1;
-    if (out == 2 && *asleep && !b->busy[c ^ 1]) {
+    if (out == 2 && *asleep && ring_ok && !b->busy[c ^ 1]) {
         b->busy[c] = 1;
         out = c;
         b->current = c ^ 1;
     }
 unlock:
     bpf_spin_unlock(&b->lock);
-    if (alone)
-        return ring_sample(ifindex, gap);
+    if (dropped) {
+        __sync_fetch_and_add(&cnt->pool, gap);
+        __sync_fetch_and_add(&cnt->drops, 1);
+        return 0;
+    }
     if (out < 2)
         datagram_out(b, out, out == c ? DATAGRAM_FLUSHED : DATAGRAM_FULL, cnt);
     return 0;
@@ -646,9 +651,10 @@ PROGRAM(hsflowd_flush)
     if (!b)
         return TC_ACT_UNSPEC;
     u32 out = 2;
+    u32 ring_ok = ring_room() >= RING_MARGIN;
     bpf_spin_lock(&b->lock);
     u32 c = b->current & 1;
-    if (b->half[c].count && !b->busy[c ^ 1]) {
+    if (b->half[c].count && ring_ok && !b->busy[c ^ 1]) {
         b->busy[c] = 1;
         out = c;
         b->current = c ^ 1;
