@@ -178,8 +178,9 @@ _DATAGRAM = struct.Struct("=IIIIII")
 """A datagram record of the ring datagrams: its ring header (length with the busy and discard bits, page
 offset), then struct datagram's count, why, used and pad; the samples follow."""
 _DATAGRAM_FLUSHED = 1
-_U32_WIRE = struct.Struct(">I")
 """As ``sampler.bpf.h`` defines it: a datagram written before it was full (the agent asked, or slept)."""
+_U32_WIRE = struct.Struct(">I")
+"""A sample's length word, as on the wire."""
 _ASSEMBLY = struct.Struct("=II")
 """struct assembly: the bytes of samples a datagram holds, and whether datagrams are built in the kernel."""
 _KEY = struct.Struct("=I")
@@ -200,7 +201,6 @@ def _be_words(words: memoryview) -> list[int]:
     return values.tolist()
 
 
-@functools.lru_cache(maxsize=256)
 def _within(body: memoryview, address: int, room: int) -> list[tuple[int, int, int]]:
     """A datagram's samples the kernel built past ``room`` bytes (it could not go: ``sampler.bpf.h``), at
     ``address``, cut at their ends into datagrams within ``room`` (a sample larger than that alone), each
@@ -219,6 +219,7 @@ def _within(body: memoryview, address: int, room: int) -> list[tuple[int, int, i
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _samples(lengths: tuple[int, ...]) -> struct.Struct:
     """Reads samples of these length words (their sizes less their tag and length), one per record, from
     the first one's start: each as bytes."""
