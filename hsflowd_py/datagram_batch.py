@@ -6,8 +6,8 @@ eBPF sampler's datagrams are never copied in Python) or first copied into the ba
 (``add_copy``: bytes that may not outlive the call).  Against joining each datagram and sending it
 with ``socket.send``, this saves per datagram a system call's entry and exit, a Python call, a bytes
 object and its copy: 40 datagrams of 1,372 bytes to a collector on the same host took 2.8-4.8 µs of
-CPU a datagram this way and 4.0-6.2 µs the other, ~1 µs more in each of six runs (this project's 2-CPU
-machine).
+CPU a datagram this way and 4.0-6.2 µs the other, 0.8-2.5 µs more in each of ten paired measurements
+(this project's 2-CPU machine).
 
 Python's socket module has ``sendmsg`` but not ``sendmmsg``, hence ctypes (glibc 2.14 on).  The
 kernel's answer is the number of datagrams it sent; an error met after the first is not returned
